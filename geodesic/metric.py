@@ -1,0 +1,225 @@
+"""The functional metric g_w = JᵀJ and the quantities measured with it.
+
+J ∈ R^{k×n}, k = B·m, is the Jacobian of the stacked, 1/√B-scaled outputs φ(f(x_b, w)) over a probe batch
+X = (x_1 … x_B); φ is an output map applied to the logits. A step θ changes the function by |Jθ|² to first
+order, so a path's length is Σ_t |J_t θ_t|. The real (not linearized) functional distance is
+D(w, w') = mean_x |φ f(x, w) − φ f(x, w')|².
+
+Three ways to J, one answer (tests check each against `torch.func.jacrev`):
+- `jacobian`: explicit, per-sample `vmap(jacrev)` (any model; the reference).
+- `jacobian_fast`: explicit, per-sample gradients of Linear/Conv2d layers from their inputs and output
+  gradients (one backward pass per output class instead of one per output row).
+- `Metric.gram()` + `Metric.jvp` / `Metric.vjp`: K = JJᵀ assembled layer by layer, and J-products, so J is
+  never stored (the Gram trick behind fast per-example gradient norms).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call, jacrev, jvp, vjp, vmap
+
+from .params import ParamSpec, spec_of, unflatten
+
+OUTPUT_MAPS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+    "logits": lambda z: z,
+    "probs": lambda z: torch.softmax(z, dim=-1),
+    "sqrt_probs": lambda z: torch.exp(0.5 * torch.log_softmax(z, dim=-1)),  # Hellinger; JᵀJ = Fisher / 4
+}
+
+
+def output_map(name: str) -> Callable[[torch.Tensor], torch.Tensor]:
+    if name not in OUTPUT_MAPS:
+        raise ValueError(f"unknown output map {name!r}; choose one of {sorted(OUTPUT_MAPS)}")
+    return OUTPUT_MAPS[name]
+
+
+def model_fn(model: nn.Module) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """f(w, x) = model(x) with flat weights w."""
+    spec = spec_of(model)
+    buffers = dict(model.named_buffers())
+    return lambda w, x: functional_call(model, {**unflatten(spec, w), **buffers}, (x,))
+
+
+def scaled_outputs(model: nn.Module, w: torch.Tensor, x: torch.Tensor, phi: str) -> torch.Tensor:
+    """y(w) = vec(φ f(X, w)) / √B, shape (B·m,): the map whose Jacobian is J."""
+    return output_map(phi)(model_fn(model)(w, x)).reshape(-1) / math.sqrt(x.shape[0])
+
+
+def jacobian(model: nn.Module, w: torch.Tensor, x: torch.Tensor, phi: str = "sqrt_probs") -> torch.Tensor:
+    """J (B·m, n) by per-sample `vmap(jacrev)`: the reference for every other route to J."""
+    f, out = model_fn(model), output_map(phi)
+
+    def one(xi: torch.Tensor) -> torch.Tensor:
+        return jacrev(lambda w_: out(f(w_, xi[None]))[0])(w)  # (m, n)
+
+    return (vmap(one)(x) / math.sqrt(x.shape[0])).reshape(-1, w.numel())
+
+
+def functional_distance(model: nn.Module, w: torch.Tensor, w_ref: torch.Tensor, x: torch.Tensor,
+                        phi: str = "sqrt_probs", batch: int = 1000) -> float:
+    """D(w, w') = mean_x |φ f(x, w) − φ f(x, w')|², measured (not linearized) on the batch x."""
+    f, out = model_fn(model), output_map(phi)
+    total = 0.0
+    with torch.no_grad():
+        for i in range(0, x.shape[0], batch):
+            xb = x[i : i + batch]
+            total += (out(f(w, xb)) - out(f(w_ref, xb))).pow(2).sum().item()
+    return total / x.shape[0]
+
+
+def distance_grad(model: nn.Module, w: torch.Tensor, w_ref: torch.Tensor, x: torch.Tensor,
+                  phi: str = "sqrt_probs") -> torch.Tensor:
+    """∇_w D(w, w_ref) on the batch x, shape (n,)."""
+    f, out = model_fn(model), output_map(phi)
+    with torch.no_grad():
+        target = out(f(w_ref, x))
+    w = w.detach().requires_grad_(True)
+    d = (out(f(w, x)) - target).pow(2).sum() / x.shape[0]
+    (g,) = torch.autograd.grad(d, w)
+    return g
+
+
+# --- fast routes: per-sample layer gradients ------------------------------------------------------
+
+
+def _param_owner(model: nn.Module, spec: ParamSpec) -> dict[str, tuple[str, str]]:
+    """parameter name -> (module name, 'weight'|'bias') for Linear/Conv2d layers; raises for anything else."""
+    owners = {}
+    for mname, mod in model.named_modules():
+        if isinstance(mod, (nn.Linear, nn.Conv2d)):
+            if isinstance(mod, nn.Conv2d) and mod.groups != 1:
+                raise NotImplementedError("grouped convolutions are not supported by the fast Jacobian")
+            for pname, _ in mod.named_parameters(recurse=False):
+                owners[f"{mname}.{pname}" if mname else pname] = (mname, pname)
+    missing = [n for n in spec.names if n not in owners]
+    if missing:
+        raise NotImplementedError(f"fast Jacobian handles Linear/Conv2d parameters only, not {missing}")
+    return owners
+
+
+class LayerTape:
+    """One forward pass at w on x recording each Linear/Conv2d layer's input and output.
+
+    `backward(c)` gives, for output class c, every layer's per-sample output gradient ∂y_{b,c}/∂z_l
+    (samples are independent in eval mode, so one backward pass serves the whole batch).
+    """
+
+    def __init__(self, model: nn.Module, w: torch.Tensor, x: torch.Tensor, phi: str):
+        self.model, self.spec = model, spec_of(model)
+        self.owners = _param_owner(model, self.spec)
+        self.layers = {m: model.get_submodule(m) for m, _ in self.owners.values()}
+        self.inputs: dict[str, torch.Tensor] = {}
+        self.outputs: dict[str, torch.Tensor] = {}
+        hooks = [mod.register_forward_hook(self._hook(name)) for name, mod in self.layers.items()]
+        try:
+            params = {k: v.detach() for k, v in unflatten(self.spec, w).items()}
+            with torch.enable_grad():
+                self.y = output_map(phi)(functional_call(model, params, (x,))) / math.sqrt(x.shape[0])
+        finally:
+            for h in hooks:
+                h.remove()
+        self.B, self.m = self.y.shape
+
+    def _hook(self, name: str):
+        def hook(mod, inp, out):
+            out.requires_grad_(True) if not out.requires_grad else None
+            self.inputs[name] = inp[0].detach()
+            self.outputs[name] = out
+        return hook
+
+    def backward(self, c: int) -> dict[str, torch.Tensor]:
+        names = list(self.layers)
+        seed = torch.zeros_like(self.y)
+        seed[:, c] = 1.0
+        grads = torch.autograd.grad(self.y, [self.outputs[n] for n in names], seed, retain_graph=True, allow_unused=True)
+        return {n: (g if g is not None else torch.zeros_like(self.outputs[n])) for n, g in zip(names, grads)}
+
+    def per_sample(self, layer: str, g: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Per-sample gradients of y_{b,c} w.r.t. the layer's weight (B, *W) and bias (B, out)."""
+        mod, a = self.layers[layer], self.inputs[layer]
+        if isinstance(mod, nn.Linear):
+            a2, g2 = a.reshape(a.shape[0], -1, a.shape[-1]), g.reshape(g.shape[0], -1, g.shape[-1])
+            return {"weight": torch.einsum("bto,bti->boi", g2, a2), "bias": g2.sum(1)}
+        cols = F.unfold(a, mod.kernel_size, mod.dilation, mod.padding, mod.stride)  # (B, Cin·kh·kw, P)
+        g2 = g.flatten(2)  # (B, Cout, P)
+        return {"weight": torch.einsum("bop,bip->boi", g2, cols).reshape(a.shape[0], *mod.weight.shape),
+                "bias": g2.sum(-1)}
+
+
+def jacobian_fast(model: nn.Module, w: torch.Tensor, x: torch.Tensor, phi: str = "sqrt_probs") -> torch.Tensor:
+    """J (B·m, n) from per-sample layer gradients: m backward passes in all (Linear/Conv2d models)."""
+    tape = LayerTape(model, w, x, phi)
+    J = torch.empty(tape.B, tape.m, w.numel(), dtype=w.dtype)
+    for c in range(tape.m):
+        grads = tape.backward(c)
+        for layer, g in grads.items():
+            for pname, ps in tape.per_sample(layer, g).items():
+                full = f"{layer}.{pname}" if layer else pname
+                if full in tape.spec.names:
+                    J[:, c, tape.spec.slice(full)] = ps.reshape(tape.B, -1)
+    return J.reshape(tape.B * tape.m, -1)
+
+
+class Metric:
+    """The metric at w on a probe batch x, as an operator: K = JJᵀ, Jθ, Jᵀu, Gθ = Jᵀ(Jθ); J never stored.
+
+    K is assembled layer by layer: for a Linear layer with per-sample inputs a_b and output gradients
+    g_{bc}, K_l[(b,c),(b',c')] = (g_{bc}·g_{b'c'}) (a_b·a_{b'} + 1); for a conv layer the block J_l
+    (k × n_l) is formed from unfolded inputs, multiplied, and dropped.
+    """
+
+    def __init__(self, model: nn.Module, w: torch.Tensor, x: torch.Tensor, phi: str = "sqrt_probs"):
+        self.model, self.w, self.x, self.phi = model, w.detach(), x, phi
+        self.k = x.shape[0] * self._m()
+        self.n = w.numel()
+        self._fn = lambda w_: scaled_outputs(model, w_, x, phi)
+        self._vjp = None
+
+    def _m(self) -> int:
+        with torch.no_grad():
+            return model_fn(self.model)(self.w, self.x[:1]).shape[-1]
+
+    def jvp(self, theta: torch.Tensor) -> torch.Tensor:
+        """Jθ, shape (k,): one forward-mode pass."""
+        return jvp(self._fn, (self.w,), (theta.to(self.w.dtype),))[1]
+
+    def vjp(self, u: torch.Tensor) -> torch.Tensor:
+        """Jᵀu, shape (n,): one backward pass (the forward is shared across calls)."""
+        if self._vjp is None:
+            _, self._vjp = vjp(self._fn, self.w)
+        return self._vjp(u.to(self.w.dtype))[0]
+
+    def G(self, theta: torch.Tensor) -> torch.Tensor:
+        """Gθ = Jᵀ(Jθ), shape (n,)."""
+        return self.vjp(self.jvp(theta))
+
+    def gram(self) -> torch.Tensor:
+        """K = JJᵀ, shape (k, k), float64, without storing J."""
+        tape = LayerTape(self.model, self.w, self.x, self.phi)
+        B, m = tape.B, tape.m
+        grads = [tape.backward(c) for c in range(m)]  # m × {layer: (B, ...)}
+        K = torch.zeros(B, m, B, m, dtype=torch.float64)
+        for layer, mod in tape.layers.items():
+            g = torch.stack([gc[layer] for gc in grads], 1)  # (B, m, *out)
+            has_bias = getattr(mod, "bias", None) is not None
+            if isinstance(mod, nn.Linear) and tape.inputs[layer].dim() == 2:
+                a = tape.inputs[layer].double()
+                gg = torch.einsum("bco,dfo->bcdf", g.double(), g.double())
+                K += gg * (a @ a.T + (1.0 if has_bias else 0.0))[:, None, :, None]
+            else:
+                rows = [tape.per_sample(layer, g[:, c]) for c in range(m)]
+                Jl = torch.cat([torch.stack([r["weight"].reshape(B, -1) for r in rows], 1)]
+                               + ([torch.stack([r["bias"] for r in rows], 1)] if has_bias else []), -1)
+                Jl = Jl.reshape(B * m, -1).double()
+                K += (Jl @ Jl.T).reshape(B, m, B, m)
+        return K.reshape(B * m, B * m)
+
+
+def path_length(step_lengths: list[float]) -> float:
+    """Σ_t |J_t θ_t|."""
+    return float(sum(step_lengths))

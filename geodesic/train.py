@@ -1,0 +1,58 @@
+"""Supervised training of zoo models (the checkpoints in assets/ are made by `python -m geodesic train`)."""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .data import Split
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, data: Split, batch: int = 2000) -> tuple[float, float]:
+    """(mean cross-entropy, accuracy) of `model` on all of `data`."""
+    model.eval()
+    loss, correct = 0.0, 0
+    for i in range(0, len(data), batch):
+        out = model(data.x[i : i + batch])
+        loss += F.cross_entropy(out, data.y[i : i + batch], reduction="sum").item()
+        correct += (out.argmax(1) == data.y[i : i + batch]).sum().item()
+    return loss / len(data), correct / len(data)
+
+
+def train(model: nn.Module, data: Split, epochs: int, seed: int, lr: float = 1e-3, batch: int = 128,
+          progress: Callable[[int, int, float], None] | None = None,
+          should_stop: Callable[[], bool] = lambda: False) -> dict:
+    """Adam with a cosine learning-rate schedule; data order fixed by `seed`.
+
+    Returns a summary (steps, seconds). `progress(step, total, loss)` is called every step.
+    """
+    g = torch.Generator().manual_seed(seed)
+    steps_per_epoch = math.ceil(len(data) / batch)
+    total = epochs * steps_per_epoch
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * s / total)))
+    t0, step = time.perf_counter(), 0
+    model.train()
+    for _ in range(epochs):
+        perm = torch.randperm(len(data), generator=g)
+        for i in range(0, len(data), batch):
+            idx = perm[i : i + batch]
+            loss = F.cross_entropy(model(data.x[idx]), data.y[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            step += 1
+            if progress:
+                progress(step, total, loss.item())
+            if should_stop():
+                model.eval()
+                return {"steps": step, "seconds": time.perf_counter() - t0, "stopped": True}
+    model.eval()
+    return {"steps": step, "seconds": time.perf_counter() - t0, "stopped": False}
