@@ -1,0 +1,84 @@
+"""Direction fields v(w): where each step of a path wants to go (DESIGN.md §2).
+
+- sparsify(T): v = −w on the coordinates T (whole filters: weights and bias), 0 elsewhere — the direction
+  to the nearest point of the hyperplane {w_T = 0}. Free coordinates move because the metric makes them
+  compensate.
+- restore(w_ref): v = −∇_w D(w, w_ref), toward the function of w_ref (frozen coordinates masked by the path).
+- learn(task): v = −∇_w L_task(w), cross-entropy on another task's data.
+- with_pull(v, w_ref, γ): v − γ ∇_w D(w, w_ref), a correction toward the original function added to any
+  field (first-order metric preservation on a small probe batch drifts; this pulls the drift back).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Protocol
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .data import Split
+from .metric import distance_grad, model_fn
+from .params import Group, group_mask
+
+Field = Callable[[torch.Tensor], torch.Tensor]  # w (n,) -> v (n,)
+
+
+class Sampler(Protocol):
+    def __call__(self, size: int) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+
+@dataclass
+class BatchSampler:
+    """Seeded minibatches of a split: a fresh batch every call."""
+
+    data: Split
+    generator: torch.Generator
+
+    @classmethod
+    def of(cls, data: Split, seed: int) -> "BatchSampler":
+        return cls(data, torch.Generator().manual_seed(seed))
+
+    def __call__(self, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.data.batch(size, self.generator)
+
+
+def sparsify(target: torch.Tensor) -> Field:
+    """v = −w ⊙ 1_T for a boolean mask T of shape (n,)."""
+    mask = target.to(torch.bool)
+    return lambda w: torch.where(mask, -w, torch.zeros_like(w))
+
+
+def sparsify_groups(groups: list[Group], n: int) -> Field:
+    return sparsify(group_mask(groups, n))
+
+
+def restore(model: nn.Module, w_ref: torch.Tensor, sampler: Sampler, batch: int = 256,
+            phi: str = "sqrt_probs") -> Field:
+    """v = −∇_w D(w, w_ref) on a fresh batch each call."""
+    def field(w: torch.Tensor) -> torch.Tensor:
+        x, _ = sampler(batch)
+        return -distance_grad(model, w, w_ref, x, phi)
+    return field
+
+
+def learn(model: nn.Module, sampler: Sampler, batch: int = 256) -> Field:
+    """v = −∇_w CE(f(x, w), y) on a fresh batch of the task each call."""
+    f = model_fn(model)
+
+    def field(w: torch.Tensor) -> torch.Tensor:
+        x, y = sampler(batch)
+        w = w.detach().requires_grad_(True)
+        (g,) = torch.autograd.grad(F.cross_entropy(f(w, x), y), w)
+        return -g
+    return field
+
+
+def with_pull(field: Field, model: nn.Module, w_ref: torch.Tensor, sampler: Sampler, gamma: float,
+              batch: int = 256, phi: str = "sqrt_probs") -> Field:
+    """v(w) − γ ∇_w D(w, w_ref): the field plus a pull back toward the reference function."""
+    if gamma == 0:
+        return field
+    back = restore(model, w_ref, sampler, batch, phi)
+    return lambda w: field(w) + gamma * back(w)

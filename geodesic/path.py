@@ -1,0 +1,205 @@
+"""A path: repeated tangent steps from a start point along a direction field, one `Step` record per step.
+
+At w_t, on a fresh probe batch, solve θ_t = argmin θᵀG θ − β θᵀv(w_t) s.t. |θ|² ≤ ε and move
+w_{t+1} = w_t + θ_t. Stop rules: arrival (|w_T| ≤ arrive_tol, then w_T := 0 exactly), max steps, distance
+budget, a stop request; a non-finite step is rejected and ε halved.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Iterator
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .metric import Metric, functional_distance, jacobian_fast, model_fn
+from .objectives import Field, Sampler
+from .params import Group, group_norms
+from .tangent import solve_exact, solve_exact_gram
+
+SOLVERS = ("gram", "explicit")
+
+
+@dataclass(frozen=True)
+class PathConfig:
+    """Hyperparameters of one path (all recorded in the run's meta.json)."""
+
+    phi: str = "sqrt_probs"  # output map of the metric
+    beta: float = 0.01  # weight of the direction term
+    eps: float = 0.01  # trust region |θ|² ≤ ε
+    probe: int = 32  # probe batch size B (k = B·m rows of J)
+    seed: int = 0  # probe-batch sampling seed
+    max_steps: int = 400
+    arrive_tol: float = 0.0  # |w_T| at which to snap to zero; 0 means √ε (one step away)
+    max_distance: float = math.inf  # stop when D(w, w_start) exceeds this
+    eval_every: int = 10  # loss/accuracy on the evaluation set every k steps
+    snapshot_every: int = 5  # keep the weight vector every k steps
+    solver: str = "gram"  # "gram": K = JJᵀ layer by layer, J never stored; "explicit": J from jacobian_fast
+
+    def validate(self) -> "PathConfig":
+        checks = [
+            (self.beta > 0 and math.isfinite(self.beta), f"beta must be > 0, got {self.beta}"),
+            (self.eps > 0 and math.isfinite(self.eps), f"eps must be > 0, got {self.eps}"),
+            (self.probe >= 1, f"probe batch must be >= 1, got {self.probe}"),
+            (self.max_steps >= 1, f"max_steps must be >= 1, got {self.max_steps}"),
+            (self.eval_every >= 1 and self.snapshot_every >= 1, "eval_every and snapshot_every must be >= 1"),
+            (self.arrive_tol >= 0, f"arrive_tol must be >= 0, got {self.arrive_tol}"),
+            (self.solver in SOLVERS, f"solver must be one of {SOLVERS}, got {self.solver!r}"),
+        ]
+        for ok, msg in checks:
+            if not ok:
+                raise ValueError(msg)
+        return self
+
+
+@dataclass
+class Step:
+    """One row of a path's record (metrics.parquet)."""
+
+    step: int
+    phase: str  # "walk", "snap" or a later phase name
+    length: float  # Σ |J θ| so far
+    step_length: float  # |J_t θ_t|
+    distance: float  # D(w_t, w_start) on the fixed distance batch
+    target_norm: float  # |w_T|
+    groups_zero: int  # groups (filters/neurons) exactly zero
+    accuracy: float  # on the evaluation set every eval_every steps, NaN otherwise
+    loss: float
+    mu: float
+    eps: float
+    t_jacobian: float  # seconds: metric (K or J), solve, everything else
+    t_solve: float
+    t_other: float
+    group_norms: list[float] = field(default_factory=list)
+
+    def row(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class Evaluation:
+    """Fixed evaluation data: accuracy/loss on (x, y); functional distance on its first `distance_batch` images."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+    distance_batch: int = 256
+
+    @torch.no_grad()
+    def scores(self, model: nn.Module, w: torch.Tensor) -> tuple[float, float]:
+        """(loss, accuracy) of the net at w."""
+        f = model_fn(model)
+        loss, correct = 0.0, 0
+        for i in range(0, len(self.y), 1000):
+            out = f(w, self.x[i : i + 1000])
+            loss += F.cross_entropy(out, self.y[i : i + 1000], reduction="sum").item()
+            correct += (out.argmax(1) == self.y[i : i + 1000]).sum().item()
+        return loss / len(self.y), correct / len(self.y)
+
+
+class Path:
+    """Iterate to walk; `w` is the current point, `snapshots` the kept (step, w) pairs, `status` why it ended."""
+
+    def __init__(self, model: nn.Module, w_start: torch.Tensor, field: Field, cfg: PathConfig, probe: Sampler,
+                 evaluation: Evaluation, groups: list[Group], target: torch.Tensor | None = None,
+                 frozen: torch.Tensor | None = None, phase: str = "walk", w_ref: torch.Tensor | None = None,
+                 step0: int = 0, length0: float = 0.0):
+        self.model, self.field, self.cfg = model.eval(), field, cfg.validate()
+        self.probe, self.evaluation, self.groups = probe, evaluation, groups
+        self.w = w_start.detach().clone()
+        self.w_ref = (w_start if w_ref is None else w_ref).detach().clone()
+        self.target = target.to(torch.bool) if target is not None else None
+        self.frozen = frozen.to(torch.bool) if frozen is not None else None
+        self.phase, self.eps = phase, cfg.eps
+        self.step0 = step0
+        self.snapshots: list[tuple[int, torch.Tensor]] = [(step0, self.w.clone())]
+        self.frozen_values = self.w[self.frozen].clone() if self.frozen is not None else None
+        self.status = "running"
+        self.length = length0
+        self._stop = threading.Event()
+        if self.frozen is not None and cfg.solver == "gram":
+            self.cfg = PathConfig(**{**asdict(cfg), "solver": "explicit"})  # masks need explicit J columns
+
+    def stop(self) -> None:
+        """Ask the walk to end after the current step."""
+        self._stop.set()
+
+    @property
+    def tol(self) -> float:
+        return self.cfg.arrive_tol or math.sqrt(self.cfg.eps)
+
+    def target_norm(self) -> float:
+        return float(self.w[self.target].norm()) if self.target is not None else float("nan")
+
+    def record(self, step: int, phase: str, step_length: float, mu: float, times: tuple[float, float, float],
+               evaluate: bool) -> Step:
+        ev, w = self.evaluation, self.w
+        dist = functional_distance(self.model, w, self.w_ref, ev.x[: ev.distance_batch], self.cfg.phi)
+        loss, acc = ev.scores(self.model, w) if evaluate else (float("nan"), float("nan"))
+        norms = group_norms(w, self.groups)
+        return Step(step, phase, self.length, step_length, dist, self.target_norm(), int((norms == 0).sum()),
+                    acc, loss, mu, self.eps, *times, group_norms=norms.tolist())
+
+    def tangent(self, w: torch.Tensor) -> tuple[torch.Tensor, float, float, float, float]:
+        """(θ, |Jθ|, μ, seconds for the metric, seconds for the solve) at w on a fresh probe batch."""
+        x, _ = self.probe(self.cfg.probe)
+        v = self.field(w)
+        t0 = time.perf_counter()
+        if self.cfg.solver == "gram":
+            M = Metric(self.model, w, x, self.cfg.phi)
+            K, Jv = M.gram(), M.jvp(v)
+            t1 = time.perf_counter()
+            res = solve_exact_gram(K, Jv, M.vjp, v, self.cfg.beta, self.eps)
+            step_len = float(M.jvp(res.theta).norm())
+        else:
+            J = jacobian_fast(self.model, w, x, self.cfg.phi)
+            if self.frozen is not None:
+                J[:, self.frozen] = 0
+                v = torch.where(self.frozen, torch.zeros_like(v), v)
+            t1 = time.perf_counter()
+            res = solve_exact(J, v, self.cfg.beta, self.eps)
+            step_len = float((J @ res.theta).norm())
+        return res.theta, step_len, res.mu, t1 - t0, time.perf_counter() - t1
+
+    def __iter__(self) -> Iterator[Step]:
+        cfg = self.cfg
+        if self.step0 == 0:
+            yield self.record(0, self.phase, 0.0, float("nan"), (0.0, 0.0, 0.0), True)
+        last = self.step0 + cfg.max_steps
+        for step in range(self.step0 + 1, last + 1):
+            if self._stop.is_set():
+                self.status = "stopped"
+                return
+            t0 = time.perf_counter()
+            theta, step_len, mu, t_jac, t_solve = self.tangent(self.w)
+            if not (torch.isfinite(theta).all() and math.isfinite(step_len)):
+                self.eps /= 2  # reject the step
+                if self.eps < 1e-12:
+                    self.status = "diverged"
+                    return
+                continue
+            self.w = self.w + theta
+            if self.frozen is not None:
+                self.w[self.frozen] = self.frozen_values  # θ is 0 there already; guard against drift
+            self.length += step_len
+            arrived = self.target is not None and self.target_norm() <= self.tol
+            t_other = time.perf_counter() - t0 - t_jac - t_solve
+            evaluate = step % cfg.eval_every == 0 or step == last or arrived
+            rec = self.record(step, self.phase, step_len, mu, (t_jac, t_solve, t_other), evaluate)
+            if step % cfg.snapshot_every == 0:
+                self.snapshots.append((step, self.w.clone()))
+            yield rec
+            if arrived:
+                self.w[self.target] = 0.0
+                self.snapshots.append((step, self.w.clone()))
+                self.status = "arrived"
+                yield self.record(step, "snap", 0.0, float("nan"), (0.0, 0.0, 0.0), True)
+                return
+            if rec.distance > cfg.max_distance:
+                self.status = "distance budget"
+                return
+        self.status = "max steps"
