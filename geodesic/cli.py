@@ -71,6 +71,73 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sparsify(args: argparse.Namespace) -> int:
+    import json
+
+    import pandas as pd
+
+    from .experiments import SparsifyConfig, candidate_configs, run_sparsify, shortest
+    from .params import flatten
+    from .path import Evaluation, PathConfig
+    from .runs import RunWriter
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    model, card = models.load(args.checkpoint)
+    dataset = args.dataset or card.get("dataset")
+    if dataset not in data.FOLDERS:
+        raise ValueError(f"say which data the net was trained on: --dataset {{{', '.join(data.FOLDERS)}}}")
+    groups = models.filter_groups(model)
+    if not 1 <= args.filters <= len(groups):
+        raise ValueError(f"--filters must be between 1 and {len(groups)} for {card['model']}, got {args.filters}")
+    train_set, test_set = data.load(dataset, "train", args.data), data.load(dataset, "test", args.data)
+    if args.eval_size:
+        test_set.x, test_set.y = test_set.x[: args.eval_size], test_set.y[: args.eval_size]
+    path_cfg = PathConfig(phi=args.phi, beta=args.beta, eps=args.eps, probe=args.probe, seed=args.seed,
+                          max_steps=args.max_steps, eval_every=args.eval_every, snapshot_every=args.snapshot_every,
+                          solver=args.solver)
+    base = SparsifyConfig(filters=args.filters, strategy=args.strategy, pull=args.pull, pull_batch=args.pull_batch,
+                          relax_steps=args.relax_steps, path=path_cfg).validate()
+    configs = candidate_configs(base, args.paths)
+    out = Path(args.out)
+    if out.exists() and any(out.iterdir()):
+        raise ValueError(f"{out} exists and is not empty; choose a new --out folder (nothing was overwritten)")
+    w0 = flatten(model)
+    evaluation = Evaluation(test_set.x, test_set.y)
+    outcomes, rows = [], []
+    for i, cfg in enumerate(configs):
+        meta = {"kind": "sparsify", "model": card["model"], "checkpoint": str(args.checkpoint), "dataset": dataset,
+                "data_source": train_set.source, "eval_images": len(test_set), "candidate": i}
+        if len(configs) == 1:
+            writer = RunWriter(meta, root=out.parent, run_id=out.name) if not out.exists() else None
+            if writer is None:  # empty folder given
+                out.rmdir()
+                writer = RunWriter(meta, root=out.parent, run_id=out.name)
+        else:
+            writer = RunWriter(meta, root=out, run_id=f"path{i}-{cfg.strategy}-seed{cfg.path.seed}")
+        bar = tqdm(total=cfg.path.max_steps + cfg.relax_steps, desc=f"path {i + 1}/{len(configs)} ({cfg.strategy})",
+                   unit="step", mininterval=0.5)
+
+        def on_step(s, bar=bar):
+            bar.set_postfix(zero=s.groups_zero, D=f"{s.distance:.4f}", T=f"{s.target_norm:.3f}", phase=s.phase, refresh=False)
+            bar.update(s.step - bar.n)
+
+        try:
+            o = run_sparsify(model, w0, groups, cfg, train_set, evaluation, writer=writer, on_step=on_step)
+        finally:
+            bar.close()
+        outcomes.append(o)
+        rows.append({"path": writer.id, "strategy": cfg.strategy, "seed": cfg.path.seed, **o.summary()})
+    best = shortest(outcomes)
+    table = pd.DataFrame(rows)
+    table["shortest"] = [i == best for i in range(len(rows))]
+    if len(configs) > 1:
+        (out / "candidates.json").write_text(json.dumps(table.to_dict(orient="records"), indent=2, default=str))
+    print(table.to_string(index=False))
+    print(f"shortest: {rows[best]['path']} (length {rows[best]['length']:.4f}, accuracy {rows[best]['accuracy']:.4f} on {len(test_set)} {test_set.source} test images)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m geodesic", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -89,6 +156,35 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads")
     t.add_argument("--out", required=True, help="output .safetensors path (card written beside it)")
     t.set_defaults(fn=cmd_train)
+
+    from .experiments import STRATEGIES
+    from .metric import OUTPUT_MAPS
+
+    s = sub.add_parser("sparsify", help="walk a trained net along a short path until whole filters are zero",
+                       description="Walk a checkpoint along geodesic tangent steps until FILTERS whole conv "
+                                   "filters (or hidden neurons for mlp) are exactly zero; write a run folder.")
+    s.add_argument("--checkpoint", required=True, help=".safetensors checkpoint with its .json card")
+    s.add_argument("--filters", type=positive_int, default=50, help="number of filters to zero (lenet60 has 60)")
+    s.add_argument("--out", required=True, help="run folder to create (with --paths K > 1: a folder of K run folders)")
+    s.add_argument("--paths", type=positive_int, default=1, help="candidate paths (strategies in turn, then seeds); the shortest is reported")
+    s.add_argument("--strategy", choices=STRATEGIES, default="norm", help="which filters to zero (for --paths 1)")
+    s.add_argument("--dataset", choices=sorted(data.FOLDERS), help="data of the metric and evaluation (default: the card's)")
+    s.add_argument("--data", choices=("auto", "full", "bundled"), default="auto", help="full sets or the bundled subsets")
+    s.add_argument("--phi", choices=sorted(OUTPUT_MAPS), default="sqrt_probs", help="output map of the metric")
+    s.add_argument("--beta", type=positive_float, default=0.01, help="weight β of the direction term")
+    s.add_argument("--eps", type=positive_float, default=0.01, help="trust region ε (|θ|² ≤ ε)")
+    s.add_argument("--probe", type=positive_int, default=32, help="probe batch size B (J has B·10 rows)")
+    s.add_argument("--seed", type=int, default=0, help="probe-batch and choice seed")
+    s.add_argument("--max-steps", type=positive_int, default=400, help="step cap of the walk")
+    s.add_argument("--pull", type=nonneg_float, default=0.0, help="γ: pull toward the start's function, v − γ∇D (0: literal algorithm)")
+    s.add_argument("--pull-batch", type=positive_int, default=256, help="images per pull gradient")
+    s.add_argument("--relax-steps", type=int, default=0, help="geodesic restore steps inside the hyperplane after arrival")
+    s.add_argument("--solver", choices=("gram", "explicit"), default="gram", help="K = JJᵀ layer by layer (J never stored) or explicit J")
+    s.add_argument("--eval-every", type=positive_int, default=10, help="evaluate accuracy every k steps")
+    s.add_argument("--eval-size", type=positive_int, default=2000, help="test images used for accuracy along the path")
+    s.add_argument("--snapshot-every", type=positive_int, default=5, help="keep the weights every k steps")
+    s.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads")
+    s.set_defaults(fn=cmd_sparsify)
     return p
 
 

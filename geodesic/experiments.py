@@ -163,3 +163,19 @@ def run_sparsify(model: nn.Module, w0: torch.Tensor, groups: list[Group], cfg: S
     if writer:
         writer.finish(out.w, w0, out.status, out.summary())
     return out
+
+
+def candidate_configs(base: SparsifyConfig, count: int) -> list[SparsifyConfig]:
+    """`count` variations of `base` toward the same number of zero filters: strategies in turn, then seeds."""
+    out = []
+    for i in range(count):
+        strategy = STRATEGIES[i % len(STRATEGIES)] if count > 1 else base.strategy
+        out.append(replace(base, strategy=strategy, path=replace(base.path, seed=base.path.seed + i // len(STRATEGIES))))
+    return out
+
+
+def shortest(outcomes: list[Outcome]) -> int:
+    """Index of the shortest path among those that arrived (all of them when none arrived)."""
+    arrived = [i for i, o in enumerate(outcomes) if o.status.startswith("arrived")]
+    pool = arrived or list(range(len(outcomes)))
+    return min(pool, key=lambda i: outcomes[i].steps[-1].length)
