@@ -148,6 +148,8 @@ class Path:
         """(θ, |Jθ|, μ, seconds for the metric, seconds for the solve) at w on a fresh probe batch."""
         x, _ = self.probe(self.cfg.probe)
         v = self.field(w)
+        if not torch.isfinite(v).all():
+            return torch.full_like(w, float("nan")), float("nan"), float("nan"), 0.0, 0.0
         t0 = time.perf_counter()
         if self.cfg.solver == "gram":
             M = Metric(self.model, w, x, self.cfg.phi)

@@ -1,0 +1,207 @@
+"""The path against hand computation on a 2-weight model, stop rules, sparsify on mlp, run folders."""
+
+import math
+import threading
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from geodesic import damage, models, objectives, runs
+from geodesic.experiments import SparsifyConfig, choose_groups, run_sparsify
+from geodesic.params import flatten, group_mask, spec_of
+from geodesic.path import Evaluation, Path, PathConfig
+
+
+class TwoWeights(nn.Module):
+    """f(x, w) = w1 x1 + w2 x2: J = X/√B, G = XᵀX/B."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(2, 1, bias=False)
+
+    def forward(self, x):
+        return self.fc(x)
+
+
+X = torch.tensor([[1.0, 0.5], [0.2, 1.0], [-0.7, 0.4]])
+
+
+def hand_step(w, beta, eps):
+    """θ* on the 2-D problem by hand: interior Newton point if it fits, else a fine search on the circle."""
+    G = (X.T @ X / len(X)).double().numpy()
+    v = np.array([0.0, -float(w[1])])
+    inner = 0.5 * beta * np.linalg.solve(G, v)
+    if inner @ inner <= eps:
+        return inner
+    a = np.linspace(0, 2 * np.pi, 2_000_001)
+    th = math.sqrt(eps) * np.stack([np.cos(a), np.sin(a)], 1)
+    obj = np.einsum("ij,jk,ik->i", th, G, th) - beta * th @ v
+    return th[obj.argmin()]
+
+
+@pytest.mark.parametrize("beta,eps", [(1.0, 0.01), (0.05, 0.5)])  # constraint active; interior (μ = 0)
+@pytest.mark.parametrize("solver", ["gram", "explicit"])
+def test_first_step_matches_hand_computation(beta, eps, solver):
+    m = TwoWeights().eval()
+    with torch.no_grad():
+        m.fc.weight.copy_(torch.tensor([[0.8, -0.6]]))
+    w0 = flatten(m)
+    target = torch.tensor([False, True])
+    cfg = PathConfig(phi="logits", beta=beta, eps=eps, probe=3, max_steps=1, solver=solver, arrive_tol=1e-6)
+    p = Path(m, w0, objectives.sparsify(target), cfg, lambda b: (X, None), Evaluation(X, torch.zeros(3, dtype=torch.long)),
+             groups=[], target=target)
+    steps = list(p)
+    theta = (p.w - w0).double().numpy()
+    np.testing.assert_allclose(theta, hand_step(w0, beta, eps), atol=2e-5)
+    J = X / math.sqrt(3)
+    assert math.isclose(steps[1].step_length, float((J @ torch.tensor(theta).float()).norm()), rel_tol=1e-4)
+    d = float(((X @ p.w) - (X @ w0)).pow(2).mean())  # D(w1, w0) with φ = identity
+    assert math.isclose(steps[1].distance, d, rel_tol=1e-4)
+
+
+def test_two_weight_path_arrives_on_the_sparse_axis():
+    m = TwoWeights().eval()
+    with torch.no_grad():
+        m.fc.weight.copy_(torch.tensor([[0.8, -0.6]]))
+    target = torch.tensor([False, True])
+    cfg = PathConfig(phi="logits", beta=1.0, eps=0.01, probe=3, max_steps=100)
+    p = Path(m, flatten(m), objectives.sparsify(target), cfg, lambda b: (X, None),
+             Evaluation(X, torch.zeros(3, dtype=torch.long)), groups=[], target=target)
+    steps = list(p)
+    assert p.status == "arrived" and p.w[1] == 0.0
+    assert steps[-1].phase == "snap"
+    walk = [s for s in steps if s.phase == "walk"]
+    assert math.isclose(walk[-1].length, sum(s.step_length for s in walk), rel_tol=1e-9)
+    # w1 compensates: the function moved less than zeroing w2 outright would have moved it
+    naive = float((X[:, 1] * 0.6).pow(2).mean())
+    assert steps[-1].distance < naive
+
+
+def test_non_finite_step_is_rejected_and_eps_halved():
+    m = TwoWeights().eval()
+    calls = {"n": 0}
+
+    def field(w):
+        calls["n"] += 1
+        return torch.full_like(w, float("nan")) if calls["n"] == 1 else -w
+
+    cfg = PathConfig(phi="logits", beta=1.0, eps=0.01, probe=3, max_steps=3)
+    p = Path(m, flatten(m), field, cfg, lambda b: (X, None), Evaluation(X, torch.zeros(3, dtype=torch.long)), groups=[])
+    steps = list(p)
+    assert p.eps == 0.005 and torch.isfinite(p.w).all()
+    assert [s.step for s in steps] == [0, 2, 3]
+
+
+def test_bad_config_is_refused():
+    for bad in (dict(beta=0), dict(eps=-1), dict(probe=0), dict(solver="magic"), dict(eps=float("nan"))):
+        with pytest.raises(ValueError):
+            PathConfig(**bad).validate()
+
+
+@pytest.fixture()
+def mlp_setup(mlp_mnist, mnist_train, mnist_test):
+    model, card = mlp_mnist
+    return model, flatten(model), models.filter_groups(model), mnist_train, Evaluation(mnist_test.x[:500], mnist_test.y[:500])
+
+
+def test_sparsify_mlp_reaches_its_target_with_exact_zeros(mlp_setup, tmp_path):
+    model, w0, groups, train, ev = mlp_setup
+    cfg = SparsifyConfig(filters=6, strategy="norm", path=PathConfig(max_steps=300, eps=0.04, eval_every=20))
+    writer = runs.RunWriter({"kind": "sparsify", "model": "mlp"}, root=tmp_path)
+    out = run_sparsify(model, w0, groups, cfg, train, ev, writer=writer)
+    assert out.status == "arrived"
+    chosen = writer.meta["target_groups"]
+    assert len(chosen) == 6
+    mask = group_mask([g for g in groups if g.name in chosen], w0.numel())
+    assert torch.all(out.w[mask] == 0) and out.steps[-1].groups_zero >= 6
+    run = runs.load_run(writer.dir)
+    assert run.meta["status"] == "arrived" and len(run.metrics) == len(out.steps)
+    assert torch.equal(run.final()["w"], out.w)
+    steps, W = run.snapshots()
+    assert W.shape[1] == w0.numel() and steps[0] == 0 and torch.equal(W[-1], out.w)
+    assert out.summary()["accuracy"] > 0.85  # the function survives losing 6 of 32 neurons
+
+
+def test_relaxation_keeps_zeros_and_pulls_back_toward_the_start(mlp_setup):
+    model, w0, groups, train, ev = mlp_setup
+    cfg = SparsifyConfig(filters=8, relax_steps=15, path=PathConfig(max_steps=300, eps=0.04, eval_every=5))
+    out = run_sparsify(model, w0, groups, cfg, train, ev)
+    assert out.status == "arrived, relaxed"
+    snap = next(s for s in out.steps if s.phase == "snap")
+    relax = [s for s in out.steps if s.phase == "relax"]
+    assert len(relax) == 15 and relax[0].step == snap.step + 1
+    assert all(s.groups_zero >= 8 for s in relax)
+    assert relax[-1].distance < snap.distance
+
+
+def test_stop_ends_within_one_step(mlp_setup):
+    model, w0, groups, train, ev = mlp_setup
+    stop = threading.Event()
+    cfg = SparsifyConfig(filters=6, path=PathConfig(max_steps=200))
+    out = run_sparsify(model, w0, groups, cfg, train, ev, stop=stop, on_step=lambda s: stop.set() if s.step == 3 else None)
+    assert out.status == "stopped" and out.steps[-1].step == 3
+
+
+def test_interrupted_run_keeps_every_step_written(mlp_setup, tmp_path):
+    model, w0, groups, train, ev = mlp_setup
+    writer = runs.RunWriter({"kind": "sparsify"}, root=tmp_path)
+
+    def boom(step):
+        if step.step == 4:
+            raise KeyboardInterrupt
+
+    cfg = SparsifyConfig(filters=6, path=PathConfig(max_steps=200, snapshot_every=2))
+    with pytest.raises(KeyboardInterrupt):
+        run_sparsify(model, w0, groups, cfg, train, ev, writer=writer, on_step=boom)
+    run = runs.load_run(writer.dir)
+    assert run.meta["status"] == "interrupted"
+    assert run.metrics["step"].tolist() == [0, 1, 2, 3, 4]
+    assert run.snapshots()[0].tolist() == [0, 2, 4]
+    assert not torch.equal(run.final()["w"], w0) and torch.equal(run.final()["w_start"], w0)
+    assert not list(writer.dir.glob(".*tmp"))
+
+
+def test_candidate_strategies_choose_distinct_valid_sets(lenet_mnist, mnist_train):
+    model, _ = lenet_mnist
+    w, groups = flatten(model), models.filter_groups(model)
+    picks = {s: choose_groups(s, model, w, groups, 50, mnist_train.x[:8]) for s in ("norm", "importance", "balanced", "random")}
+    for s, chosen in picks.items():
+        assert len({g.name for g in chosen}) == 50, s
+    balanced = picks["balanced"]
+    assert abs(sum(g.layer == "conv1" for g in balanced) / 50 - 20 / 60) < 0.05
+    with pytest.raises(ValueError):
+        choose_groups("norm", model, w, groups, 61)
+
+
+def test_damage_is_reproducible_and_frozen_coordinates_stay_broken(mlp_setup):
+    model, w0, groups, train, ev = mlp_setup
+    spec = spec_of(model)
+    a, mask_a = damage.damage(w0, spec, groups, "zero", 0.3, seed=7, layers=["fc1"])
+    b, mask_b = damage.damage(w0, spec, groups, "zero", 0.3, seed=7, layers=["fc1"])
+    assert torch.equal(a, b) and torch.equal(mask_a, mask_b)
+    assert 0.25 < mask_a.float().sum() / spec.shapes[0].numel() < 0.35
+    assert not mask_a[spec.slice("fc2.weight")].any()
+    c, _ = damage.damage(w0, spec, groups, "zero", 0.3, seed=8, layers=["fc1"])
+    assert not torch.equal(a, c)
+    sampler = objectives.BatchSampler.of(train, 0)
+    p = Path(model, a, objectives.restore(model, w0, sampler), PathConfig(max_steps=10, eval_every=10, solver="explicit"),
+             sampler, ev, groups, frozen=mask_a, w_ref=w0)
+    steps = list(p)
+    assert torch.equal(p.w[mask_a], a[mask_a])
+    assert not torch.equal(p.w[~mask_a], a[~mask_a])
+    assert steps[-1].distance < steps[0].distance  # recovery moves back toward the pre-damage function
+
+
+def test_damage_kinds():
+    m = models.build("lenet60", seed=0)
+    w, spec, groups = flatten(m), spec_of(m), models.filter_groups(m)
+    d, hit = damage.damage(w, spec, groups, "ablate", 5, seed=0)
+    assert sum(bool((d[g.idx] == 0).all()) for g in groups) == 5 and int(hit.sum()) == 5 * 26 or int(hit.sum()) > 0
+    n, hit = damage.damage(w, spec, groups, "noise", 0.5, seed=0, layers=["conv2"])
+    assert torch.equal(n[~hit], w[~hit]) and not torch.equal(n[hit], w[hit])
+    with pytest.raises(ValueError, match="unknown damage"):
+        damage.damage(w, spec, groups, "fire", 1, seed=0)
+    with pytest.raises(ValueError, match="no parameters"):
+        damage.damage(w, spec, groups, "zero", 0.1, seed=0, layers=["conv9"])
