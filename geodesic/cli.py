@@ -83,7 +83,7 @@ def cmd_sparsify(args: argparse.Namespace) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    model, card = models.load(args.checkpoint)
+    model, card = models.load(args.checkpoint, args.model)
     dataset = args.dataset or card.get("dataset")
     if dataset not in data.FOLDERS:
         raise ValueError(f"say which data the net was trained on: --dataset {{{', '.join(data.FOLDERS)}}}")
@@ -164,6 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Walk a checkpoint along geodesic tangent steps until FILTERS whole conv "
                                    "filters (or hidden neurons for mlp) are exactly zero; write a run folder.")
     s.add_argument("--checkpoint", required=True, help=".safetensors checkpoint with its .json card")
+    s.add_argument("--model", choices=sorted(models.ZOO), help="architecture, for a checkpoint without a .json card")
     s.add_argument("--filters", type=positive_int, default=50, help="number of filters to zero (lenet60 has 60)")
     s.add_argument("--out", required=True, help="run folder to create (with --paths K > 1: a folder of K run folders)")
     s.add_argument("--paths", type=positive_int, default=1, help="candidate paths (strategies in turn, then seeds); the shortest is reported")

@@ -87,7 +87,7 @@ def sparsify_paths(model: nn.Module, w0: torch.Tensor, groups: list[Group], chos
     """The phases of a sparsify run, created lazily: the walk to {w_T = 0}, then (if it arrived) the relaxation."""
     target = group_mask(chosen, w0.numel())
     pull_sampler = BatchSampler.of(train, cfg.path.seed + 1)
-    field_ = with_pull(sparsify(target), model, w0, pull_sampler, cfg.pull, cfg.pull_batch, cfg.path.phi)
+    field_ = with_pull(sparsify(target), model, w0, pull_sampler, cfg.pull, cfg.pull_batch, cfg.path.phi, only=~target)
     walk = Path(model, w0, field_, cfg.path, BatchSampler.of(train, cfg.path.seed), evaluation, groups, target=target)
     yield walk
     if walk.status == "arrived" and cfg.relax_steps > 0:

@@ -76,9 +76,15 @@ def learn(model: nn.Module, sampler: Sampler, batch: int = 256) -> Field:
 
 
 def with_pull(field: Field, model: nn.Module, w_ref: torch.Tensor, sampler: Sampler, gamma: float,
-              batch: int = 256, phi: str = "sqrt_probs") -> Field:
-    """v(w) − γ ∇_w D(w, w_ref): the field plus a pull back toward the reference function."""
+              batch: int = 256, phi: str = "sqrt_probs", only: torch.Tensor | None = None) -> Field:
+    """v(w) − γ ∇_w D(w, w_ref): the field plus a pull back toward the reference function.
+
+    `only` (boolean (n,)) restricts the pull to those coordinates; a sparsify walk pulls only the free
+    coordinates so that the pull never fights the move of w_T toward 0.
+    """
     if gamma == 0:
         return field
     back = restore(model, w_ref, sampler, batch, phi)
-    return lambda w: field(w) + gamma * back(w)
+    if only is None:
+        return lambda w: field(w) + gamma * back(w)
+    return lambda w: field(w) + gamma * torch.where(only, back(w), torch.zeros_like(w))
