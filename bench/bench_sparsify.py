@@ -26,12 +26,13 @@ from geodesic.path import Evaluation, PathConfig
 from geodesic.train import evaluate
 
 VARIANTS = {  # name -> (SparsifyConfig overrides, PathConfig overrides)
-    "literal (β=0.01, no pull)": ({}, {}),
-    "pull γ=1": ({"pull": 1.0}, {}),
-    "pull γ=10": ({"pull": 10.0}, {}),
-    "pull γ=10 + relax 100": ({"pull": 10.0, "relax_steps": 100}, {}),
+    "literal (β=0.01, ε=0.01, no pull)": ({}, {}),
+    "pull ρ=0.5": ({"pull": 0.5}, {}),
+    "pull ρ=2": ({"pull": 2.0}, {}),
+    "literal + relax 100": ({"relax_steps": 100}, {}),
+    "pull ρ=2 + relax 100": ({"pull": 2.0, "relax_steps": 100}, {}),
 }
-BEST = "pull γ=10 + relax 100"
+BEST = "pull ρ=2 + relax 100"
 
 
 def accuracy(model, w, test) -> float:

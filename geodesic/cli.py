@@ -27,6 +27,13 @@ def positive_float(s: str) -> float:
     return v
 
 
+def nonneg_int(s: str) -> int:
+    v = int(s)
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {s}")
+    return v
+
+
 def nonneg_float(s: str) -> float:
     v = float(s)
     if not v >= 0 or v == float("inf"):
@@ -97,7 +104,8 @@ def cmd_sparsify(args: argparse.Namespace) -> int:
                           max_steps=args.max_steps, eval_every=args.eval_every, snapshot_every=args.snapshot_every,
                           solver=args.solver)
     base = SparsifyConfig(filters=args.filters, strategy=args.strategy, pull=args.pull, pull_batch=args.pull_batch,
-                          relax_steps=args.relax_steps, path=path_cfg).validate()
+                          relax_steps=args.relax_steps, relax_eps=args.relax_eps,
+                          relax_eps_final=args.relax_eps_final, path=path_cfg).validate()
     configs = candidate_configs(base, args.paths)
     out = Path(args.out)
     if out.exists() and any(out.iterdir()):
@@ -177,9 +185,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--probe", type=positive_int, default=32, help="probe batch size B (J has B·10 rows)")
     s.add_argument("--seed", type=int, default=0, help="probe-batch and choice seed")
     s.add_argument("--max-steps", type=positive_int, default=400, help="step cap of the walk")
-    s.add_argument("--pull", type=nonneg_float, default=0.0, help="γ: pull toward the start's function, v − γ∇D (0: literal algorithm)")
+    s.add_argument("--pull", type=nonneg_float, default=0.0, help="ρ: pull toward the start's function on the free weights, v + ρ|v| p̂ with p̂ ∝ −∇D (0: the literal algorithm)")
     s.add_argument("--pull-batch", type=positive_int, default=256, help="images per pull gradient")
-    s.add_argument("--relax-steps", type=int, default=0, help="geodesic restore steps inside the hyperplane after arrival")
+    s.add_argument("--relax-steps", type=nonneg_int, default=0, help="geodesic restore steps inside the hyperplane after arrival")
+    s.add_argument("--relax-eps", type=positive_float, default=0.1, help="trust region ε of the first relaxation step")
+    s.add_argument("--relax-eps-final", type=positive_float, default=0.002, help="ε of the last relaxation step (cosine decay)")
     s.add_argument("--solver", choices=("gram", "explicit"), default="gram", help="K = JJᵀ layer by layer (J never stored) or explicit J")
     s.add_argument("--eval-every", type=positive_int, default=10, help="evaluate accuracy every k steps")
     s.add_argument("--eval-size", type=positive_int, default=2000, help="test images used for accuracy along the path")

@@ -56,14 +56,18 @@ def choose_groups(strategy: str, model: nn.Module, w: torch.Tensor, groups: list
 
 @dataclass(frozen=True)
 class SparsifyConfig:
-    """A sparsify walk: zero `filters` groups chosen by `strategy`, pulling toward the start's function with
-    strength `pull` (0: the literal algorithm), then `relax_steps` geodesic restore steps inside the hyperplane."""
+    """A sparsify walk: zero `filters` groups chosen by `strategy`, pulling the free weights toward the start's
+    function with relative strength `pull` (ρ; 0: the literal algorithm), then `relax_steps` geodesic restore
+    steps inside the hyperplane {w_T = 0} (v = −∇D(w, w_start), T frozen) with a trust region decaying from
+    `relax_eps` to `relax_eps_final`."""
 
     filters: int = 50
     strategy: str = "norm"
     pull: float = 0.0
     pull_batch: int = 256
     relax_steps: int = 0
+    relax_eps: float = 0.1
+    relax_eps_final: float = 0.002  # ε decays (cosine) from relax_eps to this over the relaxation
     path: PathConfig = field(default_factory=PathConfig)
 
     def validate(self) -> "SparsifyConfig":
@@ -73,6 +77,8 @@ class SparsifyConfig:
             raise ValueError(f"filters must be >= 1, got {self.filters}")
         if self.pull < 0 or not math.isfinite(self.pull):
             raise ValueError(f"pull must be >= 0, got {self.pull}")
+        if not self.relax_eps > 0 or not math.isfinite(self.relax_eps):
+            raise ValueError(f"relax_eps must be > 0, got {self.relax_eps}")
         if self.relax_steps < 0:
             raise ValueError(f"relax_steps must be >= 0, got {self.relax_steps}")
         self.path.validate()
@@ -91,7 +97,7 @@ def sparsify_paths(model: nn.Module, w0: torch.Tensor, groups: list[Group], chos
     walk = Path(model, w0, field_, cfg.path, BatchSampler.of(train, cfg.path.seed), evaluation, groups, target=target)
     yield walk
     if walk.status == "arrived" and cfg.relax_steps > 0:
-        relax_cfg = replace(cfg.path, max_steps=cfg.relax_steps)
+        relax_cfg = replace(cfg.path, max_steps=cfg.relax_steps, eps=cfg.relax_eps, eps_final=cfg.relax_eps_final)
         yield Path(model, walk.w, restore(model, w0, pull_sampler, cfg.pull_batch, cfg.path.phi), relax_cfg,
                    BatchSampler.of(train, cfg.path.seed + 2), evaluation, groups, frozen=target, phase="relax",
                    w_ref=w0, step0=walk.snapshots[-1][0], length0=walk.length)

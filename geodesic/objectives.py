@@ -5,7 +5,7 @@
   compensate.
 - restore(w_ref): v = −∇_w D(w, w_ref), toward the function of w_ref (frozen coordinates masked by the path).
 - learn(task): v = −∇_w L_task(w), cross-entropy on another task's data.
-- with_pull(v, w_ref, γ): v − γ ∇_w D(w, w_ref), a correction toward the original function added to any
+- with_pull(v, w_ref, ρ): v + ρ|v| p̂ with p̂ ∝ −∇_w D(w, w_ref), a correction toward the original function added to any
   field (first-order metric preservation on a small probe batch drifts; this pulls the drift back).
 """
 
@@ -75,16 +75,23 @@ def learn(model: nn.Module, sampler: Sampler, batch: int = 256) -> Field:
     return field
 
 
-def with_pull(field: Field, model: nn.Module, w_ref: torch.Tensor, sampler: Sampler, gamma: float,
+def with_pull(field: Field, model: nn.Module, w_ref: torch.Tensor, sampler: Sampler, rho: float,
               batch: int = 256, phi: str = "sqrt_probs", only: torch.Tensor | None = None) -> Field:
-    """v(w) − γ ∇_w D(w, w_ref): the field plus a pull back toward the reference function.
+    """v(w) + ρ |v(w)| p̂, p̂ = −∇_w D(w, w_ref) / |∇_w D(w, w_ref)|: the field plus a pull back toward the
+    reference function, scaled relative to the field so the walk keeps its pace toward the target.
 
     `only` (boolean (n,)) restricts the pull to those coordinates; a sparsify walk pulls only the free
     coordinates so that the pull never fights the move of w_T toward 0.
     """
-    if gamma == 0:
+    if rho == 0:
         return field
     back = restore(model, w_ref, sampler, batch, phi)
-    if only is None:
-        return lambda w: field(w) + gamma * back(w)
-    return lambda w: field(w) + gamma * torch.where(only, back(w), torch.zeros_like(w))
+
+    def pulled(w: torch.Tensor) -> torch.Tensor:
+        v, p = field(w), back(w)
+        if only is not None:
+            p = torch.where(only, p, torch.zeros_like(p))
+        norm = p.norm()
+        return v if norm == 0 else v + (rho * v.norm() / norm) * p
+
+    return pulled

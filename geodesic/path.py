@@ -32,6 +32,7 @@ class PathConfig:
     phi: str = "sqrt_probs"  # output map of the metric
     beta: float = 0.01  # weight of the direction term
     eps: float = 0.01  # trust region |θ|² ≤ ε
+    eps_final: float = 0.0  # > 0: ε decays from eps to eps_final over max_steps (cosine); 0: constant
     probe: int = 32  # probe batch size B (k = B·m rows of J)
     seed: int = 0  # probe-batch sampling seed
     max_steps: int = 400
@@ -45,6 +46,7 @@ class PathConfig:
         checks = [
             (self.beta > 0 and math.isfinite(self.beta), f"beta must be > 0, got {self.beta}"),
             (self.eps > 0 and math.isfinite(self.eps), f"eps must be > 0, got {self.eps}"),
+            (0 <= self.eps_final <= self.eps, f"eps_final must be in [0, eps], got {self.eps_final}"),
             (self.probe >= 1, f"probe batch must be >= 1, got {self.probe}"),
             (self.max_steps >= 1, f"max_steps must be >= 1, got {self.max_steps}"),
             (self.eval_every >= 1 and self.snapshot_every >= 1, "eval_every and snapshot_every must be >= 1"),
@@ -114,7 +116,7 @@ class Path:
         self.w_ref = (w_start if w_ref is None else w_ref).detach().clone()
         self.target = target.to(torch.bool) if target is not None else None
         self.frozen = frozen.to(torch.bool) if frozen is not None else None
-        self.phase, self.eps = phase, cfg.eps
+        self.phase, self.eps, self.eps_halvings = phase, cfg.eps, 0
         self.step0 = step0
         self.snapshots: list[tuple[int, torch.Tensor]] = [(step0, self.w.clone())]
         self.frozen_values = self.w[self.frozen].clone() if self.frozen is not None else None
@@ -177,9 +179,13 @@ class Path:
                 self.status = "stopped"
                 return
             t0 = time.perf_counter()
+            if cfg.eps_final > 0 and self.eps_halvings == 0:
+                frac = (step - self.step0 - 1) / max(cfg.max_steps - 1, 1)
+                self.eps = cfg.eps_final + (cfg.eps - cfg.eps_final) * 0.5 * (1 + math.cos(math.pi * frac))
             theta, step_len, mu, t_jac, t_solve = self.tangent(self.w)
             if not (torch.isfinite(theta).all() and math.isfinite(step_len)):
                 self.eps /= 2  # reject the step
+                self.eps_halvings += 1
                 if self.eps < 1e-12:
                     self.status = "diverged"
                     return
