@@ -157,6 +157,8 @@ class Path:
             M = Metric(self.model, w, x, self.cfg.phi)
             K, Jv = M.gram(), M.jvp(v)
             t1 = time.perf_counter()
+            if not (torch.isfinite(K).all() and torch.isfinite(Jv).all()):  # w left the model's finite range
+                return torch.full_like(w, float("nan")), float("nan"), float("nan"), t1 - t0, 0.0
             res = solve_exact_gram(K, Jv, M.vjp, v, self.cfg.beta, self.eps)
             step_len = float(M.jvp(res.theta).norm())
         else:
@@ -165,6 +167,8 @@ class Path:
                 J[:, self.frozen] = 0
                 v = torch.where(self.frozen, torch.zeros_like(v), v)
             t1 = time.perf_counter()
+            if not torch.isfinite(J).all():
+                return torch.full_like(w, float("nan")), float("nan"), float("nan"), t1 - t0, 0.0
             res = solve_exact(J, v, self.cfg.beta, self.eps)
             step_len = float((J @ res.theta).norm())
         return res.theta, step_len, res.mu, t1 - t0, time.perf_counter() - t1

@@ -205,3 +205,20 @@ def test_damage_kinds():
         damage.damage(w, spec, groups, "fire", 1, seed=0)
     with pytest.raises(ValueError, match="no parameters"):
         damage.damage(w, spec, groups, "zero", 0.1, seed=0, layers=["conv9"])
+
+
+def test_pull_acts_on_free_coordinates_with_relative_strength(mlp_setup):
+    model, w0, groups, train, ev = mlp_setup
+    target = group_mask(groups[:3], w0.numel())
+    w = w0 + 0.05 * torch.randn(w0.numel(), generator=torch.Generator().manual_seed(0))
+    base = objectives.sparsify(target)
+    pulled = objectives.with_pull(base, model, w0, objectives.BatchSampler.of(train, 0), 0.5, only=~target)
+    v, vp = base(w), pulled(w)
+    assert torch.equal(vp[target], v[target])  # the target part is untouched
+    extra = vp - v
+    assert math.isclose(float(extra.norm()), 0.5 * float(v.norm()), rel_tol=1e-5)
+    assert float(extra[~target].norm()) > 0 and torch.all(extra[target] == 0)
+    # the pull points downhill in D(w, w0), on the same kind of data
+    from geodesic.metric import distance_grad
+    g = distance_grad(model, w, w0, train.x[:2000])
+    assert float(extra @ g) < 0
