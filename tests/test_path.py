@@ -222,3 +222,38 @@ def test_pull_acts_on_free_coordinates_with_relative_strength(mlp_setup):
     from geodesic.metric import distance_grad
     g = distance_grad(model, w, w0, train.x[:2000])
     assert float(extra @ g) < 0
+
+
+def test_candidate_configs_and_shortest():
+    from geodesic.experiments import Outcome, candidate_configs, shortest
+    from geodesic.path import Step
+
+    base = SparsifyConfig(filters=5)
+    cfgs = candidate_configs(base, 6)
+    assert [c.strategy for c in cfgs] == ["norm", "importance", "balanced", "random", "norm", "importance"]
+    assert [c.path.seed for c in cfgs] == [0, 0, 0, 0, 1, 1] and all(c.filters == 5 for c in cfgs)
+
+    def outcome(status, length):
+        s = Step(1, "walk", length, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0)
+        return Outcome(torch.zeros(1), status, [s], [], 0.0)
+
+    # the shortest that arrived wins over a shorter one that did not
+    assert shortest([outcome("arrived", 2.0), outcome("max steps", 1.0), outcome("arrived, relaxed", 1.5)]) == 2
+    assert shortest([outcome("max steps", 2.0), outcome("stopped", 1.0)]) == 1
+
+
+def test_finetune_keeps_the_mask_and_learns(mlp_setup):
+    from geodesic.baselines import finetune, magnitude_prune
+
+    model, w0, groups, train, ev = mlp_setup
+    w_mag, mask = magnitude_prune(w0, groups, 20)
+    assert torch.all(w_mag[mask] == 0) and int(mask.sum()) == 20 * 785
+    _, acc_mag = ev.scores(model, w_mag)
+    w_ft, steps = finetune(model, w_mag, mask, train, steps=60)
+    _, acc_ft = ev.scores(model, w_ft)
+    assert steps == 60 and torch.all(w_ft[mask] == 0)
+    assert acc_ft > acc_mag + 0.02
+    w_d, _ = finetune(model, w_mag, mask, train, steps=60, w_teacher=w0)
+    assert torch.all(w_d[mask] == 0) and ev.scores(model, w_d)[1] > acc_mag
+    with pytest.raises(ValueError, match="budget"):
+        finetune(model, w_mag, mask, train)
