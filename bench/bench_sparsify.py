@@ -21,7 +21,7 @@ from common import ROOT, save
 from geodesic import data, models
 from geodesic.baselines import finetune, magnitude_prune
 from geodesic.experiments import SparsifyConfig, run_sparsify
-from geodesic.params import flatten, group_mask
+from geodesic.params import flatten, load_flat
 from geodesic.path import Evaluation, PathConfig
 from geodesic.train import evaluate
 
@@ -36,7 +36,7 @@ BEST = "pull ρ=2 + relax 100"
 
 
 def accuracy(model, w, test) -> float:
-    return evaluate(models.load_flat(model, w), test)[1]
+    return evaluate(load_flat(model, w), test)[1]
 
 
 def main() -> None:

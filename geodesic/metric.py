@@ -171,12 +171,17 @@ class Metric:
     K is assembled layer by layer: for a Linear layer with per-sample inputs a_b and output gradients
     g_{bc}, K_l[(b,c),(b',c')] = (g_{bc}·g_{b'c'}) (a_b·a_{b'} + 1); for a conv layer the block J_l
     (k × n_l) is formed from unfolded inputs, multiplied, and dropped.
+
+    `free` (boolean (n,)) restricts the metric to the free coordinates: J becomes J·diag(free), so frozen
+    coordinates neither move nor count (K = J_free J_freeᵀ).
     """
 
-    def __init__(self, model: nn.Module, w: torch.Tensor, x: torch.Tensor, phi: str = "sqrt_probs"):
+    def __init__(self, model: nn.Module, w: torch.Tensor, x: torch.Tensor, phi: str = "sqrt_probs",
+                 free: torch.Tensor | None = None):
         self.model, self.w, self.x, self.phi = model, w.detach(), x, phi
         self.k = x.shape[0] * self._m()
         self.n = w.numel()
+        self.free = None if free is None or bool(free.all()) else free.to(torch.bool)
         self._fn = lambda w_: scaled_outputs(model, w_, x, phi)
         self._vjp = None
 
@@ -184,15 +189,18 @@ class Metric:
         with torch.no_grad():
             return model_fn(self.model)(self.w, self.x[:1]).shape[-1]
 
+    def _mask(self, t: torch.Tensor) -> torch.Tensor:
+        return t if self.free is None else torch.where(self.free, t, torch.zeros_like(t))
+
     def jvp(self, theta: torch.Tensor) -> torch.Tensor:
         """Jθ, shape (k,): one forward-mode pass."""
-        return jvp(self._fn, (self.w,), (theta.to(self.w.dtype),))[1]
+        return jvp(self._fn, (self.w,), (self._mask(theta.to(self.w.dtype)),))[1]
 
     def vjp(self, u: torch.Tensor) -> torch.Tensor:
         """Jᵀu, shape (n,): one backward pass (the forward is shared across calls)."""
         if self._vjp is None:
             _, self._vjp = vjp(self._fn, self.w)
-        return self._vjp(u.to(self.w.dtype))[0]
+        return self._mask(self._vjp(u.to(self.w.dtype))[0])
 
     def G(self, theta: torch.Tensor) -> torch.Tensor:
         """Gθ = Jᵀ(Jθ), shape (n,)."""
@@ -206,18 +214,29 @@ class Metric:
         K = torch.zeros(B, m, B, m, dtype=torch.float64)
         for layer, mod in tape.layers.items():
             g = torch.stack([gc[layer] for gc in grads], 1)  # (B, m, *out)
-            has_bias = getattr(mod, "bias", None) is not None
-            if isinstance(mod, nn.Linear) and tape.inputs[layer].dim() == 2:
+            cols = self._columns(tape, layer)
+            free = None if self.free is None else self.free[cols]
+            if free is not None and not bool(free.any()):
+                continue  # the whole layer is frozen
+            if isinstance(mod, nn.Linear) and tape.inputs[layer].dim() == 2 and (free is None or bool(free.all())):
                 a = tape.inputs[layer].double()
                 gg = torch.einsum("bco,dfo->bcdf", g.double(), g.double())
-                K += gg * (a @ a.T + (1.0 if has_bias else 0.0))[:, None, :, None]
+                K += gg * (a @ a.T + (1.0 if mod.bias is not None else 0.0))[:, None, :, None]
             else:
                 rows = [tape.per_sample(layer, g[:, c]) for c in range(m)]
                 Jl = torch.cat([torch.stack([r["weight"].reshape(B, -1) for r in rows], 1)]
-                               + ([torch.stack([r["bias"] for r in rows], 1)] if has_bias else []), -1)
+                               + ([torch.stack([r["bias"] for r in rows], 1)] if mod.bias is not None else []), -1)
                 Jl = Jl.reshape(B * m, -1)
+                if free is not None:
+                    Jl = Jl[:, free]
                 K += (Jl @ Jl.T).double().reshape(B, m, B, m)  # float32 product: 4× faster, ~1e-7 relative
         return K.reshape(B * m, B * m)
+
+    @staticmethod
+    def _columns(tape: "LayerTape", layer: str) -> torch.Tensor:
+        """Flat indices of a layer's weight then bias: the column order of its block J_l."""
+        names = [f"{layer}.weight"] + ([f"{layer}.bias"] if f"{layer}.bias" in tape.spec.names else [])
+        return torch.cat([torch.arange(tape.spec.slice(nm).start, tape.spec.slice(nm).stop) for nm in names])
 
 
 def path_length(step_lengths: list[float]) -> float:

@@ -123,8 +123,6 @@ class Path:
         self.status = "running"
         self.length = length0
         self._stop = threading.Event()
-        if self.frozen is not None and cfg.solver == "gram":
-            self.cfg = PathConfig(**{**asdict(cfg), "solver": "explicit"})  # masks need explicit J columns
 
     def stop(self) -> None:
         """Ask the walk to end after the current step."""
@@ -154,7 +152,9 @@ class Path:
             return torch.full_like(w, float("nan")), float("nan"), float("nan"), 0.0, 0.0
         t0 = time.perf_counter()
         if self.cfg.solver == "gram":
-            M = Metric(self.model, w, x, self.cfg.phi)
+            if self.frozen is not None:
+                v = torch.where(self.frozen, torch.zeros_like(v), v)
+            M = Metric(self.model, w, x, self.cfg.phi, free=None if self.frozen is None else ~self.frozen)
             K, Jv = M.gram(), M.jvp(v)
             t1 = time.perf_counter()
             if not (torch.isfinite(K).all() and torch.isfinite(Jv).all()):  # w left the model's finite range
@@ -199,9 +199,9 @@ class Path:
                 self.w[self.frozen] = self.frozen_values  # θ is 0 there already; guard against drift
             self.length += step_len
             arrived = self.target is not None and self.target_norm() <= self.tol
-            t_other = time.perf_counter() - t0 - t_jac - t_solve
             evaluate = step % cfg.eval_every == 0 or step == last or arrived
-            rec = self.record(step, self.phase, step_len, mu, (t_jac, t_solve, t_other), evaluate)
+            rec = self.record(step, self.phase, step_len, mu, (t_jac, t_solve, 0.0), evaluate)
+            rec.t_other = time.perf_counter() - t0 - t_jac - t_solve  # field, update and this record
             if step % cfg.snapshot_every == 0:
                 self.snapshots.append((step, self.w.clone()))
             yield rec

@@ -26,7 +26,9 @@ from safetensors.torch import load_file, save_file
 
 from . import __version__
 
-DEFAULT_ROOT = Path(os.environ.get("GEODESIC_RUNS", Path(__file__).resolve().parent.parent / "runs"))
+def default_root() -> Path:
+    """`$GEODESIC_RUNS`, read at each call, or `<repo>/runs`."""
+    return Path(os.environ.get("GEODESIC_RUNS", Path(__file__).resolve().parent.parent / "runs"))
 
 
 def _atomic_write_bytes(path: Path, write) -> None:
@@ -51,7 +53,7 @@ class RunWriter:
     """Creates a run folder and keeps it up to date while a path runs."""
 
     def __init__(self, meta: dict, root: str | os.PathLike | None = None, run_id: str | None = None):
-        self.root = Path(root or DEFAULT_ROOT)
+        self.root = Path(root or default_root())
         self.id = run_id or new_run_id(meta.get("kind", "run"))
         self.dir = self.root / self.id
         self.dir.mkdir(parents=True, exist_ok=False)
@@ -130,7 +132,7 @@ def load_run(path: str | os.PathLike) -> Run:
 
 def list_runs(root: str | os.PathLike | None = None) -> list[Run]:
     """Every readable run under root, newest first (unreadable folders are skipped)."""
-    root = Path(root or DEFAULT_ROOT)
+    root = Path(root or default_root())
     runs = []
     for d in sorted(root.glob("*/meta.json"), reverse=True):
         try:

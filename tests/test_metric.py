@@ -85,3 +85,19 @@ def test_distance_grad_matches_finite_difference():
 def test_unknown_output_map():
     with pytest.raises(ValueError, match="output map"):
         metric.output_map("softplus")
+
+
+def test_metric_restricted_to_free_coordinates(net):
+    """K, Jθ, Jᵀu with frozen coordinates equal J·diag(free) formed explicitly: partial and whole layers."""
+    m, w, x = net
+    J = oracle_J(m, w, x, "sqrt_probs").double()
+    free = torch.rand(w.numel(), generator=torch.Generator().manual_seed(1)) > 0.3
+    first = list(m.named_parameters())[0][1].numel()
+    free[:first] = False  # a whole weight tensor frozen too
+    Jf = J * free.double()
+    M = metric.Metric(m, w, x, "sqrt_probs", free=free)
+    assert torch.allclose(M.gram(), Jf @ Jf.T, rtol=1e-5, atol=1e-6 * float((Jf @ Jf.T).abs().max()))
+    theta, u = torch.randn(w.numel()), torch.randn(J.shape[0])
+    assert torch.allclose(M.jvp(theta).double(), Jf @ theta.double(), rtol=1e-4, atol=1e-5)
+    out = M.vjp(u)
+    assert torch.all(out[~free] == 0) and torch.allclose(out.double(), Jf.T @ u.double(), rtol=1e-4, atol=1e-6)

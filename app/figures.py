@@ -1,0 +1,222 @@
+"""Pure figure builders: DataFrame in, plotly Figure out (no streamlit, no engine calls).
+
+Every figure carries a subtitle saying what is measured, on which data, and how many samples.
+Inputs are the rows the engine writes (`geodesic.path.Step.row()`, metrics.parquet) or frames from
+`geodesic.embed` / `geodesic.jobs`.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+
+PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#8c564b", "#e377c2")
+CURVES = (("distance", "functional distance D(w, w₀)"), ("length", "path length Σ|Jθ|"),
+          ("accuracy", "test accuracy"), ("loss", "test loss (cross-entropy)"))
+
+
+def _layout(fig: go.Figure, title: str, note: str, height: int = 420) -> go.Figure:
+    # no template: streamlit applies its theme, and a template deep-copy costs ~50 ms per figure
+    fig.update_layout(title=dict(text=title, subtitle=dict(text=note)), height=height, margin=dict(t=80, b=40, l=50, r=20),
+                      legend=dict(orientation="h", y=-0.15))
+    return fig
+
+
+def empty(title: str, note: str = "no data yet") -> go.Figure:
+    return _layout(go.Figure(), title, note, height=250)
+
+
+def _runs(df: pd.DataFrame) -> list:
+    return list(dict.fromkeys(df["run"])) if "run" in df.columns else [None]
+
+
+def path_curves(df: pd.DataFrame, note: str = "", highlight: str | None = None) -> go.Figure:
+    """2×2 panels against step: functional distance, path length, accuracy, loss; one trace per `run`.
+
+    Accuracy and loss are plotted only at evaluated steps (the other rows hold NaN). `highlight` thickens one run.
+    """
+    if df.empty:
+        return empty("Path curves", note or "no steps yet")
+    fig = grid_2x2([t for _, t in CURVES])
+    for i, run in enumerate(_runs(df)):
+        d = df if run is None else df[df["run"] == run]
+        colour = PALETTE[i % len(PALETTE)]
+        width = 4 if highlight is not None and run == highlight else 2
+        for j, (col, _) in enumerate(CURVES):
+            if col not in d.columns:
+                continue
+            dd = d[["step", col]].dropna()
+            fig.add_trace(go.Scatter(x=dd["step"], y=dd[col], mode="lines+markers" if col in ("accuracy", "loss") else "lines",
+                                     name=str(run) if run is not None else col, legendgroup=str(run),
+                                     showlegend=run is not None and j == 0, line=dict(color=colour, width=width),
+                                     marker=dict(size=4)))
+            fig.data[-1].update(xaxis=f"x{j + 1 if j else ''}", yaxis=f"y{j + 1 if j else ''}")
+    return _layout(fig, "Along the path", note, height=520)
+
+
+def grid_2x2(titles: list[str]) -> go.Figure:
+    """An empty 2×2 panel figure (axes x, x2, x3, x4), laid out by hand: make_subplots costs ~70 ms."""
+    cols, rows = ((0, 0.45), (0.55, 1)), ((0.6, 0.93), (0, 0.4))
+    layout, notes = {}, []
+    for j, title in enumerate(titles):
+        sfx = str(j + 1) if j else ""
+        (x0, x1), (y0, y1) = cols[j % 2], rows[j // 2]
+        layout[f"xaxis{sfx}"] = dict(domain=[x0, x1], anchor=f"y{sfx}", title=dict(text="step") if j >= 2 else None)
+        layout[f"yaxis{sfx}"] = dict(domain=[y0, y1], anchor=f"x{sfx}")
+        notes.append(dict(text=title, x=(x0 + x1) / 2, y=y1, xref="paper", yref="paper", showarrow=False,
+                          xanchor="center", yanchor="bottom"))
+    return go.Figure(layout=dict(**layout, annotations=notes))
+
+
+def group_norm_matrix(df: pd.DataFrame, max_columns: int = 200) -> tuple[np.ndarray, np.ndarray]:
+    """(norms (groups, S), steps (S,)) from the `group_norms` lists, at most `max_columns` evenly spaced steps."""
+    d = df[df["group_norms"].map(lambda g: g is not None and len(g) > 0)].drop_duplicates("step", keep="last")
+    if d.empty:
+        return np.zeros((0, 0)), np.zeros(0, dtype=int)
+    if len(d) > max_columns:
+        d = d.iloc[np.unique(np.linspace(0, len(d) - 1, max_columns).round().astype(int))]
+    return np.stack([np.asarray(g, dtype=float) for g in d["group_norms"]], 1), d["step"].to_numpy()
+
+
+def filter_heatmap(df: pd.DataFrame, names: list[str] | None = None, note: str = "") -> go.Figure:
+    """Filters × steps: each filter's norm |w_g| relative to its start; cells exactly zero marked in black."""
+    if df.empty or "group_norms" not in df.columns:
+        return empty("Per-filter norms", note or "no steps yet")
+    M, steps = group_norm_matrix(df)
+    if M.size == 0:
+        return empty("Per-filter norms", note or "no group norms recorded")
+    rel = M / np.where(M[:, :1] > 0, M[:, :1], 1.0)
+    names = names if names is not None and len(names) == M.shape[0] else [f"group {i}" for i in range(M.shape[0])]
+    fig = go.Figure(go.Heatmap(z=rel, x=steps, y=names, colorscale="Viridis", zmin=0, zmax=max(1.0, float(rel.max())),
+                               colorbar=dict(title="|w_g| / |w_g(0)|"),
+                               hovertemplate="%{y} step %{x}<br>relative norm %{z:.3f}<extra></extra>"))
+    zero = np.where(M == 0, 1.0, np.nan)
+    fig.add_trace(go.Heatmap(z=zero, x=steps, y=names, colorscale=[[0, "black"], [1, "black"]], showscale=False,
+                             hovertemplate="%{y} step %{x}: exactly zero<extra></extra>", name="zero"))
+    n_zero = int((M[:, -1] == 0).sum())
+    title = f"Per-filter norms: {n_zero} of {M.shape[0]} exactly zero at step {int(steps[-1])}"
+    note = f"{note}; black = exactly zero" if note else "black = exactly zero"
+    fig.update_yaxes(autorange="reversed", tickfont=dict(size=8))
+    fig.update_xaxes(title_text="step")
+    return _layout(fig, title, note, height=max(360, 9 * M.shape[0] + 140))
+
+
+def candidate_table(metrics: dict[str, pd.DataFrame], meta: dict[str, dict]) -> pd.DataFrame:
+    """One row per run: status, strategy, length, final distance, final accuracy, zero filters, and `shortest`
+    (the smallest length among runs that arrived, or among all when none did: as experiments.shortest)."""
+    rows = []
+    for run, m in metrics.items():
+        info = meta.get(run, {})
+        evaluated = m["accuracy"].dropna() if "accuracy" in m.columns else pd.Series(dtype=float)
+        last = m.iloc[-1] if len(m) else None
+        rows.append({"run": run, "status": info.get("status", "?"), "strategy": (info.get("config") or {}).get("strategy"),
+                     "steps": int(last["step"]) if last is not None else 0,
+                     "length": float(last["length"]) if last is not None else math.nan,
+                     "final distance": float(last["distance"]) if last is not None else math.nan,
+                     "accuracy": float(evaluated.iloc[-1]) if len(evaluated) else math.nan,
+                     "filters at zero": int(last["groups_zero"]) if last is not None else 0})
+    table = pd.DataFrame(rows)
+    if table.empty:
+        return table.assign(shortest=pd.Series(dtype=bool))
+    arrived = table["status"].astype(str).str.startswith("arrived")
+    pool = table[arrived] if arrived.any() else table
+    best = pool["length"].idxmin() if pool["length"].notna().any() else None
+    table["shortest"] = [i == best for i in table.index]
+    return table
+
+
+def trajectory(emb: pd.DataFrame, color: str = "step", method: str = "PCA", note: str = "") -> go.Figure:
+    """Snapshots in the joint 2-D embedding: one line per run, markers coloured by `color`, hover shows metrics."""
+    if emb.empty:
+        return empty(f"Trajectories ({method})", note or "no snapshots")
+    fig = go.Figure()
+    hover_cols = [c for c in ("step", "accuracy", "distance", "length", "groups_zero") if c in emb.columns]
+    cmin, cmax = (float(emb[color].min()), float(emb[color].max())) if color in emb.columns else (0, 1)
+    for i, run in enumerate(_runs(emb)):
+        d = emb[emb["run"] == run].sort_values("step")
+        custom = d[hover_cols].to_numpy()
+        tmpl = "<br>".join(f"{c}: %{{customdata[{k}]:.4g}}" for k, c in enumerate(hover_cols))
+        fig.add_trace(go.Scatter(x=d["x"], y=d["y"], mode="lines+markers", name=str(run),
+                                 line=dict(color=PALETTE[i % len(PALETTE)], width=1),
+                                 marker=dict(size=8, color=d[color] if color in d.columns else None, colorscale="Plasma",
+                                             cmin=cmin, cmax=cmax, showscale=i == 0,
+                                             colorbar=dict(title=color, x=1.02)),
+                                 customdata=custom, hovertemplate=f"<b>{run}</b><br>{tmpl}<extra></extra>"))
+        fig.add_trace(go.Scatter(x=d["x"].iloc[-1:], y=d["y"].iloc[-1:], mode="markers", showlegend=False,
+                                 marker=dict(symbol="x", size=12, color=PALETTE[i % len(PALETTE)]), hoverinfo="skip"))
+    fig.update_xaxes(title_text=f"{method} 1")
+    fig.update_yaxes(title_text=f"{method} 2")
+    return _layout(fig, f"Weight trajectories, {method}, fitted jointly on {len(emb)} snapshots (× = end)", note, 560)
+
+
+def ellipse_xy(row: pd.Series, scale: float) -> tuple[np.ndarray, np.ndarray]:
+    """Points of {θ : θᵀGθ = c} drawn with semi-axes ∝ 1/√λ, normalized so the longest is `scale`."""
+    t = np.linspace(0, 2 * np.pi, 40)
+    r1, r2 = 1 / np.sqrt(max(row["lam1"], 1e-12)), 1 / np.sqrt(max(row["lam2"], 1e-12))
+    k = scale / max(r1, r2)
+    a, b = k * r1 * np.cos(t), k * r2 * np.sin(t)
+    return row["w1"] + a * row["u1x"] + b * row["u2x"], row["w2"] + a * row["u1y"] + b * row["u2y"]
+
+
+def playground(contours: pd.DataFrame, ellipses: pd.DataFrame, path: pd.DataFrame, note: str = "") -> go.Figure:
+    """Contours of D(w, w_start) over (w1, w2), metric ellipses at grid points (long axis = cheap direction),
+    the tangent steps and the path to the sparse axis w2 = 0."""
+    w1s, w2s = np.sort(contours["w1"].unique()), np.sort(contours["w2"].unique())
+    Z = contours.pivot(index="w2", columns="w1", values="distance").loc[w2s, w1s].to_numpy()
+    fig = go.Figure(go.Contour(x=w1s, y=w2s, z=np.sqrt(Z), colorscale="Blues", ncontours=18,
+                               colorbar=dict(title="√D"), hovertemplate="w1 %{x:.2f}, w2 %{y:.2f}<br>√D %{z:.3f}<extra></extra>",
+                               name="√D(w, w₀)"))
+    spacing = float(np.diff(np.sort(ellipses["w1"].unique()))[0]) if ellipses["w1"].nunique() > 1 else 0.5
+    for k, (_, row) in enumerate(ellipses.iterrows()):
+        x, y = ellipse_xy(row, 0.4 * spacing)
+        fig.add_trace(go.Scatter(x=x, y=y, mode="lines", line=dict(color="#555", width=1), hoverinfo="skip",
+                                 name="metric ellipse (θᵀGθ = c)", legendgroup="ell", showlegend=k == 0))
+    fig.add_trace(go.Scatter(x=path["w1"], y=path["w2"], mode="lines+markers", name="geodesic path (tangent steps)",
+                             line=dict(color="#d62728", width=2), marker=dict(size=5),
+                             customdata=path[["step", "length", "distance"]].to_numpy(),
+                             hovertemplate="step %{customdata[0]}<br>length %{customdata[1]:.3f}<br>D %{customdata[2]:.4f}<extra></extra>"))
+    if len(path) > 1:
+        d = path[["w1", "w2"]].diff().shift(-1).dropna()
+        p = path.loc[d.index]
+        fig.add_trace(go.Scatter(x=np.ravel(np.column_stack([p["w1"], p["w1"] + 3 * d["w1"], np.full(len(d), np.nan)])),
+                                 y=np.ravel(np.column_stack([p["w2"], p["w2"] + 3 * d["w2"], np.full(len(d), np.nan)])),
+                                 mode="lines", line=dict(color="#ff7f0e", width=1), name="tangent θ (×3)", hoverinfo="skip"))
+    fig.add_hline(y=0, line=dict(color="black", dash="dash"), annotation_text="sparse axis w2 = 0")
+    fig.add_trace(go.Scatter(x=path["w1"].iloc[:1], y=path["w2"].iloc[:1], mode="markers", name="start w₀",
+                             marker=dict(size=12, color="#2ca02c", symbol="star")))
+    fig.update_xaxes(title_text="w1", range=[w1s[0], w1s[-1]])
+    fig.update_yaxes(title_text="w2", range=[w2s[0], w2s[-1]], scaleanchor="x", scaleratio=1)
+    return _layout(fig, "Two-weight landscape: f(x, w) = tanh(w1·x + w2·x²)", note, height=620)
+
+
+def race(df: pd.DataFrame, x: str = "step", before: float | None = None, note: str = "") -> go.Figure:
+    """Accuracy of each recovery method against `x` ("step" or "seconds"); the pre-damage accuracy dashed."""
+    if df.empty:
+        return empty("Recovery race", note or "no steps yet")
+    fig = go.Figure()
+    for i, (method, d) in enumerate(df.groupby("method", sort=False)):
+        fig.add_trace(go.Scatter(x=d[x], y=d["accuracy"], mode="lines+markers" if len(d) > 1 else "markers",
+                                 name=str(method), line=dict(color=PALETTE[i % len(PALETTE)]),
+                                 marker=dict(size=9 if len(d) == 1 else 5)))
+    if before is not None:
+        fig.add_hline(y=before, line=dict(color="black", dash="dash"), annotation_text=f"before damage {before:.3f}")
+    fig.update_xaxes(title_text="wall seconds" if x == "seconds" else "step")
+    fig.update_yaxes(title_text="test accuracy")
+    return _layout(fig, "Recovery after damage: geodesic restore vs SGD", note)
+
+
+def two_tasks(df: pd.DataFrame, names: tuple[str, str], note: str = "") -> go.Figure:
+    """Accuracy on task A (the metric's data) and task B (the learned task) along the path."""
+    if df.empty:
+        return empty("Two tasks", note or "no steps yet")
+    d = df.dropna(subset=["accuracy"])
+    fig = go.Figure()
+    fig.add_trace(go.Scatter(x=d["step"], y=d["accuracy"], mode="lines+markers", name=f"task A: {names[0]} (kept)"))
+    if "accuracy_b" in d.columns:
+        fig.add_trace(go.Scatter(x=d["step"], y=d["accuracy_b"], mode="lines+markers", name=f"task B: {names[1]} (learned)"))
+    fig.update_xaxes(title_text="step")
+    fig.update_yaxes(title_text="test accuracy", range=[0, 1])
+    return _layout(fig, "Two tasks along the walk", note)

@@ -1,0 +1,38 @@
+"""Geodesic Explorer: `streamlit run app/main.py`. Navigation over app/views; every number comes from geodesic/."""
+
+import sys
+from pathlib import Path
+
+# pandas and plotly first, in this thread: two sessions' threads importing pandas at once can fail with
+# "partially initialized module 'pandas'" on the first page load after the server starts.
+import pandas  # noqa: F401
+import plotly.graph_objects  # noqa: F401
+import plotly.subplots  # noqa: F401
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import streamlit as st  # noqa: E402
+
+from app import state  # noqa: E402
+
+st.set_page_config(page_title="Geodesic Explorer", page_icon=":material/explore:", layout="wide")
+
+# not app/pages: a `pages/` folder beside main.py puts Streamlit in v1 multipage mode until st.navigation
+# first runs, so on a fresh server a direct URL (/damage) would run that file alone, without navigation
+PAGES = ROOT / "app" / "views"
+nav = st.navigation({
+    "Walk": [st.Page(PAGES / "sparsify.py", title="Sparsify", icon=":material/content_cut:", default=True),
+             st.Page(PAGES / "candidates.py", title="Candidate paths", icon=":material/alt_route:"),
+             st.Page(PAGES / "trajectories.py", title="Trajectories", icon=":material/scatter_plot:"),
+             st.Page(PAGES / "damage.py", title="Damage & recovery", icon=":material/healing:"),
+             st.Page(PAGES / "two_tasks.py", title="Two tasks", icon=":material/balance:")],
+    "Learn": [st.Page(PAGES / "playground.py", title="Playground", icon=":material/science:"),
+              st.Page(PAGES / "theory.py", title="Theory", icon=":material/functions:")],
+    "Data": [st.Page(PAGES / "runs.py", title="Runs", icon=":material/folder_open:")],
+})
+st.sidebar.caption("Raghavan & Thomson, *Sparsifying networks by traversing geodesics*. "
+                   f"Run folders: `{state.runs_root()}`")
+nav.run()
+state.warm_engine()  # after the page: torch and the engine load in the background for the next page

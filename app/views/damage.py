@@ -1,0 +1,61 @@
+"""Damage & recovery: break a net, then race geodesic restore against SGD on the same chart."""
+
+import streamlit as st
+
+from app import figures, state
+from geodesic import jobs
+
+st.title("Damage & recovery")
+st.markdown("**Paper's claim:** a net recovers from damage by walking back toward its original function along the "
+            "functional metric (`restore`: v = −∇D(w, w_ref), damaged coordinates frozen), compared here with plain "
+            "SGD on the task loss holding the same coordinates. Both get the same number of steps.")
+
+state.engine_ready()  # the intro paints first on a fresh server; then torch and the engine load
+from geodesic.damage import KINDS  # noqa: E402
+picked = state.checkpoint_picker("dmg")
+if picked is not None:
+    path, model_name, card = picked
+    c = st.columns(4)
+    kind = c[0].selectbox("Damage", KINDS, index=1, help="zero: a random fraction of weights; ablate: whole "
+                          "filters/neurons; noise: relative Gaussian noise (nothing frozen)")
+    n_groups = len(state.group_names(model_name))
+    if kind == "zero":
+        level = c[1].slider("Fraction zeroed", 0.0, 0.9, 0.5)
+    elif kind == "ablate":
+        level = c[1].slider("Filters ablated", 1, n_groups, n_groups // 2)
+    else:
+        level = c[1].slider("Noise scale (× layer std)", 0.0, 3.0, 1.0)
+    seed = c[2].number_input("Seed", 0, 1000, 0, key="dmg-seed")
+    steps = c[3].number_input("Recovery steps (each method)", 1, 2000, 40)
+    c = st.columns(4)
+    beta = c[0].number_input("β", 1e-5, 10.0, 0.01, format="%.4g", key="dmg-b")
+    eps = c[1].number_input("ε", 1e-6, 1.0, 0.01, format="%.4g", key="dmg-e")
+    probe = c[2].number_input("Probe batch B", 1, 128, 16, key="dmg-B")
+    lr = c[3].number_input("SGD (Adam) learning rate", 1e-5, 1.0, 1e-3, format="%.4g")
+    if st.button("Damage and race", type="primary", key="dmg-start"):
+        job = state.registry().start("damage", jobs.damage_job(path, card["dataset"], kind, float(level), int(seed),
+                                                                int(steps), float(beta), float(eps), int(probe), float(lr)),
+                                     {"model": model_name, "dataset": card["dataset"], "kind": kind, "level": level})
+        st.session_state["dmg-job"] = job.id
+
+job = state.pick_job("damage", "dmg-job")
+
+
+def render(job, df):
+    info = job.info
+    if "acc_before" in info:
+        m = st.columns(3)
+        m[0].metric("accuracy before", f"{info['acc_before']:.4f}")
+        m[1].metric("after damage", f"{info['acc_damaged']:.4f}", delta=f"{info['acc_damaged'] - info['acc_before']:+.4f}")
+        m[2].metric("damaged / frozen coordinates", f"{info['damaged']:,} / {info['frozen']:,}", help=f"of {info['n']:,}")
+    axis = st.radio("x axis", ["step", "seconds"], horizontal=True, key=f"axis-{job.id}")
+    note = (f"{job.params.get('model')} on {job.params.get('dataset')}, {job.params.get('kind')} {job.params.get('level')}: "
+            f"accuracy on {info.get('eval_images', '?')} bundled test images every 5 steps; methods run one after the other")
+    fig = state.figure(f"race-{axis}", job, df, lambda: figures.race(df, axis, info.get("acc_before"), note))
+    st.plotly_chart(fig, key=f"race-{job.id}")
+
+
+if job is None:
+    st.info("Nothing damaged yet: choose a damage and press the button.")
+else:
+    state.live(job, render)

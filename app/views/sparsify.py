@@ -1,0 +1,92 @@
+"""Sparsify: walk a trained net along tangent steps until whole filters are exactly zero, live."""
+
+
+import streamlit as st
+
+from app import figures, state
+from geodesic import jobs
+
+st.title("Sparsify a net along a geodesic")
+st.markdown(
+    "**Paper's claim:** stepping along short paths of the functional metric toward the hyperplane "
+    "{w_T = 0} zeroes whole filters while the network's function (and accuracy) changes little. "
+    "The curves below are what *this* run measures; compare its final accuracy with the checkpoint's card."
+)
+
+state.engine_ready()  # the intro paints first on a fresh server; then torch and the engine load
+from geodesic.experiments import STRATEGIES, SparsifyConfig  # noqa: E402
+from geodesic.path import PathConfig  # noqa: E402
+
+picked = state.checkpoint_picker("sp", allow_upload=True)
+if picked is not None:
+    path, model_name, card = picked
+    names = state.group_names(model_name)
+    c = st.columns(4)
+    datasets = list(state.DATASETS)
+    dataset = c[0].selectbox("Dataset (metric + evaluation)", datasets,
+                             index=datasets.index(card["dataset"]) if card.get("dataset") in datasets else 0)
+    filters = c[1].slider("Filters to zero", 1, len(names), min(len(names) - 2, 50 if len(names) == 60 else 8),
+                          help=f"{model_name} has {len(names)} prunable groups")
+    strategy = c[2].selectbox("Which filters", STRATEGIES)
+    phi = c[3].selectbox("Output map φ", state.OUTPUT_MAPS)
+    c = st.columns(4)
+    beta = c[0].number_input("β", 1e-5, 10.0, 0.01, format="%.4g")
+    eps = c[1].number_input("ε (|θ|² ≤ ε)", 1e-6, 1.0, 0.01, format="%.4g")
+    probe = c[2].number_input("Probe batch B", 1, 256, 32)
+    seed = c[3].number_input("Seed", 0, 10_000, 0)
+    c = st.columns(4)
+    pull = c[0].number_input("Pull ρ toward the start's function", 0.0, 10.0, 0.0,
+                             help="relative strength of the pull on the free weights (0: the literal algorithm; 2 recommended)")
+    relax = c[1].number_input("Relax steps (after arrival)", 0, 2000, 0, help="geodesic restore steps inside the hyperplane after arrival (100 recommended)")
+    max_steps = c[2].number_input("Max steps", 1, 5000, 200)
+    eval_size = c[3].number_input("Test images for accuracy", 100, 2000, 500, step=100)
+
+    if st.button("Start", type="primary", key="sp-start"):
+        try:
+            cfg = SparsifyConfig(filters=int(filters), strategy=strategy, pull=float(pull), relax_steps=int(relax),
+                                 path=PathConfig(phi=phi, beta=float(beta), eps=float(eps), probe=int(probe),
+                                                 seed=int(seed), max_steps=int(max_steps))).validate()
+        except ValueError as e:
+            st.error(str(e))
+        else:
+            job = state.registry().start("sparsify", jobs.sparsify_job(path, cfg, dataset, model_name,
+                                                                        eval_size=int(eval_size)),
+                                         {"checkpoint": path, "dataset": dataset, "model": model_name})
+            st.session_state["sp-job"] = job.id
+
+job = state.pick_job("sparsify", "sp-job")
+
+
+def render(job, df):
+    n_eval = job.info.get("eval_images", "?")
+    src = job.info.get("data_source", "bundled")
+    note = (f"{job.params.get('model')} on {job.params.get('dataset')}: D and accuracy on {n_eval} {src} test images "
+            f"(D on the first ≤256), accuracy every 10 steps")
+    if len(df):
+        last = df.iloc[-1]
+        acc = df["accuracy"].dropna()
+        m = st.columns(5)
+        m[0].metric("step", int(last["step"]))
+        m[1].metric("filters at zero", int(last["groups_zero"]))
+        m[2].metric("|w_T|", f"{last['target_norm']:.4f}")
+        m[3].metric("D(w, w₀)", f"{last['distance']:.4g}")
+        m[4].metric("accuracy", f"{acc.iloc[-1]:.4f}" if len(acc) else "–",
+                    delta=f"{acc.iloc[-1] - acc.iloc[0]:+.4f}" if len(acc) > 1 else None)
+        if len(df) > 2:
+            secs = df[["t_jacobian", "t_solve", "t_other"]].sum(axis=1)
+            secs = secs[secs > 0].tail(20)
+            if len(secs):
+                st.caption(f"{1 / max(secs.mean(), 1e-9):.1f} steps/s (metric + solve + evaluation, last {len(secs)} steps)")
+    left, right = st.columns([3, 2])
+    curves = state.figure("curves", job, df, lambda: figures.path_curves(df, note))
+    heat = state.figure("heat", job, df, lambda: figures.filter_heatmap(df, job.info.get("groups"),
+                                                                         f"norms of every prunable group, {note.split(':')[0]}"),
+                        every=5)  # the heatmap is the costliest chart to redraw: every 5 steps
+    left.plotly_chart(curves, key=f"curves-{job.id}")
+    right.plotly_chart(heat, key=f"heat-{job.id}")
+
+
+if job is None:
+    st.info("No sparsify run yet: choose the settings and press Start.")
+else:
+    state.live(job, render)
