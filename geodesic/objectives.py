@@ -1,4 +1,4 @@
-"""Direction fields v(w): where each step of a path wants to go (DESIGN.md §2).
+"""Direction fields v(w): where each step of a path wants to go.
 
 - sparsify(T): v = −w on the coordinates T (whole filters: weights and bias), 0 elsewhere — the direction
   to the nearest point of the hyperplane {w_T = 0}. Free coordinates move because the metric makes them
