@@ -64,7 +64,7 @@ def test_sparsify_short_mlp_run_completes(runs_dir):
     at = page("sparsify")
     labels = {w.label for w in at.number_input} | {w.label for w in at.selectbox} | {w.label for w in at.slider}
     for want in ("β", "ε (|θ|² ≤ ε)", "Probe batch B", "Seed", "Max steps", "Output map φ", "Filters to zero",
-                 "Pull γ toward the start's function", "Relax steps (after arrival)", "Dataset (metric + evaluation)"):
+                 "Pull ρ toward the start's function", "Relax steps (after arrival)", "Dataset (metric + evaluation)"):
         assert want in labels, want
     at.selectbox(key="sp-ckpt").set_value("mlp-mnist").run()
     at.slider[0].set_value(2)
