@@ -42,7 +42,7 @@ def accuracy(model, w, test) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--dataset", choices=sorted(data.FOLDERS), default="fashion-mnist")
-    ap.add_argument("--variants", default="all", help="'all', 'best', or comma-separated names")
+    ap.add_argument("--variants", default="all", help="'all', 'best', or names separated by semicolons")
     ap.add_argument("--filters", type=int, default=50)
     ap.add_argument("--max-steps", type=int, default=300)
     ap.add_argument("--threads", type=int, default=2)
@@ -57,7 +57,7 @@ def main() -> None:
     w_mag, mask = magnitude_prune(w0, groups, args.filters)
     rows.append({"method": "magnitude pruning", "zero filters": args.filters, "accuracy": accuracy(model, w_mag, test), "seconds": 0.0})
 
-    names = list(VARIANTS) if args.variants == "all" else [BEST] if args.variants == "best" else args.variants.split(",")
+    names = list(VARIANTS) if args.variants == "all" else [BEST] if args.variants == "best" else args.variants.split(";")
     best_seconds = 0.0
     for name in names:
         over, path_over = VARIANTS[name]

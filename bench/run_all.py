@@ -12,7 +12,7 @@ SCRIPTS = [
     ["bench_tangent.py"],
     ["bench_step.py"],
     ["bench_sparsify.py", "--dataset", "fashion-mnist"],
-    ["bench_sparsify.py", "--dataset", "mnist", "--variants", "best"],
+    ["bench_sparsify.py", "--dataset", "mnist", "--variants", "literal (β=0.01, ε=0.01, no pull);pull ρ=2 + relax 100"],
 ]
 
 
