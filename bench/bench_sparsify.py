@@ -21,9 +21,8 @@ from common import ROOT, save
 from geodesic import data, models
 from geodesic.baselines import finetune, magnitude_prune
 from geodesic.experiments import SparsifyConfig, run_sparsify
-from geodesic.params import flatten, load_flat
+from geodesic.params import flatten
 from geodesic.path import Evaluation, PathConfig
-from geodesic.train import evaluate
 
 VARIANTS = {  # name -> (SparsifyConfig overrides, PathConfig overrides)
     "literal (β=0.01, ε=0.01, no pull)": ({}, {}),
@@ -36,7 +35,7 @@ BEST = "pull ρ=2 + relax 100"
 
 
 def accuracy(model, w, test) -> float:
-    return evaluate(load_flat(model, w), test)[1]
+    return Evaluation(test.x, test.y).scores(model, w)[1]
 
 
 def main() -> None:

@@ -30,7 +30,6 @@ def path_timing(model, w0, target, train, ev, solver: str, steps: int) -> dict:
     p = Path(model, w0, sparsify(target), PathConfig(solver=solver, max_steps=steps, eval_every=10), BatchSampler.of(train, 0), ev,
              models.filter_groups(model), target=target)
     recs = [s for s in p if s.step > 0 and s.phase == "walk"]
-    t0 = time.perf_counter()
     tot = [s.t_jacobian + s.t_solve + s.t_other for s in recs]
     return {"route": solver, "metric s": statistics.median(s.t_jacobian for s in recs),
             "solve s": statistics.median(s.t_solve for s in recs), "bookkeeping s": statistics.median(s.t_other for s in recs),

@@ -110,6 +110,8 @@ def cmd_sparsify(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.exists() and any(out.iterdir()):
         raise ValueError(f"{out} exists and is not empty; choose a new --out folder (nothing was overwritten)")
+    if out.is_dir():
+        out.rmdir()  # an empty folder given: the run writer creates it anew
     w0 = flatten(model)
     evaluation = Evaluation(test_set.x, test_set.y)
     outcomes, rows = [], []
@@ -117,10 +119,7 @@ def cmd_sparsify(args: argparse.Namespace) -> int:
         meta = {"kind": "sparsify", "model": card["model"], "checkpoint": str(args.checkpoint), "dataset": dataset,
                 "data_source": train_set.source, "eval_images": len(test_set), "candidate": i}
         if len(configs) == 1:
-            writer = RunWriter(meta, root=out.parent, run_id=out.name) if not out.exists() else None
-            if writer is None:  # empty folder given
-                out.rmdir()
-                writer = RunWriter(meta, root=out.parent, run_id=out.name)
+            writer = RunWriter(meta, root=out.parent, run_id=out.name)
         else:
             writer = RunWriter(meta, root=out, run_id=f"path{i}-{cfg.strategy}-seed{cfg.path.seed}")
         bar = tqdm(total=cfg.path.max_steps + cfg.relax_steps, desc=f"path {i + 1}/{len(configs)} ({cfg.strategy})",

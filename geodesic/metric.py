@@ -150,19 +150,32 @@ class LayerTape:
         return {"weight": torch.einsum("bop,bip->boi", g2, cols).reshape(a.shape[0], *mod.weight.shape),
                 "bias": g2.sum(-1)}
 
+    def output_grads(self) -> dict[str, torch.Tensor]:
+        """Every layer's output gradients for all m classes: {layer: (B, m, *out)} (m backward passes)."""
+        per_class = [self.backward(c) for c in range(self.m)]
+        return {layer: torch.stack([gc[layer] for gc in per_class], 1) for layer in self.layers}
+
+    def columns(self, layer: str) -> torch.Tensor:
+        """Flat indices of a layer's weight then bias: the column order of its block J_l."""
+        names = [f"{layer}.weight"] + ([f"{layer}.bias"] if f"{layer}.bias" in self.spec.names else [])
+        return torch.cat([torch.arange(self.spec.slice(nm).start, self.spec.slice(nm).stop) for nm in names])
+
+    def block(self, layer: str, g: torch.Tensor) -> torch.Tensor:
+        """J_l (B·m, n_l): the rows of J restricted to the layer's columns, from its output gradients g (B, m, *out)."""
+        rows = [self.per_sample(layer, g[:, c]) for c in range(g.shape[1])]
+        parts = [torch.stack([r["weight"].reshape(self.B, -1) for r in rows], 1)]
+        if self.layers[layer].bias is not None:
+            parts.append(torch.stack([r["bias"] for r in rows], 1))
+        return torch.cat(parts, -1).reshape(self.B * g.shape[1], -1)
+
 
 def jacobian_fast(model: nn.Module, w: torch.Tensor, x: torch.Tensor, phi: str = "sqrt_probs") -> torch.Tensor:
     """J (B·m, n) from per-sample layer gradients: m backward passes in all (Linear/Conv2d models)."""
     tape = LayerTape(model, w, x, phi)
-    J = torch.empty(tape.B, tape.m, w.numel(), dtype=w.dtype)
-    for c in range(tape.m):
-        grads = tape.backward(c)
-        for layer, g in grads.items():
-            for pname, ps in tape.per_sample(layer, g).items():
-                full = f"{layer}.{pname}" if layer else pname
-                if full in tape.spec.names:
-                    J[:, c, tape.spec.slice(full)] = ps.reshape(tape.B, -1)
-    return J.reshape(tape.B * tape.m, -1)
+    J = torch.empty(tape.B * tape.m, w.numel(), dtype=w.dtype)
+    for layer, g in tape.output_grads().items():
+        J[:, tape.columns(layer)] = tape.block(layer, g)
+    return J
 
 
 class Metric:
@@ -210,12 +223,10 @@ class Metric:
         """K = JJᵀ, shape (k, k), float64, without storing J."""
         tape = LayerTape(self.model, self.w, self.x, self.phi)
         B, m = tape.B, tape.m
-        grads = [tape.backward(c) for c in range(m)]  # m × {layer: (B, ...)}
         K = torch.zeros(B, m, B, m, dtype=torch.float64)
-        for layer, mod in tape.layers.items():
-            g = torch.stack([gc[layer] for gc in grads], 1)  # (B, m, *out)
-            cols = self._columns(tape, layer)
-            free = None if self.free is None else self.free[cols]
+        for layer, g in tape.output_grads().items():  # g: (B, m, *out)
+            mod = tape.layers[layer]
+            free = None if self.free is None else self.free[tape.columns(layer)]
             if free is not None and not bool(free.any()):
                 continue  # the whole layer is frozen
             if isinstance(mod, nn.Linear) and tape.inputs[layer].dim() == 2 and (free is None or bool(free.all())):
@@ -223,22 +234,8 @@ class Metric:
                 gg = torch.einsum("bco,dfo->bcdf", g.double(), g.double())
                 K += gg * (a @ a.T + (1.0 if mod.bias is not None else 0.0))[:, None, :, None]
             else:
-                rows = [tape.per_sample(layer, g[:, c]) for c in range(m)]
-                Jl = torch.cat([torch.stack([r["weight"].reshape(B, -1) for r in rows], 1)]
-                               + ([torch.stack([r["bias"] for r in rows], 1)] if mod.bias is not None else []), -1)
-                Jl = Jl.reshape(B * m, -1)
+                Jl = tape.block(layer, g)
                 if free is not None:
                     Jl = Jl[:, free]
                 K += (Jl @ Jl.T).double().reshape(B, m, B, m)  # float32 product: 4× faster, ~1e-7 relative
         return K.reshape(B * m, B * m)
-
-    @staticmethod
-    def _columns(tape: "LayerTape", layer: str) -> torch.Tensor:
-        """Flat indices of a layer's weight then bias: the column order of its block J_l."""
-        names = [f"{layer}.weight"] + ([f"{layer}.bias"] if f"{layer}.bias" in tape.spec.names else [])
-        return torch.cat([torch.arange(tape.spec.slice(nm).start, tape.spec.slice(nm).stop) for nm in names])
-
-
-def path_length(step_lengths: list[float]) -> float:
-    """Σ_t |J_t θ_t|."""
-    return float(sum(step_lengths))

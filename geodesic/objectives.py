@@ -20,7 +20,6 @@ from torch import nn
 
 from .data import Split
 from .metric import distance_grad, model_fn
-from .params import Group, group_mask
 
 Field = Callable[[torch.Tensor], torch.Tensor]  # w (n,) -> v (n,)
 
@@ -48,10 +47,6 @@ def sparsify(target: torch.Tensor) -> Field:
     """v = −w ⊙ 1_T for a boolean mask T of shape (n,)."""
     mask = target.to(torch.bool)
     return lambda w: torch.where(mask, -w, torch.zeros_like(w))
-
-
-def sparsify_groups(groups: list[Group], n: int) -> Field:
-    return sparsify(group_mask(groups, n))
 
 
 def restore(model: nn.Module, w_ref: torch.Tensor, sampler: Sampler, batch: int = 256,

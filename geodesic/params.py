@@ -1,7 +1,7 @@
 """Flat weight vector ⇄ module parameters, and parameter groups (whole filters, neurons).
 
 A path owns one flat vector w ∈ Rⁿ (all trainable parameters, in `named_parameters` order); the model is
-called functionally on it with `torch.func.functional_call`, never mutated in place.
+called functionally on it (`metric.model_fn`), never mutated in place.
 """
 
 from __future__ import annotations
@@ -10,7 +10,6 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from torch.func import functional_call
 
 
 @dataclass(frozen=True)
@@ -62,17 +61,6 @@ def load_flat(model: nn.Module, w: torch.Tensor) -> nn.Module:
         for p, t in zip(model.parameters(), unflatten(spec, w).values()):
             p.copy_(t)
     return model
-
-
-def functional(model: nn.Module):
-    """Return f(w, x) = model(x) evaluated with the flat weights w."""
-    spec = spec_of(model)
-    buffers = dict(model.named_buffers())
-
-    def f(w: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        return functional_call(model, {**unflatten(spec, w), **buffers}, (x,))
-
-    return f
 
 
 @dataclass(frozen=True)

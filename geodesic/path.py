@@ -14,13 +14,13 @@ from dataclasses import asdict, dataclass, field
 from typing import Iterator
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .metric import Metric, functional_distance, jacobian_fast, model_fn
 from .objectives import Field, Sampler
 from .params import Group, group_norms
 from .tangent import solve_exact, solve_exact_gram
+from .train import scores
 
 SOLVERS = ("gram", "explicit")
 
@@ -91,16 +91,10 @@ class Evaluation:
     y: torch.Tensor
     distance_batch: int = 256
 
-    @torch.no_grad()
     def scores(self, model: nn.Module, w: torch.Tensor) -> tuple[float, float]:
         """(loss, accuracy) of the net at w."""
         f = model_fn(model)
-        loss, correct = 0.0, 0
-        for i in range(0, len(self.y), 1000):
-            out = f(w, self.x[i : i + 1000])
-            loss += F.cross_entropy(out, self.y[i : i + 1000], reduction="sum").item()
-            correct += (out.argmax(1) == self.y[i : i + 1000]).sum().item()
-        return loss / len(self.y), correct / len(self.y)
+        return scores(lambda xb: f(w, xb), self.x, self.y)
 
 
 class Path:
@@ -148,27 +142,27 @@ class Path:
         """(θ, |Jθ|, μ, seconds for the metric, seconds for the solve) at w on a fresh probe batch."""
         x, _ = self.probe(self.cfg.probe)
         v = self.field(w)
+        rejected = (torch.full_like(w, float("nan")), float("nan"), float("nan"), 0.0, 0.0)
         if not torch.isfinite(v).all():
-            return torch.full_like(w, float("nan")), float("nan"), float("nan"), 0.0, 0.0
+            return rejected
+        if self.frozen is not None:
+            v = torch.where(self.frozen, torch.zeros_like(v), v)
         t0 = time.perf_counter()
         if self.cfg.solver == "gram":
-            if self.frozen is not None:
-                v = torch.where(self.frozen, torch.zeros_like(v), v)
             M = Metric(self.model, w, x, self.cfg.phi, free=None if self.frozen is None else ~self.frozen)
             K, Jv = M.gram(), M.jvp(v)
             t1 = time.perf_counter()
             if not (torch.isfinite(K).all() and torch.isfinite(Jv).all()):  # w left the model's finite range
-                return torch.full_like(w, float("nan")), float("nan"), float("nan"), t1 - t0, 0.0
+                return rejected
             res = solve_exact_gram(K, Jv, M.vjp, v, self.cfg.beta, self.eps)
             step_len = float(M.jvp(res.theta).norm())
         else:
             J = jacobian_fast(self.model, w, x, self.cfg.phi)
             if self.frozen is not None:
                 J[:, self.frozen] = 0
-                v = torch.where(self.frozen, torch.zeros_like(v), v)
             t1 = time.perf_counter()
             if not torch.isfinite(J).all():
-                return torch.full_like(w, float("nan")), float("nan"), float("nan"), t1 - t0, 0.0
+                return rejected
             res = solve_exact(J, v, self.cfg.beta, self.eps)
             step_len = float((J @ res.theta).norm())
         return res.theta, step_len, res.mu, t1 - t0, time.perf_counter() - t1

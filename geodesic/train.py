@@ -14,15 +14,21 @@ from .data import Split
 
 
 @torch.no_grad()
+def scores(forward: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, y: torch.Tensor,
+           batch: int = 1000) -> tuple[float, float]:
+    """(mean cross-entropy, accuracy) of logits = forward(x) on (x, y), in batches."""
+    loss, correct = 0.0, 0
+    for i in range(0, len(y), batch):
+        out = forward(x[i : i + batch])
+        loss += F.cross_entropy(out, y[i : i + batch], reduction="sum").item()
+        correct += (out.argmax(1) == y[i : i + batch]).sum().item()
+    return loss / len(y), correct / len(y)
+
+
 def evaluate(model: nn.Module, data: Split, batch: int = 2000) -> tuple[float, float]:
     """(mean cross-entropy, accuracy) of `model` on all of `data`."""
     model.eval()
-    loss, correct = 0.0, 0
-    for i in range(0, len(data), batch):
-        out = model(data.x[i : i + batch])
-        loss += F.cross_entropy(out, data.y[i : i + batch], reduction="sum").item()
-        correct += (out.argmax(1) == data.y[i : i + batch]).sum().item()
-    return loss / len(data), correct / len(data)
+    return scores(model, data.x, data.y, batch)
 
 
 def train(model: nn.Module, data: Split, epochs: int, seed: int, lr: float = 1e-3, batch: int = 128,
