@@ -88,6 +88,12 @@ class SparsifyConfig:
         return asdict(self)
 
 
+def recommended(filters: int = 50) -> SparsifyConfig:
+    """The setting the benchmarks recommend for lenet60 (bench/results/sparsify-*.md): pull ρ = 2 during the walk,
+    then 100 relaxation steps inside the hyperplane."""
+    return SparsifyConfig(filters=filters, pull=2.0, relax_steps=100)
+
+
 def sparsify_paths(model: nn.Module, w0: torch.Tensor, groups: list[Group], chosen: list[Group], cfg: SparsifyConfig,
                    train: Split, evaluation: Evaluation) -> Iterator[Path]:
     """The phases of a sparsify run, created lazily: the walk to {w_T = 0}, then (if it arrived) the relaxation."""
