@@ -24,6 +24,7 @@ from torch import nn
 from torch.func import functional_call, jacrev, jvp, vjp, vmap
 
 from .params import ParamSpec, spec_of, unflatten
+from .tangent import gram
 
 OUTPUT_MAPS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "logits": lambda z: z,
@@ -139,17 +140,6 @@ class LayerTape:
         grads = torch.autograd.grad(self.y, [self.outputs[n] for n in names], seed, retain_graph=True, allow_unused=True)
         return {n: (g if g is not None else torch.zeros_like(self.outputs[n])) for n, g in zip(names, grads)}
 
-    def per_sample(self, layer: str, g: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Per-sample gradients of y_{b,c} w.r.t. the layer's weight (B, *W) and bias (B, out)."""
-        mod, a = self.layers[layer], self.inputs[layer]
-        if isinstance(mod, nn.Linear):
-            a2, g2 = a.reshape(a.shape[0], -1, a.shape[-1]), g.reshape(g.shape[0], -1, g.shape[-1])
-            return {"weight": torch.einsum("bto,bti->boi", g2, a2), "bias": g2.sum(1)}
-        cols = F.unfold(a, mod.kernel_size, mod.dilation, mod.padding, mod.stride)  # (B, Cin·kh·kw, P)
-        g2 = g.flatten(2)  # (B, Cout, P)
-        return {"weight": torch.einsum("bop,bip->boi", g2, cols).reshape(a.shape[0], *mod.weight.shape),
-                "bias": g2.sum(-1)}
-
     def output_grads(self) -> dict[str, torch.Tensor]:
         """Every layer's output gradients for all m classes: {layer: (B, m, *out)} (m backward passes)."""
         per_class = [self.backward(c) for c in range(self.m)]
@@ -161,12 +151,28 @@ class LayerTape:
         return torch.cat([torch.arange(self.spec.slice(nm).start, self.spec.slice(nm).stop) for nm in names])
 
     def block(self, layer: str, g: torch.Tensor) -> torch.Tensor:
-        """J_l (B·m, n_l): the rows of J restricted to the layer's columns, from its output gradients g (B, m, *out)."""
-        rows = [self.per_sample(layer, g[:, c]) for c in range(g.shape[1])]
-        parts = [torch.stack([r["weight"].reshape(self.B, -1) for r in rows], 1)]
-        if self.layers[layer].bias is not None:
-            parts.append(torch.stack([r["bias"] for r in rows], 1))
-        return torch.cat(parts, -1).reshape(self.B * g.shape[1], -1)
+        """J_l (B·m, n_l): the rows of J restricted to the layer's columns, from its output gradients g (B, m, *out).
+
+        Row (b, c) is the per-sample gradient of y_{b,c}: Σ_t g_{bct} a_{bt}ᵀ for the weight (t over positions: the
+        unfolded patches of a conv, the leading dims of a Linear input) and Σ_t g_{bct} for the bias; one batched
+        matmul for all m classes.
+        """
+        mod, a = self.layers[layer], self.inputs[layer]
+        B, m = g.shape[:2]
+        if isinstance(mod, nn.Linear):
+            cols = a.reshape(B, -1, a.shape[-1])  # (B, T, in)
+            g2 = g.reshape(B, m, -1, g.shape[-1]).transpose(1, 2).reshape(B, -1, m * g.shape[-1])  # (B, T, m·out)
+            weight = torch.bmm(g2.transpose(1, 2), cols)  # (B, m·out, in)
+            bias = g2.sum(1)  # (B, m·out)
+        else:
+            cols = F.unfold(a, mod.kernel_size, mod.dilation, mod.padding, mod.stride)  # (B, Cin·kh·kw, P)
+            g2 = g.reshape(B, m * g.shape[2], -1)  # (B, m·Cout, P)
+            weight = torch.bmm(g2, cols.transpose(1, 2))  # (B, m·Cout, Cin·kh·kw)
+            bias = g2.sum(-1)
+        parts = [weight.reshape(B, m, -1)]
+        if mod.bias is not None:
+            parts.append(bias.reshape(B, m, -1))
+        return torch.cat(parts, -1).reshape(B * m, -1)
 
 
 def jacobian_fast(model: nn.Module, w: torch.Tensor, x: torch.Tensor, phi: str = "sqrt_probs") -> torch.Tensor:
@@ -237,5 +243,5 @@ class Metric:
                 Jl = tape.block(layer, g)
                 if free is not None:
                     Jl = Jl[:, free]
-                K += (Jl @ Jl.T).double().reshape(B, m, B, m)  # float32 product: 4× faster, ~1e-7 relative
+                K += gram(Jl).double().reshape(B, m, B, m)  # float32 product: 4× faster, ~1e-7 relative
         return K.reshape(B * m, B * m)

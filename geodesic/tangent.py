@@ -223,13 +223,25 @@ def solve_exact(
     """
     _check_problem(v, beta, eps, J, J_finite=False)
     J64, v64 = J.to(F64), v.to(F64)
-    K = J64 @ J64.T
+    K = gram(J64)
     _check_finite("J", K)  # nan/inf in J reach JJᵀ
     if beta == 0 or not bool(v.any()):
         return _zero_result(v)
     rank_rtol = 10 * max(J.shape[0], 1) * EPS64 if rank_rtol is None else rank_rtol  # K is exact to float64
     theta, mu, _, iters = _exact(K, J64 @ v64, lambda u: J64.T @ u, v64, beta, eps, tol, max_iter, rank_rtol)
     return TangentResult(theta.to(v.dtype), mu, tangent_objective(J64, theta, v64, beta), iters)
+
+
+def gram(J: Tensor) -> Tensor:
+    """K = JJᵀ for J: (k, n) in J's dtype. On CPU, BLAS syrk computes one triangle (half the flops of J @ Jᵀ,
+    and a row-major J is read in place as the column-major Jᵀ); elsewhere a plain matmul."""
+    if J.device.type != "cpu" or J.dtype not in (F64, torch.float32) or J.requires_grad:
+        return J @ J.T
+    from scipy.linalg.blas import dsyrk, ssyrk
+
+    syrk = dsyrk if J.dtype == F64 else ssyrk
+    upper = torch.from_numpy(syrk(1.0, J.contiguous().numpy().T, trans=1))  # (Jᵀ)ᵀ(Jᵀ), upper triangle only
+    return upper + upper.triu(1).T
 
 
 def _exact(

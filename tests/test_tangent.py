@@ -12,6 +12,7 @@ import torch
 
 from geodesic.tangent import (
     TangentResult,
+    gram,
     solve_cvxpy,
     solve_exact,
     solve_exact_gram,
@@ -227,7 +228,7 @@ def test_exact_gram_matches_exact_and_calls_JT_in_float64(v_mode, eps):
     assert (res.mu == 0) == (v_mode == "row")
     assert set(seen) == {F64} and len(seen) == 2  # v⊥ and θ: two products
     assert torch.allclose(res_gram.theta, res.theta, rtol=0, atol=1e-14)
-    assert res_gram.mu == res.mu
+    assert res_gram.mu == pytest.approx(res.mu, rel=1e-12)  # K by matmul here, by dsyrk in solve_exact
     assert rel_gap(res_gram.objective, res.objective) <= 1e-9  # analytic vs |Jθ|² − βθᵀv
 
 
@@ -367,3 +368,13 @@ def test_bad_inputs_other_entry_points():
         warnings.simplefilter("error")
         with pytest.raises(ValueError, match="max_iter"):
             solve_matrix_free(lambda x: J_OK @ x, lambda u: J_OK.T @ u, V_OK, 1.0, 0.01, max_iter=0)
+
+
+@pytest.mark.parametrize("dtype,tol", [(F64, 1e-13), (torch.float32, 1e-5)])
+@pytest.mark.parametrize("shape", [(7, 30), (40, 9), (1, 5)])
+def test_gram_is_JJT_and_exactly_symmetric(shape, dtype, tol):
+    J = torch.randn(*shape, generator=torch.Generator().manual_seed(0), dtype=dtype)
+    K = gram(J)
+    assert K.dtype == dtype and torch.equal(K, K.T)
+    assert torch.allclose(K, J @ J.T, rtol=tol, atol=tol)
+    assert torch.allclose(gram(J.T.contiguous().T), K)  # a non-contiguous J gives the same K
