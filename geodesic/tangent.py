@@ -23,6 +23,7 @@ float64 tensors and may return any floating dtype (a float32 model casts inside 
 
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 from dataclasses import dataclass
@@ -234,14 +235,27 @@ def solve_exact(
 
 def gram(J: Tensor) -> Tensor:
     """K = JJᵀ for J: (k, n) in J's dtype. On CPU, BLAS syrk computes one triangle (half the flops of J @ Jᵀ,
-    and a row-major J is read in place as the column-major Jᵀ); elsewhere a plain matmul."""
+    and a row-major J is read in place as the column-major Jᵀ) on as many threads as torch uses; elsewhere a
+    plain matmul."""
     if J.device.type != "cpu" or J.dtype not in (F64, torch.float32) or J.requires_grad:
         return J @ J.T
     from scipy.linalg.blas import dsyrk, ssyrk
 
     syrk = dsyrk if J.dtype == F64 else ssyrk
-    upper = torch.from_numpy(syrk(1.0, J.contiguous().numpy().T, trans=1))  # (Jᵀ)ᵀ(Jᵀ), upper triangle only
+    with _blas_threads(torch.get_num_threads()):  # scipy's own BLAS would otherwise take every core
+        upper = torch.from_numpy(syrk(1.0, J.contiguous().numpy().T, trans=1))  # (Jᵀ)ᵀ(Jᵀ): upper triangle
     return upper + upper.triu(1).T
+
+
+@functools.cache
+def _blas_controller():
+    from threadpoolctl import ThreadpoolController
+
+    return ThreadpoolController()
+
+
+def _blas_threads(n: int):
+    return _blas_controller().limit(limits=n, user_api="blas")
 
 
 def _exact(
