@@ -150,12 +150,12 @@ class Path:
         t0 = time.perf_counter()
         if self.cfg.solver == "gram":
             M = Metric(self.model, w, x, self.cfg.phi, free=None if self.frozen is None else ~self.frozen)
-            K, Jv = M.gram(), M.jvp(v)
+            K, Jv = M.gram_jvp(v)
             t1 = time.perf_counter()
             if not (torch.isfinite(K).all() and torch.isfinite(Jv).all()):  # w left the model's finite range
                 return rejected
             res = solve_exact_gram(K, Jv, M.vjp, v, self.cfg.beta, self.eps)
-            step_len = float(M.jvp(res.theta).norm())
+            step_len = math.sqrt(max(res.quad, 0.0))  # |Jθ| from the solve's eigenbasis
         else:
             J = jacobian_fast(self.model, w, x, self.cfg.phi)
             if self.frozen is not None:

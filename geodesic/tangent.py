@@ -46,6 +46,7 @@ class TangentResult:
     mu: float  # Lagrange multiplier of the ball constraint, ≥ 0
     objective: float  # θᵀGθ − βθᵀv
     iterations: int  # secular iterations (exact) / Lanczos steps (matrix_free) / 0 (cvxpy)
+    quad: float = math.nan  # θᵀGθ = |Jθ|² (exact solvers), the squared step length in the metric
 
 
 # ----------------------------------------------------------------------------- validation
@@ -203,9 +204,9 @@ def solve_exact_gram(
     JT64 = lambda u: JT(u).to(F64)  # noqa: E731
     # JT usually computes in v's precision (a float32 model): v⊥ then carries ~eps₃₂·|v| of rounding
     null_rtol = max(NULL_RTOL, 100 * torch.finfo(v.dtype).eps)
-    theta, mu, obj, iters = _exact(K.to(F64), Jv.to(F64), JT64, v.to(F64), beta, eps, tol, max_iter, rank_rtol,
-                                   null_rtol)
-    return TangentResult(theta.to(v.dtype), mu, obj, iters)
+    v64 = v.to(F64)
+    theta, mu, quad, iters = _exact(K.to(F64), Jv.to(F64), JT64, v64, beta, eps, tol, max_iter, rank_rtol, null_rtol)
+    return TangentResult(theta.to(v.dtype), mu, quad - beta * float(theta @ v64), iters, quad)
 
 
 def solve_exact(
@@ -229,8 +230,8 @@ def solve_exact(
     if beta == 0 or not bool(v.any()):
         return _zero_result(v)
     rank_rtol = 10 * max(J.shape[0], 1) * EPS64 if rank_rtol is None else rank_rtol  # K is exact to float64
-    theta, mu, _, iters = _exact(K, J64 @ v64, lambda u: J64.T @ u, v64, beta, eps, tol, max_iter, rank_rtol)
-    return TangentResult(theta.to(v.dtype), mu, tangent_objective(J64, theta, v64, beta), iters)
+    theta, mu, quad, iters = _exact(K, J64 @ v64, lambda u: J64.T @ u, v64, beta, eps, tol, max_iter, rank_rtol)
+    return TangentResult(theta.to(v.dtype), mu, tangent_objective(J64, theta, v64, beta), iters, quad)
 
 
 def gram(J: Tensor) -> Tensor:
@@ -262,7 +263,7 @@ def _exact(
     K: Tensor, Jv: Tensor, JT: Callable[[Tensor], Tensor], v: Tensor,
     beta: float, eps: float, tol: float, max_iter: int, rank_rtol: float, null_rtol: float = NULL_RTOL,
 ) -> tuple[Tensor, float, float, int]:
-    """solve_exact_gram in float64 without checks; returns (θ, μ, objective, iterations)."""
+    """solve_exact_gram in float64 without checks; returns (θ, μ, θᵀGθ, iterations)."""
     k, h = Jv.shape[0], beta / 2
     lam, U = torch.linalg.eigh(0.5 * (K + K.T))
     lam = lam.clamp_min(0.0)
@@ -273,12 +274,12 @@ def _exact(
     p2 = float(v_perp @ v_perp)
     if p2 <= null_rtol**2 * float(v @ v) and h**2 * float((a_s**2 / lam_s**3).sum()) <= eps:
         theta = h * JT(U[:, split] @ (a_s / lam_s**2))  # θ(0) = (β/2) G⁺v, inside the ball
-        return theta, 0.0, h**2 * float((a_s**2 / lam_s**2).sum()) - beta * float(theta @ v), 0
+        return theta, 0.0, h**2 * float((a_s**2 / lam_s**2).sum()), 0
     mu, iters = _secular_root(_Secular(lam_s, a_s**2 / lam_s, p2, lam[~split], a[~split] ** 2), h, eps, tol, max_iter)
     theta = h * (v_perp / mu + JT(U @ torch.where(split, a / (lam * (lam + mu)), -a / (mu * (lam + mu)))))
     scale = math.sqrt(eps) / float(theta.norm())
     Jtheta2 = (scale * h) ** 2 * float((a**2 / (lam + mu) ** 2).sum())  # Uᵀ Jθ = scale·h·a/(λ+μ)
-    return scale * theta, mu, Jtheta2 - beta * scale * float(theta @ v), iters
+    return scale * theta, mu, Jtheta2, iters
 
 
 # ----------------------------------------------------------------------------- matrix-free (GLTR)

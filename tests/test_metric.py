@@ -42,6 +42,8 @@ def test_metric_operator_matches_explicit_J(net, phi):
     g = torch.Generator().manual_seed(0)
     theta, u = torch.randn(w.numel(), generator=g), torch.randn(J.shape[0], generator=g)
     assert torch.allclose(M.jvp(theta).double(), J @ theta.double(), rtol=1e-4, atol=1e-5)
+    K2, Jv = M.gram_jvp(theta)  # Jθ from the layer pass that builds K
+    assert torch.equal(K2, K) and torch.allclose(Jv.double(), J @ theta.double(), rtol=1e-4, atol=1e-5)
     assert torch.allclose(M.vjp(u).double(), J.T @ u.double(), rtol=1e-4, atol=1e-6)
     assert torch.allclose(M.G(theta).double(), J.T @ (J @ theta.double()), rtol=1e-3, atol=1e-5)
 
@@ -99,5 +101,6 @@ def test_metric_restricted_to_free_coordinates(net):
     assert torch.allclose(M.gram(), Jf @ Jf.T, rtol=1e-5, atol=1e-6 * float((Jf @ Jf.T).abs().max()))
     theta, u = torch.randn(w.numel()), torch.randn(J.shape[0])
     assert torch.allclose(M.jvp(theta).double(), Jf @ theta.double(), rtol=1e-4, atol=1e-5)
+    assert torch.allclose(M.gram_jvp(theta)[1].double(), Jf @ theta.double(), rtol=1e-4, atol=1e-5)
     out = M.vjp(u)
     assert torch.all(out[~free] == 0) and torch.allclose(out.double(), Jf.T @ u.double(), rtol=1e-4, atol=1e-6)

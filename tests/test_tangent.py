@@ -378,3 +378,12 @@ def test_gram_is_JJT_and_exactly_symmetric(shape, dtype, tol):
     assert K.dtype == dtype and torch.equal(K, K.T)
     assert torch.allclose(K, J @ J.T, rtol=tol, atol=tol)
     assert torch.allclose(gram(J.T.contiguous().T), K)  # a non-contiguous J gives the same K
+
+
+@pytest.mark.parametrize("v_mode,eps", [("mix", 0.01), ("row", 1e6)])  # μ > 0 and μ = 0
+def test_exact_reports_the_step_length_in_the_metric(v_mode, eps):
+    """quad = θᵀGθ = |Jθ|², computed analytically from the eigenbasis, matches the explicit product."""
+    J, v = make_problem(30, 90, 8, v_mode, seed=5)
+    for res in (solve_exact(J, v, 0.3, eps), solve_exact_gram(J @ J.T, J @ v, lambda u: J.T @ u, v, 0.3, eps)):
+        assert res.quad == pytest.approx(float((J @ res.theta).pow(2).sum()), rel=1e-9)
+        assert res.objective == pytest.approx(res.quad - 0.3 * float(res.theta @ v), rel=1e-9, abs=1e-15)
