@@ -61,16 +61,22 @@ def jacobian(model: nn.Module, w: torch.Tensor, x: torch.Tensor, phi: str = "sqr
     return (vmap(one)(x) / math.sqrt(x.shape[0])).reshape(-1, w.numel())
 
 
-def functional_distance(model: nn.Module, w: torch.Tensor, w_ref: torch.Tensor, x: torch.Tensor,
-                        phi: str = "sqrt_probs", batch: int = 1000) -> float:
-    """D(w, w') = mean_x |φ f(x, w) − φ f(x, w')|², measured (not linearized) on the batch x."""
+def mapped_outputs(model: nn.Module, w: torch.Tensor, x: torch.Tensor, phi: str = "sqrt_probs",
+                   batch: int = 1000) -> torch.Tensor:
+    """φ f(x, w) for every row of x, (B, m), without gradients, in chunks of `batch`."""
     f, out = model_fn(model), output_map(phi)
-    total = 0.0
     with torch.no_grad():
-        for i in range(0, x.shape[0], batch):
-            xb = x[i : i + batch]
-            total += (out(f(w, xb)) - out(f(w_ref, xb))).pow(2).sum().item()
-    return total / x.shape[0]
+        return torch.cat([out(f(w, x[i : i + batch])) for i in range(0, x.shape[0], batch)])
+
+
+def functional_distance(model: nn.Module, w: torch.Tensor, w_ref: torch.Tensor | None, x: torch.Tensor,
+                        phi: str = "sqrt_probs", batch: int = 1000, ref: torch.Tensor | None = None) -> float:
+    """D(w, w') = mean_x |φ f(x, w) − φ f(x, w')|², measured (not linearized) on the batch x.
+
+    `ref` = mapped_outputs(model, w_ref, x, phi) when already known (a path measures against a fixed start).
+    """
+    ref = mapped_outputs(model, w_ref, x, phi, batch) if ref is None else ref
+    return (mapped_outputs(model, w, x, phi, batch) - ref).pow(2).sum().item() / x.shape[0]
 
 
 def distance_grad(model: nn.Module, w: torch.Tensor, w_ref: torch.Tensor, x: torch.Tensor,

@@ -16,7 +16,7 @@ from typing import Iterator
 import torch
 from torch import nn
 
-from .metric import Metric, functional_distance, jacobian_fast, model_fn
+from .metric import Metric, functional_distance, jacobian_fast, mapped_outputs, model_fn
 from .objectives import Field, Sampler
 from .params import Group, group_norms
 from .tangent import solve_exact, solve_exact_gram
@@ -117,6 +117,7 @@ class Path:
         self.status = "running"
         self.length = length0
         self._stop = threading.Event()
+        self._ref_out: torch.Tensor | None = None  # φ f(x, w_ref) on the distance batch, computed once
 
     def stop(self) -> None:
         """Ask the walk to end after the current step."""
@@ -132,7 +133,9 @@ class Path:
     def record(self, step: int, phase: str, step_length: float, mu: float, times: tuple[float, float, float],
                evaluate: bool) -> Step:
         ev, w = self.evaluation, self.w
-        dist = functional_distance(self.model, w, self.w_ref, ev.x[: ev.distance_batch], self.cfg.phi)
+        if self._ref_out is None:
+            self._ref_out = mapped_outputs(self.model, self.w_ref, ev.x[: ev.distance_batch], self.cfg.phi)
+        dist = functional_distance(self.model, w, None, ev.x[: ev.distance_batch], self.cfg.phi, ref=self._ref_out)
         loss, acc = ev.scores(self.model, w) if evaluate else (float("nan"), float("nan"))
         norms = group_norms(w, self.groups)
         return Step(step, phase, self.length, step_length, dist, self.target_norm(), int((norms == 0).sum()),
