@@ -193,7 +193,7 @@ def playground(contours: pd.DataFrame, ellipses: pd.DataFrame, path: pd.DataFram
 
 
 def race(df: pd.DataFrame, x: str = "step", before: float | None = None, note: str = "") -> go.Figure:
-    """Accuracy of each recovery method against `x` ("step" or "seconds"); the pre-damage accuracy dashed."""
+    """Accuracy of each recovery method against `x` ("step", "seconds" or "grad_evals"); the pre-damage accuracy dashed."""
     if df.empty:
         return empty("Recovery race", note or "no steps yet")
     fig = go.Figure()
@@ -203,7 +203,7 @@ def race(df: pd.DataFrame, x: str = "step", before: float | None = None, note: s
                                  marker=dict(size=9 if len(d) == 1 else 5)))
     if before is not None:
         fig.add_hline(y=before, line=dict(color="black", dash="dash"), annotation_text=f"before damage {before:.3f}")
-    fig.update_xaxes(title_text="wall seconds" if x == "seconds" else "step")
+    fig.update_xaxes(title_text={"seconds": "wall seconds (steps only)", "grad_evals": "per-image gradient evaluations"}.get(x, "step"))
     fig.update_yaxes(title_text="test accuracy")
     return _layout(fig, "Recovery after damage: geodesic restore vs SGD", note)
 

@@ -13,6 +13,7 @@ The job bodies below only wire engine calls together (checkpoint → data → pa
 
 from __future__ import annotations
 
+import copy
 import itertools
 import math
 import os
@@ -228,17 +229,18 @@ def candidates_job(checkpoint: str, base, count: int, dataset: str, model_name: 
 
 
 def damage_job(checkpoint: str, dataset: str, kind: str, level: float, seed: int, steps: int, beta: float,
-               eps: float, probe: int, lr: float, eval_every: int = 5, source: str = "bundled", eval_size: int = 500,
-               phi: str = "sqrt_probs", batch: int = 128) -> Callable[[Job], Any]:
-    """A job body: damage the net, then geodesic `restore` (damaged coordinates frozen) raced against SGD
-    (`baselines.finetune`, same coordinates held) for the same number of steps; rows carry wall seconds."""
-    import torch
-
+               eps: float, probe: int, lr: float | None = None, eval_every: int = 5, source: str = "bundled",
+               eval_size: int = 500, phi: str = "sqrt_probs", batch: int = 128,
+               methods: tuple[str, ...] = ("geodesic", "sgd"), root: Path | None = None) -> Callable[[Job], Any]:
+    """A job body: damage the net, then race the recovery `methods` (recovery.run_recover: geodesic restore with
+    the damaged coordinates frozen, SGD/Adam holding the same coordinates) at the same time, one worker thread
+    each, for the same number of steps; every method writes its own run folder. `lr`: SGD/Adam learning rate
+    (None: the method's default)."""
     from . import damage as dmg
-    from .baselines import finetune
-    from .objectives import BatchSampler, restore
     from .params import spec_of
-    from .path import Evaluation, Path as GPath, PathConfig
+    from .path import Evaluation, PathConfig
+    from .recovery import RecoveryConfig, run_recover
+    from .runs import RunWriter
 
     def body(job: Job):
         model, card, w0, groups = load_checkpoint(checkpoint)
@@ -250,42 +252,35 @@ def damage_job(checkpoint: str, dataset: str, kind: str, level: float, seed: int
         _, acc_d = ev.scores(model, w_d)
         job.info.update(acc_before=acc0, acc_damaged=acc_d, damaged=int(mask.sum()), n=w0.numel(),
                         eval_images=len(test), frozen=int(frozen.sum()) if frozen is not None else 0)
-        job.add({"method": "damaged", "step": 0, "seconds": 0.0, "accuracy": acc_d})
-        cfg = PathConfig(phi=phi, beta=beta, eps=eps, probe=probe, seed=seed, max_steps=steps, eval_every=eval_every,
-                         solver="explicit")
-        sampler = BatchSampler.of(train, seed + 1)
-        path = GPath(model, w_d, restore(model, w0, sampler, 256, phi), cfg, BatchSampler.of(train, seed), ev,
-                     groups, frozen=frozen, phase="restore", w_ref=w0)
-        job.info["phase"] = "geodesic restore"
-        t0 = time.perf_counter()
-        for s in path:
-            if not math.isnan(s.accuracy):
-                job.add({"method": "geodesic restore", "step": s.step, "seconds": time.perf_counter() - t0,
-                         "accuracy": s.accuracy, "distance": s.distance})
-            job.gate()
-            if job.stop_event.is_set():
-                path.stop()
-        if job.stop_event.is_set():
-            return None
-        job.info["phase"] = "SGD"
-        t0 = time.perf_counter()
+        errors: list[BaseException] = []
 
-        class Stop(Exception):
-            pass
+        def race(method: str) -> None:
+            cfg = RecoveryConfig(method=method, steps=steps, eval_every=eval_every, seed=seed, batch=batch,
+                                 lr=None if method == "geodesic" else lr,
+                                 path=PathConfig(phi=phi, beta=beta, eps=eps, probe=probe, solver="gram"))
+            writer = RunWriter({"kind": "recover", "model": card["model"], "checkpoint": str(checkpoint),
+                                "dataset": dataset, "data_source": train.source, "source": "app",
+                                "damage": {"kind": kind, "level": level, "seed": seed}}, root=root or runs_root())
+            job.run_dirs.append(writer.dir)
 
-        def on_step(i: int, w) -> None:
-            if i % eval_every == 0 or i == steps:
-                job.add({"method": "SGD (Adam, task loss)", "step": i, "seconds": time.perf_counter() - t0,
-                         "accuracy": ev.scores(model, w)[1]})
-            job.gate()
-            if job.stop_event.is_set():
-                raise Stop
+            def on_row(row: dict) -> None:
+                job.add({**row, "run": writer.id})
+                job.gate()
 
-        hold = frozen if frozen is not None else torch.zeros_like(mask)
-        try:
-            finetune(model, w_d, hold, train, steps=steps, lr=lr, batch=batch, seed=seed, on_step=on_step)
-        except Stop:
-            return None
+            try:  # a model of its own: functional_call and the metric's hooks swap state on the module
+                run_recover(copy.deepcopy(model), w0, w_d, frozen, cfg, train, ev, groups, writer, job.stop_event,
+                            on_row)
+            except BaseException as e:  # re-raised in the job's thread below
+                errors.append(e)
+                job.stop_event.set()
+
+        threads = [threading.Thread(target=race, args=(m,), name=f"{job.id}-{m}", daemon=True) for m in methods]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        if errors:
+            raise errors[0]
         return {"acc_before": acc0, "acc_damaged": acc_d}
 
     return body

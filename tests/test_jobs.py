@@ -108,12 +108,16 @@ def test_registry_is_thread_safe():
 def test_damage_and_two_tasks_jobs_run(tmp_path):
     reg = jobs.Registry()
     d = reg.start("damage", jobs.damage_job(CKPT, "mnist", "ablate", 8, 0, steps=4, beta=0.01, eps=0.01, probe=16,
-                                            lr=1e-3, eval_every=2, eval_size=200))
+                                            lr=1e-3, eval_every=2, eval_size=200, root=tmp_path))
     jobs.wait(d, 60)
     assert d.status == "done", d.error
     df = d.frame()
-    assert set(df["method"]) == {"damaged", "geodesic restore", "SGD (Adam, task loss)"}
-    assert d.info["acc_damaged"] < d.info["acc_before"]
+    assert set(df["method"]) == {"geodesic", "sgd"} and d.info["acc_damaged"] < d.info["acc_before"]
+    for method, rows in df.groupby("method"):
+        assert rows["step"].tolist() == [0, 2, 4] and rows["accuracy"].iloc[0] == d.info["acc_damaged"]
+    first, last = df.groupby("method").apply(lambda r: r.index.min()), df.groupby("method").apply(lambda r: r.index.max())
+    assert first.max() < last.min()  # the two methods ran at the same time: their rows interleave
+    assert sorted(runs.load_run(p).meta["config"]["method"] for p in d.run_dirs) == ["geodesic", "sgd"]
     t = reg.start("two-tasks", jobs.two_tasks_job(CKPT, "mnist", "fashion-mnist", steps=4, beta=0.01, eps=0.01,
                                                   probe=16, seed=0, eval_every=2, eval_size=200, root=tmp_path))
     jobs.wait(t, 60)

@@ -1,5 +1,6 @@
 """Damage & recovery: break a net, then race geodesic restore against SGD on the same chart."""
 
+import pandas as pd
 import streamlit as st
 
 from app import figures, state
@@ -8,7 +9,8 @@ from geodesic import jobs
 st.title("Damage & recovery")
 st.markdown("**Paper's claim:** a net recovers from damage by walking back toward its original function along the "
             "functional metric (`restore`: v = −∇D(w, w_ref), damaged coordinates frozen), compared here with plain "
-            "SGD on the task loss holding the same coordinates. Both get the same number of steps.")
+            "SGD or Adam on the task loss holding the same coordinates. Both run at the same time, one worker thread "
+            "each, for the same number of steps.")
 
 state.engine_ready()  # the intro paints first on a fresh server; then torch and the engine load
 from geodesic.damage import KINDS  # noqa: E402
@@ -31,11 +33,14 @@ if picked is not None:
     beta = c[0].number_input("β", 1e-5, 10.0, 0.01, format="%.4g", key="dmg-b")
     eps = c[1].number_input("ε", 1e-6, 1.0, 0.01, format="%.4g", key="dmg-e")
     probe = c[2].number_input("Probe batch B", 1, 128, 16, key="dmg-B")
-    lr = c[3].number_input("SGD (Adam) learning rate", 1e-5, 1.0, 1e-3, format="%.4g")
+    baseline = c[3].selectbox("Baseline", ["sgd", "adam"], help="SGD with momentum 0.9, or Adam; task loss, batch 128")
+    lr = st.number_input(f"{baseline} learning rate", 1e-5, 1.0, 0.01 if baseline == "sgd" else 1e-3, format="%.4g",
+                         key=f"dmg-lr-{baseline}")
     if st.button("Damage and race", type="primary", key="dmg-start"):
-        job = state.registry().start("damage", jobs.damage_job(path, card["dataset"], kind, float(level), int(seed),
-                                                                int(steps), float(beta), float(eps), int(probe), float(lr)),
-                                     {"model": model_name, "dataset": card["dataset"], "kind": kind, "level": level})
+        body = jobs.damage_job(path, card["dataset"], kind, float(level), int(seed), int(steps), float(beta),
+                               float(eps), int(probe), float(lr), methods=("geodesic", baseline))
+        job = state.registry().start("damage", body, {"model": model_name, "dataset": card["dataset"], "kind": kind,
+                                                      "level": level})
         st.session_state["dmg-job"] = job.id
 
 job = state.pick_job("damage", "dmg-job")
@@ -48,11 +53,20 @@ def render(job, df):
         m[0].metric("accuracy before", f"{info['acc_before']:.4f}")
         m[1].metric("after damage", f"{info['acc_damaged']:.4f}", delta=f"{info['acc_damaged'] - info['acc_before']:+.4f}")
         m[2].metric("damaged / frozen coordinates", f"{info['damaged']:,} / {info['frozen']:,}", help=f"of {info['n']:,}")
-    axis = st.radio("x axis", ["step", "seconds"], horizontal=True, key=f"axis-{job.id}")
+    axis = st.radio("x axis", ["step", "seconds", "grad_evals"], horizontal=True, key=f"axis-{job.id}",
+                    help="seconds: wall time of the steps alone (evaluations excluded); grad_evals: per-image "
+                         "backward passes (a geodesic step counts its restore batch and the rows of J)")
     note = (f"{job.params.get('model')} on {job.params.get('dataset')}, {job.params.get('kind')} {job.params.get('level')}: "
-            f"accuracy on {info.get('eval_images', '?')} bundled test images every 5 steps; methods run one after the other")
+            f"accuracy on {info.get('eval_images', '?')} bundled test images every 5 steps; the methods run at the "
+            f"same time, one thread each")
     fig = state.figure(f"race-{axis}", job, df, lambda: figures.race(df, axis, info.get("acc_before"), note))
     st.plotly_chart(fig, key=f"race-{job.id}")
+    if not df.empty and "acc_before" in info:
+        from geodesic.recovery import first_within
+
+        rows = [{"method": m, **first_within(d, info["acc_before"])} for m, d in df.groupby("method", sort=False)]
+        st.caption("First evaluation within 1 point of the accuracy before damage (empty: not yet)")
+        st.dataframe(pd.DataFrame(rows), hide_index=True)
 
 
 if job is None:

@@ -1,0 +1,212 @@
+"""Damage, damage resistance and recovery: reproducible damage, frozen coordinates that stay broken, recovery
+that recovers, resistance tables checked by hand, run folders, and the `damage` / `recover` commands."""
+
+import math
+
+import pandas as pd
+import pytest
+import torch
+
+from geodesic import cli, damage as dmg, models, runs
+from geodesic.params import flatten, spec_of
+from geodesic.path import Evaluation, PathConfig
+from geodesic.recovery import (DamageConfig, Recovery, RecoveryConfig, first_within, load_damage, resistance,
+                               run_damage, run_recover, summarize)
+from conftest import CKPT
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """One torch thread: these are many small ops, and a second thread only contends on a shared machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def mlp(mlp_mnist):
+    model, _ = mlp_mnist
+    return model, flatten(model), models.filter_groups(model), spec_of(model)
+
+
+@pytest.fixture(scope="module")
+def ev(mnist_test):
+    return Evaluation(mnist_test.x[:1000], mnist_test.y[:1000])
+
+
+def test_damage_is_reproducible_per_seed_and_independent_of_the_weights(mlp):
+    model, w, groups, spec = mlp
+    other = torch.randn_like(w)
+    for kind, level in (("zero", 0.3), ("ablate", 5), ("noise", 0.5)):
+        a, ma = dmg.damage(w, spec, groups, kind, level, 7, among="all", reference=w)
+        b, mb = dmg.damage(w, spec, groups, kind, level, 7, among="all", reference=w)
+        c, _ = dmg.damage(w, spec, groups, kind, level, 8, among="all", reference=w)
+        assert torch.equal(a, b) and torch.equal(ma, mb) and not torch.equal(a, c)
+        # the same seed hits another net in the same place (noise: adds the same vector, σ from the reference)
+        o, mo = dmg.damage(other, spec, groups, kind, level, 7, among="all", reference=w)
+        assert torch.equal(mo, ma)
+        if kind == "noise":
+            assert torch.allclose(o - other, a - w, atol=1e-5)
+        else:
+            assert bool((o[ma] == 0).all()) and torch.equal(o[~ma], other[~ma])
+
+
+def test_damage_levels_hit_what_they_say(mlp):
+    model, w, groups, spec = mlp
+    _, m = dmg.zero_fraction(w, spec, 0.3, 0, ["fc1"])
+    fc1 = spec.slice("fc1.weight").stop - spec.slice("fc1.weight").start + 32
+    assert abs(m.sum().item() / fc1 - 0.3) < 0.02 and not m[spec.slice("fc2.weight")].any()
+    wa, ma = dmg.ablate_groups(w, groups, 4, 0, among="all")
+    assert ma.sum() == 4 * groups[0].idx.numel() and sum(bool((wa[g.idx] == 0).all()) for g in groups) == 4
+    # among="alive" never picks a filter already at zero; among="all" may
+    w_sparse = w.clone()
+    for g in groups[:28]:
+        w_sparse[g.idx] = 0
+    hit_alive = dmg.ablate_groups(w_sparse, groups, 4, 0, among="alive")[1]
+    assert all(bool(hit_alive[g.idx].all()) for g in groups[28:])
+    with pytest.raises(ValueError, match="cannot ablate 5 filters: 4 are nonzero"):
+        dmg.ablate_groups(w_sparse, groups, 5, 0, among="alive")
+    assert torch.equal(dmg.frozen("noise", ma), torch.zeros_like(ma)) and torch.equal(dmg.frozen("zero", ma), ma)
+
+
+def test_frozen_coordinates_stay_broken_along_a_geodesic_recovery(mlp, mnist_train, ev):
+    model, w, groups, spec = mlp
+    w_d, mask = dmg.zero_fraction(w, spec, 0.5, 1, ["fc1"])
+    cfg = RecoveryConfig("geodesic", steps=6, eval_every=3, path=PathConfig(eps=0.01, probe=8))
+    rec = Recovery(model, w, w_d, mask, cfg, mnist_train, ev, groups)
+    rows = list(rec)
+    assert [r["step"] for r in rows] == [0, 3, 6] and rec.status == "budget"
+    assert bool((rec.w[mask] == 0).all())  # exactly zero, not merely small
+    moved = (rec.w - w_d)[~mask]
+    assert moved.norm() > 0.1  # the free coordinates compensate; 6 steps of |θ| = 0.1
+    assert rows[-1]["distance"] < rows[0]["distance"]  # closer to the pre-damage function
+    assert rows[-1]["grad_evals"] == 6 * (256 + 8 * 10 + 4 * 8)
+
+
+@pytest.mark.parametrize("method", ["geodesic", "adam", "sgd"])
+def test_a_short_recovery_raises_accuracy(method, mlp, mnist_train, ev):
+    model, w, groups, spec = mlp
+    w_d, mask = dmg.zero_fraction(w, spec, 0.6, 0, ["fc1"])
+    cfg = RecoveryConfig(method, steps=20, eval_every=10, path=PathConfig(eps=0.04, probe=16))
+    out = run_recover(model, w, w_d, mask, cfg, mnist_train, ev, groups)
+    s = out.summary()
+    assert s["accuracy_damaged"] < s["accuracy_before"] - 0.05  # the damage hurts
+    assert s["accuracy"] > s["accuracy_damaged"] + 0.03, s
+    assert bool((out.w[mask] == 0).all()) and s["steps"] == 20
+
+
+def test_first_within_finds_the_first_row_in_reach():
+    curve = pd.DataFrame({"step": [0, 5, 10, 15], "seconds": [0, 1.0, 2.0, 3.0], "grad_evals": [0, 50, 100, 150],
+                          "accuracy": [0.5, 0.88, 0.895, 0.91]})
+    assert first_within(curve, 0.90) == {"step": 10, "seconds": 2.0, "grad_evals": 100, "accuracy": 0.895}
+    assert first_within(curve, 0.90, within=0.0)["step"] == 15
+    assert math.isnan(first_within(curve, 0.95)["step"])
+
+
+def test_resistance_table_matches_a_hand_computation(mlp, ev):
+    model, w, groups, spec = mlp
+    w_pruned = w.clone()
+    for g in groups[:16]:
+        w_pruned[g.idx] = 0
+    nets = {"dense": w, "pruned": w_pruned}
+    table = resistance(model, nets, ev, "ablate", [2, 4], [0, 1, 2], groups, among="all")
+    assert list(table.columns[:4]) == ["net", "kind", "level", "seed"] and len(table) == 2 * 2 * 3
+    # by hand: seed 1, 4 filters, pruned net
+    w_d, mask = dmg.ablate_groups(w_pruned, groups, 4, 1, among="all")
+    acc0, acc = ev.scores(model, w_pruned)[1], ev.scores(model, w_d)[1]
+    row = table[(table.net == "pruned") & (table.level == 4) & (table.seed == 1)].iloc[0]
+    assert row.accuracy_before == acc0 and row.accuracy == acc and row["drop"] == pytest.approx(acc0 - acc)
+    assert row.filters_lost == sum(1 for g in groups[16:] if bool(mask[g.idx].all()))
+    s = summarize(table)
+    assert len(s) == 4 and list(s.net) == ["dense", "pruned", "dense", "pruned"]
+    sel = table[(table.net == "dense") & (table.level == 2)]["drop"]
+    got = s[(s.net == "dense") & (s.level == 2)].iloc[0]
+    assert got.drop_mean == pytest.approx(sel.mean()) and got.drop_sd == pytest.approx(sel.std(ddof=1))
+    assert (s.drop_mean[s.level == 4].values >= -0.02).all()  # ablating filters does not help
+
+
+def test_damage_and_recover_run_folders_load_back(mlp, mnist_train, ev, tmp_path):
+    model, w, groups, spec = mlp
+    writer = runs.RunWriter({"kind": "damage", "model": "mlp"}, root=tmp_path, run_id="d")
+    out = run_damage(model, {"net": w}, groups, DamageConfig("zero", (0.4,), (3, 4), ("fc1",)), ev, writer)
+    run = runs.load_run(tmp_path / "d")
+    assert run.meta["status"] == "done" and len(run.metrics) == 2 and list(run.metrics.seed) == [3, 4]
+    final, dam = run.final(), load_damage(run.dir)
+    assert torch.equal(final["w"], out.w_damaged) and torch.equal(final["w_start"], w)
+    assert torch.equal(dam["mask"], dmg.zero_fraction(w, spec, 0.4, 3, ["fc1"])[1]) and torch.equal(dam["frozen"], dam["mask"])
+
+    writer = runs.RunWriter({"kind": "recover", "model": "mlp"}, root=tmp_path, run_id="r")
+    cfg = RecoveryConfig("adam", steps=10, eval_every=5)
+    o = run_recover(model, w, out.w_damaged, dam["frozen"], cfg, mnist_train, ev, groups, writer)
+    run = runs.load_run(tmp_path / "r")
+    assert run.meta["status"] == "budget" and list(run.metrics.step) == [0, 5, 10]
+    assert run.meta["summary"]["accuracy"] == pytest.approx(o.curve.accuracy.iloc[-1])
+    assert torch.equal(run.final()["w"], o.w) and torch.equal(load_damage(run.dir)["w_ref"], w)
+
+
+def test_an_interrupted_recovery_keeps_its_curve(mlp, mnist_train, ev, tmp_path):
+    model, w, groups, spec = mlp
+    w_d, mask = dmg.zero_fraction(w, spec, 0.5, 0, ["fc1"])
+    writer = runs.RunWriter({"kind": "recover"}, root=tmp_path, run_id="r")
+
+    def boom(row):
+        if row["step"] == 4:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_recover(model, w, w_d, mask, RecoveryConfig("sgd", steps=10, eval_every=2), mnist_train, ev, groups,
+                    writer, on_row=boom)
+    run = runs.load_run(tmp_path / "r")
+    assert run.meta["status"] == "interrupted" and list(run.metrics.step) == [0, 2, 4]
+
+
+@pytest.mark.parametrize("args,message", [
+    (["damage", "--kind", "zero", "--level", "1.5"], "fraction in [0, 1]"),
+    (["damage", "--kind", "ablate", "--level", "2.5"], "whole number of filters"),
+    (["damage", "--kind", "ablate", "--level", "40"], "has 32 filters"),
+    (["damage", "--kind", "zero", "--level", "0.1", "--layers", "conv9"], "no parameters in layers"),
+    (["damage", "--kind", "zero", "--level", "-1"], "finite number >= 0"),
+    (["damage", "--kind", "melt", "--level", "1"], "invalid choice"),
+    (["recover", "--method", "geodesic"], "give --checkpoint with --kind and --level"),
+    (["recover", "--kind", "zero", "--level", "0.2", "--method", "newton"], "invalid choice"),
+    (["recover", "--kind", "zero", "--level", "0.2", "--within", "2"], "within must be in [0, 1)"),
+    (["recover", "--kind", "zero", "--level", "0.2", "--momentum", "1"], "momentum must be in [0, 1)"),
+    (["recover", "--kind", "zero", "--level", "0.2", "--eps", "0"], "positive finite"),
+])
+def test_cli_errors_are_clear(args, message, tmp_path, capsys):
+    argv = [*args, "--checkpoint", str(CKPT / "mlp-mnist.safetensors"), "--data", "bundled", "--out", str(tmp_path / "o")]
+    try:
+        code = cli.main(argv)
+    except SystemExit as e:  # argparse's own errors
+        code = e.code
+    assert code == 2 and message in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
+def test_cli_damage_then_recover_from_its_run(tmp_path, capsys):
+    ckpt = str(CKPT / "mlp-mnist.safetensors")
+    common = ["--data", "bundled", "--eval-size", "500"]
+    assert cli.main(["damage", "--checkpoint", ckpt, "--kind", "zero", "--level", "0.5", "--layers", "fc1",
+                     "--seeds", "2", *common, "--out", str(tmp_path / "d")]) == 0
+    assert "drop" in capsys.readouterr().out
+    assert len(runs.load_run(tmp_path / "d").metrics) == 2
+    (tmp_path / "taken").mkdir()
+    (tmp_path / "taken" / "x").write_text("")
+    assert cli.main(["recover", "--from-run", str(tmp_path / "d"), "--out", str(tmp_path / "taken")]) == 2
+    assert "not empty" in capsys.readouterr().err
+    assert cli.main(["recover", "--from-run", str(tmp_path / "d"), "--kind", "zero", "--out", str(tmp_path / "x")]) == 2
+    assert "damage comes from --from-run" in capsys.readouterr().err
+    assert cli.main(["recover", "--from-run", str(tmp_path / "d"), "--method", "adam", "--steps", "10",
+                     "--eval-every", "5", *common, "--out", str(tmp_path / "r")]) == 0
+    run = runs.load_run(tmp_path / "r")
+    assert run.meta["kind"] == "recover" and run.meta["damage"]["kind"] == "zero" and len(run.metrics) == 3
+    assert run.meta["summary"]["accuracy"] > run.meta["summary"]["accuracy_damaged"]
+
+
+def test_cli_help_explains_every_option(capsys):
+    parser = cli.build_parser()
+    subs = next(a for a in parser._actions if a.dest == "command").choices
+    for command in ("damage", "recover"):
+        for action in subs[command]._actions:
+            assert action.dest == "help" or action.help, f"{command} --{action.dest} has no help text"
