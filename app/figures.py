@@ -205,7 +205,7 @@ def race(df: pd.DataFrame, x: str = "step", before: float | None = None, note: s
         fig.add_hline(y=before, line=dict(color="black", dash="dash"), annotation_text=f"before damage {before:.3f}")
     fig.update_xaxes(title_text={"seconds": "wall seconds (steps only)", "grad_evals": "per-image gradient evaluations"}.get(x, "step"))
     fig.update_yaxes(title_text="test accuracy")
-    return _layout(fig, "Recovery after damage: geodesic restore vs SGD", note)
+    return _layout(fig, "Recovery after damage: " + " vs ".join(map(str, df["method"].unique())), note)
 
 
 def two_tasks(df: pd.DataFrame, names: tuple[str, str], note: str = "") -> go.Figure:

@@ -85,10 +85,11 @@ def test_playground_race_two_tasks_build():
                          "distance": [0, 0.01, 0.02]})
     fig = figures.playground(contours, ell, path)
     assert isinstance(fig.data[0], go.Contour) and np.allclose(np.asarray(fig.data[0].z) ** 2, [[2, 1, 2], [1, 0, 1], [2, 1, 2]])
-    race = pd.DataFrame({"method": ["damaged", "geo", "geo", "sgd", "sgd"], "step": [0, 5, 10, 5, 10],
-                         "seconds": [0, 1, 2, 0.1, 0.2], "accuracy": [0.2, 0.5, 0.8, 0.4, 0.6]})
+    race = pd.DataFrame({"method": ["geodesic", "geodesic", "geodesic", "sgd", "sgd", "sgd"], "step": [0, 5, 10, 0, 5, 10],
+                         "seconds": [0, 1, 2, 0, 0.1, 0.2], "accuracy": [0.2, 0.5, 0.8, 0.2, 0.4, 0.6]})
     fig = figures.race(race, "seconds", 0.9)
-    assert [t.name for t in fig.data] == ["damaged", "geo", "sgd"] and fig.layout.xaxis.title.text == "wall seconds"
+    assert [t.name for t in fig.data] == ["geodesic", "sgd"] and list(fig.data[1].x) == [0, 0.1, 0.2]
+    assert fig.layout.xaxis.title.text.startswith("wall seconds") and "geodesic vs sgd" in fig.layout.title.text
     tt = pd.DataFrame({"step": [0, 1, 2], "accuracy": [0.97, math.nan, 0.9], "accuracy_b": [0.1, math.nan, 0.5]})
     fig = figures.two_tasks(tt, ("mnist", "fashion-mnist"))
     assert len(fig.data) == 2 and list(fig.data[1].y) == [0.1, 0.5]
