@@ -13,6 +13,9 @@ SCRIPTS = [
     ["bench_step.py"],
     ["bench_sparsify.py", "--dataset", "fashion-mnist"],
     ["bench_sparsify.py", "--dataset", "mnist", "--variants", "literal (β=0.01, ε=0.01, no pull);pull ρ=2 + relax 100"],
+    ["bench_damage.py", "--dataset", "fashion-mnist"],
+    ["bench_damage.py", "--dataset", "mnist"],
+    ["bench_recovery.py", "--seeds", "0,1"],
 ]
 
 
