@@ -16,6 +16,7 @@ SCRIPTS = [
     ["bench_damage.py", "--dataset", "fashion-mnist"],
     ["bench_damage.py", "--dataset", "mnist"],
     ["bench_recovery.py", "--seeds", "0,1"],
+    ["bench_merge.py"],
 ]
 
 
