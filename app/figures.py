@@ -213,6 +213,8 @@ def two_tasks(df: pd.DataFrame, names: tuple[str, str], note: str = "") -> go.Fi
     if df.empty:
         return empty("Two tasks", note or "no steps yet")
     d = df.dropna(subset=["accuracy"])
+    if "phase" in d.columns:
+        d = d[d["phase"] == "walk"]
     fig = go.Figure()
     fig.add_trace(go.Scatter(x=d["step"], y=d["accuracy"], mode="lines+markers", name=f"task A: {names[0]} (kept)"))
     if "accuracy_b" in d.columns:
@@ -220,3 +222,25 @@ def two_tasks(df: pd.DataFrame, names: tuple[str, str], note: str = "") -> go.Fi
     fig.update_xaxes(title_text="step")
     fig.update_yaxes(title_text="test accuracy", range=[0, 1])
     return _layout(fig, "Two tasks along the walk", note)
+
+
+PHASE_NAMES = {"walk": "geodesic walk", "line": "straight line A→B (weight averaging)", "relax-path": "relaxed path A→B",
+               "finetune": "fine-tune A on B"}
+
+
+def two_task_plane(df: pd.DataFrame, names: tuple[str, str], note: str = "") -> go.Figure:
+    """Each method's points in the plane (accuracy on A, accuracy on B), in order along its path or training;
+    a net good on both tasks sits in the top-right corner. Start and end of each trace are marked."""
+    if df.empty or "phase" not in df.columns:
+        return empty("Both tasks at once", note or "no points yet")
+    d = df.dropna(subset=["accuracy", "accuracy_b"])
+    fig = go.Figure()
+    for i, (phase, g) in enumerate((p, g) for p, g in d.groupby("phase", sort=False) if p in PHASE_NAMES):
+        color = PALETTE[i % len(PALETTE)]
+        sizes = [11 if j in (0, len(g) - 1) else 5 for j in range(len(g))]
+        fig.add_trace(go.Scatter(x=g["accuracy"], y=g["accuracy_b"], mode="lines+markers", name=PHASE_NAMES[phase],
+                                 line=dict(color=color), marker=dict(size=sizes), customdata=g["step"],
+                                 hovertemplate="step %{customdata}<br>A %{x:.4f}<br>B %{y:.4f}<extra></extra>"))
+    fig.update_xaxes(title_text=f"accuracy on task A: {names[0]}", range=[0, 1.02])
+    fig.update_yaxes(title_text=f"accuracy on task B: {names[1]}", range=[0, 1.02])
+    return _layout(fig, "Both tasks at once: each method's path", note)

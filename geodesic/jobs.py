@@ -287,39 +287,45 @@ def damage_job(checkpoint: str, dataset: str, kind: str, level: float, seed: int
 
 
 def two_tasks_job(checkpoint: str, task_a: str, task_b: str, steps: int, beta: float, eps: float, probe: int,
-                  seed: int, eval_every: int = 5, source: str = "bundled", eval_size: int = 500,
-                  phi: str = "sqrt_probs", batch: int = 256, root: Path | None = None) -> Callable[[Job], Any]:
-    """A job body: walk from a task-A net with `objectives.learn` on task B while the metric's probe batch
-    comes from task A; accuracy on both tasks every `eval_every` steps; written as a run folder."""
-    from .objectives import BatchSampler, learn
-    from .path import Evaluation, Path as GPath, PathConfig
+                  seed: int, pull: float = 0.5, phases: tuple[str, ...] = ("walk",), checkpoint_b: str | None = None,
+                  eval_every: int = 5, source: str = "bundled", eval_size: int = 500, phi: str = "sqrt_probs",
+                  batch: int = 256, root: Path | None = None) -> Callable[[Job], Any]:
+    """A job body: `merge.run_merge` from a task-A net. The walk learns task B (v = −∇CE_B, plus a pull of
+    strength ρ toward A's function) while the metric's probe batch comes from task A, with ε decaying (cosine)
+    to 0.002; "line" (weight averaging with the task-B net) and "finetune" (Adam on B, `steps` steps) are the
+    baselines. Rows carry accuracy on both tasks; the run folder is the merge format."""
+    from .merge import MergeConfig, run_merge
+    from .path import PathConfig
     from .runs import RunWriter
 
     def body(job: Job):
-        model, card, w0, groups = load_checkpoint(checkpoint)
+        model, card, w_a, _ = load_checkpoint(checkpoint)
+        if any(p in phases for p in ("line", "relax")) or checkpoint_b is not None:
+            _, card_b, w_b, _ = load_checkpoint(checkpoint_b)
+            if card_b["model"] != card["model"]:
+                raise ValueError(f"the task-B net is a {card_b['model']}, not a {card['model']}")
+        else:
+            w_b = w_a  # no phase uses it
         train_a, test_a = load_splits(task_a, source, eval_size)
         train_b, test_b = load_splits(task_b, source, eval_size)
-        ev_a, ev_b = Evaluation(test_a.x, test_a.y), Evaluation(test_b.x, test_b.y)
-        cfg = PathConfig(phi=phi, beta=beta, eps=eps, probe=probe, seed=seed, max_steps=steps, eval_every=eval_every)
-        writer = RunWriter({"kind": "two-tasks", "model": card["model"], "checkpoint": str(checkpoint),
-                            "dataset": task_a, "task_b": task_b, "data_source": train_a.source,
-                            "eval_images": len(test_a), "config": {"path": cfg.__dict__, "learn_batch": batch},
-                            "source": "app"}, root=root or runs_root())
+        path = PathConfig(phi=phi, beta=beta, eps=eps, eps_final=min(0.002, eps), probe=probe, seed=seed,
+                          max_steps=steps, eval_every=eval_every)
+        cfg = MergeConfig(phases=tuple(phases), pull=pull, learn_batch=batch, eval_size=eval_size, finetune_steps=steps,
+                          path=path)
+        writer = RunWriter({"kind": "merge", "model": card["model"], "checkpoint": str(checkpoint),
+                            "checkpoint_b": str(checkpoint_b), "dataset": task_a, "task_b": task_b,
+                            "data_source": train_a.source, "eval_images": len(test_a), "source": "app"},
+                           root=root or runs_root())
         job.run_dirs.append(writer.dir)
         job.info.update(eval_images=len(test_a))
-        path = GPath(model, w0, learn(model, BatchSampler.of(train_b, seed + 1), batch), cfg,
-                     BatchSampler.of(train_a, seed), ev_a, groups)
-        for s in path:
-            acc_b = ev_b.scores(model, path.w)[1] if not math.isnan(s.accuracy) else float("nan")
-            row = step_row(s, accuracy_b=acc_b)
+
+        def on_row(row: dict) -> None:
             job.add(row)
-            writer.add(row)
+            job.info["phase"] = row.get("phase")
             job.gate()
-            if job.stop_event.is_set():
-                path.stop()
-        writer.set_snapshots(path.snapshots)
-        writer.finish(path.w, w0, path.status, {"steps": path.snapshots[-1][0], "status": path.status})
-        return path.status
+
+        out = run_merge(model, w_a, w_b, train_a, train_b, test_a, test_b, cfg, writer, job.stop_event, on_row)
+        return out.summary
 
     return body
 

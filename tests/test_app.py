@@ -161,4 +161,5 @@ def test_two_tasks_walk_completes():
     at.number_input(key="tt-s").set_value(4)
     at.button(key="tt-start").click().run()
     job = finish(at, "tt-job")
-    assert job.frame()["accuracy_b"].notna().sum() >= 1 and charts(at) == 1
+    assert set(job.frame()["phase"]) == {"walk", "line", "finetune"}  # both baselines on by default
+    assert job.frame()["accuracy_b"].notna().sum() >= 1 and charts(at) == 2

@@ -93,3 +93,13 @@ def test_playground_race_two_tasks_build():
     tt = pd.DataFrame({"step": [0, 1, 2], "accuracy": [0.97, math.nan, 0.9], "accuracy_b": [0.1, math.nan, 0.5]})
     fig = figures.two_tasks(tt, ("mnist", "fashion-mnist"))
     assert len(fig.data) == 2 and list(fig.data[1].y) == [0.1, 0.5]
+
+
+def test_two_task_plane_one_trace_per_method_with_ends_marked():
+    df = pd.DataFrame({"phase": ["walk", "walk", "walk", "line", "line", "relax"],
+                       "step": [0, 5, 10, 0, 1, 3], "accuracy": [0.99, math.nan, 0.97, 0.99, 0.1, 0.5],
+                       "accuracy_b": [0.1, math.nan, 0.8, 0.1, 0.9, 0.5]})
+    fig = figures.two_task_plane(df, ("mnist", "fashion-mnist"))
+    assert [t.name for t in fig.data] == ["geodesic walk", "straight line A→B (weight averaging)"]  # relax rows: energy
+    assert list(fig.data[0].x) == [0.99, 0.97] and list(fig.data[0].y) == [0.1, 0.8]  # rows without scores dropped
+    assert list(fig.data[0].marker.size) == [11, 11] and "mnist" in fig.layout.xaxis.title.text

@@ -119,11 +119,16 @@ def test_damage_and_two_tasks_jobs_run(tmp_path):
     assert first.max() < last.min()  # the two methods ran at the same time: their rows interleave
     assert sorted(runs.load_run(p).meta["config"]["method"] for p in d.run_dirs) == ["geodesic", "sgd"]
     t = reg.start("two-tasks", jobs.two_tasks_job(CKPT, "mnist", "fashion-mnist", steps=4, beta=0.01, eps=0.01,
-                                                  probe=16, seed=0, eval_every=2, eval_size=200, root=tmp_path))
+                                                  probe=16, seed=0, phases=("walk", "line", "finetune"),
+                                                  checkpoint_b=str(CKPT).replace("mnist", "fashion-mnist"),
+                                                  eval_every=2, eval_size=200, root=tmp_path))
     jobs.wait(t, 60)
     assert t.status == "done", t.error
     df = t.frame()
-    assert df["accuracy_b"].notna().sum() >= 2 and runs.load_run(t.run_dir).meta["kind"] == "two-tasks"
+    assert set(df["phase"]) == {"walk", "line", "finetune"} and runs.load_run(t.run_dir).meta["kind"] == "merge"
+    walk, line = df[df["phase"] == "walk"].dropna(subset=["accuracy"]), df[df["phase"] == "line"]
+    assert walk["step"].tolist() == [0, 2, 4] and len(line) == 9 and line["t"].tolist()[::8] == [0.0, 1.0]
+    assert line["accuracy_b"].iloc[-1] > line["accuracy_b"].iloc[0]  # t = 1 is the task-B net itself
 
 
 def test_playground_reaches_the_sparse_axis():

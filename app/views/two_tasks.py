@@ -7,25 +7,36 @@ from geodesic import jobs
 
 st.title("Two tasks: learn B while keeping A")
 st.markdown("**Idea (the paper's mean network):** move with v = −∇L_B (cross-entropy on task B) while the metric's "
-            "probe batch comes from task A, so steps that would change A's function are expensive. "
+            "probe batch comes from task A, so steps that would change A's function are expensive; a pull of "
+            "strength ρ (relative to |v|) toward A's function on fresh task-A images corrects the drift. "
             "**Paper's claim:** such a walk ends at a \"mean network\" that does well on both tasks, where plain "
-            "fine-tuning on B forgets A. The chart shows what this run measures on both test sets.")
+            "fine-tuning on B forgets A. The baselines run in the same job: the straight line between the two "
+            "trained nets (weight averaging) and Adam fine-tuning on B for the same number of steps.")
 picked = state.checkpoint_picker("tt", only=lambda c: c.get("dataset") in state.DATASETS)
 if picked is not None:
     path, model_name, card = picked
     task_a = card["dataset"]
     task_b = [d for d in state.DATASETS if d != task_a][0]
-    st.caption(f"task A (metric, kept): **{task_a}** · task B (learned): **{task_b}**")
-    c = st.columns(5)
+    path_b = jobs.CHECKPOINTS / f"{model_name}-{task_b}.safetensors"
+    st.caption(f"task A (metric, kept): **{task_a}** · task B (learned): **{task_b}**"
+               + (f" · task-B net for the straight line: `{path_b.name}`" if path_b.is_file() else ""))
+    c = st.columns(6)
     steps = c[0].number_input("Steps", 1, 2000, 60, key="tt-s")
     beta = c[1].number_input("β", 1e-5, 10.0, 0.01, format="%.4g", key="tt-b")
-    eps = c[2].number_input("ε", 1e-6, 1.0, 0.01, format="%.4g", key="tt-e")
+    eps = c[2].number_input("ε (start)", 1e-6, 1.0, 0.5, format="%.4g", key="tt-e",
+                            help="trust region of the first step; it decays (cosine) to 0.002 over the walk")
     probe = c[3].number_input("Probe batch B (task A)", 1, 128, 32, key="tt-B")
-    seed = c[4].number_input("Seed", 0, 1000, 0, key="tt-seed")
+    pull = c[4].number_input("Pull ρ", 0.0, 20.0, 0.5, key="tt-pull", help="0: the naive walk, which forgets A")
+    seed = c[5].number_input("Seed", 0, 1000, 0, key="tt-seed")
+    choices = {"straight line (weight averaging)": "line", "fine-tune A on B": "finetune"}
+    if not path_b.is_file():
+        choices.pop("straight line (weight averaging)")
+    picked_baselines = st.multiselect("Baselines", list(choices), default=list(choices), key="tt-base")
     if st.button("Start walk", type="primary", key="tt-start"):
-        job = state.registry().start("two-tasks", jobs.two_tasks_job(path, task_a, task_b, int(steps), float(beta),
-                                                                      float(eps), int(probe), int(seed)),
-                                     {"model": model_name, "task_a": task_a, "task_b": task_b})
+        phases = ("walk", *(choices[b] for b in picked_baselines))
+        body = jobs.two_tasks_job(path, task_a, task_b, int(steps), float(beta), float(eps), int(probe), int(seed),
+                                  pull=float(pull), phases=phases, checkpoint_b=str(path_b) if path_b.is_file() else None)
+        job = state.registry().start("two-tasks", body, {"model": model_name, "task_a": task_a, "task_b": task_b})
         st.session_state["tt-job"] = job.id
 
 job = state.pick_job("two-tasks", "tt-job")
@@ -36,6 +47,10 @@ def render(job, df):
     note = (f"{job.params.get('model')}: accuracy on {job.info.get('eval_images', '?')} bundled test images of each task, "
             f"every 5 steps; probe batch from {names[0]}")
     st.plotly_chart(state.figure("tt", job, df, lambda: figures.two_tasks(df, names, note)), key=f"tt-{job.id}")
+    plane_note = (f"accuracy on {job.info.get('eval_images', '?')} bundled test images of each task; walk every 5 "
+                  f"steps, the straight line at 9 points t = 0 … 1, fine-tuning every 5 steps")
+    st.plotly_chart(state.figure("tt-plane", job, df, lambda: figures.two_task_plane(df, names, plane_note)),
+                    key=f"tt-plane-{job.id}")
 
 
 if job is None:
