@@ -301,6 +301,8 @@ def two_tasks_job(checkpoint: str, task_a: str, task_b: str, steps: int, beta: f
     def body(job: Job):
         model, card, w_a, _ = load_checkpoint(checkpoint)
         if any(p in phases for p in ("line", "relax")) or checkpoint_b is not None:
+            if checkpoint_b is None:
+                raise ValueError("the straight line and the relaxed path need the task-B net: give checkpoint_b")
             _, card_b, w_b, _ = load_checkpoint(checkpoint_b)
             if card_b["model"] != card["model"]:
                 raise ValueError(f"the task-B net is a {card_b['model']}, not a {card['model']}")
