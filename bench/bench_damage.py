@@ -40,11 +40,14 @@ DAMAGES = {  # label -> (kind, among, levels)
 
 
 def sparse_nets(dataset: str, filters: int, rebuild: bool) -> tuple[dict[str, torch.Tensor], dict]:
-    """dense, geodesic-sparsified and magnitude-pruned + fine-tuned weights (cached in bench/out/)."""
+    """dense, geodesic-sparsified and magnitude-pruned + fine-tuned weights (cached in bench/out/ while
+    `recommended(filters)` stays the same)."""
     model, _ = models.load(ROOT / "assets" / "checkpoints" / f"lenet60-{dataset}.safetensors")
     w0, groups = flatten(model), models.filter_groups(model)
     path = OUT / f"damage-nets-{dataset}-{filters}.safetensors"
-    if path.is_file() and not rebuild:
+    config = json.loads(json.dumps(recommended(filters).as_dict()))
+    cached = json.loads(path.with_suffix(".json").read_text()) if path.with_suffix(".json").is_file() else {}
+    if path.is_file() and not rebuild and cached.get("config") == config:
         t = load_file(str(path))
         return {"dense": w0, "geodesic": t["geodesic"], "magnitude + fine-tune": t["magnitude"]}, \
             json.loads(path.with_suffix(".json").read_text())
@@ -56,7 +59,8 @@ def sparse_nets(dataset: str, filters: int, rebuild: bool) -> tuple[dict[str, to
     w_ft, ft_steps = finetune(model, w_mag, mask, train, seconds=seconds)
     OUT.mkdir(parents=True, exist_ok=True)
     save_file({"geodesic": geo.w.contiguous(), "magnitude": w_ft.contiguous()}, str(path))
-    info = {"geodesic_status": geo.status, "geodesic_seconds": seconds, "finetune_steps": ft_steps, "filters": filters}
+    info = {"geodesic_status": geo.status, "geodesic_seconds": seconds, "finetune_steps": ft_steps, "filters": filters,
+            "config": config}
     path.with_suffix(".json").write_text(json.dumps(info, indent=2))
     return {"dense": w0, "geodesic": geo.w, "magnitude + fine-tune": w_ft}, info
 

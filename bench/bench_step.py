@@ -55,7 +55,7 @@ def reference_timing(model, w, x, v, route: str, repeats: int) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--steps", type=int, default=30)
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (a lenet60 step is faster at 1 than at 2 here)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     model, _ = models.load(ROOT / "assets" / "checkpoints" / "lenet60-fashion-mnist.safetensors")

@@ -84,9 +84,9 @@ def cmd_sparsify(args: argparse.Namespace) -> int:
 
     import pandas as pd
 
-    from .experiments import SparsifyConfig, candidate_configs, run_sparsify, shortest
+    from .experiments import candidate_configs, run_sparsify, shortest
     from .params import flatten
-    from .path import Evaluation, PathConfig
+    from .path import Evaluation
     from .runs import RunWriter
 
     if args.threads:
@@ -101,12 +101,7 @@ def cmd_sparsify(args: argparse.Namespace) -> int:
     train_set, test_set = data.load(dataset, "train", args.data), data.load(dataset, "test", args.data)
     if args.eval_size:
         test_set.x, test_set.y = test_set.x[: args.eval_size], test_set.y[: args.eval_size]
-    path_cfg = PathConfig(phi=args.phi, beta=args.beta, eps=args.eps, probe=args.probe, seed=args.seed,
-                          max_steps=args.max_steps, eval_every=args.eval_every, snapshot_every=args.snapshot_every,
-                          solver=args.solver)
-    base = SparsifyConfig(filters=args.filters, strategy=args.strategy, pull=args.pull, pull_batch=args.pull_batch,
-                          relax_steps=args.relax_steps, relax_eps=args.relax_eps,
-                          relax_eps_final=args.relax_eps_final, path=path_cfg).validate()
+    base = sparsify_config(args)
     configs = candidate_configs(base, args.paths)
     out = Path(args.out)
     if out.exists() and any(out.iterdir()):
@@ -334,6 +329,19 @@ def cmd_merge(args: argparse.Namespace) -> int:
     print(f"status {o.status}; accuracy on {len(test_a)} + {len(test_b)} {test_a.source} test images; "
           f"run folder {writer.dir}")
     return 0
+
+
+def sparsify_config(args: argparse.Namespace):
+    """The SparsifyConfig that `sparsify`'s options describe (validated)."""
+    from .experiments import SparsifyConfig
+    from .path import PathConfig
+
+    path_cfg = PathConfig(phi=args.phi, beta=args.beta, eps=args.eps, probe=args.probe, seed=args.seed,
+                          max_steps=args.max_steps, eval_every=args.eval_every, snapshot_every=args.snapshot_every,
+                          solver=args.solver)
+    return SparsifyConfig(filters=args.filters, strategy=args.strategy, pull=args.pull, pull_batch=args.pull_batch,
+                          relax_steps=args.relax_steps, relax_eps=args.relax_eps,
+                          relax_eps_final=args.relax_eps_final, path=path_cfg).validate()
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -77,6 +77,20 @@ def test_sparsify_short_mlp_run_completes(runs_dir):
     assert any("done" in m.value for m in at.markdown)
 
 
+def test_sparsify_presets_fill_in_the_settings():
+    from geodesic.experiments import SparsifyConfig, recommended
+
+    at = page("sparsify")
+    for preset, cfg in (("benchmarked for lenet60", recommended()), ("the paper's algorithm (literal)", SparsifyConfig())):
+        at.radio(key="sp-preset").set_value(preset).run()
+        assert not at.exception
+        values = {w.label: w.value for w in at.number_input}
+        assert values["Pull ρ toward the start's function"] == cfg.pull
+        assert values["Relax steps (after arrival)"] == cfg.relax_steps
+        assert values["ε (|θ|² ≤ ε)"] == cfg.path.eps and values["β"] == cfg.path.beta
+        assert [w for w in at.selectbox if w.label == "Which filters"][0].value == cfg.strategy
+
+
 def test_sparsify_rejects_a_corrupt_upload(tmp_path):
     at = page("sparsify")
     at.selectbox(key="sp-ckpt").set_value("upload a .safetensors…").run()

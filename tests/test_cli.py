@@ -42,6 +42,18 @@ def test_bad_values_get_a_clear_message(args, message, tmp_path, capsys):
     assert not (tmp_path / "r").exists()
 
 
+def test_readme_sparsify_example_is_the_recommended_setting():
+    import re
+    import shlex
+
+    from geodesic.experiments import recommended
+
+    text = (ROOT / "README.md").read_text()
+    example = re.search(r"python -m geodesic (sparsify --checkpoint .*?--out \S+)", text, re.S).group(1)
+    args = cli.build_parser().parse_args(shlex.split(example.replace("\\\n", " ")))
+    assert cli.sparsify_config(args) == recommended(args.filters)
+
+
 def test_bad_checkpoint_gets_a_clear_message(tmp_path, capsys):
     bad = tmp_path / "x.safetensors"
     bad.write_bytes(b"garbage")
