@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from typing import Callable
+from typing import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -36,23 +36,18 @@ def magnitude_prune(w: torch.Tensor, groups: list[Group], count: int) -> tuple[t
     return torch.where(mask, torch.zeros_like(w), w), mask
 
 
-def finetune(model: nn.Module, w: torch.Tensor, zero_mask: torch.Tensor, train: Split, seconds: float | None = None,
-             steps: int | None = None, lr: float = 1e-3, batch: int = 128, seed: int = 0,
-             w_teacher: torch.Tensor | None = None, phi: str = "sqrt_probs",
-             on_step: Callable[[int, torch.Tensor], None] | None = None) -> tuple[torch.Tensor, int]:
-    """Adam on the task loss (or, with `w_teacher`, on D(w, w_teacher): distillation) with `zero_mask` held at 0.
-
-    Runs until `steps` steps or `seconds` of wall time, whichever comes first; returns (w, steps done).
-    """
-    if seconds is None and steps is None:
-        raise ValueError("give a budget: seconds or steps")
-    f, out = model_fn(model), output_map(phi)
-    g = torch.Generator().manual_seed(seed)
-    keep = (~zero_mask).to(w.dtype)
-    p = (w * keep).detach().clone().requires_grad_(True)
-    opt = torch.optim.Adam([p], lr=lr)
-    t0, done = time.perf_counter(), 0
-    while (steps is None or done < steps) and (seconds is None or time.perf_counter() - t0 < seconds):
+def descend(model: nn.Module, w: torch.Tensor, hold: torch.Tensor, train: Split, optimizer: str = "adam",
+            lr: float = 1e-3, batch: int = 128, seed: int = 0, momentum: float = 0.9,
+            w_teacher: torch.Tensor | None = None, phi: str = "sqrt_probs") -> Iterator[torch.Tensor]:
+    """Minibatch descent from w, the coordinates `hold` kept at their values (∇_hold := 0), on the task loss
+    CE(f(x, w), y), or with `w_teacher` on D = |φ f(x, w) − φ f(x, w_teacher)|² (distillation). "sgd"
+    (heavy-ball momentum) or "adam". Yields w after every step, endlessly."""
+    f, out, g = model_fn(model), output_map(phi), torch.Generator().manual_seed(seed)
+    keep = (~hold).to(w.dtype)
+    p = w.detach().clone().requires_grad_(True)
+    held = w[hold].detach().clone()
+    opt = torch.optim.SGD([p], lr=lr, momentum=momentum) if optimizer == "sgd" else torch.optim.Adam([p], lr=lr)
+    while True:
         x, y = train.batch(batch, g)
         logits = f(p, x)
         if w_teacher is None:
@@ -66,8 +61,26 @@ def finetune(model: nn.Module, w: torch.Tensor, zero_mask: torch.Tensor, train: 
         p.grad.mul_(keep)
         opt.step()
         with torch.no_grad():
-            p.mul_(keep)
+            p[hold] = held
+        yield p.detach()
+
+
+def finetune(model: nn.Module, w: torch.Tensor, zero_mask: torch.Tensor, train: Split, seconds: float | None = None,
+             steps: int | None = None, lr: float = 1e-3, batch: int = 128, seed: int = 0,
+             w_teacher: torch.Tensor | None = None, phi: str = "sqrt_probs",
+             on_step: Callable[[int, torch.Tensor], None] | None = None) -> tuple[torch.Tensor, int]:
+    """Adam (`descend`) on the task loss, or with `w_teacher` distillation, with `zero_mask` held at 0.
+
+    Runs until `steps` steps or `seconds` of wall time, whichever comes first; returns (w, steps done).
+    """
+    if seconds is None and steps is None:
+        raise ValueError("give a budget: seconds or steps")
+    p = torch.where(zero_mask, torch.zeros_like(w), w)
+    points = descend(model, p, zero_mask, train, "adam", lr, batch, seed, w_teacher=w_teacher, phi=phi)
+    t0, done = time.perf_counter(), 0
+    while (steps is None or done < steps) and (seconds is None or time.perf_counter() - t0 < seconds):
+        p = next(points)
         done += 1
         if on_step:
-            on_step(done, p.detach())
+            on_step(done, p)
     return p.detach().clone(), done

@@ -26,11 +26,11 @@ from typing import Callable, Iterator
 
 import pandas as pd
 import torch
-import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
 
 from . import damage as dmg
+from .baselines import descend
 from .data import Split
 from .metric import functional_distance, model_fn
 from .objectives import BatchSampler, restore
@@ -245,27 +245,6 @@ class RecoveryConfig:
 
     def as_dict(self) -> dict:
         return {**asdict(self), "learning_rate": self.learning_rate, "evals_per_step": self.evals_per_step()}
-
-
-def descend(model: nn.Module, w: torch.Tensor, hold: torch.Tensor, train: Split, optimizer: str, lr: float,
-            batch: int = 128, seed: int = 0, momentum: float = 0.9) -> Iterator[torch.Tensor]:
-    """Minibatch descent on CE(f(x, w), y), the coordinates `hold` kept at their values (∇_hold := 0):
-    "sgd" (heavy-ball momentum) or "adam". Yields w after every step, endlessly."""
-    f, g = model_fn(model), torch.Generator().manual_seed(seed)
-    keep = (~hold).to(w.dtype)
-    p = w.detach().clone().requires_grad_(True)
-    held = w[hold].detach().clone()
-    opt = torch.optim.SGD([p], lr=lr, momentum=momentum) if optimizer == "sgd" else torch.optim.Adam([p], lr=lr)
-    while True:
-        x, y = train.batch(batch, g)
-        loss = F.cross_entropy(f(p, x), y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        p.grad.mul_(keep)
-        opt.step()
-        with torch.no_grad():
-            p[hold] = held
-        yield p.detach()
 
 
 def geodesic_restore(model: nn.Module, w_ref: torch.Tensor, w: torch.Tensor, frozen: torch.Tensor,
