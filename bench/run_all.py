@@ -14,7 +14,7 @@ SCRIPTS = [
     ["bench_app.py"],
     ["bench_sparsify.py", "--dataset", "fashion-mnist"],
     ["bench_sparsify.py", "--dataset", "mnist", "--variants", "literal (β=0.01, ε=0.01, no pull);pull ρ=2 + relax 100;"
-     "balanced, ε=0.1, β=0.001, pull ρ=2 + relax 200 from ε=0.3"],
+     "balanced, ε=0.1, β=0.001, pull ρ=2 + relax 200 from ε=0.3;balanced, ε=0.1, β=0.001, pull ρ=2 + relax 600 from ε=0.3"],
     ["bench_damage.py", "--dataset", "fashion-mnist"],
     ["bench_damage.py", "--dataset", "mnist"],
     ["bench_recovery.py", "--seeds", "0,1"],

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from typing import Callable, Iterator
 
@@ -12,6 +13,9 @@ from torch import nn
 from .data import Split
 from .metric import model_fn, output_map
 from .params import Group, group_mask, group_norms
+
+
+SCHEDULES = ("constant", "cosine")
 
 
 def layer_normalized_norms(w: torch.Tensor, groups: list[Group]) -> torch.Tensor:
@@ -38,16 +42,21 @@ def magnitude_prune(w: torch.Tensor, groups: list[Group], count: int) -> tuple[t
 
 def descend(model: nn.Module, w: torch.Tensor, hold: torch.Tensor, train: Split, optimizer: str = "adam",
             lr: float = 1e-3, batch: int = 128, seed: int = 0, momentum: float = 0.9,
-            w_teacher: torch.Tensor | None = None, phi: str = "sqrt_probs") -> Iterator[torch.Tensor]:
+            w_teacher: torch.Tensor | None = None, phi: str = "sqrt_probs",
+            lr_scale: Callable[[], float] | None = None) -> Iterator[torch.Tensor]:
     """Minibatch descent from w, the coordinates `hold` kept at their values (∇_hold := 0), on the task loss
     CE(f(x, w), y), or with `w_teacher` on D = |φ f(x, w) − φ f(x, w_teacher)|² (distillation). "sgd"
-    (heavy-ball momentum) or "adam". Yields w after every step, endlessly."""
+    (heavy-ball momentum) or "adam"; `lr_scale()`, asked before every step, multiplies lr. Yields w after
+    every step, endlessly."""
     f, out, g = model_fn(model), output_map(phi), torch.Generator().manual_seed(seed)
     keep = (~hold).to(w.dtype)
     p = w.detach().clone().requires_grad_(True)
     held = w[hold].detach().clone()
     opt = torch.optim.SGD([p], lr=lr, momentum=momentum) if optimizer == "sgd" else torch.optim.Adam([p], lr=lr)
     while True:
+        if lr_scale is not None:
+            for group in opt.param_groups:
+                group["lr"] = lr * lr_scale()
         x, y = train.batch(batch, g)
         logits = f(p, x)
         if w_teacher is None:
@@ -67,17 +76,25 @@ def descend(model: nn.Module, w: torch.Tensor, hold: torch.Tensor, train: Split,
 
 def finetune(model: nn.Module, w: torch.Tensor, zero_mask: torch.Tensor, train: Split, seconds: float | None = None,
              steps: int | None = None, lr: float = 1e-3, batch: int = 128, seed: int = 0,
-             w_teacher: torch.Tensor | None = None, phi: str = "sqrt_probs",
+             w_teacher: torch.Tensor | None = None, phi: str = "sqrt_probs", schedule: str = "constant",
              on_step: Callable[[int, torch.Tensor], None] | None = None) -> tuple[torch.Tensor, int]:
     """Adam (`descend`) on the task loss, or with `w_teacher` distillation, with `zero_mask` held at 0.
 
     Runs until `steps` steps or `seconds` of wall time, whichever comes first; returns (w, steps done).
+    schedule "cosine": lr·½(1 + cos πf), f the spent fraction of the budget (of steps or of seconds, the larger).
     """
     if seconds is None and steps is None:
         raise ValueError("give a budget: seconds or steps")
+    if schedule not in SCHEDULES:
+        raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
     p = torch.where(zero_mask, torch.zeros_like(w), w)
-    points = descend(model, p, zero_mask, train, "adam", lr, batch, seed, w_teacher=w_teacher, phi=phi)
     t0, done = time.perf_counter(), 0
+
+    def spent() -> float:
+        return max(done / steps if steps else 0.0, (time.perf_counter() - t0) / seconds if seconds else 0.0)
+
+    scale = (lambda: 0.5 * (1 + math.cos(math.pi * min(spent(), 1.0)))) if schedule == "cosine" else None
+    points = descend(model, p, zero_mask, train, "adam", lr, batch, seed, w_teacher=w_teacher, phi=phi, lr_scale=scale)
     while (steps is None or done < steps) and (seconds is None or time.perf_counter() - t0 < seconds):
         p = next(points)
         done += 1

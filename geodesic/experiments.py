@@ -91,8 +91,8 @@ class SparsifyConfig:
 def recommended(filters: int = 50) -> SparsifyConfig:
     """The setting the benchmarks recommend for lenet60 (bench/results/sparsify-*.md): filters chosen per layer
     ("balanced"), a walk of fewer, larger steps (ε = 0.1) with a weak target term (β = 0.001) and pull ρ = 2, then
-    200 relaxation steps inside the hyperplane with ε decaying from 0.3."""
-    return SparsifyConfig(filters=filters, strategy="balanced", pull=2.0, relax_steps=200, relax_eps=0.3,
+    600 relaxation steps inside the hyperplane with ε decaying from 0.3."""
+    return SparsifyConfig(filters=filters, strategy="balanced", pull=2.0, relax_steps=600, relax_eps=0.3,
                           path=PathConfig(eps=0.1, beta=0.001))
 
 

@@ -257,3 +257,24 @@ def test_finetune_keeps_the_mask_and_learns(mlp_setup):
     assert torch.all(w_d[mask] == 0) and ev.scores(model, w_d)[1] > acc_mag
     with pytest.raises(ValueError, match="budget"):
         finetune(model, w_mag, mask, train)
+    with pytest.raises(ValueError, match="schedule"):
+        finetune(model, w_mag, mask, train, steps=1, schedule="linear")
+
+
+def test_cosine_schedule_decays_the_learning_rate_to_zero(mlp_setup):
+    """Adam's step is about lr in size whatever the gradient, so the cosine schedule shows in the step sizes:
+    the first is lr·½(1 + cos 0) = lr, the last lr·½(1 + cos(π·(N−1)/N)) ≈ 0, the constant schedule keeps lr."""
+    from geodesic.baselines import finetune, magnitude_prune
+
+    model, w0, groups, train, _ = mlp_setup
+    w_mag, mask = magnitude_prune(w0, groups, 20)
+    sizes = {}
+    for schedule in ("constant", "cosine"):
+        points = []
+        finetune(model, w_mag, mask, train, steps=40, lr=1e-3, schedule=schedule, on_step=lambda i, p: points.append(p.clone()))
+        steps = torch.stack([(b - a).abs().max() for a, b in zip(points, points[1:])])
+        sizes[schedule] = steps
+    n = 40
+    last = 1e-3 * 0.5 * (1 + math.cos(math.pi * (n - 1) / n))
+    assert sizes["cosine"][-1] < 3 * last < 0.05 * sizes["constant"][-1]
+    assert sizes["cosine"][0] > 0.5 * sizes["constant"][0]
