@@ -268,13 +268,12 @@ def test_cosine_schedule_decays_the_learning_rate_to_zero(mlp_setup):
 
     model, w0, groups, train, _ = mlp_setup
     w_mag, mask = magnitude_prune(w0, groups, 20)
-    sizes = {}
+    n, sizes = 40, {}
     for schedule in ("constant", "cosine"):
         points = []
-        finetune(model, w_mag, mask, train, steps=40, lr=1e-3, schedule=schedule, on_step=lambda i, p: points.append(p.clone()))
+        finetune(model, w_mag, mask, train, steps=n, lr=1e-3, schedule=schedule, on_step=lambda i, p: points.append(p.clone()))
         steps = torch.stack([(b - a).abs().max() for a, b in zip(points, points[1:])])
         sizes[schedule] = steps
-    n = 40
     last = 1e-3 * 0.5 * (1 + math.cos(math.pi * (n - 1) / n))
     assert sizes["cosine"][-1] < 3 * last < 0.05 * sizes["constant"][-1]
     assert sizes["cosine"][0] > 0.5 * sizes["constant"][0]
