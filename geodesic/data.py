@@ -14,11 +14,13 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 REPO = Path(__file__).resolve().parent.parent
@@ -65,16 +67,25 @@ def data_root() -> Path:
 
 
 def check_name(name: str) -> str:
-    if name not in FOLDERS:
+    if not isinstance(name, str) or name not in FOLDERS:
         raise ValueError(f"unknown dataset {name!r}; choose one of {sorted(FOLDERS)}")
     return name
+
+
+def check_split(split: str) -> str:
+    if not isinstance(split, str) or split not in COUNTS:
+        raise ValueError(f"unknown split {split!r}; choose 'train' or 'test'")
+    return split
 
 
 def read_idx(path: str | os.PathLike) -> np.ndarray:
     """Parse an idx file (optionally .gz): magic 0x00000801 (labels, 1-D) or 0x00000803 (images, 3-D)."""
     opener = gzip.open if str(path).endswith(".gz") else open
-    with opener(path, "rb") as f:
-        raw = f.read()
+    try:
+        with opener(path, "rb") as f:
+            raw = f.read()
+    except (OSError, EOFError, zlib.error) as e:  # a damaged .gz, a folder, no permission
+        raise ValueError(f"{path}: cannot read the idx file ({e})") from None
     if len(raw) < 8 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08 or raw[3] not in (1, 3):
         raise ValueError(f"{path}: not an unsigned-byte idx file (magic {raw[:4].hex()})")
     ndim = raw[3]
@@ -92,6 +103,7 @@ def raw_dir(name: str, root: Path | None = None) -> Path:
 def load_full(name: str, split: str, root: Path | None = None) -> Split:
     """The full split from raw idx files; checks shapes, counts and label range."""
     folder = raw_dir(name, root)
+    check_split(split)
     img_file, lab_file = (folder / f for f in FILES[split])
     if not img_file.is_file() or not lab_file.is_file():
         raise DataMissing(f"{name} {split} set not found in {folder}: {FETCH_HINT}")
@@ -104,20 +116,36 @@ def load_full(name: str, split: str, root: Path | None = None) -> Split:
 
 
 def subset_path(name: str, split: str) -> Path:
-    return ASSETS / "data" / f"{check_name(name)}-{split}-{SUBSET_SIZES[split]}.safetensors"
+    return ASSETS / "data" / f"{check_name(name)}-{check_split(split)}-{SUBSET_SIZES[split]}.safetensors"
 
 
 def load_bundled(name: str, split: str) -> Split:
-    """The small subset shipped in assets/data (uint8 images, first N of the official split order, shuffled by seed 0)."""
-    t = load_file(str(subset_path(name, split)))
-    return Split(t["images"].float().div_(255).unsqueeze(1), t["labels"].long(), name, split, "bundled")
+    """The small subset shipped in assets/data (uint8 images, first N of the official split order, shuffled by seed 0).
+
+    A missing file raises DataMissing, a damaged one ValueError naming the file.
+    """
+    path = subset_path(name, split)
+    if not path.is_file():
+        raise DataMissing(f"the bundled {name} {split} subset {path} is missing; restore assets/data from the repository")
+    try:
+        t = load_file(str(path))
+    except (SafetensorError, OSError, ValueError, RuntimeError, TypeError) as e:
+        raise ValueError(f"{path}: damaged bundled subset, not a readable .safetensors file ({e}); "
+                         "restore it from the repository") from None
+    images, labels = t.get("images"), t.get("labels")
+    n = SUBSET_SIZES[split]
+    if (images is None or labels is None or images.dtype != torch.uint8 or tuple(images.shape) != (n, 28, 28)
+            or labels.dtype != torch.uint8 or tuple(labels.shape) != (n,) or int(labels.max()) > 9):
+        got = {k: (tuple(v.shape), str(v.dtype).replace("torch.", "")) for k, v in t.items()}
+        raise ValueError(f"{path}: damaged bundled subset: expected uint8 images ({n}, 28, 28) and uint8 labels "
+                         f"({n},) in 0-9, found {got}; restore it from the repository")
+    return Split(images.float().div_(255).unsqueeze(1), labels.long(), name, split, "bundled")
 
 
 def load(name: str, split: str = "test", source: str = "auto") -> Split:
     """source: "full" (raw idx files), "bundled" (assets subset), "auto" (full when installed, else bundled)."""
     check_name(name)
-    if split not in COUNTS:
-        raise ValueError(f"unknown split {split!r}; choose 'train' or 'test'")
+    check_split(split)
     if source == "bundled":
         return load_bundled(name, split)
     if source == "full":

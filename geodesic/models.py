@@ -9,6 +9,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import secrets
+import tempfile
 from pathlib import Path
 
 import torch
@@ -107,70 +109,268 @@ def sha256_file(path: str | os.PathLike) -> str:
     return h.hexdigest()
 
 
-def save(model: nn.Module, path: str | os.PathLike, card: dict) -> dict:
-    """Write weights (.safetensors) and card (.json) atomically; the card gains the weights' sha256."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".safetensors.tmp")
-    tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    save_file(tensors, str(tmp), metadata={"model": str(card.get("model", ""))})
-    card = {**card, "sha256": sha256_file(tmp)}
-    ctmp = card_path(path).with_suffix(".json.tmp")
-    ctmp.write_text(json.dumps(card, indent=2) + "\n")
-    os.replace(tmp, path)
-    os.replace(ctmp, card_path(path))
+# The card's known fields and their JSON types; other fields are kept as they are.
+_NUMBER = (int, float)
+CARD_FIELDS: dict[str, tuple[type, ...]] = {
+    "model": (str,), "dataset": (str,), "sha256": (str,), "optimizer": (str,), "test_set": (str,),
+    "torch": (str,), "command": (str,), "seed": (int,), "epochs": (int,), "batch": (int,),
+    "lr": _NUMBER, "test_accuracy": _NUMBER, "test_loss": _NUMBER, "train_seconds": _NUMBER,
+}
+_TYPE_NAMES = {str: "a string", int: "an integer", float: "a number"}
+
+
+def check_card(card: object, where: str | os.PathLike = "card") -> dict:
+    """Return `card` if it is a JSON object whose known fields have the right types, else raise
+    CheckpointError naming `where` and the field."""
+    if not isinstance(card, dict):
+        raise CheckpointError(f"{where}: a card must be a JSON object {{...}}, not {_json_kind(card)}")
+    for key, types in CARD_FIELDS.items():
+        if key not in card:
+            continue
+        v = card[key]
+        if isinstance(v, bool) or not isinstance(v, types):  # JSON true/false is no number
+            raise CheckpointError(f"{where}: field {key!r} must be {_TYPE_NAMES[types[-1]]}, not {_json_kind(v)}")
+    acc = card.get("test_accuracy")
+    if acc is not None and not 0 <= acc <= 1:  # also refuses NaN
+        raise CheckpointError(f"{where}: field 'test_accuracy' must be a fraction in [0, 1], not {acc!r}")
+    sha = card.get("sha256")
+    if sha is not None and not (len(sha) == 64 and all(c in "0123456789abcdef" for c in sha.lower())):
+        raise CheckpointError(f"{where}: field 'sha256' must be 64 hex digits, not {sha!r}")
     return card
+
+
+def _json_kind(v: object) -> str:
+    if v is None:
+        return "null"
+    if isinstance(v, bool):
+        return f"{str(v).lower()}"
+    if isinstance(v, (int, float)):
+        return f"the number {v!r}"
+    if isinstance(v, str):
+        return f"the string {v!r}" if len(v) <= 40 else "a string"
+    if isinstance(v, list):
+        return "a list"
+    if isinstance(v, dict):
+        return "an object"
+    return type(v).__name__
+
+
+def read_card(path: str | os.PathLike) -> dict:
+    """The card beside checkpoint `path` (`<stem>.json`), checked by check_card; {} when there is none.
+
+    Raises CheckpointError, naming the card file, when it is not a readable UTF-8 JSON object with the
+    right field types (a folder in its place, no permission, bad bytes, bad JSON, a list, a string seed...).
+    """
+    cpath = card_path(path)
+    if not cpath.exists():
+        return {}
+    if not cpath.is_file():
+        raise CheckpointError(f"{cpath}: the card is {'a folder' if cpath.is_dir() else 'not a regular file'}, "
+                              "not a JSON file")
+    try:
+        text = cpath.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise CheckpointError(f"{cpath}: card is not UTF-8 text ({e.reason} at byte {e.start})") from None
+    except OSError as e:
+        raise CheckpointError(f"{cpath}: cannot read the card ({e.strerror or e})") from None
+    try:
+        card = json.loads(text)
+    except (json.JSONDecodeError, RecursionError) as e:
+        raise CheckpointError(f"{cpath}: card is not valid JSON ({e})") from None
+    return check_card(card, cpath)
+
+
+def _check_path(path: Path) -> None:
+    if path.suffix == ".json":
+        raise CheckpointError(f"{path}: this is a card; give its .safetensors file")
+    if not path.exists():
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    if not path.is_file():
+        raise CheckpointError(f"{path}: is a folder, not a checkpoint file" if path.is_dir()
+                              else f"{path}: not a regular file")
+
+
+def check_out(path: str | os.PathLike, force: bool = False) -> Path:
+    """Check, before any training, that `save(model, path, card)` will be able to write: returns the Path.
+
+    Raises ValueError when the name does not end in .safetensors or is a folder, when the checkpoint or its
+    card exists (unless `force`), when a parent is a file, or the folder cannot be created or written in.
+    Folders created for the check are removed again; nothing else is left behind.
+    """
+    path = Path(path)
+    cpath = card_path(path)
+    if path.is_dir():
+        raise ValueError(f"{path} is a folder; give a checkpoint file name ending in .safetensors")
+    if path.suffix != ".safetensors":
+        raise ValueError(f"{path}: a checkpoint file name must end in .safetensors (its card goes beside it as .json)")
+    if cpath.is_dir():
+        raise ValueError(f"{cpath} is a folder, where the checkpoint's card would go")
+    existing = [str(p) for p in (path, cpath) if p.exists() or p.is_symlink()]
+    if existing and not force:
+        raise ValueError(f"{' and '.join(existing)} already exist{'s' if len(existing) == 1 else ''}; "
+                         "choose another --out, or --force to replace it (nothing was overwritten)")
+    parent = path.parent
+    missing = []
+    anc = parent
+    while not anc.exists() and anc != anc.parent:
+        missing.append(anc)
+        anc = anc.parent
+    if anc.exists() and not anc.is_dir():
+        raise ValueError(f"cannot write {path}: {anc} is a file, not a folder")
+    try:
+        try:
+            parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise ValueError(f"cannot write {path}: cannot create the folder {parent} ({e.strerror or e})") from None
+        try:
+            fd, probe = tempfile.mkstemp(dir=parent, prefix=f".{path.name}.", suffix=".probe")
+            os.close(fd)
+            os.unlink(probe)
+        except OSError as e:
+            raise ValueError(f"cannot write {path}: cannot write in {parent} ({e.strerror or e})") from None
+    finally:
+        for d in missing:  # deepest first
+            try:
+                d.rmdir()
+            except OSError:
+                pass
+    return path
+
+
+def save(model: nn.Module, path: str | os.PathLike, card: dict) -> dict:
+    """Write weights (.safetensors) and card (.json) atomically; the card gains the weights' sha256.
+
+    The tensors are `model.state_dict()`: parameters and persistent buffers. Each file is written under
+    a temporary name and renamed into place, so an interrupted save leaves the old files (or none),
+    never half a file.
+    """
+    path = Path(path)
+    cpath = card_path(path)
+    if cpath == path:
+        raise ValueError(f"{path}: a checkpoint file name must not end in .json (that is its card's name)")
+    check_card(card, f"card for {path}")
+    try:
+        json.dumps(card)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"card for {path} cannot be written as JSON ({e})") from None
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    token = secrets.token_hex(4)
+    tmp, ctmp = path.with_name(f"{path.name}.{token}.tmp"), cpath.with_name(f"{cpath.name}.{token}.tmp")
+    try:
+        save_file(tensors, str(tmp), metadata={"model": str(card.get("model", ""))})
+        _fsync(tmp)
+        card = {**card, "sha256": sha256_file(tmp)}
+        with open(ctmp, "w", encoding="utf-8") as f:
+            f.write(json.dumps(card, indent=2) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        os.replace(ctmp, cpath)
+    finally:
+        tmp.unlink(missing_ok=True)
+        ctmp.unlink(missing_ok=True)
+    return card
+
+
+def _fsync(path: Path) -> None:
+    with open(path, "rb") as f:
+        os.fsync(f.fileno())
 
 
 def read_tensors(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """Load a .safetensors file, turning every failure into a CheckpointError with a clear message."""
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: no such checkpoint file")
+    _check_path(path)
     try:
         return load_file(str(path))
-    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+    except (SafetensorError, OSError, ValueError, RuntimeError, TypeError) as e:
         raise CheckpointError(f"{path}: not a readable .safetensors file ({e})") from None
 
 
-def check_architecture(model: nn.Module, tensors: dict[str, torch.Tensor], name: str) -> None:
-    """Raise CheckpointError listing every missing, unexpected or mis-shaped tensor."""
-    want = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+def _kind(dtype: torch.dtype) -> str:
+    if dtype == torch.bool:
+        return "bool"
+    if dtype.is_complex:
+        return "complex"
+    return "float" if dtype.is_floating_point else "integer"
+
+
+def check_architecture(model: nn.Module, tensors: dict[str, torch.Tensor], name: str,
+                       source: str | os.PathLike | None = None) -> None:
+    """Raise CheckpointError listing every missing, unexpected, mis-shaped or wrongly typed tensor.
+
+    Compares with `model.state_dict()`, so buffers count as well as parameters; a float entry needs a
+    float tensor, an integer one (e.g. BatchNorm's num_batches_tracked) an integer tensor.
+    """
+    state = model.state_dict()
+    want = {k: tuple(v.shape) for k, v in state.items()}
     got = {k: tuple(v.shape) for k, v in tensors.items()}
     problems = [f"missing {k} {want[k]}" for k in want if k not in got]
     problems += [f"unexpected {k} {got[k]}" for k in got if k not in want]
     problems += [f"{k}: file has {got[k]}, {name} needs {want[k]}" for k in want if k in got and got[k] != want[k]]
-    problems += [f"{k}: not a float tensor ({tensors[k].dtype})" for k in want if k in got and not tensors[k].is_floating_point()]
+    problems += [f"{k}: not {'an' if _kind(state[k].dtype) == 'integer' else 'a'} {_kind(state[k].dtype)} tensor "
+                 f"({tensors[k].dtype})"
+                 for k in want if k in got and _kind(tensors[k].dtype) != _kind(state[k].dtype)]
     if problems:
-        raise CheckpointError(f"weights do not match architecture {name!r}: " + "; ".join(problems))
+        where = f"{source}: " if source is not None else ""
+        raise CheckpointError(f"{where}weights do not match architecture {name!r}: " + "; ".join(problems))
 
 
 def load(path: str | os.PathLike, model_name: str | None = None) -> tuple[nn.Module, dict]:
     """Load a checkpoint and its card. `model_name` is needed only when the card is absent.
 
-    Refuses (CheckpointError) a missing or corrupt file, a card/file sha256 mismatch, an unknown model,
-    and tensors that do not match the architecture, saying what differs.
+    Refuses (CheckpointError) a missing or corrupt file, a malformed card, a card/file sha256 mismatch, an
+    unknown model or one that differs from the card's, tensors that do not match the architecture
+    (parameters and buffers), and NaN or inf weights, saying what is wrong.
     """
     path = Path(path)
+    _check_path(path)
+    card = read_card(path)
     cpath = card_path(path)
-    card: dict = {}
-    if cpath.is_file():
-        try:
-            card = json.loads(cpath.read_text())
-        except json.JSONDecodeError as e:
-            raise CheckpointError(f"{cpath}: card is not valid JSON ({e})") from None
+    if model_name is not None and "model" in card and card["model"] != model_name:
+        raise CheckpointError(f"{path}: its card ({cpath.name}) says model {card['model']!r}, "
+                              f"but {model_name!r} was asked for")
     name = model_name or card.get("model")
     if name is None:
-        raise CheckpointError(f"{path}: no card ({cpath.name}) and no model name given; use one of {sorted(ZOO)}")
-    if name not in ZOO:
+        why = f"its card ({cpath.name}) names no model" if cpath.exists() else f"no card ({cpath.name})"
+        raise CheckpointError(f"{path}: {why} and no model name given; use one of {sorted(ZOO)}")
+    if not isinstance(name, str) or name not in ZOO:
         raise CheckpointError(f"{path}: unknown model {name!r}; the zoo has {sorted(ZOO)}")
     tensors = read_tensors(path)
-    if "sha256" in card and card["sha256"] != sha256_file(path):
+    if "sha256" in card and card["sha256"].lower() != sha256_file(path):
         raise CheckpointError(f"{path}: sha256 differs from its card; the file was changed or damaged")
     model = build(name)
-    check_architecture(model, tensors, name)
-    model.load_state_dict({k: v.float() for k, v in tensors.items()})
+    check_architecture(model, tensors, name, path)
+    state = model.state_dict()
+    tensors = {k: v.to(state[k].dtype) for k, v in tensors.items()}  # e.g. float64 or float16 files
+    bad = [k for k, v in tensors.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        raise CheckpointError(f"{path}: weights contain NaN or inf ({', '.join(bad)})")
+    model.load_state_dict(tensors)
     model.eval()
-    if not all(torch.isfinite(p).all() for p in model.parameters()):
-        raise CheckpointError(f"{path}: weights contain NaN or inf")
     return model, {"model": name, **card}
+
+
+def check_accuracy(model: nn.Module, card: dict, test_split, tolerance: float = 0.05,
+                   name: str | None = None) -> str | None:
+    """A warning when `model` measures more than `tolerance` below its card's test_accuracy on `test_split`
+    (a data.Split), e.g. because the card names the wrong dataset; None when it does not, or the card
+    has no test_accuracy. `name` (say, the checkpoint's file name) starts the message."""
+    from .train import evaluate
+
+    if not tolerance >= 0:
+        raise ValueError(f"tolerance must be >= 0, got {tolerance}")
+    claimed = card.get("test_accuracy")
+    if claimed is None:
+        return None
+    _, acc = evaluate(model, test_split)
+    if acc >= claimed - tolerance:
+        return None
+    who = name or f"this {card.get('model', 'net')}"
+    said = card.get("dataset")
+    msg = (f"{who} measures {acc:.1%} on {test_split.name} ({len(test_split)} {test_split.source} test images), "
+           f"its card says {claimed:.1%}")
+    if said is None or said == test_split.name:
+        return msg + ": is the card's dataset right?"
+    return msg + f" on {said}: is the dataset right?"

@@ -17,6 +17,10 @@ from .data import Split
 def scores(forward: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, y: torch.Tensor,
            batch: int = 1000) -> tuple[float, float]:
     """(mean cross-entropy, accuracy) of logits = forward(x) on (x, y), in batches."""
+    if len(y) == 0:
+        raise ValueError("no images to score")
+    if batch < 1:
+        raise ValueError(f"batch must be a positive integer, got {batch}")
     loss, correct = 0.0, 0
     for i in range(0, len(y), batch):
         out = forward(x[i : i + batch])
@@ -37,7 +41,17 @@ def train(model: nn.Module, data: Split, epochs: int, seed: int, lr: float = 1e-
     """Adam with a cosine learning-rate schedule; data order fixed by `seed`.
 
     Returns a summary (steps, seconds). `progress(step, total, loss)` is called every step.
+    Raises ValueError for settings that cannot train (no data, epochs or batch < 1, lr not positive) and
+    as soon as the loss is NaN or inf, rather than train on to a net of NaN weights.
     """
+    if len(data) == 0:
+        raise ValueError("no training images")
+    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
+        raise ValueError(f"epochs must be a positive integer, got {epochs!r}")
+    if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
+        raise ValueError(f"batch must be a positive integer, got {batch!r}")
+    if not (isinstance(lr, (int, float)) and 0 < lr < math.inf):
+        raise ValueError(f"lr must be a positive finite number, got {lr!r}")
     g = torch.Generator().manual_seed(seed)
     steps_per_epoch = math.ceil(len(data) / batch)
     total = epochs * steps_per_epoch
@@ -55,8 +69,12 @@ def train(model: nn.Module, data: Split, epochs: int, seed: int, lr: float = 1e-
             opt.step()
             sched.step()
             step += 1
+            value = loss.item()
+            if not math.isfinite(value):
+                model.eval()
+                raise ValueError(f"training diverged: loss {value} at step {step} of {total}; try a smaller lr (now {lr})")
             if progress:
-                progress(step, total, loss.item())
+                progress(step, total, value)
             if should_stop():
                 model.eval()
                 return {"steps": step, "seconds": time.perf_counter() - t0, "stopped": True}

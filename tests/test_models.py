@@ -44,6 +44,7 @@ def test_card_accuracy_reproduced_on_bundled_subset(stem):
     p = card["test_accuracy"]
     sd = (p * (1 - p) / len(sub)) ** 0.5  # a random 2,000-image subset of the test set
     assert abs(acc - p) <= 4 * sd + 1e-3, (acc, p)
+    assert models.check_accuracy(model, card, sub) is None  # no warning for an honest card
 
 
 def test_checkpoint_targets_reached():
