@@ -12,26 +12,11 @@ from torch import nn
 
 from .data import Split
 from .metric import model_fn, output_map
-from .params import Group, group_mask, group_norms
+from .params import Group, group_mask
+from .targets import smallest_groups
 
 
 SCHEDULES = ("constant", "cosine")
-
-
-def layer_normalized_norms(w: torch.Tensor, groups: list[Group]) -> torch.Tensor:
-    """|w_g| / mean_{g' in layer(g)} |w_g'|: comparable across layers of different scale."""
-    norms = group_norms(w, groups)
-    out = norms.clone()
-    for layer in {g.layer for g in groups}:
-        sel = torch.tensor([g.layer == layer for g in groups])
-        out[sel] = norms[sel] / norms[sel].mean().clamp_min(1e-12)
-    return out
-
-
-def smallest_groups(w: torch.Tensor, groups: list[Group], count: int) -> list[Group]:
-    """The `count` groups of smallest layer-normalized norm."""
-    order = layer_normalized_norms(w, groups).argsort()
-    return [groups[i] for i in order[:count].tolist()]
 
 
 def magnitude_prune(w: torch.Tensor, groups: list[Group], count: int) -> tuple[torch.Tensor, torch.Tensor]:

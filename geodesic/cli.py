@@ -1,4 +1,8 @@
-"""Command line: `python -m geodesic COMMAND …` (`--help` on each command lists its options)."""
+"""Command line: `geodesic COMMAND …` or `python -m geodesic COMMAND …` (`--help` on each command).
+
+Every option's default is read from the engine's config dataclasses (geodesic/options.py); `sparsify` starts
+from the benchmarked setting, `--preset literal` from the paper's algorithm as written.
+"""
 
 from __future__ import annotations
 
@@ -7,44 +11,67 @@ import math
 import sys
 from pathlib import Path
 
-import torch
 from tqdm import tqdm
 
-from . import data, models
-from .train import evaluate, train
+from . import data, inputs, models, threads
+from .options import Option, add_options, apply_options, given
+
+DATA_SOURCES = ("auto", "full", "bundled")
 
 
-def positive_int(s: str) -> int:
-    v = int(s)
-    if v <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {s}")
-    return v
+# --- shared wiring ---------------------------------------------------------------------------------------
 
 
-def positive_float(s: str) -> float:
-    v = float(s)
-    if not v > 0 or v != v or v == float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a positive finite number, got {s}")
-    return v
+def common_options(c: argparse.ArgumentParser, eval_default: int, checkpoint: bool = True) -> None:
+    if checkpoint:
+        c.add_argument("--checkpoint", required=True, help=".safetensors checkpoint with its .json card")
+    c.add_argument("--model", choices=sorted(models.ZOO), help="architecture, for a checkpoint without a .json card")
+    c.add_argument("--dataset", choices=sorted(data.FOLDERS), help="data of the metric and evaluation (default: the card's)")
+    c.add_argument("--data", choices=DATA_SOURCES, default="auto", help="full sets, or the bundled subsets (auto: full when installed)")
+    c.add_argument("--eval-size", type=int, default=eval_default, help=f"test images for accuracy (0: all; default {eval_default})")
+    c.add_argument("--threads", type=int, default=None, help=f"torch CPU threads (default {threads.DEFAULT}, or $GEODESIC_THREADS)")
 
 
-def nonneg_int(s: str) -> int:
-    v = int(s)
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {s}")
-    return v
+def start(args: argparse.Namespace) -> tuple[inputs.Checkpoint, str, data.Split, data.Split]:
+    """Threads, checkpoint, dataset, (train, test); warns on stderr when the net measures far below its card."""
+    threads.configure(args.threads)
+    if args.eval_size < 0:
+        raise ValueError(f"--eval-size must be >= 0 (0: all), got {args.eval_size}")
+    ckpt = inputs.open_checkpoint(args.checkpoint, args.model)
+    dataset = inputs.dataset_of(ckpt, args.dataset)
+    warn(inputs.card_warning(ckpt, dataset))
+    return (ckpt, dataset, *inputs.splits(dataset, args.data, args.eval_size))
 
 
-def nonneg_float(s: str) -> float:
-    v = float(s)
-    if not v >= 0 or v == float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {s}")
-    return v
+def warn(message: str | None) -> None:
+    if message:
+        print(f"warning: {message}", file=sys.stderr)
+
+
+def writer_for(out: Path, meta: dict):
+    from .runs import RunWriter
+
+    return RunWriter(meta, root=out.parent, run_id=out.name)
+
+
+def progress(total: int, desc: str, unit: str = "step") -> tqdm:
+    return tqdm(total=total, desc=desc, unit=unit, mininterval=0.5)
+
+
+def finished(status, what: str, where: Path) -> int:
+    """Exit code of a run: 0 unless it failed (diverged), with a message saying so."""
+    if status.failed:
+        print(f"error: the {what} {status.value}; what was done is in {where}", file=sys.stderr)
+        return 1
+    return 0
+
+
+# --- fetch-data, train -----------------------------------------------------------------------------------
 
 
 def cmd_fetch_data(args: argparse.Namespace) -> int:
-    done = data.fetch(Path(args.root) if args.root else None)
     root = Path(args.root) if args.root else data.data_root()
+    done = data.fetch(root)
     for name in data.FOLDERS:
         for split in ("train", "test"):
             s = data.load_full(name, split, root)
@@ -53,261 +80,320 @@ def cmd_fetch_data(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    import torch
+
+    from .train import evaluate, train
+
+    out = models.check_out(args.out, args.force)  # before hours of training, not after
+    threads.configure(args.threads)
     train_set, test_set = data.load(args.dataset, "train", "full"), data.load(args.dataset, "test", "full")
     model = models.build(args.model, seed=args.seed)
-    bar = tqdm(total=1, desc=f"train {args.model} on {args.dataset}", unit="step")
+    bar = progress(1, f"train {args.model} on {args.dataset}")
 
-    def progress(step: int, total: int, loss: float) -> None:
+    def on_step(step: int, total: int, loss: float) -> None:
         bar.total = total
         bar.update(1)
         bar.set_postfix(loss=f"{loss:.3f}")
 
-    summary = train(model, train_set, args.epochs, args.seed, lr=args.lr, batch=args.batch, progress=progress)
-    bar.close()
+    try:
+        summary = train(model, train_set, args.epochs, args.seed, lr=args.lr, batch=args.batch, progress=on_step)
+    finally:
+        bar.close()
     loss, acc = evaluate(model, test_set)
-    card = {
-        "model": args.model, "dataset": args.dataset, "seed": args.seed, "epochs": args.epochs,
-        "batch": args.batch, "lr": args.lr, "optimizer": "Adam, cosine schedule",
-        "test_accuracy": round(acc, 6), "test_loss": round(loss, 6), "test_set": f"full ({len(test_set)} images)",
-        "train_seconds": round(summary["seconds"], 1), "torch": torch.__version__,
-        "command": "python -m geodesic " + " ".join(sys.argv[1:]),
-    }
-    card = models.save(model, args.out, card)
-    print(f"test accuracy {acc:.4f} (loss {loss:.4f}) after {summary['seconds']:.0f} s; wrote {args.out}")
+    card = {"model": args.model, "dataset": args.dataset, "seed": args.seed, "epochs": args.epochs,
+            "batch": args.batch, "lr": args.lr, "optimizer": "Adam, cosine schedule",
+            "test_accuracy": round(acc, 6), "test_loss": round(loss, 6), "test_set": f"full ({len(test_set)} images)",
+            "train_seconds": round(summary["seconds"], 1), "torch": torch.__version__,
+            "command": "python -m geodesic " + " ".join(sys.argv[1:])}
+    models.save(model, out, card)
+    print(f"test accuracy {acc:.4f} (loss {loss:.4f}) after {summary['seconds']:.0f} s; wrote {out}")
     return 0
 
 
-def cmd_sparsify(args: argparse.Namespace) -> int:
-    import json
+# --- sparsify ------------------------------------------------------------------------------------------
 
+
+def sparsify_options() -> list[Option]:
+    from .metric import OUTPUT_MAPS
+    from .path import SOLVERS
+    from .targets import STRATEGIES
+
+    return [
+        Option("--filters", "filters", "number of groups to zero (conv filters; hidden neurons of an mlp)"),
+        Option("--strategy", "strategy", "which groups to zero (with --paths K > 1: strategies in turn)", STRATEGIES),
+        Option("--pull", "pull", "ρ: pull toward the start's function on the free weights, v + ρ|v|p̂, p̂ ∝ −∇D (0: none)"),
+        Option("--pull-batch", "pull_batch", "images per pull and relaxation gradient"),
+        Option("--relax-steps", "relax_steps", "geodesic restore steps inside the hyperplane after arrival"),
+        Option("--relax-eps", "relax_eps", "trust region ε of the first relaxation step"),
+        Option("--relax-eps-final", "relax_eps_final", "ε of the last relaxation step (cosine decay)"),
+        Option("--phi", "path.phi", "output map of the metric", tuple(sorted(OUTPUT_MAPS))),
+        Option("--beta", "path.beta", "weight β of the direction term"),
+        Option("--eps", "path.eps", "trust region ε of the walk (|θ|² ≤ ε)"),
+        Option("--probe", "path.probe", "probe batch size B (J has B·classes rows)"),
+        Option("--seed", "path.seed", "probe-batch and choice seed"),
+        Option("--max-steps", "path.max_steps", "step cap of the walk"),
+        Option("--solver", "path.solver", "K = JJᵀ layer by layer (J never stored) or explicit J", SOLVERS),
+        Option("--eval-every", "path.eval_every", "evaluate accuracy every k steps"),
+        Option("--snapshot-every", "path.snapshot_every", "keep the weights every k steps"),
+    ]
+
+
+def sparsify_config(args: argparse.Namespace):
+    """The SparsifyConfig that `sparsify`'s preset and options describe (validated)."""
+    from .experiments import PRESETS
+
+    return apply_options(args, sparsify_options(), PRESETS[args.preset]).validate()
+
+
+def cmd_sparsify(args: argparse.Namespace) -> int:
     import pandas as pd
 
     from .experiments import candidate_configs, run_sparsify, shortest
-    from .params import flatten
     from .path import Evaluation
-    from .runs import RunWriter
+    from .runs import fresh_folder, write_json
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    model, card = models.load(args.checkpoint, args.model)
-    dataset = args.dataset or card.get("dataset")
-    if dataset not in data.FOLDERS:
-        raise ValueError(f"say which data the net was trained on: --dataset {{{', '.join(data.FOLDERS)}}}")
-    groups = models.filter_groups(model)
-    if not 1 <= args.filters <= len(groups):
-        raise ValueError(f"--filters must be between 1 and {len(groups)} for {card['model']}, got {args.filters}")
-    train_set, test_set = data.load(dataset, "train", args.data), data.load(dataset, "test", args.data)
-    if args.eval_size:
-        test_set.x, test_set.y = test_set.x[: args.eval_size], test_set.y[: args.eval_size]
     base = sparsify_config(args)
+    if args.paths < 1:
+        raise ValueError(f"--paths must be >= 1, got {args.paths}")
+    out = fresh_folder(args.out)
+    ckpt, dataset, train_set, test_set = start(args)
+    if not base.filters <= len(ckpt.groups):
+        raise ValueError(f"--filters must be between 1 and {len(ckpt.groups)} for {ckpt.name}, got {base.filters}")
+    evaluation, outcomes, rows = Evaluation(test_set.x, test_set.y), [], []
     configs = candidate_configs(base, args.paths)
-    out = Path(args.out)
-    if out.exists() and any(out.iterdir()):
-        raise ValueError(f"{out} exists and is not empty; choose a new --out folder (nothing was overwritten)")
-    if out.is_dir():
-        out.rmdir()  # an empty folder given: the run writer creates it anew
-    w0 = flatten(model)
-    evaluation = Evaluation(test_set.x, test_set.y)
-    outcomes, rows = [], []
     for i, cfg in enumerate(configs):
-        meta = {"kind": "sparsify", "model": card["model"], "checkpoint": str(args.checkpoint), "dataset": dataset,
-                "data_source": train_set.source, "eval_images": len(test_set), "candidate": i}
-        if len(configs) == 1:
-            writer = RunWriter(meta, root=out.parent, run_id=out.name)
-        else:
-            writer = RunWriter(meta, root=out, run_id=f"path{i}-{cfg.strategy}-seed{cfg.path.seed}")
-        bar = tqdm(total=cfg.path.max_steps + cfg.relax_steps, desc=f"path {i + 1}/{len(configs)} ({cfg.strategy})",
-                   unit="step", mininterval=0.5)
+        meta = {"kind": "sparsify", **ckpt.meta(), "dataset": dataset, "data_source": train_set.source,
+                "eval_images": len(test_set), "candidate": i, "preset": args.preset}
+        folder = out if len(configs) == 1 else out / f"path{i}-{cfg.strategy}-seed{cfg.path.seed}"
+        writer = writer_for(folder, meta)
+        bar = progress(cfg.path.max_steps + cfg.relax_steps, f"path {i + 1}/{len(configs)} ({cfg.strategy})")
 
-        def on_step(s, bar=bar):
-            bar.set_postfix(zero=s.groups_zero, D=f"{s.distance:.4f}", T=f"{s.target_norm:.3f}", phase=s.phase, refresh=False)
-            bar.update(s.step - bar.n)
+        def on_row(r: dict, bar=bar) -> None:
+            bar.set_postfix(zero=r["groups_zero"], D=f"{r['distance']:.4f}", phase=r["phase"], refresh=False)
+            bar.update(r["step"] - bar.n)
 
         try:
-            o = run_sparsify(model, w0, groups, cfg, train_set, evaluation, writer=writer, on_step=on_step)
+            o = run_sparsify(ckpt.model, ckpt.w, ckpt.groups, cfg, train_set, evaluation, writer=writer, on_row=on_row)
         finally:
             bar.close()
         outcomes.append(o)
         rows.append({"path": writer.id, "strategy": cfg.strategy, "seed": cfg.path.seed, **o.summary()})
     best = shortest(outcomes)
-    table = pd.DataFrame(rows)
-    table["shortest"] = [i == best for i in range(len(rows))]
+    table = pd.DataFrame(rows).assign(shortest=[i == best for i in range(len(rows))])
     if len(configs) > 1:
-        (out / "candidates.json").write_text(json.dumps(table.to_dict(orient="records"), indent=2, default=str))
+        write_json(out / "candidates.json", table.to_dict(orient="records"))
     print(table.to_string(index=False))
-    print(f"shortest: {rows[best]['path']} (length {rows[best]['length']:.4f}, accuracy {rows[best]['accuracy']:.4f} on {len(test_set)} {test_set.source} test images)")
-    return 0
+    print(f"shortest: {rows[best]['path']} (length {rows[best].get('length', math.nan):.4f}, accuracy "
+          f"{rows[best].get('accuracy', math.nan):.4f} on {len(test_set)} {test_set.source} test images); "
+          f"the sparse net: {out}/…/final.safetensors")
+    return max(finished(o.status, "walk", out) for o in outcomes)
 
 
-def _fresh_out(out: Path) -> Path:
-    """Refuse a non-empty --out (nothing is overwritten); an empty folder is removed so the run writer makes it."""
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise ValueError(f"{out} exists and is not empty; choose a new --out folder (nothing was overwritten)")
-    if out.is_dir():
-        out.rmdir()
-    return out
+# --- damage, recover -----------------------------------------------------------------------------------
 
 
-def _eval_split(split: data.Split, size: int) -> data.Split:
-    if size:
-        split.x, split.y = split.x[:size], split.y[:size]
-    return split
+def damage_config(args: argparse.Namespace, seeds: tuple[int, ...]):
+    from .damage import DamageConfig
+
+    return DamageConfig(args.kind, (args.level,), seeds, tuple(args.layers) if args.layers else None,
+                        args.among).validate()
 
 
-def _checkpoint_and_data(args: argparse.Namespace) -> tuple:
-    """(model, card, dataset, train split, test split) for a --checkpoint command."""
-    model, card = models.load(args.checkpoint, args.model)
-    dataset = args.dataset or card.get("dataset")
-    if dataset not in data.FOLDERS:
-        raise ValueError(f"say which data the net was trained on: --dataset {{{', '.join(data.FOLDERS)}}}")
-    return model, card, dataset, data.load(dataset, "train", args.data), data.load(dataset, "test", args.data)
+def check_damage(cfg, ckpt: inputs.Checkpoint) -> None:
+    """Damage that cannot apply to this net: an error before any folder is made."""
+    from .damage import layer_mask
+    from .params import spec_of
+
+    if cfg.kind == "ablate" and cfg.levels[0] > len(ckpt.groups):
+        raise ValueError(f"--level: {ckpt.name} has {len(ckpt.groups)} groups, cannot ablate {cfg.levels[0]:g}")
+    if cfg.layers:
+        layer_mask(spec_of(ckpt.model), list(cfg.layers))
 
 
 def cmd_damage(args: argparse.Namespace) -> int:
-    from . import damage as dmg
-    from .params import flatten, spec_of
+    from .damage import run_damage, summarize
     from .path import Evaluation
-    from .recovery import DamageConfig, run_damage, summarize
-    from .runs import RunWriter
+    from .runs import fresh_folder
 
-    torch.set_num_threads(args.threads)
-    model, card, dataset, _, test_set = _checkpoint_and_data(args)
-    test_set = _eval_split(test_set, args.eval_size)
-    cfg = DamageConfig(args.kind, (args.level,), tuple(range(args.seed, args.seed + args.seeds)),
-                       tuple(args.layers) if args.layers else None, args.among).validate()
-    groups, w0 = models.filter_groups(model), flatten(model)
-    if cfg.kind == "ablate" and args.level > len(groups):
-        raise ValueError(f"--level: {card['model']} has {len(groups)} filters, cannot ablate {args.level:g}")
-    if cfg.layers:
-        dmg.layer_mask(spec_of(model), list(cfg.layers))  # unknown layers: an error before any folder is made
-    out = _fresh_out(Path(args.out))
-    writer = RunWriter({"kind": "damage", "model": card["model"], "checkpoint": str(args.checkpoint),
-                        "dataset": dataset, "data_source": test_set.source}, root=out.parent, run_id=out.name)
-    bar = tqdm(total=len(cfg.seeds), desc=f"damage {cfg.kind} {args.level:g}", unit="seed")
+    if args.seeds < 1:
+        raise ValueError(f"--seeds must be >= 1, got {args.seeds}")
+    cfg = damage_config(args, tuple(range(args.seed, args.seed + args.seeds)))
+    out = fresh_folder(args.out)
+    ckpt, dataset, _, test_set = start(args)
+    check_damage(cfg, ckpt)
+    writer = writer_for(out, {"kind": "damage", **ckpt.meta(), "dataset": dataset, "data_source": test_set.source})
+    bar = progress(len(cfg.seeds), f"damage {cfg.kind} {args.level:g}", "seed")
     try:
-        result = run_damage(model, {"checkpoint": w0}, groups, cfg, Evaluation(test_set.x, test_set.y), writer,
-                            on_row=lambda r: (bar.set_postfix(accuracy=f"{r['accuracy']:.4f}"), bar.update(1)))
+        result = run_damage(ckpt.model, {"checkpoint": ckpt.w}, ckpt.groups, cfg, Evaluation(test_set.x, test_set.y),
+                            writer, on_row=lambda r: (bar.set_postfix(accuracy=f"{r['accuracy']:.4f}"), bar.update(1)))
     finally:
         bar.close()
-    cols = ["seed", "accuracy_before", "accuracy", "drop", "damaged", "filters_lost"]
-    print(result.table[cols].to_string(index=False))
+    print(result.table[["seed", "accuracy_before", "accuracy", "drop", "damaged", "filters_lost"]].to_string(index=False))
     s = summarize(result.table).iloc[0]
     print(f"drop {s.drop_mean:.4f} ± {s.drop_sd:.4f} over {s.seeds} seed(s) on {len(test_set)} {test_set.source} "
-          f"test images; run folder {writer.dir}")
-    return 0
+          f"test images; run folder {out}")
+    return finished(result.status, "damage run", out)
 
 
-def _damage_from_run(args: argparse.Namespace) -> tuple:
-    """(model, meta, w_ref, w_damaged, frozen) from a damage run folder."""
-    from .recovery import load_damage
+def recovery_options() -> list[Option]:
+    from .metric import OUTPUT_MAPS
+    from .path import SOLVERS
+    from .recovery import METHODS
+
+    return [
+        Option("--method", "method", "geodesic: restore path toward the pre-damage function; sgd/adam: task loss", METHODS),
+        Option("--steps", "steps", "step budget"),
+        Option("--seconds", "seconds", "wall-time budget of the steps (evaluation not counted)"),
+        Option("--grad-evals", "grad_evals", "budget in per-image gradient evaluations"),
+        Option("--within", "within", "recovered at accuracy >= before − WITHIN"),
+        Option("--stop-when-recovered", "stop_when_recovered", "end the run once within WITHIN of before"),
+        Option("--eval-every", "eval_every", "evaluate accuracy every k steps"),
+        Option("--phi", "path.phi", "geodesic: output map of D and the metric", tuple(sorted(OUTPUT_MAPS))),
+        Option("--beta", "path.beta", "geodesic: weight β of the direction term"),
+        Option("--eps", "path.eps", "geodesic: trust region ε (|θ|² ≤ ε)"),
+        Option("--probe", "path.probe", "geodesic: probe batch B (J has B·classes rows)"),
+        Option("--restore-batch", "restore_batch", "geodesic: images per ∇D"),
+        Option("--solver", "path.solver", "geodesic: K = JJᵀ layer by layer or explicit J", SOLVERS),
+        Option("--lr", "lr", "sgd/adam learning rate (none: 0.01 for SGD, 1e-3 for Adam)"),
+        Option("--momentum", "momentum", "sgd: heavy-ball momentum in [0, 1)"),
+        Option("--batch", "batch", "sgd/adam minibatch size"),
+    ]
+
+
+def recovery_config(args: argparse.Namespace):
+    from dataclasses import replace
+
+    from .recovery import RecoveryConfig
+
+    cfg = apply_options(args, recovery_options(), RecoveryConfig())
+    other_budget = {"seconds", "grad_evals"} & set(given(args, recovery_options()))
+    if other_budget and not hasattr(args, "steps"):
+        cfg = replace(cfg, steps=None)  # a budget in seconds or evaluations alone: no step cap
+    return replace(cfg, seed=args.seed).validate()
+
+
+def damage_from_run(args: argparse.Namespace) -> tuple:
+    """(checkpoint-like fields, dataset, w_ref, w_damaged, frozen, damage meta) from a damage run folder."""
+    from .damage import DAMAGE_FILE
     from .runs import load_run
 
+    given_ = [f"--{k}" for k in ("kind", "level", "layers") if getattr(args, k) is not None]
+    if given_:
+        raise ValueError(f"{', '.join(given_)}: the damage comes from --from-run, do not give damage options")
     run = load_run(args.from_run)
     if run.meta.get("kind") != "damage":
         raise ValueError(f"{args.from_run} is a {run.meta.get('kind')!r} run, not a damage run")
-    given = [f"--{k}" for k in ("kind", "level", "layers") if getattr(args, k) is not None]
-    if given:
-        raise ValueError(f"{', '.join(given)}: the damage comes from --from-run, do not give damage options")
-    final, dam = run.final(), load_damage(run.dir)
-    return models.build(run.meta["model"]), run.meta, final["w_start"], final["w"], dam["frozen"]
+    final, frozen = run.final(), run.extra(DAMAGE_FILE)["frozen"]
+    return run.meta, final["w_start"], final["w"], frozen
 
 
 def cmd_recover(args: argparse.Namespace) -> int:
     from . import damage as dmg
-    from .params import flatten, spec_of
-    from .path import Evaluation, PathConfig
-    from .recovery import DamageConfig, RecoveryConfig, run_recover
-    from .runs import RunWriter
+    from .params import spec_of
+    from .path import Evaluation
+    from .recovery import run_recover
+    from .runs import fresh_folder
 
-    torch.set_num_threads(args.threads)
-    steps = args.steps if args.steps or args.seconds or args.grad_evals else 200
-    cfg = RecoveryConfig(method=args.method, steps=steps, seconds=args.seconds, grad_evals=args.grad_evals,
-                         eval_every=args.eval_every, within=args.within, stop_when_recovered=args.stop_when_recovered,
-                         seed=args.seed, restore_batch=args.restore_batch, lr=args.lr, momentum=args.momentum,
-                         batch=args.batch, path=PathConfig(phi=args.phi, beta=args.beta, eps=args.eps,
-                                                           probe=args.probe, solver=args.solver)).validate()
+    cfg = recovery_config(args)
     if args.from_run:
-        model, src, w_ref, w_d, frozen = _damage_from_run(args)
-        dataset, damage_meta = args.dataset or src["dataset"], {"from_run": str(args.from_run), **src["config"]}
-        train_set, test_set = data.load(dataset, "train", args.data), data.load(dataset, "test", args.data)
-        checkpoint, model_name = src.get("checkpoint"), src["model"]
-    else:
-        if args.checkpoint is None or args.kind is None or args.level is None:
-            raise ValueError("give --checkpoint with --kind and --level, or --from-run DAMAGE_RUN")
-        model, card, dataset, train_set, test_set = _checkpoint_and_data(args)
-        dcfg = DamageConfig(args.kind, (args.level,), (args.seed,), tuple(args.layers) if args.layers else None,
-                            args.among).validate()
-        w_ref, groups = flatten(model), models.filter_groups(model)
-        w_d, mask = dmg.damage(w_ref, spec_of(model), groups, dcfg.kind, args.level, args.seed,
-                               list(dcfg.layers) if dcfg.layers else None, dcfg.among)
-        frozen, damage_meta, checkpoint = dmg.frozen(dcfg.kind, mask), dcfg.as_dict(), str(args.checkpoint)
-        model_name = card["model"]
-    test_set = _eval_split(test_set, args.eval_size)
-    out = _fresh_out(Path(args.out))
-    writer = RunWriter({"kind": "recover", "model": model_name, "checkpoint": checkpoint,
-                        "dataset": dataset, "data_source": train_set.source, "method": cfg.method,
-                        "damage": damage_meta}, root=out.parent, run_id=out.name)
-    bar = tqdm(total=cfg.steps, desc=f"recover ({cfg.method})", unit="step", mininterval=0.5)
+        src, w_ref, w_d, frozen = damage_from_run(args)
+        args.checkpoint, args.model = src.get("checkpoint"), src.get("model")
+        args.dataset = args.dataset or src.get("dataset")
+        damage_meta = {"from_run": str(args.from_run), **src.get("config", {})}
+    elif args.kind is None or args.level is None:
+        raise ValueError("give --checkpoint with --kind and --level, or --from-run DAMAGE_RUN")
+    out = fresh_folder(args.out)
+    ckpt, dataset, train_set, test_set = start(args)
+    if not args.from_run:
+        dcfg = damage_config(args, (args.seed,))
+        check_damage(dcfg, ckpt)
+        w_ref, (w_d, mask) = ckpt.w, dmg.damage(ckpt.w, spec_of(ckpt.model), ckpt.groups, dcfg.kind, args.level,
+                                                args.seed, list(dcfg.layers) if dcfg.layers else None, dcfg.among)
+        frozen, damage_meta = dmg.frozen(dcfg.kind, mask), dcfg.as_dict()
+    writer = writer_for(out, {"kind": "recover", **ckpt.meta(), "dataset": dataset, "data_source": train_set.source,
+                              "method": cfg.method, "damage": damage_meta})
+    bar = progress(cfg.steps or 0, f"recover ({cfg.method})")
 
     def on_row(r: dict) -> None:
         bar.set_postfix(accuracy=f"{r['accuracy']:.4f}", D=f"{r['distance']:.4f}", refresh=False)
         bar.update(r["step"] - bar.n)
 
     try:
-        o = run_recover(model, w_ref, w_d, frozen, cfg, train_set, Evaluation(test_set.x, test_set.y),
-                        models.filter_groups(model), writer, on_row=on_row)
+        o = run_recover(ckpt.model, w_ref, w_d, frozen, cfg, train_set, Evaluation(test_set.x, test_set.y),
+                        ckpt.groups, writer, on_row=on_row)
     finally:
         bar.close()
+    print_recovery(o, cfg, test_set, out)
+    return finished(o.status, "recovery", out)
+
+
+def print_recovery(o, cfg, test_set: data.Split, out: Path) -> None:
     s = o.summary()
     print(o.curve[["step", "seconds", "grad_evals", "accuracy", "distance"]].to_string(index=False))
     reached = "never" if math.isnan(s["within_step"]) else (
         f"at step {s['within_step']:.0f} ({s['within_seconds']:.1f} s, {s['within_grad_evals']:.0f} gradient evaluations)")
     print(f"accuracy {s['accuracy_damaged']:.4f} -> {s['accuracy']:.4f} (before damage {s['accuracy_before']:.4f}) "
-          f"on {len(test_set)} {test_set.source} test images; within {cfg.within:g}: {reached}; run folder {writer.dir}")
-    return 0
+          f"on {len(test_set)} {test_set.source} test images; within {cfg.within:g}: {reached}; run folder {out}")
 
 
-def _merge_inputs(args: argparse.Namespace) -> tuple:
-    """(model, card_a, w_a, w_b, task_a, task_b) from --a and --b; refuses two different architectures."""
-    from .params import flatten
+# --- merge ---------------------------------------------------------------------------------------------
 
-    model, card_a = models.load(args.a, args.model)
-    model_b, card_b = models.load(args.b, args.model)
-    if card_a["model"] != card_b["model"]:
-        raise ValueError(f"--a is a {card_a['model']} and --b is a {card_b['model']}: a merge needs two nets of "
-                         f"one architecture")
-    tasks = (args.task_a or card_a.get("dataset"), args.task_b or card_b.get("dataset"))
-    for flag, task in zip(("--task-a", "--task-b"), tasks):
-        if task not in data.FOLDERS:
-            raise ValueError(f"say which data the net was trained on: {flag} {{{', '.join(data.FOLDERS)}}}")
-    return model, card_a, flatten(model), flatten(model_b), *tasks
+
+def merge_options() -> list[Option]:
+    from .merge import DIRECTIONS, PHASES
+    from .metric import OUTPUT_MAPS
+
+    return [
+        Option("--phases", "phases", f"comma-separated, run in this order, of: {', '.join(PHASES)}"),
+        Option("--direction", "direction", "walk direction: labels v = −∇CE_B; teacher v = −∇D(w, w_B)", DIRECTIONS),
+        Option("--pull", "pull", "ρ: pull toward A's function on A's images, relative to |v| (0: none)"),
+        Option("--learn-batch", "learn_batch", "B images per direction gradient"),
+        Option("--pull-batch", "pull_batch", "A images per pull gradient"),
+        Option("--phi", "path.phi", "output map of the metric and of D", tuple(sorted(OUTPUT_MAPS))),
+        Option("--beta", "path.beta", "weight β of the direction term"),
+        Option("--eps", "path.eps", "trust region ε (|θ|² ≤ ε) of the first walk step"),
+        Option("--eps-final", "path.eps_final", "ε of the last walk step (cosine decay; 0: constant ε)"),
+        Option("--probe", "path.probe", "probe batch B of A's images (J has B·classes rows)"),
+        Option("--seed", "path.seed", "sampling seed"),
+        Option("--steps", "path.max_steps", "walk steps"),
+        Option("--eval-every", "path.eval_every", "accuracy on both tasks every k walk/fine-tuning steps"),
+        Option("--snapshot-every", "path.snapshot_every", "keep the walk's weights every k steps"),
+        Option("--eval-size", "eval_size", "test images per task for accuracy along the walk (0: all)"),
+        Option("--points", "points", "N: segments of the relaxed path and of the straight line"),
+        Option("--relax-iters", "relax_iters", "Adam iterations of the relaxation"),
+        Option("--relax-lr", "relax_lr", "Adam learning rate of the relaxation (cosine-decayed)"),
+        Option("--relax-batch", "relax_batch", "images of each task per relaxation iteration"),
+        Option("--finetune-steps", "finetune_steps", "finetune phase: Adam steps on B from A"),
+        Option("--joint-epochs", "joint_epochs", "joint phase: epochs on A ∪ B from the seed-0 init"),
+    ]
+
+
+def merge_inputs(args: argparse.Namespace) -> tuple[inputs.Checkpoint, inputs.Checkpoint, str, str]:
+    """Nets A and B (one architecture), their tasks; warns when a net measures far below its card."""
+    a, b = inputs.open_checkpoint(args.a, args.model), inputs.open_checkpoint(args.b, args.model)
+    if a.name != b.name:
+        raise ValueError(f"--a is a {a.name} and --b is a {b.name}: a merge needs two nets of one architecture")
+    task_a, task_b = inputs.dataset_of(a, args.task_a), inputs.dataset_of(b, args.task_b)
+    warn(inputs.card_warning(a, task_a))
+    warn(inputs.card_warning(b, task_b))
+    return a, b, task_a, task_b
 
 
 def cmd_merge(args: argparse.Namespace) -> int:
     from .merge import MergeConfig, run_merge
-    from .path import PathConfig
-    from .runs import RunWriter
 
-    torch.set_num_threads(args.threads)
-    phases = tuple(p.strip() for p in args.phases.split(",") if p.strip())
-    path = PathConfig(phi=args.phi, beta=args.beta, eps=args.eps, eps_final=args.eps_final, probe=args.probe,
-                      seed=args.seed, max_steps=args.steps, eval_every=args.eval_every,
-                      snapshot_every=args.snapshot_every)
-    cfg = MergeConfig(phases=phases, direction=args.direction, pull=args.pull, learn_batch=args.learn_batch,
-                      pull_batch=args.pull_batch, eval_size=args.eval_size, path=path, points=args.points,
-                      relax_iters=args.relax_iters, relax_lr=args.relax_lr, relax_batch=args.relax_batch,
-                      finetune_steps=args.finetune_steps, joint_epochs=args.joint_epochs).validate()
-    model, card, w_a, w_b, task_a, task_b = _merge_inputs(args)
-    train_a, test_a = data.load(task_a, "train", args.data), data.load(task_a, "test", args.data)
-    train_b, test_b = data.load(task_b, "train", args.data), data.load(task_b, "test", args.data)
-    out = _fresh_out(Path(args.out))
-    writer = RunWriter({"kind": "merge", "model": card["model"], "checkpoint": str(args.a), "checkpoint_b": str(args.b),
-                        "dataset": task_a, "task_b": task_b, "data_source": train_a.source,
-                        "eval_images": len(test_a)}, root=out.parent, run_id=out.name)
-    total = (args.steps if "walk" in phases else 0) + (args.relax_iters if "relax" in phases else 0)
-    bar = tqdm(total=total, desc=f"merge {task_a} + {task_b}", unit="step", mininterval=0.5)
+    cfg = apply_options(args, merge_options(), MergeConfig()).validate()
+    threads.configure(args.threads)
+    from .runs import fresh_folder
+
+    out = fresh_folder(args.out)
+    a, b, task_a, task_b = merge_inputs(args)
+    (train_a, test_a), (train_b, test_b) = inputs.splits(task_a, args.data), inputs.splits(task_b, args.data)
+    writer = writer_for(out, {"kind": "merge", **a.meta(), "checkpoint_b": str(args.b), "dataset": task_a,
+                              "task_b": task_b, "data_source": train_a.source, "eval_images": len(test_a)})
+    phases = cfg.phases
+    bar = progress((cfg.path.max_steps if "walk" in phases else 0) + (cfg.relax_iters if "relax" in phases else 0),
+                   f"merge {task_a} + {task_b}")
 
     def on_row(r: dict) -> None:
         bar.set_description(f"merge: {r['phase']}", refresh=False)
@@ -317,111 +403,103 @@ def cmd_merge(args: argparse.Namespace) -> int:
             bar.set_postfix(A=f"{r['accuracy']:.4f}", B=f"{r['accuracy_b']:.4f}", refresh=False)
 
     try:
-        o = run_merge(model, w_a, w_b, train_a, train_b, test_a, test_b, cfg, writer, on_row=on_row)
+        o = run_merge(a.model, a.w, b.w, train_a, train_b, test_a, test_b, cfg, writer, on_row=on_row)
     finally:
         bar.close()
+    print_merge(o, task_a, task_b, test_a, test_b, out)
+    return finished(o.status, "merge", out)
+
+
+def print_merge(o, task_a: str, task_b: str, test_a: data.Split, test_b: data.Split, out: Path) -> None:
     s = o.summary
     labels = {"walk": "walk (end)", "relax_best": "relaxed path (best point)", "line_best": "straight line (best point)",
               "line_mid": "weight average (midpoint)", "finetune": "fine-tune A on B", "joint": "joint training"}
     for key, label in labels.items():
         if f"{key}_accuracy_a" in s:
             print(f"{label:28s} {task_a} {s[f'{key}_accuracy_a']:.4f}   {task_b} {s[f'{key}_accuracy_b']:.4f}")
-    print(f"status {o.status}; accuracy on {len(test_a)} + {len(test_b)} {test_a.source} test images; "
-          f"run folder {writer.dir}")
-    return 0
+    print(f"status {o.status.value}; accuracy on {len(test_a)} + {len(test_b)} {test_a.source} test images; "
+          f"run folder {out}")
 
 
-def sparsify_config(args: argparse.Namespace):
-    """The SparsifyConfig that `sparsify`'s options describe (validated)."""
-    from .experiments import SparsifyConfig
-    from .path import PathConfig
-
-    path_cfg = PathConfig(phi=args.phi, beta=args.beta, eps=args.eps, probe=args.probe, seed=args.seed,
-                          max_steps=args.max_steps, eval_every=args.eval_every, snapshot_every=args.snapshot_every,
-                          solver=args.solver)
-    return SparsifyConfig(filters=args.filters, strategy=args.strategy, pull=args.pull, pull_batch=args.pull_batch,
-                          relax_steps=args.relax_steps, relax_eps=args.relax_eps,
-                          relax_eps_final=args.relax_eps_final, path=path_cfg).validate()
+# --- the parser ----------------------------------------------------------------------------------------
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m geodesic", description=__doc__)
+    p = argparse.ArgumentParser(prog="geodesic", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
+    add_fetch_data(sub)
+    add_train(sub)
+    add_sparsify(sub)
+    add_damage(sub)
+    add_recover(sub)
+    add_merge(sub)
+    return p
 
+
+def add_fetch_data(sub) -> None:
     f = sub.add_parser("fetch-data", help="install full MNIST and Fashion-MNIST as raw idx files (offline registries only)")
     f.add_argument("--root", help="data folder (default: $GEODESIC_DATA or <repo>/data)")
     f.set_defaults(fn=cmd_fetch_data)
 
+
+def add_train(sub) -> None:
     t = sub.add_parser("train", help="train a zoo model on a full dataset and write a checkpoint + card")
     t.add_argument("--model", choices=sorted(models.ZOO), required=True, help="architecture")
     t.add_argument("--dataset", choices=sorted(data.FOLDERS), required=True, help="training data")
-    t.add_argument("--epochs", type=positive_int, default=8, help="passes over the 60,000 training images")
-    t.add_argument("--seed", type=int, default=0, help="initialization and data-order seed")
-    t.add_argument("--lr", type=positive_float, default=1e-3, help="Adam learning rate (cosine-decayed)")
-    t.add_argument("--batch", type=positive_int, default=128, help="minibatch size")
-    t.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads")
-    t.add_argument("--out", required=True, help="output .safetensors path (card written beside it)")
+    t.add_argument("--epochs", type=int, default=8, help="passes over the 60,000 training images (default 8)")
+    t.add_argument("--seed", type=int, default=0, help="initialization and data-order seed (default 0)")
+    t.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate, cosine-decayed (default 0.001)")
+    t.add_argument("--batch", type=int, default=128, help="minibatch size (default 128)")
+    t.add_argument("--threads", type=int, default=None, help=f"torch CPU threads (default {threads.DEFAULT})")
+    t.add_argument("--out", required=True, help="output .safetensors path (its .json card is written beside it)")
+    t.add_argument("--force", action="store_true", help="replace an existing checkpoint and its card")
     t.set_defaults(fn=cmd_train)
 
-    from .experiments import STRATEGIES
-    from .metric import OUTPUT_MAPS
+
+def add_sparsify(sub) -> None:
+    from .experiments import PRESETS
 
     s = sub.add_parser("sparsify", help="walk a trained net along a short path until whole filters are zero",
-                       description="Walk a checkpoint along geodesic tangent steps until FILTERS whole conv "
-                                   "filters (or hidden neurons for mlp) are exactly zero; write a run folder.")
-    s.add_argument("--checkpoint", required=True, help=".safetensors checkpoint with its .json card")
-    s.add_argument("--model", choices=sorted(models.ZOO), help="architecture, for a checkpoint without a .json card")
-    s.add_argument("--filters", type=positive_int, default=50, help="number of filters to zero (lenet60 has 60)")
+                       description="Walk a checkpoint along geodesic tangent steps until FILTERS whole groups (conv "
+                                   "filters, hidden neurons) are exactly zero, then relax inside that hyperplane; "
+                                   "write a run folder whose final.safetensors is the sparse net.")
+    common_options(s, eval_default=2000)
     s.add_argument("--out", required=True, help="run folder to create (with --paths K > 1: a folder of K run folders)")
-    s.add_argument("--paths", type=positive_int, default=1, help="candidate paths (strategies in turn, then seeds); the shortest is reported")
-    s.add_argument("--strategy", choices=STRATEGIES, default="norm", help="which filters to zero (for --paths 1)")
-    s.add_argument("--dataset", choices=sorted(data.FOLDERS), help="data of the metric and evaluation (default: the card's)")
-    s.add_argument("--data", choices=("auto", "full", "bundled"), default="auto", help="full sets or the bundled subsets")
-    s.add_argument("--phi", choices=sorted(OUTPUT_MAPS), default="sqrt_probs", help="output map of the metric")
-    s.add_argument("--beta", type=positive_float, default=0.01, help="weight β of the direction term")
-    s.add_argument("--eps", type=positive_float, default=0.01, help="trust region ε (|θ|² ≤ ε)")
-    s.add_argument("--probe", type=positive_int, default=32, help="probe batch size B (J has B·10 rows)")
-    s.add_argument("--seed", type=int, default=0, help="probe-batch and choice seed")
-    s.add_argument("--max-steps", type=positive_int, default=400, help="step cap of the walk")
-    s.add_argument("--pull", type=nonneg_float, default=0.0, help="ρ: pull toward the start's function on the free weights, v + ρ|v| p̂ with p̂ ∝ −∇D (0: the literal algorithm)")
-    s.add_argument("--pull-batch", type=positive_int, default=256, help="images per pull gradient")
-    s.add_argument("--relax-steps", type=nonneg_int, default=0, help="geodesic restore steps inside the hyperplane after arrival")
-    s.add_argument("--relax-eps", type=positive_float, default=0.1, help="trust region ε of the first relaxation step")
-    s.add_argument("--relax-eps-final", type=positive_float, default=0.002, help="ε of the last relaxation step (cosine decay)")
-    s.add_argument("--solver", choices=("gram", "explicit"), default="gram", help="K = JJᵀ layer by layer (J never stored) or explicit J")
-    s.add_argument("--eval-every", type=positive_int, default=10, help="evaluate accuracy every k steps")
-    s.add_argument("--eval-size", type=positive_int, default=2000, help="test images used for accuracy along the path")
-    s.add_argument("--snapshot-every", type=positive_int, default=5, help="keep the weights every k steps")
-    s.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads")
+    s.add_argument("--preset", choices=sorted(PRESETS), default="recommended",
+                   help="starting setting: recommended (benchmarked) or literal (the paper's algorithm); options "
+                        "below change it (default recommended)")
+    s.add_argument("--paths", type=int, default=1, help="candidate paths; the shortest is reported (default 1)")
+    add_options(s, sparsify_options(), PRESETS["recommended"], ("literal", PRESETS["literal"]))
     s.set_defaults(fn=cmd_sparsify)
+
+
+def damage_options(c: argparse.ArgumentParser, required: bool) -> None:
     from .damage import AMONG, KINDS
-    from .recovery import METHODS
 
-    def damage_options(c: argparse.ArgumentParser, required: bool) -> None:
-        c.add_argument("--kind", choices=KINDS, required=required, default=None,
-                       help="zero: a random fraction of weights; ablate: whole filters/neurons; noise: Gaussian noise")
-        c.add_argument("--level", type=nonneg_float, required=required, default=None,
-                       help="zero: fraction in [0, 1]; ablate: number of filters; noise: scale × each tensor's std")
-        c.add_argument("--layers", nargs="+", default=None,
-                       help="zero/noise only these layers (e.g. conv2 fc1; default: all)")
-        c.add_argument("--among", choices=AMONG, default="all",
-                       help="ablate: pick among all filters (may hit ones already zero) or only nonzero ones")
-        c.add_argument("--model", choices=sorted(models.ZOO), help="architecture, for a checkpoint without a .json card")
-        c.add_argument("--dataset", choices=sorted(data.FOLDERS), help="evaluation data (default: the card's)")
-        c.add_argument("--data", choices=("auto", "full", "bundled"), default="auto", help="full sets or the bundled subsets")
-        c.add_argument("--threads", type=positive_int, default=1, help="torch CPU threads")
+    c.add_argument("--kind", choices=KINDS, required=required, default=None,
+                   help="zero: a random fraction of weights; ablate: whole filters/neurons; noise: Gaussian noise")
+    c.add_argument("--level", type=float, required=required, default=None,
+                   help="zero: fraction in [0, 1]; ablate: number of filters; noise: scale × each tensor's std")
+    c.add_argument("--layers", nargs="+", default=None, help="zero/noise only these layers (e.g. conv2 fc1; default: all)")
+    c.add_argument("--among", choices=AMONG, default="all",
+                   help="ablate: pick among all filters (may hit ones already zero) or only nonzero ones (default all)")
 
+
+def add_damage(sub) -> None:
     d = sub.add_parser("damage", help="damage a net with several seeds and measure the accuracy drop",
                        description="Damage a checkpoint (seeds SEED … SEED+SEEDS−1), measure test accuracy before and "
                                    "after; write a run folder: one metrics row per seed, the first seed's damaged "
-                                   "weights (final.safetensors) and its mask (damage.safetensors).")
-    d.add_argument("--checkpoint", required=True, help=".safetensors checkpoint with its .json card")
+                                   "weights and its mask (damage.safetensors).")
+    common_options(d, eval_default=0)
     damage_options(d, required=True)
-    d.add_argument("--seeds", type=positive_int, default=5, help="number of damage seeds")
-    d.add_argument("--seed", type=nonneg_int, default=0, help="first damage seed")
-    d.add_argument("--eval-size", type=nonneg_int, default=0, help="test images for accuracy (0: all)")
+    d.add_argument("--seeds", type=int, default=5, help="number of damage seeds (default 5)")
+    d.add_argument("--seed", type=int, default=0, help="first damage seed (default 0)")
     d.add_argument("--out", required=True, help="run folder to create (must not exist or be empty)")
     d.set_defaults(fn=cmd_damage)
+
+
+def add_recover(sub) -> None:
+    from .recovery import RecoveryConfig
 
     r = sub.add_parser("recover", help="recover a damaged net: geodesic restore, SGD or Adam, damaged weights frozen",
                        description="Damage a checkpoint (or take a damage run folder) and walk back toward the "
@@ -430,68 +508,32 @@ def build_parser() -> argparse.ArgumentParser:
     src = r.add_mutually_exclusive_group(required=True)
     src.add_argument("--checkpoint", help=".safetensors checkpoint to damage (with --kind and --level)")
     src.add_argument("--from-run", help="a damage run folder: recover its first seed's damaged weights")
+    common_options(r, eval_default=2000, checkpoint=False)
     damage_options(r, required=False)
-    r.add_argument("--seed", type=nonneg_int, default=0, help="damage seed and the recovery's sampling seed")
-    r.add_argument("--method", choices=METHODS, default="geodesic",
-                   help="geodesic: restore path (v = −∇D toward the pre-damage function); sgd/adam: task loss")
+    r.add_argument("--seed", type=int, default=0, help="damage seed and the recovery's sampling seed (default 0)")
     r.add_argument("--out", required=True, help="run folder to create (must not exist or be empty)")
-    r.add_argument("--steps", type=positive_int, default=None, help="step budget (default 200 when no budget is given)")
-    r.add_argument("--seconds", type=positive_float, default=None, help="wall-time budget of the steps (evaluation not counted)")
-    r.add_argument("--grad-evals", type=positive_int, default=None, help="budget in per-image gradient evaluations")
-    r.add_argument("--within", type=nonneg_float, default=0.01, help="recovered at accuracy >= before − WITHIN")
-    r.add_argument("--stop-when-recovered", action="store_true", help="end the run once within WITHIN of before")
-    r.add_argument("--eval-every", type=positive_int, default=5, help="evaluate accuracy every k steps")
-    r.add_argument("--eval-size", type=nonneg_int, default=2000, help="test images for accuracy along the way (0: all)")
-    r.add_argument("--phi", choices=sorted(OUTPUT_MAPS), default="sqrt_probs", help="geodesic: output map of D and the metric")
-    r.add_argument("--beta", type=positive_float, default=0.01, help="geodesic: weight β of the direction term")
-    r.add_argument("--eps", type=positive_float, default=0.01, help="geodesic: trust region ε (|θ|² ≤ ε)")
-    r.add_argument("--probe", type=positive_int, default=32, help="geodesic: probe batch B (J has B·10 rows)")
-    r.add_argument("--restore-batch", type=positive_int, default=256, help="geodesic: images per ∇D")
-    r.add_argument("--solver", choices=("gram", "explicit"), default="gram", help="geodesic: K = JJᵀ layer by layer or explicit J")
-    r.add_argument("--lr", type=positive_float, default=None, help="sgd/adam learning rate (default 0.01 SGD, 1e-3 Adam)")
-    r.add_argument("--momentum", type=nonneg_float, default=0.9, help="sgd: heavy-ball momentum in [0, 1)")
-    r.add_argument("--batch", type=positive_int, default=128, help="sgd/adam minibatch size")
+    add_options(r, recovery_options(), RecoveryConfig())
     r.set_defaults(fn=cmd_recover)
+
+
+def add_merge(sub) -> None:
+    from .merge import MergeConfig
 
     m = sub.add_parser("merge", help="a net good on two tasks: walk from net A learning B, relax the path A→B",
                        description="From two nets of one architecture (A on task A, B on task B): walk from A along "
                                    "v = −∇CE_B plus a pull toward A's function on A's images, with the metric "
-                                   "measured on A's images; relax the discretized path between A and B (energy "
-                                   "N Σ D(w_i, w_i+1) on both tasks' images, ends fixed); compare with the straight "
-                                   "line, fine-tuning and joint training. Writes a run folder.")
+                                   "measured on A's images; relax the discretized path between A and B; compare "
+                                   "with the straight line, fine-tuning and joint training. Writes a run folder.")
     m.add_argument("--a", required=True, help="checkpoint of net A (.safetensors with its .json card): the walk starts here")
     m.add_argument("--b", required=True, help="checkpoint of net B, same architecture as A: the relaxed path ends here")
     m.add_argument("--model", choices=sorted(models.ZOO), help="architecture, for checkpoints without a .json card")
     m.add_argument("--task-a", choices=sorted(data.FOLDERS), help="task of A (default: A's card)")
     m.add_argument("--task-b", choices=sorted(data.FOLDERS), help="task of B (default: B's card)")
     m.add_argument("--out", required=True, help="run folder to create (must not exist or be empty)")
-    m.add_argument("--data", choices=("auto", "full", "bundled"), default="auto", help="full sets or the bundled subsets")
-    m.add_argument("--phases", default="walk,relax,line",
-                   help="comma-separated, run in this order: walk, relax, line, finetune, joint")
-    m.add_argument("--direction", choices=("labels", "teacher"), default="labels",
-                   help="walk direction: labels v = −∇CE_B; teacher v = −∇D(w, w_B) on B's images")
-    m.add_argument("--pull", type=nonneg_float, default=0.5, help="ρ: pull toward A's function on A's images, relative to |v| (0: none)")
-    m.add_argument("--learn-batch", type=positive_int, default=256, help="B images per direction gradient")
-    m.add_argument("--pull-batch", type=positive_int, default=256, help="A images per pull gradient")
-    m.add_argument("--phi", choices=sorted(OUTPUT_MAPS), default="sqrt_probs", help="output map of the metric and of D")
-    m.add_argument("--beta", type=positive_float, default=0.01, help="weight β of the direction term")
-    m.add_argument("--eps", type=positive_float, default=0.5, help="trust region ε (|θ|² ≤ ε) of the first walk step")
-    m.add_argument("--eps-final", type=nonneg_float, default=0.002, help="ε of the last walk step (cosine decay; 0: constant ε)")
-    m.add_argument("--probe", type=positive_int, default=32, help="probe batch B of A's images (J has B·10 rows)")
-    m.add_argument("--seed", type=int, default=0, help="sampling seed")
-    m.add_argument("--steps", type=positive_int, default=300, help="walk steps")
-    m.add_argument("--eval-every", type=positive_int, default=25, help="accuracy on both tasks every k walk/fine-tuning steps")
-    m.add_argument("--eval-size", type=nonneg_int, default=2000, help="test images per task for accuracy along the walk (0: all)")
-    m.add_argument("--snapshot-every", type=positive_int, default=10, help="keep the walk's weights every k steps")
-    m.add_argument("--points", type=positive_int, default=8, help="N: segments of the relaxed path and of the straight line")
-    m.add_argument("--relax-iters", type=positive_int, default=150, help="Adam iterations of the relaxation")
-    m.add_argument("--relax-lr", type=positive_float, default=1e-3, help="Adam learning rate of the relaxation (cosine-decayed)")
-    m.add_argument("--relax-batch", type=positive_int, default=128, help="images of each task per relaxation iteration")
-    m.add_argument("--finetune-steps", type=positive_int, default=300, help="finetune phase: Adam steps on B from A")
-    m.add_argument("--joint-epochs", type=positive_int, default=2, help="joint phase: epochs on A ∪ B from the seed-0 init")
-    m.add_argument("--threads", type=positive_int, default=1, help="torch CPU threads")
+    m.add_argument("--data", choices=DATA_SOURCES, default="auto", help="full sets or the bundled subsets")
+    m.add_argument("--threads", type=int, default=None, help=f"torch CPU threads (default {threads.DEFAULT})")
+    add_options(m, merge_options(), MergeConfig())
     m.set_defaults(fn=cmd_merge)
-    return p
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -501,6 +543,11 @@ def main(argv: list[str] | None = None) -> int:
     except (data.DataMissing, models.CheckpointError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:  # a file or folder the command could not read or write
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"error: {where}{e.strerror or e}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
-        print("interrupted; nothing half-written was kept", file=sys.stderr)
+        print("interrupted; every finished step is kept in the run folder", file=sys.stderr)
         return 130
+

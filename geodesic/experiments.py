@@ -1,9 +1,12 @@
-"""Experiments built from paths: sparsify to whole zero filters, and candidate paths to the same sparsity."""
+"""Sparsify: walk to whole zero filters, relax inside the hyperplane; and candidate paths to the same sparsity.
+
+    cfg = SparsifyConfig()          # the benchmarked setting (PRESETS["recommended"]); PRESETS["literal"]: the paper's
+    out = run_sparsify(model, w0, groups, cfg, train, Evaluation(test.x, test.y), writer=RunWriter(meta))
+"""
 
 from __future__ import annotations
 
 import math
-import threading
 import time
 from dataclasses import asdict, dataclass, field, replace
 from typing import Callable, Iterator
@@ -11,76 +14,48 @@ from typing import Callable, Iterator
 import torch
 from torch import nn
 
-from .baselines import layer_normalized_norms
 from .data import Split
-from .metric import jacobian_fast
-from .objectives import BatchSampler, restore, sparsify, with_pull
+from .lifecycle import Phase, Record, Sink, Status, Stop, execute
+from .objectives import CHOICE, PROBE, PULL, RELAX, BatchSampler, restore, sparsify, with_pull
 from .params import Group, group_mask
-from .path import Evaluation, Path, PathConfig, Step
-from .runs import RunWriter
-
-STRATEGIES = ("norm", "importance", "balanced", "random")
-
-
-def choose_groups(strategy: str, model: nn.Module, w: torch.Tensor, groups: list[Group], count: int,
-                  probe: torch.Tensor | None = None, phi: str = "sqrt_probs", seed: int = 0) -> list[Group]:
-    """Which `count` groups to zero.
-
-    norm: smallest layer-normalized norm; importance: smallest functional importance ‖J_g‖_F (the change of
-    the outputs per unit move of the group, on `probe`); balanced: the same fraction of every layer,
-    smallest norm within each; random: seeded.
-    """
-    if not 0 <= count <= len(groups):
-        raise ValueError(f"cannot zero {count} groups: the model has {len(groups)}")
-    if strategy == "norm":
-        score = layer_normalized_norms(w, groups)
-    elif strategy == "importance":
-        if probe is None:
-            raise ValueError("importance needs a probe batch")
-        J = jacobian_fast(model, w, probe, phi)
-        score = torch.stack([(J[:, g.idx] * w[g.idx]).norm() for g in groups])  # |J_g w_g|: cost of zeroing g
-    elif strategy == "balanced":
-        score = torch.empty(len(groups))
-        layers = sorted({g.layer for g in groups})
-        norms = layer_normalized_norms(w, groups)
-        for layer in layers:
-            sel = [i for i, g in enumerate(groups) if g.layer == layer]
-            ranks = norms[sel].argsort().argsort().double()
-            score[sel] = ((ranks + 0.5) / len(sel)).float()  # within-layer quantile
-    elif strategy == "random":
-        score = torch.rand(len(groups), generator=torch.Generator().manual_seed(seed))
-    else:
-        raise ValueError(f"unknown strategy {strategy!r}; choose one of {STRATEGIES}")
-    return [groups[i] for i in score.argsort()[:count].tolist()]
+from .path import Evaluation, Path, PathConfig
+from .targets import STRATEGIES, choose_groups
 
 
 @dataclass(frozen=True)
 class SparsifyConfig:
-    """A sparsify walk: zero `filters` groups chosen by `strategy`, pulling the free weights toward the start's
-    function with relative strength `pull` (ρ; 0: the literal algorithm), then `relax_steps` geodesic restore
-    steps inside the hyperplane {w_T = 0} (v = −∇D(w, w_start), T frozen) with a trust region decaying from
-    `relax_eps` to `relax_eps_final`."""
+    """A sparsify run: zero `filters` groups chosen by `strategy`; walk toward {w_T = 0} pulling the free weights
+    toward the start's function with relative strength `pull` (ρ; 0: the literal algorithm); then `relax_steps`
+    geodesic restore steps inside the hyperplane (v = −∇D(w, w_start), T frozen) with a trust region decaying
+    (cosine) from `relax_eps` to `relax_eps_final`.
+
+    The defaults are the benchmarked setting (bench/results/sparsify-*.md): filters balanced across layers, fewer
+    and larger walk steps (ε = 0.1) with a weak target term (β = 0.001), pull ρ = 2, 600 relaxation steps from
+    ε = 0.3. `PRESETS["literal"]` is the paper's algorithm as written."""
 
     filters: int = 50
-    strategy: str = "norm"
-    pull: float = 0.0
-    pull_batch: int = 256
-    relax_steps: int = 0
-    relax_eps: float = 0.1
-    relax_eps_final: float = 0.002  # ε decays (cosine) from relax_eps to this over the relaxation
-    path: PathConfig = field(default_factory=PathConfig)
+    strategy: str = "balanced"
+    pull: float = 2.0
+    pull_batch: int = 256  # images per pull / restore gradient
+    relax_steps: int = 600
+    relax_eps: float = 0.3
+    relax_eps_final: float = 0.002
+    path: PathConfig = field(default_factory=lambda: PathConfig(eps=0.1, beta=0.001))
 
     def validate(self) -> "SparsifyConfig":
-        if self.strategy not in STRATEGIES:
-            raise ValueError(f"unknown strategy {self.strategy!r}; choose one of {STRATEGIES}")
-        if self.filters < 1:
-            raise ValueError(f"filters must be >= 1, got {self.filters}")
-        if self.pull < 0 or not math.isfinite(self.pull):
-            raise ValueError(f"pull must be >= 0, got {self.pull}")
-        if not self.relax_eps > 0 or not math.isfinite(self.relax_eps):
-            raise ValueError(f"relax_eps must be > 0, got {self.relax_eps}")
-        if self.relax_steps < 0:
-            raise ValueError(f"relax_steps must be >= 0, got {self.relax_steps}")
+        checks = [
+            (self.strategy in STRATEGIES, f"unknown strategy {self.strategy!r}; choose one of {STRATEGIES}"),
+            (self.filters >= 1, f"filters must be >= 1, got {self.filters}"),
+            (0 <= self.pull <= 1e6, f"pull must be in [0, 1e6], got {self.pull}"),
+            (1 <= self.pull_batch <= 100_000, f"pull_batch must be in [1, 100000], got {self.pull_batch}"),
+            (0 < self.relax_eps <= 1e6, f"relax_eps must be in (0, 1e6], got {self.relax_eps}"),
+            (0 <= self.relax_steps <= 1_000_000, f"relax_steps must be in [0, 1000000], got {self.relax_steps}"),
+            (self.relax_steps == 0 or 0 < self.relax_eps_final <= self.relax_eps,
+             f"relax_eps_final must be in (0, relax_eps = {self.relax_eps}], got {self.relax_eps_final}"),
+        ]
+        for ok, msg in checks:
+            if not ok:
+                raise ValueError(msg)
         self.path.validate()
         return self
 
@@ -88,95 +63,85 @@ class SparsifyConfig:
         return asdict(self)
 
 
+PRESETS: dict[str, SparsifyConfig] = {
+    "recommended": SparsifyConfig(),
+    "literal": SparsifyConfig(strategy="norm", pull=0.0, relax_steps=0, path=PathConfig()),
+}
+
+
 def recommended(filters: int = 50) -> SparsifyConfig:
-    """The setting the benchmarks recommend for lenet60 (bench/results/sparsify-*.md): filters chosen per layer
-    ("balanced"), a walk of fewer, larger steps (ε = 0.1) with a weak target term (β = 0.001) and pull ρ = 2, then
-    600 relaxation steps inside the hyperplane with ε decaying from 0.3."""
-    return SparsifyConfig(filters=filters, strategy="balanced", pull=2.0, relax_steps=600, relax_eps=0.3,
-                          path=PathConfig(eps=0.1, beta=0.001))
+    """The benchmarked setting (the default) toward `filters` zero groups."""
+    return replace(PRESETS["recommended"], filters=filters)
 
 
-def sparsify_paths(model: nn.Module, w0: torch.Tensor, groups: list[Group], chosen: list[Group], cfg: SparsifyConfig,
-                   train: Split, evaluation: Evaluation) -> Iterator[Path]:
+def path_phase(path: Path) -> Phase:
+    """A path as a phase of a run: its Step rows, its end, its snapshots and its current point."""
+    return Phase(path.phase, (s.row() for s in path), lambda: path.status, lambda: path.snapshots, lambda: path.w)
+
+
+def sparsify_phases(model: nn.Module, w0: torch.Tensor, groups: list[Group], chosen: list[Group],
+                    cfg: SparsifyConfig, train: Split, evaluation: Evaluation) -> Iterator[Phase]:
     """The phases of a sparsify run, created lazily: the walk to {w_T = 0}, then (if it arrived) the relaxation."""
-    target = group_mask(chosen, w0.numel())
-    pull_sampler = BatchSampler.of(train, cfg.path.seed + 1)
+    target, seed = group_mask(chosen, w0.numel()), cfg.path.seed
+    pull_sampler = BatchSampler.of(train, seed + PULL)
     field_ = with_pull(sparsify(target), model, w0, pull_sampler, cfg.pull, cfg.pull_batch, cfg.path.phi, only=~target)
-    walk = Path(model, w0, field_, cfg.path, BatchSampler.of(train, cfg.path.seed), evaluation, groups, target=target)
-    yield walk
-    if walk.status == "arrived" and cfg.relax_steps > 0:
+    walk = Path(model, w0, field_, cfg.path, BatchSampler.of(train, seed + PROBE), evaluation, groups, target=target)
+    yield path_phase(walk)
+    if walk.status is Status.ARRIVED and cfg.relax_steps > 0:
         relax_cfg = replace(cfg.path, max_steps=cfg.relax_steps, eps=cfg.relax_eps, eps_final=cfg.relax_eps_final)
-        yield Path(model, walk.w, restore(model, w0, pull_sampler, cfg.pull_batch, cfg.path.phi), relax_cfg,
-                   BatchSampler.of(train, cfg.path.seed + 2), evaluation, groups, frozen=target, phase="relax",
-                   w_ref=w0, step0=walk.snapshots[-1][0], length0=walk.length)
+        field_ = restore(model, w0, pull_sampler, cfg.pull_batch, cfg.path.phi)
+        yield path_phase(Path(model, walk.w, field_, relax_cfg, BatchSampler.of(train, seed + RELAX), evaluation,
+                              groups, frozen=target, phase="relax", w_ref=w0, step0=walk.snapshots[-1][0],
+                              length0=walk.length))
 
 
 @dataclass
 class Outcome:
+    """A finished sparsify run: the final weights, its status, one row per step and the kept snapshots."""
+
     w: torch.Tensor
-    status: str
-    steps: list[Step]
+    status: Status
+    rows: list[dict]
     snapshots: list[tuple[int, torch.Tensor]]
     seconds: float
 
     def summary(self) -> dict:
-        last = self.steps[-1]
-        evaluated = [s for s in self.steps if not math.isnan(s.accuracy)]
-        return {"status": self.status, "steps": last.step, "length": last.length, "distance": last.distance,
-                "groups_zero": last.groups_zero, "accuracy": evaluated[-1].accuracy if evaluated else float("nan"),
-                "loss": evaluated[-1].loss if evaluated else float("nan"), "seconds": self.seconds}
+        return sparsify_summary(self.rows, self.status, self.seconds)
 
 
-def drive(paths: Iterator[Path], w_start: torch.Tensor, writer: RunWriter | None = None,
-          stop: threading.Event | None = None, on_step: Callable[[Step], None] | None = None) -> Outcome:
-    """Run the phases one after another, writing each step to the run folder; `stop` ends within one step.
-
-    On any exception (or KeyboardInterrupt) the steps done so far, the snapshots and the current weights are
-    written before it propagates, with status "interrupted".
-    """
-    t0, steps, snaps = time.perf_counter(), [], []
-    path = None
-    status = "empty"
-    try:
-        for path in paths:
-            for step in path:
-                steps.append(step)
-                if writer:
-                    writer.add(step.row())
-                if on_step:
-                    on_step(step)
-                if stop is not None and stop.is_set():
-                    path.stop()
-            snaps += path.snapshots if not snaps else path.snapshots[1:]
-            status = path.status if path.phase == "walk" else f"{status}, relaxed" if path.status != "stopped" else "stopped"
-            if path.status in ("stopped", "diverged"):
-                break
-    except BaseException:
-        if writer and path is not None:
-            snaps += path.snapshots if not snaps else path.snapshots[1:]
-            writer.set_snapshots(snaps)
-            writer.finish(path.w, w_start, "interrupted", {"steps": steps[-1].step if steps else 0})
-        raise
-    outcome = Outcome(path.w if path else torch.zeros(0), status, steps, snaps, time.perf_counter() - t0)
-    if writer and path is not None:
-        writer.set_snapshots(snaps)
-    return outcome
+def sparsify_summary(rows: list[dict], status: Status, seconds: float) -> dict:
+    """Status, steps, length, distance, zero groups and the last evaluated accuracy/loss of a sparsify run."""
+    if not rows:
+        return {"status": status, "steps": 0, "seconds": seconds}
+    last = rows[-1]
+    evaluated = [r for r in rows if not math.isnan(r["accuracy"])]
+    return {"status": status, "steps": last["step"], "length": last["length"], "distance": last["distance"],
+            "groups_zero": last["groups_zero"], "accuracy": evaluated[-1]["accuracy"] if evaluated else math.nan,
+            "loss": evaluated[-1]["loss"] if evaluated else math.nan, "seconds": seconds}
 
 
 def run_sparsify(model: nn.Module, w0: torch.Tensor, groups: list[Group], cfg: SparsifyConfig, train: Split,
-                 evaluation: Evaluation, writer: RunWriter | None = None, stop: threading.Event | None = None,
-                 on_step: Callable[[Step], None] | None = None, chosen: list[Group] | None = None) -> Outcome:
-    """Choose the groups, walk, relax; the run folder gets meta, metrics, snapshots and the final weights."""
+                 evaluation: Evaluation, writer: Sink | None = None, stop: Stop | None = None,
+                 on_row: Callable[[dict], None] | None = None, chosen: list[Group] | None = None) -> Outcome:
+    """Choose the groups, walk, relax; the run folder gets every row and snapshot as they come, then the final
+    net. A stop request ends it within one step (status STOPPED)."""
     cfg.validate()
+    if not cfg.filters <= len(groups):
+        raise ValueError(f"cannot zero {cfg.filters} groups: the model has {len(groups)}")
     if chosen is None:
-        probe = train.batch(cfg.path.probe, torch.Generator().manual_seed(cfg.path.seed + 3))[0]
+        probe = train.batch(cfg.path.probe, torch.Generator().manual_seed(cfg.path.seed + CHOICE))[0]
         chosen = choose_groups(cfg.strategy, model, w0, groups, cfg.filters, probe, cfg.path.phi, cfg.path.seed)
-    if writer:
-        writer.update(config=cfg.as_dict(), target_groups=[g.name for g in chosen])
-    out = drive(sparsify_paths(model, w0, groups, chosen, cfg, train, evaluation), w0, writer, stop, on_step)
-    if writer:
-        writer.finish(out.w, w0, out.status, out.summary())
-    return out
+    if writer is not None:
+        writer.begin(model, w0, config=cfg.as_dict(), target_groups=[g.name for g in chosen])
+    t0 = time.perf_counter()
+
+    def summary(rec: Record) -> dict:
+        return sparsify_summary(rec.rows, rec.status, time.perf_counter() - t0)
+
+    phases = sparsify_phases(model, w0, groups, chosen, cfg, train, evaluation)
+    rec = execute(phases, writer, stop, on_row, summary)
+    return Outcome(rec.w if rec.w is not None else w0.clone(), rec.status, rec.rows, rec.snapshots,
+                   time.perf_counter() - t0)
 
 
 def candidate_configs(base: SparsifyConfig, count: int) -> list[SparsifyConfig]:
@@ -190,6 +155,6 @@ def candidate_configs(base: SparsifyConfig, count: int) -> list[SparsifyConfig]:
 
 def shortest(outcomes: list[Outcome]) -> int:
     """Index of the shortest path among those that arrived (all of them when none arrived)."""
-    arrived = [i for i, o in enumerate(outcomes) if o.status.startswith("arrived")]
+    arrived = [i for i, o in enumerate(outcomes) if o.status is Status.ARRIVED]
     pool = arrived or list(range(len(outcomes)))
-    return min(pool, key=lambda i: outcomes[i].steps[-1].length)
+    return min(pool, key=lambda i: outcomes[i].rows[-1]["length"] if outcomes[i].rows else math.inf)

@@ -63,6 +63,17 @@ def load_flat(model: nn.Module, w: torch.Tensor) -> nn.Module:
     return model
 
 
+def state_dict_at(model: nn.Module, w: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The module's full state dict (buffers such as BatchNorm statistics included) with its parameters taken
+    from the flat vector w: what `model.load_state_dict` reads."""
+    spec = spec_of(model)
+    if w.numel() != spec.n:
+        raise ValueError(f"weight vector has {w.numel()} entries, the model has {spec.n}")
+    state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    state.update({k: v.detach().clone() for k, v in unflatten(spec, w).items()})
+    return state
+
+
 @dataclass(frozen=True)
 class Group:
     """One prunable unit (a conv filter with its bias, or a hidden neuron): flat indices into w."""

@@ -8,7 +8,6 @@ budget, a stop request; a non-finite step is rejected and ε halved.
 from __future__ import annotations
 
 import math
-import threading
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Iterator
@@ -16,6 +15,7 @@ from typing import Iterator
 import torch
 from torch import nn
 
+from .lifecycle import Status
 from .metric import Metric, functional_distance, jacobian_fast, mapped_outputs, model_fn
 from .objectives import Field, Sampler
 from .params import Group, group_norms
@@ -23,6 +23,9 @@ from .tangent import solve_exact, solve_exact_gram
 from .train import scores
 
 SOLVERS = ("gram", "explicit")
+MAX_BETA = 1e6  # beyond this β·v overflows float32 in the solve; steps are Euclidean long before
+MAX_EPS = 1e4  # |θ| ≤ 100: any larger step leaves every trained net's finite range
+MAX_PROBE = 1024
 
 
 @dataclass(frozen=True)
@@ -44,11 +47,12 @@ class PathConfig:
 
     def validate(self) -> "PathConfig":
         checks = [
-            (self.beta > 0 and math.isfinite(self.beta), f"beta must be > 0, got {self.beta}"),
-            (self.eps > 0 and math.isfinite(self.eps), f"eps must be > 0, got {self.eps}"),
-            (0 <= self.eps_final <= self.eps, f"eps_final must be in [0, eps], got {self.eps_final}"),
-            (self.probe >= 1, f"probe batch must be >= 1, got {self.probe}"),
-            (self.max_steps >= 1, f"max_steps must be >= 1, got {self.max_steps}"),
+            (0 < self.beta <= MAX_BETA, f"beta must be in (0, {MAX_BETA:g}], got {self.beta}"),
+            (0 < self.eps <= MAX_EPS, f"eps must be in (0, {MAX_EPS:g}] (a step of norm up to √ε), got {self.eps}"),
+            (0 <= self.eps_final <= self.eps, f"eps_final must be in [0, eps = {self.eps}], got {self.eps_final}"),
+            (1 <= self.probe <= MAX_PROBE,
+             f"probe batch must be in [1, {MAX_PROBE}] (K = JJᵀ has (B·classes)² entries), got {self.probe}"),
+            (1 <= self.max_steps <= 10**7, f"max_steps must be in [1, 10^7], got {self.max_steps}"),
             (self.eval_every >= 1 and self.snapshot_every >= 1, "eval_every and snapshot_every must be >= 1"),
             (self.arrive_tol >= 0, f"arrive_tol must be >= 0, got {self.arrive_tol}"),
             (self.solver in SOLVERS, f"solver must be one of {SOLVERS}, got {self.solver!r}"),
@@ -98,7 +102,9 @@ class Evaluation:
 
 
 class Path:
-    """Iterate to walk; `w` is the current point, `snapshots` the kept (step, w) pairs, `status` why it ended."""
+    """Iterate to walk; `w` is the current point, `snapshots` the kept (step, w) pairs, `status` how it ended
+    (ARRIVED; MISSED when a path with a target ran out of steps or distance, DONE for one without; DIVERGED) and
+    `reason` the stop rule in words. To stop early, stop iterating (the run loop closes the generator)."""
 
     def __init__(self, model: nn.Module, w_start: torch.Tensor, field: Field, cfg: PathConfig, probe: Sampler,
                  evaluation: Evaluation, groups: list[Group], target: torch.Tensor | None = None,
@@ -114,14 +120,9 @@ class Path:
         self.step0 = step0
         self.snapshots: list[tuple[int, torch.Tensor]] = [(step0, self.w.clone())]
         self.frozen_values = self.w[self.frozen].clone() if self.frozen is not None else None
-        self.status = "running"
+        self.status, self.reason = Status.RUNNING, ""
         self.length = length0
-        self._stop = threading.Event()
         self._ref_out: torch.Tensor | None = None  # φ f(x, w_ref) on the distance batch, computed once
-
-    def stop(self) -> None:
-        """Ask the walk to end after the current step."""
-        self._stop.set()
 
     @property
     def tol(self) -> float:
@@ -173,12 +174,12 @@ class Path:
     def __iter__(self) -> Iterator[Step]:
         cfg = self.cfg
         if self.step0 == 0:
-            yield self.record(0, self.phase, 0.0, float("nan"), (0.0, 0.0, 0.0), True)
+            start = self.record(0, self.phase, 0.0, float("nan"), (0.0, 0.0, 0.0), True)
+            yield start
+            if not self._finite(start):
+                return
         last = self.step0 + cfg.max_steps
         for step in range(self.step0 + 1, last + 1):
-            if self._stop.is_set():
-                self.status = "stopped"
-                return
             t0 = time.perf_counter()
             if cfg.eps_final > 0 and self.eps_halvings == 0:
                 frac = (step - self.step0 - 1) / max(cfg.max_steps - 1, 1)
@@ -188,7 +189,7 @@ class Path:
                 self.eps /= 2  # reject the step
                 self.eps_halvings += 1
                 if self.eps < 1e-12:
-                    self.status = "diverged"
+                    self.status, self.reason = Status.DIVERGED, "no finite step at any ε"
                     return
                 continue
             self.w = self.w + theta
@@ -202,13 +203,25 @@ class Path:
             if step % cfg.snapshot_every == 0:
                 self.snapshots.append((step, self.w.clone()))
             yield rec
+            if not self._finite(rec):
+                return
             if arrived:
                 self.w[self.target] = 0.0
                 self.snapshots.append((step, self.w.clone()))
-                self.status = "arrived"
+                self.status, self.reason = Status.ARRIVED, "arrived"
                 yield self.record(step, "snap", 0.0, float("nan"), (0.0, 0.0, 0.0), True)
                 return
             if rec.distance > cfg.max_distance:
-                self.status = "distance budget"
+                self.status, self.reason = self._out_of_budget(), "distance budget"
                 return
-        self.status = "max steps"
+        self.status, self.reason = self._out_of_budget(), "max steps"
+
+    def _finite(self, rec: Step) -> bool:
+        """False (status DIVERGED) when the weights or the net's outputs are no longer finite numbers."""
+        if torch.isfinite(self.w).all() and math.isfinite(rec.distance):
+            return True
+        self.status, self.reason = Status.DIVERGED, "the net's outputs are not finite at these weights"
+        return False
+
+    def _out_of_budget(self) -> Status:
+        return Status.MISSED if self.target is not None else Status.DONE

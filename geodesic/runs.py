@@ -1,17 +1,21 @@
 """Run folders, the unit of persistence shared by the CLI, the app and the benchmarks.
 
-    runs/<id>/meta.json              what was run: model, data, objective, hyperparameters, status, summary
-    runs/<id>/metrics.parquet        one row per Step
-    runs/<id>/final.safetensors      the last weight vector ("w") and the start ("w_start")
-    runs/<id>/snapshots.safetensors  every k-th weight vector ("w") with its step number ("step")
+    runs/<id>/meta.json                 what was run: model, data, config, status, summary, writer's pid (strict JSON)
+    runs/<id>/metrics.parquet           one row per recorded step, flushed as each row comes
+    runs/<id>/snapshots/<step>.safetensors  the weight vector "w" at that step, written as it is taken
+    runs/<id>/state.safetensors         flat vectors the engine needs: "w_start", and "w" once the run ends
+    runs/<id>/final.safetensors + .json the final net as the model's plain state dict (BatchNorm buffers
+                                        included) with a card: `models.load` or `model.load_state_dict(load_file(…))`
 
-Every file is written to a temporary name and renamed, so a reader never sees half a file; metrics are
-flushed every step, so an interrupted run keeps every step it finished.
+Every file is written to a temporary name and renamed, so a reader never sees half a file; a killed run keeps
+every row, snapshot and the start. Folders of older versions (final.safetensors holding flat "w"/"w_start",
+one snapshots.safetensors, free-text statuses, Infinity in meta.json) are read as they are.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 import shutil
@@ -22,9 +26,16 @@ from pathlib import Path
 
 import pandas as pd
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from . import __version__
+from .lifecycle import Status
+
+SNAPSHOTS = "snapshots"
+STATE = "state.safetensors"
+FINAL = "final.safetensors"
+
 
 def default_root() -> Path:
     """`$GEODESIC_RUNS`, read at each call, or `<repo>/runs`."""
@@ -41,53 +52,135 @@ def _atomic_write_bytes(path: Path, write) -> None:
             tmp.unlink()
 
 
-def write_json(path: Path, obj: dict) -> None:
-    _atomic_write_bytes(path, lambda t: t.write_text(json.dumps(obj, indent=2, default=str) + "\n"))
+def plain(obj):
+    """`obj` as strict JSON values: NaN → null, ±∞ → "inf"/"-inf", tuples → lists, paths and enums → text."""
+    if isinstance(obj, float):
+        return None if math.isnan(obj) else ("inf" if obj > 0 else "-inf") if math.isinf(obj) else obj
+    if isinstance(obj, Status):
+        return obj.value
+    if isinstance(obj, dict):
+        return {str(k): plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [plain(v) for v in obj]
+    if obj is None or isinstance(obj, (str, int, bool)):
+        return obj
+    if isinstance(obj, torch.Tensor) and obj.numel() == 1:
+        return plain(obj.item())
+    return str(obj)
+
+
+def write_json(path: Path, obj) -> None:
+    text = json.dumps(plain(obj), indent=2, allow_nan=False) + "\n"
+    _atomic_write_bytes(path, lambda t: t.write_text(text))
+
+
+def save_tensors(path: Path, tensors: dict[str, torch.Tensor]) -> None:
+    """Write a .safetensors file atomically (bool masks as uint8, floats as float32)."""
+    out = {k: (v.to(torch.uint8) if v.dtype == torch.bool else v.float() if v.is_floating_point() else v)
+           .detach().contiguous().cpu() for k, v in tensors.items()}
+    _atomic_write_bytes(path, lambda t: save_file(out, str(t)))
 
 
 def new_run_id(kind: str) -> str:
     return f"{time.strftime('%Y%m%d-%H%M%S')}-{kind}-{uuid.uuid4().hex[:6]}"
 
 
+def fresh_folder(out: str | os.PathLike) -> Path:
+    """Check that `out` can become a new run folder (nothing is overwritten): it must not exist, or be an empty
+    folder (removed here so the writer makes it), and its parent must be creatable and writable."""
+    out = Path(out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        what = "is a file" if not out.is_dir() else "is not empty"
+        raise ValueError(f"{out} {what}; choose a new folder (nothing was overwritten)")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        probe = out.parent / f".geodesic-write-test-{uuid.uuid4().hex[:6]}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        raise ValueError(f"cannot write a run folder at {out}: {e.strerror or e}") from None
+    if out.is_dir():
+        out.rmdir()
+    return out
+
+
 class RunWriter:
-    """Creates a run folder and keeps it up to date while a path runs."""
+    """Creates a run folder and keeps it up to date while a run goes (a `lifecycle.Sink`)."""
 
     def __init__(self, meta: dict, root: str | os.PathLike | None = None, run_id: str | None = None):
         self.root = Path(root or default_root())
         self.id = run_id or new_run_id(meta.get("kind", "run"))
         self.dir = self.root / self.id
-        self.dir.mkdir(parents=True, exist_ok=False)
-        self.meta = {"id": self.id, "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "status": "running",
-                     "versions": {"geodesic": __version__, "torch": torch.__version__, "python": platform.python_version()},
-                     **meta}
+        try:
+            self.dir.mkdir(parents=True, exist_ok=False)
+        except FileExistsError:
+            raise ValueError(f"{self.dir} exists; choose a new run folder (nothing was overwritten)") from None
+        self.meta = {"id": self.id, "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "status": Status.RUNNING,
+                     "pid": os.getpid(), "host": platform.node(),
+                     "versions": {"geodesic": __version__, "torch": torch.__version__,
+                                  "python": platform.python_version()}, **meta}
         self.rows: list[dict] = []
-        self.snapshots: list[tuple[int, torch.Tensor]] = []
+        self.model: torch.nn.Module | None = None
+        self.w_start: torch.Tensor | None = None
         write_json(self.dir / "meta.json", self.meta)
 
-    def add(self, row: dict) -> None:
-        """Append one step's row and flush metrics.parquet."""
-        self.rows.append(row)
-        self.flush_metrics()
+    def begin(self, model: torch.nn.Module | None, w_start: torch.Tensor, **meta) -> None:
+        """Record the model (for the final state dict), the start (written now) and more meta fields."""
+        self.model, self.w_start = model, w_start.detach().clone()
+        save_tensors(self.dir / STATE, {"w_start": self.w_start})
+        self.update(**meta)
 
-    def flush_metrics(self) -> None:
+    def add(self, row: dict) -> None:
+        """Append one row and flush metrics.parquet."""
+        self.rows.append(row)
         df = pd.DataFrame(self.rows)
         _atomic_write_bytes(self.dir / "metrics.parquet", lambda t: df.to_parquet(t, index=False))
 
-    def set_snapshots(self, snapshots: list[tuple[int, torch.Tensor]]) -> None:
-        self.snapshots = snapshots
-        if not snapshots:
-            return
-        tensors = {"step": torch.tensor([s for s, _ in snapshots]), "w": torch.stack([w for _, w in snapshots]).float()}
-        _atomic_write_bytes(self.dir / "snapshots.safetensors", lambda t: save_file(tensors, str(t)))
+    def add_snapshot(self, step: int, w: torch.Tensor) -> None:
+        folder = self.dir / SNAPSHOTS
+        folder.mkdir(exist_ok=True)
+        save_tensors(folder / f"{step:07d}.safetensors", {"w": w, "step": torch.tensor(step)})
 
-    def finish(self, w: torch.Tensor, w_start: torch.Tensor, status: str, summary: dict | None = None) -> None:
-        tensors = {"w": w.detach().float().contiguous(), "w_start": w_start.detach().float().contiguous()}
-        _atomic_write_bytes(self.dir / "final.safetensors", lambda t: save_file(tensors, str(t)))
-        self.update(status=status, summary=summary or {})
+    def save_extra(self, name: str, tensors: dict[str, torch.Tensor]) -> None:
+        """A run's own tensors beside the standard files (damage masks, a relaxed path)."""
+        save_tensors(self.dir / name, tensors)
+
+    def finish(self, status: Status, w: torch.Tensor | None, summary: dict) -> None:
+        """The final weights (flat in state.safetensors; as a state dict + card when the model is known), then
+        status and summary in meta.json."""
+        if w is not None:
+            start = self.w_start if self.w_start is not None else w
+            save_tensors(self.dir / STATE, {"w_start": start, "w": w})
+            if self.model is not None:
+                self._write_final_net(w, status, summary)
+        self.update(status=status, summary=summary, ended=time.strftime("%Y-%m-%dT%H:%M:%S"))
+
+    def _write_final_net(self, w: torch.Tensor, status: Status, summary: dict) -> None:
+        from .models import sha256_file
+        from .params import state_dict_at
+
+        final = self.dir / FINAL
+        save_tensors(final, state_dict_at(self.model, w))
+        card = {"model": self.meta.get("model"), "dataset": self.meta.get("dataset"), "run": self.id,
+                "kind": self.meta.get("kind"), "status": status, "sha256": sha256_file(final),
+                "eval_accuracy": summary.get("accuracy"), "eval_images": self.meta.get("eval_images")}
+        write_json(final.with_suffix(".json"), card)
 
     def update(self, **fields) -> None:
         self.meta.update(fields)
         write_json(self.dir / "meta.json", self.meta)
+
+
+def _pid_alive(pid: object) -> bool:
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 @dataclass
@@ -95,52 +188,111 @@ class Run:
     dir: Path
     meta: dict
     metrics: pd.DataFrame
+    readonly: bool = False  # a shipped example (the gallery): shown, never changed or deleted
 
     @property
     def id(self) -> str:
-        return self.meta.get("id", self.dir.name)
+        return str(self.meta.get("id", self.dir.name))
+
+    @property
+    def status(self) -> Status:
+        """The run's status; "running" whose writing process is gone (on this host) reads as STALE."""
+        s = Status.parse(self.meta.get("status"))
+        if s is Status.RUNNING and self.meta.get("host") == platform.node() and not _pid_alive(self.meta.get("pid")):
+            return Status.STALE
+        return s
+
+    @property
+    def live(self) -> bool:
+        """A process is still writing this run."""
+        return self.status is Status.RUNNING
 
     def snapshots(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """(steps (S,), weights (S, n)); empty when the run kept none."""
-        p = self.dir / "snapshots.safetensors"
-        if not p.is_file():
+        """(steps (S,), weights (S, n)); empty when the run kept none. ValueError for unreadable files."""
+        pairs = []
+        for p in sorted((self.dir / SNAPSHOTS).glob("*.safetensors")):
+            t = _read(p)
+            pairs.append((int(t["step"]), t["w"].float()))
+        legacy = self.dir / "snapshots.safetensors"
+        if not pairs and legacy.is_file():
+            t = _read(legacy)
+            pairs = list(zip(t["step"].tolist(), t["w"].float()))
+        if not pairs:
             return torch.zeros(0, dtype=torch.long), torch.zeros(0, 0)
-        t = load_file(str(p))
-        return t["step"], t["w"]
+        sizes = {w.numel() for _, w in pairs}
+        if len(sizes) > 1:
+            raise ValueError(f"{self.dir}: snapshots of different sizes {sorted(sizes)}")
+        return torch.tensor([s for s, _ in pairs]), torch.stack([w for _, w in pairs])
 
     def final(self) -> dict[str, torch.Tensor]:
-        p = self.dir / "final.safetensors"
+        """{"w": final flat weights, "w_start": the start} (older folders: from final.safetensors)."""
+        for name in (STATE, FINAL):
+            p = self.dir / name
+            if p.is_file():
+                t = _read(p)
+                if "w" in t and "w_start" in t:
+                    return t
+        raise FileNotFoundError(f"run {self.id} has no final weights (status: {self.status.value})")
+
+    def extra(self, name: str) -> dict[str, torch.Tensor]:
+        """A run's own tensors (masks back as bool)."""
+        p = self.dir / name
         if not p.is_file():
-            raise FileNotFoundError(f"run {self.id} has no final weights (status: {self.meta.get('status')})")
-        return load_file(str(p))
+            raise FileNotFoundError(f"{self.dir} has no {name}")
+        return {k: (v.to(torch.bool) if v.dtype == torch.uint8 else v) for k, v in _read(p).items()}
 
 
-def load_run(path: str | os.PathLike) -> Run:
-    """Open a run folder; a missing metrics file gives an empty table (the run died before its first step)."""
+def _read(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+        raise ValueError(f"{path}: not a readable .safetensors file ({e})") from None
+
+
+def load_run(path: str | os.PathLike, readonly: bool = False) -> Run:
+    """Open a run folder; a missing metrics file gives an empty table (the run died before its first step).
+    FileNotFoundError when it is not a run folder, ValueError when its files are unreadable."""
     path = Path(path)
     meta_path = path / "meta.json"
     if not meta_path.is_file():
         raise FileNotFoundError(f"{path} is not a run folder (no meta.json)")
     try:
-        meta = json.loads(meta_path.read_text())
-    except json.JSONDecodeError as e:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ValueError(f"{meta_path}: not valid JSON ({e})") from None
+    if not isinstance(meta, dict):
+        raise ValueError(f"{meta_path}: holds a {type(meta).__name__}, not a JSON object")
     mp = path / "metrics.parquet"
-    metrics = pd.read_parquet(mp) if mp.is_file() else pd.DataFrame()
-    return Run(path, meta, metrics)
+    try:
+        metrics = pd.read_parquet(mp) if mp.is_file() else pd.DataFrame()
+    except Exception as e:  # noqa: BLE001 — pyarrow raises many types for a damaged file
+        raise ValueError(f"{mp}: not a readable parquet file ({e})") from None
+    return Run(path, meta, metrics, readonly)
+
+
+def scan(root: str | os.PathLike | None = None, readonly: bool = False) -> tuple[list[Run], list[str]]:
+    """Every readable run under root, newest first, and one message per folder that could not be read."""
+    root = Path(root or default_root())
+    runs, problems = [], []
+    for d in sorted(root.glob("*/meta.json"), reverse=True):
+        try:
+            runs.append(load_run(d.parent, readonly))
+        except (ValueError, OSError) as e:
+            problems.append(f"{d.parent.name}: {e}")
+    return runs, problems
 
 
 def list_runs(root: str | os.PathLike | None = None) -> list[Run]:
     """Every readable run under root, newest first (unreadable folders are skipped)."""
-    root = Path(root or default_root())
-    runs = []
-    for d in sorted(root.glob("*/meta.json"), reverse=True):
-        try:
-            runs.append(load_run(d.parent))
-        except (ValueError, OSError):
-            continue
-    return runs
+    return scan(root)[0]
 
 
 def delete_run(run: Run) -> None:
+    """Delete a run folder; refuses a shipped example, a run a process is still writing, and a symlink."""
+    if run.readonly:
+        raise ValueError(f"{run.id} is a shipped example and cannot be deleted")
+    if run.live:
+        raise ValueError(f"{run.id} is still being written by process {run.meta.get('pid')}; stop it first")
+    if run.dir.is_symlink():
+        raise ValueError(f"{run.dir} is a symbolic link; remove the link itself, the run it points to is kept")
     shutil.rmtree(run.dir)
