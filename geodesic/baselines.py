@@ -31,8 +31,8 @@ def descend(model: nn.Module, w: torch.Tensor, hold: torch.Tensor, train: Split,
             lr_scale: Callable[[], float] | None = None) -> Iterator[torch.Tensor]:
     """Minibatch descent from w, the coordinates `hold` kept at their values (∇_hold := 0), on the task loss
     CE(f(x, w), y), or with `w_teacher` on D = |φ f(x, w) − φ f(x, w_teacher)|² (distillation). "sgd"
-    (heavy-ball momentum) or "adam"; `lr_scale()`, asked before every step, multiplies lr. Yields w after
-    every step, endlessly."""
+    (heavy-ball momentum) or "adam"; `lr_scale()`, asked before every step, multiplies lr. Yields a copy of w
+    after every step, endlessly (the caller may keep it; the next step does not change it)."""
     f, out, g = model_fn(model), output_map(phi), torch.Generator().manual_seed(seed)
     keep = (~hold).to(w.dtype)
     p = w.detach().clone().requires_grad_(True)
@@ -56,31 +56,34 @@ def descend(model: nn.Module, w: torch.Tensor, hold: torch.Tensor, train: Split,
         opt.step()
         with torch.no_grad():
             p[hold] = held
-        yield p.detach()
+        yield p.detach().clone()
 
 
 def finetune(model: nn.Module, w: torch.Tensor, zero_mask: torch.Tensor, train: Split, seconds: float | None = None,
              steps: int | None = None, lr: float = 1e-3, batch: int = 128, seed: int = 0,
              w_teacher: torch.Tensor | None = None, phi: str = "sqrt_probs", schedule: str = "constant",
-             on_step: Callable[[int, torch.Tensor], None] | None = None) -> tuple[torch.Tensor, int]:
+             on_step: Callable[[int, torch.Tensor], None] | None = None,
+             cpu_seconds: float | None = None) -> tuple[torch.Tensor, int]:
     """Adam (`descend`) on the task loss, or with `w_teacher` distillation, with `zero_mask` held at 0.
 
-    Runs until `steps` steps or `seconds` of wall time, whichever comes first; returns (w, steps done).
-    schedule "cosine": lr·½(1 + cos πf), f the spent fraction of the budget (of steps or of seconds, the larger).
+    Runs until `steps` steps, `seconds` of wall time or `cpu_seconds` of this process's CPU time (a budget that
+    other load on the machine does not eat), whichever comes first; returns (w, steps done).
+    schedule "cosine": lr·½(1 + cos πf), f the spent fraction of the budget (the largest of the three).
     """
-    if seconds is None and steps is None:
-        raise ValueError("give a budget: seconds or steps")
+    if seconds is None and steps is None and cpu_seconds is None:
+        raise ValueError("give a budget: steps, seconds or cpu_seconds")
     if schedule not in SCHEDULES:
         raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
     p = torch.where(zero_mask, torch.zeros_like(w), w)
-    t0, done = time.perf_counter(), 0
+    t0, c0, done = time.perf_counter(), time.process_time(), 0
 
     def spent() -> float:
-        return max(done / steps if steps else 0.0, (time.perf_counter() - t0) / seconds if seconds else 0.0)
+        return max(done / steps if steps else 0.0, (time.perf_counter() - t0) / seconds if seconds else 0.0,
+                   (time.process_time() - c0) / cpu_seconds if cpu_seconds else 0.0)
 
     scale = (lambda: 0.5 * (1 + math.cos(math.pi * min(spent(), 1.0)))) if schedule == "cosine" else None
     points = descend(model, p, zero_mask, train, "adam", lr, batch, seed, w_teacher=w_teacher, phi=phi, lr_scale=scale)
-    while (steps is None or done < steps) and (seconds is None or time.perf_counter() - t0 < seconds):
+    while spent() < 1.0:
         p = next(points)
         done += 1
         if on_step:

@@ -92,7 +92,7 @@ def sparsify_phases(model: nn.Module, w0: torch.Tensor, groups: list[Group], cho
         field_ = restore(model, w0, pull_sampler, cfg.pull_batch, cfg.path.phi)
         yield path_phase(Path(model, walk.w, field_, relax_cfg, BatchSampler.of(train, seed + RELAX), evaluation,
                               groups, frozen=target, phase="relax", w_ref=w0, step0=walk.snapshots[-1][0],
-                              length0=walk.length))
+                              length0=walk.length, watch=target))
 
 
 @dataclass

@@ -109,12 +109,14 @@ class Path:
     def __init__(self, model: nn.Module, w_start: torch.Tensor, field: Field, cfg: PathConfig, probe: Sampler,
                  evaluation: Evaluation, groups: list[Group], target: torch.Tensor | None = None,
                  frozen: torch.Tensor | None = None, phase: str = "walk", w_ref: torch.Tensor | None = None,
-                 step0: int = 0, length0: float = 0.0):
+                 step0: int = 0, length0: float = 0.0, watch: torch.Tensor | None = None):
         self.model, self.field, self.cfg = model.eval(), field, cfg.validate()
         self.probe, self.evaluation, self.groups = probe, evaluation, groups
         self.w = w_start.detach().clone()
         self.w_ref = (w_start if w_ref is None else w_ref).detach().clone()
         self.target = target.to(torch.bool) if target is not None else None
+        watch = watch if watch is not None else target  # coordinates whose norm each Step records as |w_T|
+        self.watch = watch.to(torch.bool) if watch is not None else None
         self.frozen = frozen.to(torch.bool) if frozen is not None else None
         self.phase, self.eps, self.eps_halvings = phase, cfg.eps, 0
         self.step0 = step0
@@ -129,7 +131,7 @@ class Path:
         return self.cfg.arrive_tol or math.sqrt(self.cfg.eps)
 
     def target_norm(self) -> float:
-        return float(self.w[self.target].norm()) if self.target is not None else float("nan")
+        return float(self.w[self.watch].norm()) if self.watch is not None else float("nan")
 
     def record(self, step: int, phase: str, step_length: float, mu: float, times: tuple[float, float, float],
                evaluate: bool) -> Step:

@@ -37,9 +37,17 @@ STATE = "state.safetensors"
 FINAL = "final.safetensors"
 
 
+REPO = Path(__file__).resolve().parent.parent
+
+
 def default_root() -> Path:
     """`$GEODESIC_RUNS`, read at each call, or `<repo>/runs`."""
-    return Path(os.environ.get("GEODESIC_RUNS", Path(__file__).resolve().parent.parent / "runs"))
+    return Path(os.environ.get("GEODESIC_RUNS", REPO / "runs"))
+
+
+def gallery_root() -> Path:
+    """Shipped example runs (made by bench/make_gallery.py), read-only."""
+    return REPO / "assets" / "gallery"
 
 
 def _atomic_write_bytes(path: Path, write) -> None:
@@ -231,7 +239,7 @@ class Run:
             if p.is_file():
                 t = _read(p)
                 if "w" in t and "w_start" in t:
-                    return t
+                    return {k: v.float() for k, v in t.items()}
         raise FileNotFoundError(f"run {self.id} has no final weights (status: {self.status.value})")
 
     def extra(self, name: str) -> dict[str, torch.Tensor]:
@@ -280,6 +288,13 @@ def scan(root: str | os.PathLike | None = None, readonly: bool = False) -> tuple
         except (ValueError, OSError) as e:
             problems.append(f"{d.parent.name}: {e}")
     return runs, problems
+
+
+def scan_with_gallery(root: str | os.PathLike | None = None) -> tuple[list[Run], list[str]]:
+    """The user's runs, then the shipped examples (readonly), and the messages of unreadable folders."""
+    mine, problems = scan(root)
+    examples, bad = scan(gallery_root(), readonly=True)
+    return mine + examples, problems + bad
 
 
 def list_runs(root: str | os.PathLike | None = None) -> list[Run]:
