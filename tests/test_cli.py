@@ -22,17 +22,23 @@ def test_help_explains_every_option(command, capsys):
             assert action.help, f"{command} --{action.dest} has no help text"
     with pytest.raises(SystemExit) as e:
         cli.main([command, "--help"])
-    assert e.value.code == 0 and "usage: python -m geodesic" in capsys.readouterr().out
+    assert e.value.code == 0 and "usage: geodesic" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("args,message", [
-    (["--filters", "0"], "positive integer"),
+    (["--filters", "0"], "filters must be >= 1"),
     (["--filters", "40"], "between 1 and 32"),
-    (["--eps", "-1"], "positive finite"),
-    (["--beta", "nan"], "positive finite"),
+    (["--eps", "-1"], "eps must be in (0,"),
+    (["--eps", "1e300"], "eps must be in (0,"),
+    (["--beta", "nan"], "beta must be in (0,"),
+    (["--beta", "1e300"], "beta must be in (0,"),
+    (["--probe", "100000"], "probe batch must be in [1,"),
+    (["--relax-eps", "0.001"], "relax_eps_final must be in (0, relax_eps"),
     (["--phi", "tanh"], "invalid choice"),
+    (["--paths", "0"], "--paths must be >= 1"),
+    (["--eval-size", "-3"], "--eval-size must be >= 0"),
 ])
-def test_bad_values_get_a_clear_message(args, message, tmp_path, capsys):
+def test_bad_values_get_a_clear_message_before_anything_is_written(args, message, tmp_path, capsys):
     argv = ["sparsify", "--checkpoint", str(CKPT / "mlp-mnist.safetensors"), "--out", str(tmp_path / "r"), *args]
     try:
         code = cli.main(argv)
@@ -40,6 +46,66 @@ def test_bad_values_get_a_clear_message(args, message, tmp_path, capsys):
         code = e.code
     assert code == 2 and message in capsys.readouterr().err
     assert not (tmp_path / "r").exists()
+
+
+def mlp_args(out, *more):
+    return ["sparsify", "--checkpoint", str(CKPT / "mlp-mnist.safetensors"), "--filters", "4", "--preset", "literal",
+            "--data", "bundled", "--eval-size", "200", "--out", str(out), *more]
+
+
+def test_out_that_is_a_file_or_cannot_be_written_is_refused(tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("keep me")
+    assert cli.main(mlp_args(blocker)) == 2 and "is a file" in capsys.readouterr().err
+    assert cli.main(mlp_args(blocker / "run")) == 2 and "cannot write a run folder" in capsys.readouterr().err
+    assert blocker.read_text() == "keep me"
+
+
+def test_missing_checkpoint_says_no_such_file(tmp_path, capsys):
+    assert cli.main(["sparsify", "--checkpoint", str(tmp_path / "none.safetensors"), "--out", str(tmp_path / "r")]) == 2
+    assert "no such checkpoint file" in capsys.readouterr().err
+
+
+def test_recover_from_a_missing_or_non_run_folder(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    for source in (tmp_path / "nowhere", tmp_path / "empty"):
+        code = cli.main(["recover", "--from-run", str(source), "--out", str(tmp_path / "r")])
+        assert code == 2 and "is not a run folder" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
+
+
+def test_train_refuses_to_replace_a_checkpoint_or_write_nowhere_before_training(tmp_path, capsys):
+    existing = tmp_path / "net.safetensors"
+    existing.write_bytes(b"old")
+    code = cli.main(["train", "--model", "mlp", "--dataset", "mnist", "--out", str(existing)])
+    assert code == 2 and "--force" in capsys.readouterr().err and existing.read_bytes() == b"old"
+    (tmp_path / "file").write_text("")
+    code = cli.main(["train", "--model", "mlp", "--dataset", "mnist", "--out", str(tmp_path / "file" / "n.safetensors")])
+    assert code == 2 and "error:" in capsys.readouterr().err
+
+
+def test_a_card_that_names_the_wrong_dataset_gets_a_warning(tmp_path, capsys):
+    import json
+    import shutil
+
+    shutil.copy(CKPT / "mlp-mnist.safetensors", tmp_path / "net.safetensors")
+    card = json.loads((CKPT / "mlp-mnist.json").read_text())
+    (tmp_path / "net.json").write_text(json.dumps({**card, "dataset": "fashion-mnist"}))
+    code = cli.main(["sparsify", "--checkpoint", str(tmp_path / "net.safetensors"), "--filters", "2", "--preset",
+                     "literal", "--max-steps", "1", "--data", "bundled", "--eval-size", "100", "--out", str(tmp_path / "r")])
+    err = capsys.readouterr().err
+    assert code == 0 and "warning:" in err and "is the card's dataset right?" in err
+
+
+def test_a_diverging_walk_ends_with_a_clear_status_and_a_nonzero_exit(tmp_path, capsys):
+    from safetensors.torch import load_file, save_file
+
+    big = {k: v * 1e37 for k, v in load_file(str(CKPT / "mlp-mnist.safetensors")).items()}
+    save_file(big, str(tmp_path / "big.safetensors"))
+    code = cli.main(mlp_args(tmp_path / "r", "--checkpoint", str(tmp_path / "big.safetensors"), "--model", "mlp",
+                             "--dataset", "mnist"))
+    assert code == 1 and "diverged" in capsys.readouterr().err
+    assert runs.load_run(tmp_path / "r").meta["status"] == "diverged"
 
 
 def test_readme_sparsify_example_is_the_recommended_setting():
@@ -52,6 +118,7 @@ def test_readme_sparsify_example_is_the_recommended_setting():
     example = re.search(r"python -m geodesic (sparsify --checkpoint .*?--out \S+)", text, re.S).group(1)
     args = cli.build_parser().parse_args(shlex.split(example.replace("\\\n", " ")))
     assert cli.sparsify_config(args) == recommended(args.filters)
+    assert cli.sparsify_config(cli.build_parser().parse_args(["sparsify", "--checkpoint", "x", "--out", "y"])) == recommended()
 
 
 def test_bad_checkpoint_gets_a_clear_message(tmp_path, capsys):
@@ -65,7 +132,7 @@ def test_bad_checkpoint_gets_a_clear_message(tmp_path, capsys):
 def test_sparsify_writes_a_run_folder(tmp_path):
     out = tmp_path / "run"
     r = run_cli("sparsify", "--checkpoint", str(CKPT / "mlp-mnist.safetensors"), "--filters", "4", "--eps", "0.04",
-                "--data", "bundled", "--eval-size", "300", "--out", str(out))
+                "--preset", "literal", "--data", "bundled", "--eval-size", "300", "--out", str(out))
     assert r.returncode == 0, r.stderr
     run = runs.load_run(out)
     assert run.meta["status"] == "arrived" and run.meta["summary"]["groups_zero"] >= 4
