@@ -183,9 +183,10 @@ def cmd_sparsify(args: argparse.Namespace) -> int:
     if len(configs) > 1:
         write_json(out / "candidates.json", table.to_dict(orient="records"))
     print(table.to_string(index=False))
+    folder = out if len(configs) == 1 else out / rows[best]["path"]
     print(f"shortest: {rows[best]['path']} (length {rows[best].get('length', math.nan):.4f}, accuracy "
           f"{rows[best].get('accuracy', math.nan):.4f} on {len(test_set)} {test_set.source} test images); "
-          f"the sparse net: {out}/…/final.safetensors")
+          f"its sparse net: {folder / 'final.safetensors'}")
     return max(finished(o.status, "walk", out) for o in outcomes)
 
 

@@ -18,7 +18,7 @@ from .data import Split
 from .lifecycle import Phase, Record, Sink, Status, Stop, execute
 from .objectives import CHOICE, PROBE, PULL, RELAX, BatchSampler, restore, sparsify, with_pull
 from .params import Group, group_mask
-from .path import Evaluation, Path, PathConfig
+from .path import Evaluation, Path, PathConfig, require
 from .targets import STRATEGIES, choose_groups
 
 
@@ -53,9 +53,7 @@ class SparsifyConfig:
             (self.relax_steps == 0 or 0 < self.relax_eps_final <= self.relax_eps,
              f"relax_eps_final must be in (0, relax_eps = {self.relax_eps}], got {self.relax_eps_final}"),
         ]
-        for ok, msg in checks:
-            if not ok:
-                raise ValueError(msg)
+        require(checks)
         self.path.validate()
         return self
 

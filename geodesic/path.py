@@ -28,6 +28,13 @@ MAX_EPS = 1e4  # |θ| ≤ 100: any larger step leaves every trained net's finite
 MAX_PROBE = 1024
 
 
+def require(checks: list[tuple[bool, str]]) -> None:
+    """Raise ValueError with the message of the first check that fails (configs validate this way)."""
+    for ok, message in checks:
+        if not ok:
+            raise ValueError(message)
+
+
 @dataclass(frozen=True)
 class PathConfig:
     """Hyperparameters of one path (all recorded in the run's meta.json)."""
@@ -57,9 +64,7 @@ class PathConfig:
             (self.arrive_tol >= 0, f"arrive_tol must be >= 0, got {self.arrive_tol}"),
             (self.solver in SOLVERS, f"solver must be one of {SOLVERS}, got {self.solver!r}"),
         ]
-        for ok, msg in checks:
-            if not ok:
-                raise ValueError(msg)
+        require(checks)
         return self
 
 
