@@ -3,7 +3,7 @@ lenet60 path advances in the app, against the same path with no app, measured si
 
 Each trial starts a fresh server: the first visit is timed right after it starts, a new tab once the first
 page has finished loading; then a lenet60 Sparsify run (the page's defaults) is watched for --seconds. The
-engine-alone rate runs the same job body (jobs.sparsify_job, one torch thread as the app uses) in a
+engine-alone rate runs the same job body (app.jobs.sparsify_job, one torch thread as the app uses) in a
 subprocess between trials.
 
     python bench/bench_app.py [--trials 3] [--seconds 15]
@@ -33,14 +33,15 @@ ENGINE_ALONE = """
 import sys, tempfile, time
 from pathlib import Path
 import torch
-from geodesic import jobs
+from app import jobs
+from app.playground import warm_metric
 from geodesic.experiments import SparsifyConfig
 from geodesic.path import PathConfig
 torch.set_num_threads(jobs.default_threads())
-jobs.warm_metric()
+warm_metric()
 seconds, after = float(sys.argv[1]), int(sys.argv[2])
-body = jobs.sparsify_job(str(jobs.CHECKPOINTS / "{ckpt}.safetensors"), SparsifyConfig(path=PathConfig(max_steps=2000)),
-                         "{ds}", root=Path(tempfile.mkdtemp()))
+body = jobs.sparsify_job(jobs.Source(str(jobs.CHECKPOINTS / "{ckpt}.safetensors"), "{ds}"),
+                         SparsifyConfig(path=PathConfig(max_steps=2000)), root=Path(tempfile.mkdtemp()))
 job = jobs.Registry().start("sparsify", body)
 while len(job.rows) < after and job.active:
     time.sleep(0.01)

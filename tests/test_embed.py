@@ -1,12 +1,16 @@
 """Trajectory embeddings against independent computations (numpy SVD), and the run-folder cache."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 
-from geodesic import embed, jobs
-from geodesic.experiments import SparsifyConfig
-from geodesic.path import PathConfig
+from geodesic import embed
+from geodesic.experiments import SparsifyConfig, run_sparsify
+from geodesic.inputs import open_checkpoint, splits
+from geodesic.path import Evaluation, PathConfig
+from geodesic.runs import RunWriter
 
 
 def clouds(seed=0):
@@ -61,12 +65,14 @@ def test_errors():
 
 
 def test_embed_runs_merges_metrics_and_caches(tmp_path):
-    reg = jobs.Registry()
     cfg = SparsifyConfig(filters=2, path=PathConfig(max_steps=6, eval_every=3, snapshot_every=2))
-    ckpt = str(jobs.CHECKPOINTS / "mlp-mnist.safetensors")
-    done = [jobs.wait(reg.start("s", jobs.sparsify_job(ckpt, cfg, "mnist", eval_size=100, root=tmp_path)), 60)
-            for _ in range(2)]
-    dirs = [j.run_dir for j in done]
+    train, test = splits("mnist", "bundled", 100)
+    dirs = []
+    for _ in range(2):
+        ckpt = open_checkpoint(Path(__file__).resolve().parent.parent / "assets" / "checkpoints" / "mlp-mnist.safetensors")
+        writer = RunWriter({"kind": "sparsify", **ckpt.meta(), "dataset": "mnist"}, root=tmp_path)
+        run_sparsify(ckpt.model, ckpt.w, ckpt.groups, cfg, train, Evaluation(test.x, test.y), writer=writer)
+        dirs.append(writer.dir)
     out = embed.embed_runs(dirs, "pca")
     assert set(out["run"]) == {d.name for d in dirs} and out["accuracy"].notna().all()
     assert {"length", "distance"} <= set(out.columns)

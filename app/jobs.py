@@ -1,0 +1,362 @@
+"""Background jobs for the app: a thread-safe registry of engine runs in worker threads (no streamlit here).
+
+Importing this module imports neither torch nor pandas (the app draws its first page while they load in the
+background); a job body imports the engine when it is built.
+
+A `Job` holds its rows (one dict per recorded step), a stop event (the engine's run loop checks `is_set()`
+between rows: the same interface as `geodesic.lifecycle.Stop`), a pause gate (its `on_row` callback blocks
+while paused) and, when it writes one, the run folder. `Registry.start` runs `fn(job)` in a daemon thread; an
+exception ends the job with status "error" and the traceback kept.
+
+The job bodies only wire engine calls together, as the CLI does (checkpoint → data → run folder → one run
+function): `sparsify_job`, `candidates_job`, `damage_job`, `two_tasks_job`. Each takes a `Source` (what to
+start from) and the engine's config object for its run.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import os
+import threading
+import time
+import traceback
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+REPO = Path(__file__).resolve().parent.parent
+CHECKPOINTS = REPO / "assets" / "checkpoints"
+ACTIVE = ("queued", "running", "paused")
+
+
+def runs_root() -> Path:
+    """Where run folders go, without importing the engine (the first page shows it while torch loads): the
+    same rule as `geodesic.runs.default_root`, $GEODESIC_RUNS read at call time or <repo>/runs
+    (tests/test_jobs.py checks the two agree)."""
+    return Path(os.environ.get("GEODESIC_RUNS", REPO / "runs"))
+
+
+def default_threads() -> int:
+    """Torch threads for app jobs: the engine's policy (`geodesic.threads.default`: $GEODESIC_THREADS, else 1;
+    the server and the browser need the other cores). Imports the engine: call it where torch is loading."""
+    from geodesic import threads
+
+    return threads.default()
+
+
+@dataclass
+class Job:
+    """One background run. `rows` grow while it runs; read them with `frame()` from any thread."""
+
+    id: str
+    kind: str
+    params: dict
+    status: str = "queued"  # queued → running ⇄ paused → done | stopped | error
+    rows: list[dict] = field(default_factory=list)
+    run_dirs: list[Path] = field(default_factory=list)
+    error: str | None = None
+    result: Any = None
+    info: dict = field(default_factory=dict)  # free-form progress notes (phase, current run, …)
+    started: float = field(default_factory=time.time)
+    ended: float | None = None
+    stop_event: threading.Event = field(default_factory=threading.Event)  # passed to the engine as `stop=`
+    _resume: threading.Event = field(default_factory=threading.Event)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def __post_init__(self) -> None:
+        self._resume.set()
+
+    @property
+    def run_dir(self) -> Path | None:
+        return self.run_dirs[-1] if self.run_dirs else None
+
+    @property
+    def active(self) -> bool:
+        return self.status in ACTIVE
+
+    def add(self, row: dict) -> None:
+        with self._lock:
+            self.rows.append(row)
+
+    def frame(self) -> pd.DataFrame:
+        import pandas as pd
+
+        with self._lock:
+            rows = list(self.rows)
+        return pd.DataFrame(rows)
+
+    def stop(self) -> None:
+        """Ask the job to end; the run notices before its next row (a paused job wakes up to stop)."""
+        self.stop_event.set()
+        self._resume.set()
+
+    def pause(self) -> None:
+        with self._lock:
+            if self.status == "running":
+                self._resume.clear()
+                self.status = "paused"
+
+    def resume(self) -> None:
+        with self._lock:
+            if self.status == "paused":
+                self.status = "running"
+                self._resume.set()
+
+    def _end(self, status: str) -> None:
+        with self._lock:
+            self.status, self.ended = status, time.time()
+
+    def gate(self) -> None:
+        """Called by the job between rows: blocks while paused, returns at once when stopping."""
+        self._resume.wait()
+
+    def on_row(self, **extra) -> Callable[[dict], None]:
+        """A run's `on_row`: keeps each row (plus the `extra` columns), then waits here while paused."""
+        def take(row: dict) -> None:
+            self.add({**row, **extra})
+            self.gate()
+
+        return take
+
+
+class Registry:
+    """Jobs by id, each in its own daemon thread."""
+
+    def __init__(self) -> None:
+        self._jobs: dict[str, Job] = {}
+        self._lock = threading.Lock()
+        self._ids = itertools.count(1)
+
+    def start(self, kind: str, fn: Callable[[Job], Any], params: dict | None = None) -> Job:
+        with self._lock:
+            job = Job(f"{kind}-{next(self._ids)}", kind, dict(params or {}))
+            self._jobs[job.id] = job
+
+        def body() -> None:
+            with job._lock:
+                if job.status == "queued":
+                    job.status = "running"
+            try:
+                job.result = fn(job)
+                job._end("stopped" if job.stop_event.is_set() else "done")
+            except BaseException as e:  # noqa: BLE001 — reported on the job, never swallowed silently
+                job.error = f"{type(e).__name__}: {e}\n\n{traceback.format_exc()}"
+                job._end("error")
+
+        threading.Thread(target=body, name=f"geodesic-{job.id}", daemon=True).start()
+        return job
+
+    def list(self, kind: str | None = None) -> list[Job]:
+        """Jobs (of one kind), newest first."""
+        with self._lock:
+            jobs = list(self._jobs.values())
+        return [j for j in reversed(jobs) if kind is None or j.kind == kind]
+
+    def get(self, job_id: str) -> Job | None:
+        with self._lock:
+            return self._jobs.get(job_id)
+
+    def stop(self, job_id: str) -> None:
+        job = self.get(job_id)
+        if job is not None:
+            job.stop()
+
+    def latest(self, kind: str) -> Job | None:
+        jobs = self.list(kind)
+        return jobs[0] if jobs else None
+
+
+def wait(job: Job, timeout: float = 60.0, poll: float = 0.05) -> Job:
+    """Block until the job is no longer active (for tests and scripts)."""
+    t0 = time.time()
+    while job.active and time.time() - t0 < timeout:
+        time.sleep(poll)
+    return job
+
+
+# --- job bodies: engine calls wired together ------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Source:
+    """What a run starts from: a checkpoint (`model`: the architecture of an uploaded file; None: its card's),
+    the data (`dataset` None: the card's), where the data comes from and how many test images score it."""
+
+    checkpoint: str
+    dataset: str | None = None
+    data_source: str = "bundled"
+    eval_size: int = 500
+    model: str | None = None
+
+    def open(self):
+        """(checkpoint, dataset name, train split, test split): `geodesic.inputs`, as the CLI loads them."""
+        from geodesic.inputs import dataset_of, open_checkpoint, splits
+
+        ckpt = open_checkpoint(self.checkpoint, self.model)
+        dataset = dataset_of(ckpt, self.dataset)
+        return (ckpt, dataset, *splits(dataset, self.data_source, self.eval_size))
+
+
+def sparsify_job(source: Source, cfg, root: Path | None = None, meta: dict | None = None) -> Callable[[Job], Any]:
+    """One `experiments.run_sparsify` (cfg: a SparsifyConfig) into a run folder under `root` (None: the
+    engine's default); rows stream into the job, pause and stop honoured."""
+    from geodesic.experiments import run_sparsify
+    from geodesic.path import Evaluation
+    from geodesic.runs import RunWriter
+
+    def body(job: Job):
+        ckpt, dataset, train, test = source.open()
+        writer = RunWriter({"kind": "sparsify", **ckpt.meta(), "dataset": dataset, "data_source": train.source,
+                            "eval_images": len(test), "source": "app", **(meta or {})}, root=root)
+        job.run_dirs.append(writer.dir)
+        ev = Evaluation(test.x, test.y)
+        job.info.update(groups=[g.name for g in ckpt.groups], eval_images=len(test), data_source=train.source,
+                        eval_every=cfg.path.eval_every, distance_batch=ev.distance_batch)
+        out = run_sparsify(ckpt.model, ckpt.w, ckpt.groups, cfg, train, ev, writer=writer, stop=job.stop_event,
+                           on_row=job.on_row(run=writer.id))
+        return out.summary()
+
+    return body
+
+
+def candidates_job(source: Source, base, count: int, root: Path | None = None) -> Callable[[Job], Any]:
+    """`count` candidate paths (`experiments.candidate_configs(base, count)`) one after another, each a
+    sparsify run folder of one group."""
+    from geodesic.experiments import candidate_configs
+
+    group, configs = f"cand-{time.strftime('%H%M%S')}-{os.getpid() % 1000}", candidate_configs(base, count)
+
+    def body(job: Job):
+        job.info["group"] = group
+        summaries = []
+        for i, cfg in enumerate(configs):
+            if job.stop_event.is_set():
+                break
+            job.info["current"] = f"{i + 1}/{count} ({cfg.strategy}, seed {cfg.path.seed})"
+            meta = {"candidate": i, "group": group, "strategy": cfg.strategy}
+            summaries.append(sparsify_job(source, cfg, root, meta)(job))
+        return summaries
+
+    return body
+
+
+def race(job: Job, runs: dict[str, Callable[[], Any]]) -> None:
+    """Run each callable in a worker thread of its own, all at the same time; the first error stops the others
+    (through the job's stop event) and is raised here once all have ended."""
+    errors: list[BaseException] = []
+
+    def guarded(fn: Callable[[], Any]) -> None:
+        try:
+            fn()
+        except BaseException as e:  # noqa: BLE001 — re-raised in the job's thread below
+            errors.append(e)
+            job.stop_event.set()
+
+    threads = [threading.Thread(target=guarded, args=(fn,), name=f"{job.id}-{name}", daemon=True)
+               for name, fn in runs.items()]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        raise errors[0]
+
+
+def damage_job(source: Source, damage, cfg, methods: tuple[str, ...] = ("geodesic", "sgd"),
+               root: Path | None = None) -> Callable[[Job], Any]:
+    """Damage the net (damage: a DamageConfig, its first level and seed), then race `recovery.run_recover`
+    for each of `methods` at the same time, one worker thread and one run folder each. cfg: the RecoveryConfig
+    every method shares (`method` set per run; `lr` is the baselines', the geodesic restore has none)."""
+    from geodesic.path import Evaluation
+    from geodesic.recovery import run_recover
+    from geodesic.runs import RunWriter
+
+    def body(job: Job):
+        ckpt, dataset, train, test = source.open()
+        ev = Evaluation(test.x, test.y)
+        w_d, frozen = damaged(job, ckpt, damage, ev)
+        job.info.update(eval_images=len(test), data_source=train.source, eval_every=cfg.eval_every,
+                        batch=cfg.batch, momentum=cfg.momentum)
+        meta = {"kind": "recover", **ckpt.meta(), "dataset": dataset, "data_source": train.source, "source": "app",
+                "damage": damage.as_dict()}
+
+        def recover(method: str) -> None:
+            writer = RunWriter({**meta, "method": method}, root=root)
+            job.run_dirs.append(writer.dir)
+            run = replace(cfg, method=method, lr=None if method == "geodesic" else cfg.lr)
+            # a model of its own: functional_call and the metric's hooks swap state on the module
+            run_recover(copy.deepcopy(ckpt.model), ckpt.w, w_d, frozen, run, train, ev, ckpt.groups, writer,
+                        job.stop_event, job.on_row(run=writer.id))
+
+        race(job, {m: (lambda m=m: recover(m)) for m in methods})
+        return {"acc_before": job.info["acc_before"], "acc_damaged": job.info["acc_damaged"]}
+
+    return body
+
+
+def damaged(job: Job, ckpt, damage, ev) -> tuple:
+    """(damaged weights, frozen coordinates) of `damage.damage` at the config's first level and seed, as the
+    CLI's recover makes them; the accuracies before and after and the counts go to the job's info."""
+    from geodesic import damage as dmg
+    from geodesic.params import spec_of
+
+    layers = list(damage.layers) if damage.layers else None
+    w_d, mask = dmg.damage(ckpt.w, spec_of(ckpt.model), ckpt.groups, damage.kind, damage.levels[0],
+                           damage.seeds[0], layers, damage.among)
+    frozen = dmg.frozen(damage.kind, mask)
+    job.info.update(acc_before=ev.scores(ckpt.model, ckpt.w)[1], acc_damaged=ev.scores(ckpt.model, w_d)[1],
+                    damaged=int(mask.sum()), frozen=int(frozen.sum()), n=ckpt.w.numel())
+    return w_d, frozen
+
+
+def two_tasks_job(source: Source, task_b: str, cfg, checkpoint_b: str | None = None,
+                  root: Path | None = None) -> Callable[[Job], Any]:
+    """`merge.run_merge` (cfg: a MergeConfig) from the task-A net of `source` toward learning `task_b`; the
+    phases that need the task-B net ("line", "relax") take it from `checkpoint_b`. Rows carry accuracy on
+    both tasks; the run folder is the merge format."""
+    from geodesic.merge import run_merge
+    from geodesic.inputs import splits
+    from geodesic.runs import RunWriter
+
+    def body(job: Job):
+        a, task_a, train_a, test_a = source.open()
+        w_b = task_b_weights(a, cfg.phases, checkpoint_b)
+        train_b, test_b = splits(task_b, source.data_source, source.eval_size)
+        writer = RunWriter({"kind": "merge", **a.meta(), "checkpoint_b": str(checkpoint_b), "dataset": task_a,
+                            "task_b": task_b, "data_source": train_a.source, "eval_images": len(test_a),
+                            "source": "app"}, root=root)
+        job.run_dirs.append(writer.dir)
+        job.info.update(eval_images=len(test_a), data_source=train_a.source, eval_every=cfg.path.eval_every,
+                        eps_final=cfg.path.eps_final, line_points=cfg.points + 1)
+        keep = job.on_row()
+
+        def on_row(row: dict) -> None:
+            job.info["phase"] = row.get("phase")
+            keep(row)
+
+        return run_merge(a.model, a.w, w_b, train_a, train_b, test_a, test_b, cfg, writer, job.stop_event,
+                         on_row).summary
+
+    return body
+
+
+def task_b_weights(a, phases: tuple[str, ...], checkpoint_b: str | None):
+    """The task-B net's flat weights for the phases that use it (a's own weights when none does)."""
+    from geodesic.inputs import open_checkpoint
+
+    if checkpoint_b is None:
+        if any(p in phases for p in ("line", "relax")):
+            raise ValueError("the straight line and the relaxed path need the task-B net: give checkpoint_b")
+        return a.w  # no phase uses it
+    b = open_checkpoint(checkpoint_b)
+    if b.name != a.name:
+        raise ValueError(f"the task-B net is a {b.name}, not a {a.name}")
+    return b.w
+
+
+__all__ = ["Job", "Registry", "wait", "runs_root", "default_threads", "Source", "sparsify_job", "candidates_job",
+           "damage_job", "two_tasks_job"]
