@@ -2,7 +2,7 @@
 
 Every figure carries a subtitle saying what is measured, on which data, and how many samples.
 Inputs are the rows the engine writes (`geodesic.path.Step.row()`, metrics.parquet) or frames from
-`geodesic.embed` / `geodesic.jobs`.
+`geodesic.embed` / `app.jobs` / `app.playground`.
 """
 
 from __future__ import annotations
@@ -18,9 +18,15 @@ CURVES = (("distance", "functional distance D(w, w₀)"), ("length", "path lengt
           ("accuracy", "test accuracy"), ("loss", "test loss (cross-entropy)"))
 
 
+def plain(text: object) -> str:
+    """`text` as plotly shows it literally: plotly reads a subset of HTML (<a href>, <b>, <br>) in titles, legend
+    entries and hover labels, so run names and notes (from run folders, uploads) have <, > and & escaped."""
+    return str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
 def _layout(fig: go.Figure, title: str, note: str, height: int = 420) -> go.Figure:
     # no template: streamlit applies its theme, and a template deep-copy costs ~50 ms per figure
-    fig.update_layout(title=dict(text=title, subtitle=dict(text=note)), height=height, margin=dict(t=80, b=40, l=50, r=20),
+    fig.update_layout(title=dict(text=title, subtitle=dict(text=plain(note))), height=height, margin=dict(t=80, b=40, l=50, r=20),
                       legend=dict(orientation="h", y=-0.15))
     return fig
 
@@ -50,7 +56,7 @@ def path_curves(df: pd.DataFrame, note: str = "", highlight: str | None = None) 
                 continue
             dd = d[["step", col]].dropna()
             fig.add_trace(go.Scatter(x=dd["step"], y=dd[col], mode="lines+markers" if col in ("accuracy", "loss") else "lines",
-                                     name=str(run) if run is not None else col, legendgroup=str(run),
+                                     name=plain(run) if run is not None else col, legendgroup=str(run),
                                      showlegend=run is not None and j == 0, line=dict(color=colour, width=width),
                                      marker=dict(size=4)))
             fig.data[-1].update(xaxis=f"x{j + 1 if j else ''}", yaxis=f"y{j + 1 if j else ''}")
@@ -106,22 +112,25 @@ def filter_heatmap(df: pd.DataFrame, names: list[str] | None = None, note: str =
 
 def candidate_table(metrics: dict[str, pd.DataFrame], meta: dict[str, dict]) -> pd.DataFrame:
     """One row per run: status, strategy, length, final distance, final accuracy, zero filters, and `shortest`
-    (the smallest length among runs that arrived, or among all when none did: as experiments.shortest)."""
+    (the smallest length among runs that arrived, or among all when none did: as experiments.shortest).
+    A column a run did not record reads NaN (0 steps, 0 filters)."""
+    def last(m: pd.DataFrame, col: str) -> float:
+        v = m[col].dropna() if col in m.columns else ()
+        return float(v.iloc[-1]) if len(v) else math.nan
+
     rows = []
     for run, m in metrics.items():
         info = meta.get(run, {})
-        evaluated = m["accuracy"].dropna() if "accuracy" in m.columns else pd.Series(dtype=float)
-        last = m.iloc[-1] if len(m) else None
-        rows.append({"run": run, "status": info.get("status", "?"), "strategy": (info.get("config") or {}).get("strategy"),
-                     "steps": int(last["step"]) if last is not None else 0,
-                     "length": float(last["length"]) if last is not None else math.nan,
-                     "final distance": float(last["distance"]) if last is not None else math.nan,
-                     "accuracy": float(evaluated.iloc[-1]) if len(evaluated) else math.nan,
-                     "filters at zero": int(last["groups_zero"]) if last is not None else 0})
+        steps, zero = last(m, "step"), last(m, "groups_zero")
+        rows.append({"run": run, "status": str(info.get("status", "?")),
+                     "strategy": (info.get("config") or {}).get("strategy"),
+                     "steps": 0 if math.isnan(steps) else int(steps), "length": last(m, "length"),
+                     "final distance": last(m, "distance"), "accuracy": last(m, "accuracy"),
+                     "filters at zero": 0 if math.isnan(zero) else int(zero)})
     table = pd.DataFrame(rows)
     if table.empty:
         return table.assign(shortest=pd.Series(dtype=bool))
-    arrived = table["status"].astype(str).str.startswith("arrived")
+    arrived = table["status"].str.startswith("arrived")
     pool = table[arrived] if arrived.any() else table
     best = pool["length"].idxmin() if pool["length"].notna().any() else None
     table["shortest"] = [i == best for i in table.index]
@@ -139,12 +148,12 @@ def trajectory(emb: pd.DataFrame, color: str = "step", method: str = "PCA", note
         d = emb[emb["run"] == run].sort_values("step")
         custom = d[hover_cols].to_numpy()
         tmpl = "<br>".join(f"{c}: %{{customdata[{k}]:.4g}}" for k, c in enumerate(hover_cols))
-        fig.add_trace(go.Scatter(x=d["x"], y=d["y"], mode="lines+markers", name=str(run),
+        fig.add_trace(go.Scatter(x=d["x"], y=d["y"], mode="lines+markers", name=plain(run),
                                  line=dict(color=PALETTE[i % len(PALETTE)], width=1),
                                  marker=dict(size=8, color=d[color] if color in d.columns else None, colorscale="Plasma",
                                              cmin=cmin, cmax=cmax, showscale=i == 0,
                                              colorbar=dict(title=color, x=1.02)),
-                                 customdata=custom, hovertemplate=f"<b>{run}</b><br>{tmpl}<extra></extra>"))
+                                 customdata=custom, hovertemplate=f"<b>{plain(run)}</b><br>{tmpl}<extra></extra>"))
         fig.add_trace(go.Scatter(x=d["x"].iloc[-1:], y=d["y"].iloc[-1:], mode="markers", showlegend=False,
                                  marker=dict(symbol="x", size=12, color=PALETTE[i % len(PALETTE)]), hoverinfo="skip"))
     fig.update_xaxes(title_text=f"{method} 1")

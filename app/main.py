@@ -3,12 +3,6 @@
 import sys
 from pathlib import Path
 
-# pandas and plotly first, in this thread: two sessions' threads importing pandas at once can fail with
-# "partially initialized module 'pandas'" on the first page load after the server starts.
-import pandas  # noqa: F401
-import plotly.graph_objects  # noqa: F401
-import plotly.subplots  # noqa: F401
-
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
@@ -33,6 +27,13 @@ nav = st.navigation({
     "Data": [st.Page(PAGES / "runs.py", title="Runs", icon=":material/folder_open:")],
 })
 st.sidebar.caption("Raghavan & Thomson, *Sparsifying networks by traversing geodesics*. "
-                   f"Run folders: `{state.runs_root()}`")
-nav.run()
-state.warm_engine()  # after the page: torch and the engine load in the background for the next page
+                   f"Run folders: {state.md(state.runs_root())}")
+try:
+    nav.run()  # every page draws its controls without torch, and most without pandas (app/state.py)
+finally:  # also after st.stop() or a rerun request
+    # pandas after the page (its import is the longest part of a fresh server's first page), but here, in this
+    # thread, before the engine's thread starts: two threads importing pandas at once can fail with "partially
+    # initialized module 'pandas'" on the first page load after the server starts.
+    import pandas  # noqa: F401
+
+    state.warm_engine()  # torch and the engine load in the background; a press before then waits for them

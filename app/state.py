@@ -1,95 +1,172 @@
 """Shared app state: the job registry (st.cache_resource), checkpoints, run folders, the live job panel.
 
-Torch-free at import (as is geodesic.jobs): the first page draws while `warm_engine` imports the engine
-in a background thread; functions that need the engine import it when called.
+Torch-free and pandas-free at import, and so is the first draw of a page's controls: they come from JSON cards
+and the small tables below (run folders are read with pandas, on the pages that list them), while
+`warm_engine` imports torch and the engine in a background thread. What needs the engine (starting a job,
+validating an upload, an embedding) calls `await_engine()` first, which shows "Loading the engine…" until
+it is there.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
+import platform
+import re
+import shutil
 import threading
 import time
+import traceback
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
-import pandas as pd
 import streamlit as st
 
-from geodesic import jobs
+if TYPE_CHECKING:
+    import pandas as pd
 
+    from app import jobs
+
+REPO = Path(__file__).resolve().parent.parent
+CHECKPOINTS = REPO / "assets" / "checkpoints"  # as app.jobs.CHECKPOINTS (importing that loads pandas)
 ENGINE_LOADED = threading.Event()  # set by warm_engine's thread once torch and the engine are imported
+ENGINE_ERROR: list[str] = []  # the traceback, when importing the engine failed
+ENGINE_HURRY = threading.Event()  # set by await_engine: a press is waiting, import now
+WARM_DELAY_S = 1.5  # the torch import holds the GIL for long stretches: let the first page reach the browser first
 POLL_S = 0.25  # the browser asks every 0.25 s; measured ~2-3 refreshes/s on the loaded 2-core machine
 OUTPUT_MAPS = ("sqrt_probs", "probs", "logits")
 DATASETS = ("mnist", "fashion-mnist")
+ACTIVE = ("queued", "running", "paused")  # app.jobs.ACTIVE
+
+# --- what the first draw needs from the engine, without importing it -------------------------------------
+# tests/test_app.py checks each against the engine (models.filter_groups, experiments, damage.KINDS).
+
+ZOO_GROUPS = {"mlp": (("fc1", 32),), "lenet60": (("conv1", 20), ("conv2", 40))}  # prunable layer, its units
+ZOO_WEIGHTS = {"mlp": 25_450, "lenet60": 85_670}  # length of the flat weight vector
+STRATEGIES = ("norm", "importance", "balanced", "random")  # experiments.STRATEGIES
+DAMAGE_KINDS = ("zero", "ablate", "noise")  # damage.KINDS
+# the Sparsify page's presets (experiments.PRESETS, the first is the engine's default) as its widgets show them
+PRESETS = {
+    "benchmarked for lenet60": {"engine": "recommended", "strategy": "balanced", "pull": 2.0, "relax_steps": 600,
+                                "relax_eps": 0.3, "relax_eps_final": 0.002, "phi": "sqrt_probs", "beta": 0.001,
+                                "eps": 0.1, "probe": 32, "seed": 0},
+    "the paper's algorithm (literal)": {"engine": "literal", "strategy": "norm", "pull": 0.0, "relax_steps": 0,
+                                        "relax_eps": 0.3, "relax_eps_final": 0.002, "phi": "sqrt_probs",
+                                        "beta": 0.01, "eps": 0.01, "probe": 32, "seed": 0},
+}
 
 
-@st.cache_resource
+def preset_config(name: str):
+    """The engine's SparsifyConfig behind a preset of the page (imports the engine)."""
+    from geodesic.experiments import PRESETS as ENGINE_PRESETS
+
+    return ENGINE_PRESETS[PRESETS[name]["engine"]]
+
+
+def group_names(model_name: str) -> list[str]:
+    """Names of a zoo model's prunable groups, as models.filter_groups names them ("conv1[0]", …)."""
+    return [f"{layer}[{i}]" for layer, n in ZOO_GROUPS[model_name] for i in range(n)]
+
+
+# --- the engine, loaded in the background -----------------------------------------------------------------
+
+
+@st.cache_resource(show_spinner=False)
 def warm_engine() -> threading.Thread:
-    """Import torch and the engine once per server, in the background, so the first page paints at once."""
+    """Import torch and the engine once per server, in the background, so pages draw at once. The import starts
+    WARM_DELAY_S after the first page's script (its widgets are then sent and drawn), or at once on a press."""
     def body() -> None:
-        import torch
+        ENGINE_HURRY.wait(WARM_DELAY_S)
+        try:
+            import pandas  # noqa: F401 — before torch, in one thread (see app/main.py)
+            import torch
 
-        torch.set_num_threads(jobs.default_threads())
-        import geodesic.embed  # noqa: F401
-        import geodesic.experiments  # noqa: F401
+            from app import jobs, playground
 
+            torch.set_num_threads(jobs.default_threads())
+            import geodesic.embed  # noqa: F401
+            import geodesic.experiments  # noqa: F401
+            import geodesic.inputs  # noqa: F401
+        except BaseException:  # noqa: BLE001 — shown by await_engine, never swallowed
+            ENGINE_ERROR.append(traceback.format_exc())
+            return
         ENGINE_LOADED.set()
-        jobs.warm_metric()  # first forward-mode call scripts torch's jvp decompositions (~2 s, GIL-heavy)
+        playground.warm_metric()  # first forward-mode call scripts torch's jvp decompositions (~2 s, GIL-heavy)
 
     t = threading.Thread(target=body, name="geodesic-warm-engine", daemon=True)
     t.start()
     return t
 
 
-def engine_ready() -> None:
-    """Make sure torch and the engine are imported. On a fresh server the page drawn so far (navigation,
-    title, intro) is first let through to the browser: a torch import holds the GIL for long stretches."""
+def engine_loaded() -> bool:
+    return ENGINE_LOADED.is_set()
+
+
+def await_engine(label: str = "Loading the engine (torch), once per server…") -> None:
+    """Return once torch and the engine are imported; meanwhile show a status line. The wait touches the page
+    every 0.25 s, so a widget changed meanwhile reruns the script at once instead of queueing behind it."""
     if ENGINE_LOADED.is_set():
         return
-    with st.spinner("Loading the engine (torch), once per server…"):
-        time.sleep(0.2)
-        warm_engine().join()
+    ENGINE_HURRY.set()
+    thread = warm_engine()
+    holder = st.empty()
+    with holder.container():
+        status = st.status(label, expanded=False)
+    t0 = time.monotonic()
+    while not ENGINE_LOADED.wait(0.25):
+        if ENGINE_ERROR or not thread.is_alive():
+            holder.empty()
+            raise RuntimeError("the engine failed to load:\n" + (ENGINE_ERROR[0] if ENGINE_ERROR else "?"))
+        status.update(label=f"{label} {time.monotonic() - t0:.0f} s")
+    holder.empty()
 
 
-@st.cache_resource
+def start_button(label: str, key: str) -> bool:
+    """A primary button whose press survives the engine's loading: pressed before the engine is there, it
+    waits under a "Loading the engine…" status (a rerun meanwhile keeps the press), then returns True."""
+    pending = f"{key}-pending"
+    if st.button(label, type="primary", key=key):
+        st.session_state[pending] = True
+    if not st.session_state.get(pending):
+        return False
+    await_engine()
+    st.session_state.pop(pending, None)
+    return True
+
+
+@st.cache_resource(show_spinner=False)
 def registry() -> jobs.Registry:
-    """One registry per server process: every session and tab sees the same jobs."""
-    import torch
+    """One registry per server process: every session and tab sees the same jobs (torch threads: warm_engine)."""
+    from app import jobs
 
-    torch.set_num_threads(jobs.default_threads())
     return jobs.Registry()
+
+
+# --- text ------------------------------------------------------------------------------------------------
+
+_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~$:&=^\"'])")
+
+
+def md(text: object) -> str:
+    """`text` for a markdown context (st.markdown, captions, alerts, toasts, expander labels): every markdown
+    character backslash-escaped and newlines flattened, so a run id or a file name shows as the plain text it is
+    (a folder named `![x](http://…)` must not make the browser fetch anything)."""
+    return _MD_SPECIAL.sub(r"\\\1", " ".join(str(text).split("\n")))
+
+
+# --- checkpoints ------------------------------------------------------------------------------------------
 
 
 def checkpoints() -> dict[str, Path]:
     """Shipped checkpoints by stem (those with a card, `<stem>.json`, as geodesic.models.card_path)."""
-    return {p.stem: p for p in sorted(jobs.CHECKPOINTS.glob("*.safetensors")) if p.with_suffix(".json").is_file()}
+    return {p.stem: p for p in sorted(CHECKPOINTS.glob("*.safetensors")) if p.with_suffix(".json").is_file()}
 
 
 @st.cache_data(show_spinner=False)
 def card(path: str) -> dict:
     return json.loads(Path(path).with_suffix(".json").read_text())
-
-
-@st.cache_data(show_spinner=False)
-def group_names(model_name: str) -> list[str]:
-    from geodesic import models
-
-    return [g.name for g in models.filter_groups(models.build(model_name))]
-
-
-def runs_root() -> Path:
-    return jobs.runs_root()
-
-
-def runs() -> list:
-    from geodesic.runs import list_runs
-
-    return list_runs(runs_root())
-
-
-def active_dirs() -> set[str]:
-    return {str(d) for j in registry().list() if j.active for d in j.run_dirs}
 
 
 def checkpoint_picker(key: str, allow_upload: bool = False, only: Callable[[dict], bool] | None = None):
@@ -100,8 +177,8 @@ def checkpoint_picker(key: str, allow_upload: bool = False, only: Callable[[dict
                           help="Trained nets shipped in assets/checkpoints (a JSON card beside each).")
     if choice in shipped:
         c = card(str(shipped[choice]))
-        st.caption(f"{c['model']} trained on {c.get('dataset')}: test accuracy {c.get('test_accuracy')} "
-                   f"on {c.get('test_set', '?')} (from its card)")
+        st.caption(md(f"{c['model']} trained on {c.get('dataset')}: test accuracy {c.get('test_accuracy')} "
+                      f"on {c.get('test_set', '?')} (from its card)"))
         return str(shipped[choice]), c["model"], c
     return upload(key)
 
@@ -111,14 +188,15 @@ def upload(key: str):
 
     A wrong or corrupt file gets st.error and changes nothing: the last good upload (if any) stays in use.
     """
-    from geodesic import models
-
-    arch = st.selectbox("Architecture of the file", sorted(models.ZOO), key=f"{key}-arch")
+    arch = st.selectbox("Architecture of the file", sorted(ZOO_GROUPS), key=f"{key}-arch")
     f = st.file_uploader("Checkpoint (.safetensors)", type=["safetensors"], key=f"{key}-up")
     ok, bad = st.session_state.get(f"{key}-upload-ok"), st.session_state.get(f"{key}-upload-bad")
     if f is not None:
         ident = (f.name, f.size, arch)
         if (ok is None or ok[2] != ident) and (bad is None or bad[0] != ident):
+            await_engine("Loading the engine to check the file…")
+            from geodesic import models
+
             folder = runs_root() / "uploads"
             folder.mkdir(parents=True, exist_ok=True)
             dest = folder / f"{Path(f.name).stem}-{arch}.safetensors"
@@ -137,12 +215,237 @@ def upload(key: str):
             finally:
                 tmp.unlink(missing_ok=True)
         if bad is not None and bad[0] == ident:
-            st.error(f"{f.name} cannot be used as a {arch} checkpoint: {bad[1]}")
+            st.error(md(f"{f.name} cannot be used as a {arch} checkpoint: {bad[1]}"))
     if ok is None:
         st.info("Upload a .safetensors file whose tensors match the chosen architecture.")
         return None
-    st.success(f"Using uploaded {ok[2][0]} as {ok[1]}")
-    return ok[0], ok[1], {"model": ok[1], "dataset": None}
+    st.success(md(f"Using uploaded {ok[2][0]} as {ok[1]}"))
+    return ok[0], ok[1], {"model": ok[1], "dataset": None, "uploaded": True}
+
+
+# --- run folders, read without the engine -----------------------------------------------------------------
+
+
+def runs_root() -> Path:
+    """Where run folders go: $GEODESIC_RUNS (read at each call) or <repo>/runs, as app.jobs.runs_root."""
+    return Path(os.environ.get("GEODESIC_RUNS", REPO / "runs"))
+
+
+def any_runs() -> bool:
+    """Whether some folder under the runs root looks like a run (cheap: no file is read)."""
+    return any(runs_root().glob("*/meta.json"))
+
+
+@dataclass
+class Folder:
+    """A readable run folder: what the pages show of a run. Widgets are keyed by `key` (the folder's path),
+    never by meta["id"]: a copied folder keeps its id."""
+
+    dir: Path
+    meta: dict
+    metrics: pd.DataFrame
+    notes: list[str] = field(default_factory=list)  # shown beside the run (a copy of another, …)
+
+    @property
+    def name(self) -> str:
+        return self.dir.name
+
+    @property
+    def key(self) -> str:
+        return str(self.dir)
+
+    @property
+    def status(self) -> str:
+        return run_status(self.meta)
+
+    @property
+    def summary(self) -> dict:
+        return self.meta.get("summary") or {}
+
+    def has_snapshots(self) -> bool:
+        return (self.dir / "snapshots.safetensors").is_file() or any((self.dir / "snapshots").glob("*.safetensors"))
+
+
+def read_folder(path: Path) -> Folder:
+    """A run folder's meta.json and metrics.parquet, checked for what the pages use; ValueError (one line)
+    for anything else. Torch-free, unlike geodesic.runs.load_run."""
+    import pandas as pd
+
+    try:
+        meta = json.loads((path / "meta.json").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"meta.json is unreadable ({type(e).__name__}: {e})") from None
+    if not isinstance(meta, dict):
+        raise ValueError(f"meta.json holds a {type(meta).__name__}, not an object")
+    for name in ("summary", "config"):
+        if meta.get(name) is not None and not isinstance(meta[name], dict):
+            raise ValueError(f"meta.json: {name} is a {type(meta[name]).__name__}, not an object")
+    mp = path / "metrics.parquet"
+    try:
+        metrics = pd.read_parquet(mp) if mp.is_file() else pd.DataFrame()
+    except Exception as e:  # noqa: BLE001 — pyarrow raises many types for a damaged file
+        raise ValueError(f"metrics.parquet is unreadable ({type(e).__name__})") from None
+    if len(metrics):
+        if "step" not in metrics.columns:
+            raise ValueError("metrics.parquet has no step column")
+        if not pd.api.types.is_numeric_dtype(metrics["step"]) or metrics["step"].isna().all():
+            raise ValueError("metrics.parquet: its step column holds no step numbers")
+    return Folder(path, meta, metrics)
+
+
+def scan_runs(root: Path | None = None) -> tuple[list[Folder], list[str]]:
+    """Every run folder under root (newest first) and one line per folder that cannot be shown. A folder whose
+    meta.json repeats another's id (a copy) is listed, with a note."""
+    root = Path(root or runs_root())
+    folders, problems = [], []
+    for meta in sorted(root.glob("*/meta.json"), reverse=True):
+        try:
+            folders.append(read_folder(meta.parent))
+        except ValueError as e:
+            problems.append(f"{meta.parent.name}: {e}")
+    first: dict[str, Folder] = {}
+    for f in reversed(folders):  # the oldest folder name keeps the id; later ones are its copies
+        ident = str(f.meta.get("id", f.name))
+        if ident in first:
+            f.notes.append(f"same id as {first[ident].name} in meta.json (a copy?)")
+        else:
+            first[ident] = f
+    return folders, problems
+
+
+def runs() -> list[Folder]:
+    return scan_runs()[0]
+
+
+def show_problems(problems: list[str], limit: int = 12) -> None:
+    """One warning line per unreadable folder (the rest of the page draws as usual)."""
+    for p in problems[:limit]:
+        st.warning(md(f"skipped run folder {p}"), icon=":material/folder_off:")
+    if len(problems) > limit:
+        st.warning(f"… and {len(problems) - limit} more unreadable run folders", icon=":material/folder_off:")
+
+
+_DTYPE_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U64": 8,
+                "U32": 4, "U16": 2, "U8": 1, "BOOL": 1, "F8_E4M3": 1, "F8_E5M2": 1}
+
+
+def safetensors_shapes(path: Path) -> dict[str, tuple[int, ...]]:
+    """Tensor shapes from a .safetensors header, checked against the file's size (no tensor is read)."""
+    size = path.stat().st_size
+    with open(path, "rb") as fh:
+        head = fh.read(8)
+        n = int.from_bytes(head, "little") if len(head) == 8 else -1
+        if not 2 <= n <= min(size - 8, 100_000_000):
+            raise ValueError("not a .safetensors file")
+        try:
+            header = json.loads(fh.read(n))
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            raise ValueError("not a .safetensors file (bad header)") from None
+    if not isinstance(header, dict):
+        raise ValueError("not a .safetensors file (bad header)")
+    shapes = {}
+    for name, t in header.items():
+        if name == "__metadata__":
+            continue
+        try:
+            shape, (begin, end), width = tuple(int(s) for s in t["shape"]), t["data_offsets"], _DTYPE_BYTES[t["dtype"]]
+        except (TypeError, KeyError, ValueError):
+            raise ValueError(f"tensor {name!r}: bad header entry") from None
+        if not 0 <= begin <= end <= size - 8 - n or end - begin != math.prod(shape) * width:
+            raise ValueError(f"tensor {name!r}: its data does not fit the file (truncated or damaged)")
+        shapes[name] = shape
+    return shapes
+
+
+def snapshot_problem(folder: Folder) -> str | None:
+    """Why a run's snapshots cannot be embedded (damaged file, wrong sizes), or None."""
+    n_want = ZOO_WEIGHTS.get(str(folder.meta.get("model")))
+    files = sorted((folder.dir / "snapshots").glob("*.safetensors"))
+    legacy = folder.dir / "snapshots.safetensors"
+    try:
+        sizes = set()
+        if files:
+            for p in files:
+                s = safetensors_shapes(p)
+                if len(s.get("w", ())) != 1 or s.get("step") not in ((), (1,)):
+                    raise ValueError(f"{p.name}: expected w (n,) and one step, found {s}")
+                sizes.add(s["w"][0])
+        elif legacy.is_file():
+            s = safetensors_shapes(legacy)
+            if len(s.get("w", ())) != 2 or s.get("step") != s["w"][:1]:
+                raise ValueError(f"expected w (snapshots, weights) and step (snapshots,), found {s}")
+            sizes.add(s["w"][1])
+        if len(sizes) > 1:
+            raise ValueError(f"snapshots of different sizes {sorted(sizes)}")
+        if n_want is not None and sizes and sizes != {n_want}:
+            raise ValueError(f"snapshots hold {sizes.pop():,} weights, a {folder.meta.get('model')} has {n_want:,}")
+    except (OSError, ValueError) as e:
+        return f"snapshots unusable: {e}"
+    return None
+
+
+# --- a run's status and deletion --------------------------------------------------------------------------
+# The engine is to provide this as geodesic.runs.Run.status (same rule); run_status is the one place to swap.
+
+
+def writer_alive(meta: dict) -> bool | None:
+    """Whether the process recorded in meta["pid"] is alive: None when that cannot be told (no pid recorded,
+    or one on another host)."""
+    pid = meta.get("pid")
+    if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:
+        return None
+    if meta.get("host") not in (None, platform.node()):
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, owned by someone else
+        return True
+    except OSError:
+        return None
+    return True
+
+
+def run_status(meta: dict) -> str:
+    """meta["status"], except that "running" whose writing process is gone reads "stale"."""
+    status = str(meta.get("status", "?"))
+    if status == "running" and writer_alive(meta) is False:
+        return "stale"
+    return status
+
+
+def active_dirs() -> set[str]:
+    return {str(Path(d).absolute()) for j in registry().list() if j.active for d in j.run_dirs}
+
+
+def delete_refusal(folder: Folder) -> str | None:
+    """Why this run folder must not be deleted now, or None."""
+    if folder.dir.is_symlink():
+        return (f"{folder.name} is a symbolic link (to {os.readlink(folder.dir)}); the app does not delete through "
+                f"links: remove the link itself outside the app, the run it points to is kept")
+    if str(folder.dir.absolute()) in active_dirs():
+        return f"{folder.name} belongs to a job that is still running here: stop the job first"
+    if str(folder.meta.get("status")) == "running":
+        alive = writer_alive(folder.meta)
+        if alive:
+            return (f"{folder.name} is still being written by process {folder.meta['pid']}: stop that process first "
+                    f"(Ctrl-C keeps every finished step)")
+        if alive is None and isinstance(folder.meta.get("pid"), int):
+            return (f"{folder.name} is being written by process {folder.meta['pid']} on {folder.meta.get('host')}, "
+                    f"which cannot be checked from here")
+    return None
+
+
+def delete_run(folder: Folder) -> None:
+    """Delete a run folder, or ValueError with the reason it is refused (checked again at the moment of deleting)."""
+    why = delete_refusal(folder)
+    if why:
+        raise ValueError(why)
+    shutil.rmtree(folder.dir)
+
+
+# --- jobs -------------------------------------------------------------------------------------------------
 
 
 def pick_job(kind: str, key: str):
@@ -165,17 +468,17 @@ def controls(job: jobs.Job) -> None:
     """Status line, Pause / Resume / Stop, and the error of a failed job (all from one reading of its status)."""
     status, rows = job.status, len(job.rows)
     cols = st.columns([3, 1, 1, 1])
-    where = f" → `{job.run_dir.name}`" if job.run_dir else ""
-    extra = f" · {job.info['current']}" if "current" in job.info else ""
-    cols[0].markdown(f"**{job.id}**: {status}, {rows} rows{extra}{where}")
+    where = f" → {md(job.run_dir.name)}" if job.run_dir else ""
+    extra = f" · {md(job.info['current'])}" if "current" in job.info else ""
+    cols[0].markdown(f"**{md(job.id)}**: {status}, {rows} rows{extra}{where}")
     if status == "running":
         cols[1].button("Pause", key=f"pause-{job.id}", on_click=job.pause)
     elif status == "paused":
         cols[1].button("Resume", key=f"resume-{job.id}", on_click=job.resume)
-    if status in jobs.ACTIVE:
+    if status in ACTIVE:
         cols[2].button("Stop", key=f"stop-{job.id}", on_click=job.stop, type="primary")
     if status == "error":
-        st.error(f"The job failed: {job.error.splitlines()[0]}")
+        st.error(md(f"The job failed: {job.error.splitlines()[0]}"))
         with st.expander("traceback"):
             st.code(job.error)
 

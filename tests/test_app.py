@@ -1,12 +1,24 @@
-"""Every page through streamlit's AppTest: widgets present, no exception, short runs on mlp complete, figures drawn."""
+"""Every page through streamlit's AppTest: widgets present, no exception, short runs on mlp complete, figures drawn;
+damaged run folders cost one line each; user strings shown as plain text; deletion refused where it must be;
+every page's controls drawn before the engine (torch) is loaded."""
 
+import ast
+import dataclasses
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from app import state
-from geodesic import jobs, models, runs
+from app import jobs, state
 
-MAIN = str(state.jobs.REPO / "app" / "main.py")
+MAIN = str(state.REPO / "app" / "main.py")
+MNIST = jobs.Source(str(state.CHECKPOINTS / "mlp-mnist.safetensors"), "mnist", eval_size=200)
 
 
 @pytest.fixture(autouse=True)
@@ -17,6 +29,16 @@ def runs_dir(tmp_path_factory, monkeypatch):
     return root
 
 
+@pytest.fixture
+def fresh_root(tmp_path, monkeypatch):
+    """An empty runs root of this test's own."""
+    root = tmp_path / "runs"
+    root.mkdir()
+    monkeypatch.setenv("GEODESIC_RUNS", str(root))
+    return root
+
+
+# the first heading of each page (app/views/<stem>.py)
 TITLES = {"sparsify": "Sparsify", "candidates": "Candidate paths", "trajectories": "Weight trajectories",
           "runs": "Runs on disk", "theory": "Theory", "playground": "Playground", "damage": "Damage",
           "two_tasks": "Two tasks"}
@@ -47,17 +69,70 @@ def finish(at: AppTest, key: str, timeout: float = 90) -> jobs.Job:
     return job
 
 
+def short_cfg(steps: int = 6):
+    """The literal algorithm toward 2 zero neurons for a few steps, snapshots every 2 steps."""
+    from geodesic.experiments import PRESETS
+    from geodesic.path import PathConfig
+
+    return dataclasses.replace(PRESETS["literal"], filters=2, path=PathConfig(max_steps=steps, snapshot_every=2))
+
+
+@pytest.fixture(scope="module")
+def good_run(tmp_path_factory) -> Path:
+    """One finished mlp sparsify run folder (metrics, snapshots, final weights), written by the engine."""
+    job = jobs.Registry().start("s", jobs.sparsify_job(MNIST, short_cfg(), root=tmp_path_factory.mktemp("good")))
+    assert jobs.wait(job, 90).status == "done", job.error
+    return job.run_dir
+
+
+def copy_run(src: Path, root: Path, name: str, **meta) -> Path:
+    """A copy of run folder `src` named `name` under root, with meta.json fields replaced by `meta`."""
+    dest = root / name
+    shutil.copytree(src, dest)
+    if meta:
+        m = json.loads((dest / "meta.json").read_text())
+        (dest / "meta.json").write_text(json.dumps({**m, **meta}))
+    return dest
+
+
+@pytest.fixture
+def a_run(good_run, runs_dir):
+    """A finished mlp run in the shared runs root."""
+    return good_run if good_run.parent == runs_dir else copy_run(good_run, runs_dir, f"{good_run.name}-{os.urandom(3).hex()}")
+
+
+# --- pages ------------------------------------------------------------------------------------------------
+
+
 def test_no_pages_directory_beside_main():
     """A `pages/` folder next to main.py switches Streamlit to v1 multipage mode until st.navigation first runs:
     on a fresh server a direct URL such as /damage would run that file alone, without navigation."""
-    assert not (state.jobs.REPO / "app" / "pages").exists()
-    assert len(list((state.jobs.REPO / "app" / "views").glob("*.py"))) == 8
+    assert not (state.REPO / "app" / "pages").exists()
+    assert len(list((state.REPO / "app" / "views").glob("*.py"))) == 8
+
+
+def navigation_in_main() -> dict[str, str]:
+    """{view file: title} of every st.Page(PAGES / "<file>", title=…) in app/main.py."""
+    pages = {}
+    for node in ast.walk(ast.parse(Path(MAIN).read_text())):
+        if isinstance(node, ast.Call) and getattr(node.func, "attr", None) == "Page":
+            title = next(k.value.value for k in node.keywords if k.arg == "title")
+            pages[node.args[0].right.value] = title
+    return pages
 
 
 def test_navigation_lists_every_page():
-    at = AppTest.from_file(MAIN, default_timeout=60).run()
-    assert not at.exception
-    assert at.title[0].value.startswith("Sparsify")
+    """Every view is a page of app/main.py's navigation, registered under its title, and opens from it."""
+    pages = navigation_in_main()
+    assert set(pages) == {p.name for p in (state.REPO / "app" / "views").glob("*.py")}
+    at = AppTest.from_file(MAIN, default_timeout=90).run()
+    assert not at.exception, [e.value for e in at.exception]
+    registered = {Path(i["script_path"]).name: i["page_name"] for i in at._registered_pages.values()}
+    assert registered == pages  # what the sidebar lists: every page, each under its title
+    for file, title in pages.items():
+        at.switch_page(f"views/{file}").run()
+        assert not at.exception, (title, [e.value for e in at.exception])
+        assert at.title[0].value.startswith(TITLES[file[:-3]]), (title, at.title[0].value)
 
 
 def test_sparsify_short_mlp_run_completes(runs_dir):
@@ -67,40 +142,58 @@ def test_sparsify_short_mlp_run_completes(runs_dir):
                  "Pull ρ toward the start's function", "Relax steps (after arrival)", "Dataset (metric + evaluation)"):
         assert want in labels, want
     at.selectbox(key="sp-ckpt").set_value("mlp-mnist").run()
+    at.radio(key="sp-preset").set_value("the paper's algorithm (literal)").run()
     at.slider[0].set_value(2)
     [w for w in at.number_input if w.label == "Max steps"][0].set_value(6)
     [w for w in at.number_input if w.label == "Test images for accuracy"][0].set_value(200)
     at.button(key="sp-start").click().run()
     job = finish(at, "sp-job")
-    assert len(job.rows) == 7 and runs.load_run(job.run_dir).meta["status"] == "max steps"
+    from geodesic import runs
+
+    assert len(job.rows) == 7 and runs.load_run(job.run_dir).meta["status"] == "missed"
     assert charts(at) == 2  # curves + heatmap
     assert any("done" in m.value for m in at.markdown)
 
 
 def test_sparsify_presets_fill_in_the_settings():
-    from geodesic.experiments import SparsifyConfig, recommended
-
     at = page("sparsify")
-    for preset, cfg in (("benchmarked for lenet60", recommended()), ("the paper's algorithm (literal)", SparsifyConfig())):
+    assert at.radio(key="sp-preset").value == list(state.PRESETS)[0]
+    for preset in reversed(list(state.PRESETS)):
+        cfg = state.preset_config(preset)
         at.radio(key="sp-preset").set_value(preset).run()
         assert not at.exception
         values = {w.label: w.value for w in at.number_input}
         assert values["Pull ρ toward the start's function"] == cfg.pull
         assert values["Relax steps (after arrival)"] == cfg.relax_steps
         assert values["ε (|θ|² ≤ ε)"] == cfg.path.eps and values["β"] == cfg.path.beta
+        assert values["Probe batch B"] == cfg.path.probe and values["Seed"] == cfg.path.seed
         assert [w for w in at.selectbox if w.label == "Which filters"][0].value == cfg.strategy
+        assert [w for w in at.selectbox if w.label == "Output map φ"][0].value == cfg.path.phi
 
 
-def test_sparsify_rejects_a_corrupt_upload(tmp_path):
+def test_sparsify_rejects_a_corrupt_upload(fresh_root):
+    """A corrupt file uploaded through the page: a clear error, nothing kept; a good upload is then used, and a
+    corrupt one after it leaves the good one in use."""
     at = page("sparsify")
     at.selectbox(key="sp-ckpt").set_value("upload a .safetensors…").run()
-    assert not at.exception
-    # AppTest cannot drive st.file_uploader; the page's validation goes through models.load → CheckpointError,
-    # tested here on the same call the page makes.
-    bad = tmp_path / "bad.safetensors"
-    bad.write_bytes(b"not a safetensors file")
-    with pytest.raises(models.CheckpointError, match="not a readable"):
-        models.load(bad, "mlp")
+    at.selectbox(key="sp-arch").set_value("mlp").run()
+    at.file_uploader(key="sp-up").set_value(("broken.safetensors", b"\x00garbage" * 10, "application/octet-stream"))
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert any("broken.safetensors cannot be used as a mlp checkpoint" in e.value.replace("\\", "") for e in at.error)
+    assert not list((fresh_root / "uploads").iterdir())  # neither the file nor a temporary copy was kept
+    assert "sp-upload-ok" not in at.session_state and "sp-start" not in [b.key for b in at.button]  # nothing in use
+
+    good = (state.CHECKPOINTS / "mlp-mnist.safetensors").read_bytes()
+    at.file_uploader(key="sp-up").set_value(("mine.safetensors", good, "application/octet-stream")).run()
+    assert not at.exception and not at.error
+    assert any("Using uploaded mine.safetensors as mlp" in s.value.replace("\\", "") for s in at.success)
+    assert [p.name for p in (fresh_root / "uploads").iterdir()] == ["mine-mlp.safetensors"]
+    at.file_uploader(key="sp-up").set_value(("broken.safetensors", b"\x00garbage" * 10, "application/octet-stream"))
+    at.run()
+    assert any("broken.safetensors cannot be used" in e.value.replace("\\", "") for e in at.error)
+    assert any("Using uploaded mine.safetensors" in s.value.replace("\\", "") for s in at.success)
+    assert [p.name for p in (fresh_root / "uploads").iterdir()] == ["mine-mlp.safetensors"]
 
 
 def test_candidates_page_runs_two_paths_and_marks_the_shortest():
@@ -116,20 +209,6 @@ def test_candidates_page_runs_two_paths_and_marks_the_shortest():
     assert len(at.dataframe) == 1 and charts(at) == 1
 
 
-@pytest.fixture
-def a_run(runs_dir):
-    """At least one finished mlp run on disk (made here when the tests run alone)."""
-    if not runs.list_runs(runs_dir):
-        from geodesic.experiments import SparsifyConfig
-        from geodesic.path import PathConfig
-
-        cfg = SparsifyConfig(filters=2, path=PathConfig(max_steps=6, snapshot_every=2))
-        job = jobs.Registry().start("s", jobs.sparsify_job(str(jobs.CHECKPOINTS / "mlp-mnist.safetensors"), cfg,
-                                                           "mnist", eval_size=200, root=runs_dir))
-        assert jobs.wait(job, 60).status == "done", job.error
-    return runs.list_runs(runs_dir)[0]
-
-
 def test_trajectories_page_draws_pca(a_run):
     at = page("trajectories")
     assert at.radio[0].value == "PCA" and charts(at) == 1
@@ -141,12 +220,12 @@ def test_trajectories_page_draws_pca(a_run):
 def test_runs_page_lists_opens_and_deletes(a_run, runs_dir):
     at = page("runs")
     assert len(at.dataframe) == 1 and charts(at) >= 1
-    assert at.multiselect[0].value == [a_run.id]
+    at.multiselect[0].set_value([a_run.name]).run()
     labels = {b.label for b in at.get("download_button")}
-    assert {"metrics.csv", "metrics.parquet", "final.safetensors", "snapshots.safetensors"} <= labels
-    at.checkbox(key=f"confirm-{a_run.id}").check().run()
-    at.button(key=f"del-{a_run.id}").click().run()
-    assert not at.exception and not a_run.dir.exists()
+    assert {"metrics.csv", "metrics.parquet", "final.safetensors"} <= labels
+    at.checkbox(key=f"confirm-{a_run}").check().run()
+    at.button(key=f"del-{a_run}").click().run()
+    assert not at.exception and not a_run.exists()
 
 
 def test_theory_page_has_equations():
@@ -177,3 +256,323 @@ def test_two_tasks_walk_completes():
     job = finish(at, "tt-job")
     assert set(job.frame()["phase"]) == {"walk", "line", "finetune"}  # both baselines on by default
     assert job.frame()["accuracy_b"].notna().sum() >= 1 and charts(at) == 2
+
+
+# --- damaged run folders ----------------------------------------------------------------------------------
+
+
+def write_snapshots(folder: Path, tensors: dict | None, data: bytes | None = None) -> None:
+    """Replace a run's snapshots (either layout) by one file holding `tensors`, or by the bytes `data`."""
+    from safetensors.torch import save_file
+
+    shutil.rmtree(folder / "snapshots", ignore_errors=True)
+    (folder / "snapshots.safetensors").unlink(missing_ok=True)
+    (folder / "snapshots").mkdir()
+    target = folder / "snapshots" / "0000000.safetensors"
+    if data is not None:
+        target.write_bytes(data)
+    else:
+        save_file(tensors, str(target))
+
+
+BAD = ("meta-is-a-list", "meta-not-json", "no-step-column", "metrics-garbage", "summary-is-a-string",
+       "config-is-a-number")
+BAD_SNAPSHOTS = ("snapshots-garbage", "snapshots-wrong-size", "snapshots-legacy-truncated")
+
+
+@pytest.fixture
+def damaged_root(good_run, fresh_root) -> Path:
+    """One good run, a plain copy of it (same id in meta.json), and one folder for each kind of damage."""
+    import torch
+
+    copy_run(good_run, fresh_root, "0-good")
+    copy_run(good_run, fresh_root, "0-good-copy")
+    (copy_run(good_run, fresh_root, "meta-is-a-list") / "meta.json").write_text("[1, 2]")
+    (copy_run(good_run, fresh_root, "meta-not-json") / "meta.json").write_text("{oops")
+    d = copy_run(good_run, fresh_root, "no-step-column")
+    pd.read_parquet(d / "metrics.parquet").drop(columns="step").to_parquet(d / "metrics.parquet")
+    (copy_run(good_run, fresh_root, "metrics-garbage") / "metrics.parquet").write_bytes(b"PAR1 garbage")
+    copy_run(good_run, fresh_root, "summary-is-a-string", summary="oops")
+    copy_run(good_run, fresh_root, "config-is-a-number", config=3)
+    write_snapshots(copy_run(good_run, fresh_root, "snapshots-garbage"), None, b"\x00garbage" * 8)
+    write_snapshots(copy_run(good_run, fresh_root, "snapshots-wrong-size"),
+                    {"w": torch.zeros(10), "step": torch.tensor(0)})
+    d = copy_run(good_run, fresh_root, "snapshots-legacy-truncated")
+    shutil.rmtree(d / "snapshots")
+    from safetensors.torch import save_file
+
+    save_file({"w": torch.zeros(3, 25_450), "step": torch.arange(3)}, str(d / "snapshots.safetensors"))
+    with open(d / "snapshots.safetensors", "r+b") as fh:
+        fh.truncate(1000)
+    return fresh_root
+
+
+def warnings_naming(at: AppTest, names) -> set[str]:
+    return {n for n in names for w in at.warning if n in w.value.replace("\\", "")}
+
+
+@pytest.mark.parametrize("name", ["runs", "trajectories", "candidates"])
+def test_bad_run_folders_cost_one_line_each(name, damaged_root):
+    """Each damaged folder gets a one-line warning naming it; the page draws the good run and its copy."""
+    at = page(name)  # no exception (checked in page())
+    if name == "candidates":
+        at.radio[0].set_value("runs I pick").run()
+    picker = at.multiselect[0]
+    assert {"0-good", "0-good-copy"} <= set(picker.options)  # listed, each keyed by its own folder
+    picker.set_value(["0-good", "0-good-copy"]).run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert warnings_naming(at, BAD) == set(BAD)
+    if name == "trajectories":
+        assert warnings_naming(at, BAD_SNAPSHOTS) == set(BAD_SNAPSHOTS)
+        assert not set(BAD_SNAPSHOTS) & set(picker.options)
+        assert charts(at) == 1 and any("same id" in w.value for w in at.warning)  # the copy is embedded once
+    else:
+        assert set(BAD_SNAPSHOTS) <= set(picker.options)  # their snapshots are not read here
+        assert charts(at) >= 1
+    if name == "runs":
+        assert len(at.get("expander")) == 2 and any("same id as 0" in w.value for w in at.warning)
+    if name == "candidates":
+        assert set(at.dataframe[0].value["run"]) == {"0-good", "0-good-copy"}
+    assert len(at.warning) <= len(BAD) + len(BAD_SNAPSHOTS) + 2
+
+
+# --- user strings shown as plain text ---------------------------------------------------------------------
+
+MARKDOWN = {"markdown", "caption", "title", "header", "subheader", "success", "info", "warning", "error", "toast"}
+LINK = "![x](http://example.com/a.png)"
+
+
+def markdown_shown(at: AppTest) -> list[str]:
+    """Every string the page renders as markdown: markdown elements, alerts, and labels and help of widgets
+    and expanders (which read markdown too, images included)."""
+    out = []
+
+    def walk(node) -> None:
+        if getattr(node, "type", None) in MARKDOWN:
+            out.append(node.value)
+        for attr in ("label", "help"):
+            if isinstance(getattr(node, attr, None), str):
+                out.append(getattr(node, attr))
+        for child in getattr(node, "children", {}).values():
+            walk(child)
+
+    walk(at._tree)
+    return out
+
+
+@pytest.mark.parametrize("name", ["runs", "trajectories", "candidates"])
+def test_run_names_are_shown_as_plain_text(name, good_run, tmp_path, monkeypatch):
+    """A run folder, its id and the runs root named like a markdown image: shown, never rendered as markdown."""
+    root = tmp_path / "![r](http:example.com)"
+    root.mkdir()
+    monkeypatch.setenv("GEODESIC_RUNS", str(root))
+    folder = "![x](http:example.com%2Fa.png)"
+    copy_run(good_run, root, folder, id=LINK, group=LINK, model="mlp")
+    copy_run(good_run, root, "0-other")
+    (copy_run(good_run, root, "![y](http:example.com%2Fb.png)") / "meta.json").write_text("[]")  # a warning
+    at = page(name)
+    if name == "candidates":
+        at.radio[0].set_value("runs I pick").run()
+    assert folder in at.multiselect[0].options  # shown (as a plain option)
+    at.multiselect[0].set_value([folder, "0-other"]).run()
+    assert not at.exception, [e.value for e in at.exception]
+    shown = markdown_shown(at)
+    assert any("example" in s for s in shown)  # the names do reach markdown (warnings, captions, labels)…
+    for s in shown:  # …but escaped: no image, no link
+        assert "![" not in s and "](" not in s, s
+
+
+def test_markdown_escape_keeps_the_text():
+    text = "![x](http://example.com/a.png) *b* `c` <img src=x> $y$ :red[z] a_b\nnext"
+    escaped = state.md(text)
+    assert "![" not in escaped and "](" not in escaped and "\n" not in escaped
+    assert escaped.replace("\\", "") == text.replace("\n", " ")
+
+
+# --- deleting -------------------------------------------------------------------------------------------
+
+
+def dead_pid() -> int:
+    p = subprocess.Popen([sys.executable, "-c", "pass"])
+    p.wait()
+    return p.pid
+
+
+def test_run_status_reads_stale_when_the_writer_is_gone():
+    assert state.run_status({"status": "running", "pid": os.getpid()}) == "running"
+    assert state.run_status({"status": "running", "pid": dead_pid()}) == "stale"
+    assert state.run_status({"status": "running"}) == "running"  # no pid recorded: cannot tell
+    assert state.run_status({"status": "running", "pid": dead_pid(), "host": "elsewhere"}) == "running"
+    assert state.run_status({"status": "done", "pid": dead_pid()}) == "done"
+    assert state.writer_alive({"pid": os.getpid()}) is True and state.writer_alive({"pid": True}) is None
+
+
+def delete_controls(at: AppTest, folder: Path):
+    at.multiselect[0].set_value([folder.name]).run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at.checkbox(key=f"confirm-{folder}"), at.button(key=f"del-{folder}")
+
+
+def test_runs_page_refuses_to_delete_a_run_a_live_process_writes(good_run, fresh_root):
+    writer = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    try:
+        live = copy_run(good_run, fresh_root, "live", status="running", pid=writer.pid)
+        at = page("runs")
+        assert at.dataframe[0].value.set_index("run").loc["live", "status"] == "running"
+        confirm, delete = delete_controls(at, live)
+        assert confirm.disabled and delete.disabled
+        assert any(f"still being written by process {writer.pid}" in i.value.replace("\\", "") for i in at.info)
+        with pytest.raises(ValueError, match="still being written"):
+            state.delete_run(state.read_folder(live))
+        assert live.is_dir()
+    finally:
+        writer.kill()
+        writer.wait()
+
+
+def test_runs_page_shows_a_run_whose_writer_is_gone_as_stale_and_deletes_it(good_run, fresh_root):
+    stale = copy_run(good_run, fresh_root, "stale", status="running", pid=dead_pid())
+    at = page("runs")
+    assert at.dataframe[0].value.set_index("run").loc["stale", "status"] == "stale"
+    confirm, delete = delete_controls(at, stale)
+    assert not confirm.disabled
+    confirm.check().run()
+    at.button(key=f"del-{stale}").click().run()
+    assert not at.exception and not stale.exists()
+
+
+def test_runs_page_refuses_to_delete_through_a_symlink(good_run, fresh_root, tmp_path):
+    target = copy_run(good_run, tmp_path, "elsewhere")
+    link = fresh_root / "linked"
+    link.symlink_to(target, target_is_directory=True)
+    at = page("runs")
+    confirm, delete = delete_controls(at, link)
+    assert confirm.disabled and delete.disabled
+    assert any("symbolic link" in i.value for i in at.info)
+    with pytest.raises(ValueError, match="symbolic link"):
+        state.delete_run(state.read_folder(link))
+    assert link.is_symlink() and (target / "meta.json").is_file()
+
+
+def test_runs_page_refuses_to_delete_the_run_of_an_active_job(good_run, fresh_root):
+    import threading
+
+    busy = copy_run(good_run, fresh_root, "busy")
+    release = threading.Event()
+
+    def hold(job):
+        job.run_dirs.append(busy)
+        release.wait(60)
+
+    job = state.registry().start("test-hold", hold)
+    try:
+        while not job.run_dirs:
+            pass
+        at = page("runs")
+        confirm, delete = delete_controls(at, busy)
+        assert confirm.disabled and delete.disabled
+        assert any("belongs to a job that is still running" in i.value for i in at.info)
+        with pytest.raises(ValueError, match="still running"):
+            state.delete_run(state.read_folder(busy))
+    finally:
+        release.set()
+        jobs.wait(job, 10)
+    assert state.delete_refusal(state.read_folder(busy)) is None
+
+
+# --- the first draw does not wait for the engine ----------------------------------------------------------
+
+
+def test_torch_free_tables_match_the_engine():
+    """What the pages draw before torch loads (app/state.py) is what the engine says."""
+    from geodesic import damage, experiments, models
+
+    for name in models.ZOO:
+        model = models.build(name)
+        assert state.group_names(name) == [g.name for g in models.filter_groups(model)]
+        assert state.ZOO_WEIGHTS[name] == sum(p.numel() for p in model.parameters())
+    assert set(state.ZOO_GROUPS) == set(models.ZOO)
+    assert state.STRATEGIES == tuple(experiments.STRATEGIES) and state.DAMAGE_KINDS == tuple(damage.KINDS)
+    assert [p["engine"] for p in state.PRESETS.values()] == list(experiments.PRESETS)
+    assert state.preset_config(list(state.PRESETS)[0]) == experiments.SparsifyConfig()  # the first is the default
+    for name, shown in state.PRESETS.items():
+        cfg = state.preset_config(name)
+        engine = {**{k: getattr(cfg, k) for k in ("strategy", "pull", "relax_steps", "relax_eps", "relax_eps_final")},
+                  **{k: getattr(cfg.path, k) for k in ("phi", "beta", "eps", "probe", "seed")}}
+        assert {k: v for k, v in shown.items() if k != "engine"} == engine, name
+    assert state.CHECKPOINTS == jobs.CHECKPOINTS and state.runs_root() == jobs.runs_root()
+    assert state.ACTIVE == jobs.ACTIVE
+
+
+# every page's primary control, drawn with the engine never loaded (await_engine stops the script instead)
+CONTROLS = {"sparsify": ("button", "sp-start"), "candidates": ("button", "cand-start"),
+            "damage": ("button", "dmg-start"), "two_tasks": ("button", "tt-start"),
+            "playground": ("slider", "start w1"), "runs": ("multiselect", "Open / compare"),
+            "trajectories": ("multiselect", "Runs"), "theory": (None, None)}
+
+NO_ENGINE = r"""
+import json, sys
+import streamlit as st
+from streamlit.testing.v1 import AppTest
+from app import state
+state.await_engine = lambda *a, **k: st.stop()  # anything that needs the engine ends the script there
+state.WARM_DELAY_S = 1e9  # and the background import never starts
+out = {}
+for name, (kind, key) in json.loads(sys.argv[1]).items():
+    at = AppTest.from_file(sys.argv[2], default_timeout=60).run()
+    if name != "sparsify":
+        at.switch_page(f"views/{name}.py").run()
+    if kind == "button":
+        found = [b.key for b in at.button if b.key == key]
+    elif kind:
+        found = [w.label for w in getattr(at, kind) if w.label == key]
+    else:
+        found = [t.value for t in at.title]
+    out[name] = {"control": bool(found), "exception": [e.value for e in at.exception], "torch": "torch" in sys.modules}
+print(json.dumps(out))
+"""
+
+
+def test_every_page_draws_its_controls_before_the_engine_loads(good_run, fresh_root):
+    """In a fresh interpreter whose engine never loads, every page draws its primary control and torch is
+    never imported: a first visit does not wait for torch."""
+    copy_run(good_run, fresh_root, "a-run")
+    out = subprocess.run([sys.executable, "-c", NO_ENGINE, json.dumps(CONTROLS), MAIN], cwd=state.REPO,
+                         capture_output=True, text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(state.REPO)})
+    assert out.returncode == 0, out.stderr[-3000:]
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    for name, r in result.items():
+        assert r == {"control": True, "exception": [], "torch": False}, (name, r)
+
+
+PRESS_EARLY = r"""
+import json, sys, time
+import streamlit as st
+from streamlit.testing.v1 import AppTest
+from app import jobs, state
+state.WARM_DELAY_S = 1e9  # the engine loads only when a press asks for it
+labels, real = [], st.status
+st.status = lambda label, *a, **k: (labels.append(label), real(label, *a, **k))[1]
+at = AppTest.from_file(sys.argv[1], default_timeout=180).run()
+before = "torch" in sys.modules
+at.selectbox(key="sp-ckpt").set_value("mlp-mnist").run()
+at.radio(key="sp-preset").set_value("the paper's algorithm (literal)").run()
+at.slider[0].set_value(2)
+[w for w in at.number_input if w.label == "Max steps"][0].set_value(3)
+[w for w in at.number_input if w.label == "Test images for accuracy"][0].set_value(100)
+at.button(key="sp-start").click().run()
+job = state.registry().get(at.session_state["sp-job"]) if "sp-job" in at.session_state else None
+status = jobs.wait(job, 120).status if job else None
+print(json.dumps({"torch_before": before, "labels": labels, "status": status,
+                  "exception": [e.value for e in at.exception], "loaded": state.engine_loaded()}))
+"""
+
+
+def test_a_press_before_the_engine_is_loaded_waits_then_starts(fresh_root):
+    out = subprocess.run([sys.executable, "-c", PRESS_EARLY, MAIN], cwd=state.REPO, capture_output=True, text=True,
+                         timeout=400, env={**os.environ, "PYTHONPATH": str(state.REPO)})
+    assert out.returncode == 0, out.stderr[-3000:]
+    r = json.loads(out.stdout.strip().splitlines()[-1])
+    assert r["torch_before"] is False and r["exception"] == [] and r["loaded"] is True
+    assert r["labels"] and r["labels"][0].startswith("Loading the engine")  # the wait was shown
+    assert r["status"] == "done"  # and the press started the run once the engine was there

@@ -1,10 +1,8 @@
 """Candidate paths: several walks to the same number of zero filters; overlay, compare, pick the shortest."""
 
-import pandas as pd
 import streamlit as st
 
-from app import figures, state
-from geodesic import jobs
+from app import state
 
 st.title("Candidate paths to the same sparsity")
 st.markdown(
@@ -12,12 +10,7 @@ st.markdown(
     "and pick the shortest. Candidates here vary the filter choice (norm, importance, balanced, random), then the seed."
 )
 
-state.engine_ready()  # the intro paints first on a fresh server; then torch and the engine load
-from geodesic.experiments import SparsifyConfig  # noqa: E402
-from geodesic.path import PathConfig  # noqa: E402
-from geodesic.runs import load_run  # noqa: E402
-
-with st.expander("Run new candidates", expanded=not state.runs()):
+with st.expander("Run new candidates", expanded=not state.any_runs()):  # drawn without torch or pandas
     picked = state.checkpoint_picker("cand")
     if picked is not None:
         path, model_name, card = picked
@@ -32,51 +25,74 @@ with st.expander("Run new candidates", expanded=not state.runs()):
         pull = c[1].number_input("Pull ρ", 0.0, 10.0, 0.0, key="cand-p")
         probe = c[2].number_input("Probe batch B", 1, 256, 32, key="cand-B")
         eval_size = c[3].number_input("Test images", 100, 2000, 500, step=100, key="cand-n")
-        if st.button("Start candidates", type="primary", key="cand-start"):
-            base = SparsifyConfig(filters=int(filters), pull=float(pull),
-                                  path=PathConfig(beta=float(beta), eps=float(eps), probe=int(probe),
-                                                  max_steps=int(max_steps))).validate()
-            job = state.registry().start("candidates", jobs.candidates_job(path, base, int(count), card["dataset"],
-                                                                            eval_size=int(eval_size)),
-                                         {"model": model_name, "dataset": card["dataset"]})
-            st.session_state["cand-job"] = job.id
+        if state.start_button("Start candidates", "cand-start"):  # waits for the engine if it is still loading
+            from dataclasses import replace
+
+            from app import jobs
+            from geodesic.experiments import PRESETS
+            from geodesic.path import PathConfig
+
+            try:  # the literal algorithm, varied per candidate (experiments.candidate_configs)
+                base = replace(PRESETS["literal"], filters=int(filters), pull=float(pull),
+                               path=PathConfig(beta=float(beta), eps=float(eps), probe=int(probe),
+                                               max_steps=int(max_steps))).validate()
+            except ValueError as e:
+                st.error(state.md(e))
+            else:
+                source = jobs.Source(path, card["dataset"], eval_size=int(eval_size))
+                job = state.registry().start("candidates", jobs.candidates_job(source, base, int(count)),
+                                             {"model": model_name, "dataset": card["dataset"]})
+                st.session_state["cand-job"] = job.id
+
+# after the controls: pandas is the slowest import of a fresh server's first page
+import pandas as pd  # noqa: E402
+
+from app import figures  # noqa: E402
 
 job = state.pick_job("candidates", "cand-job")
 if job is not None:
     def progress(job, df):
-        st.caption(f"candidate group `{job.info.get('group', '…')}`: runs appear below as they are written")
+        st.caption(f"candidate group {state.md(job.info.get('group', '…'))}: runs appear below as they are written")
     state.live(job, progress)
 
-sparsify_runs = [r for r in state.runs() if r.meta.get("kind") == "sparsify"]
-groups = sorted({r.meta["group"] for r in sparsify_runs if r.meta.get("group")}, reverse=True)
+folders, problems = state.scan_runs()
+state.show_problems(problems)
+sparsify_runs = [f for f in folders if f.meta.get("kind") == "sparsify"]
+groups = sorted({str(f.meta["group"]) for f in sparsify_runs if f.meta.get("group")}, reverse=True)
 mode = st.radio("Compare", ["a candidate group", "runs I pick"], horizontal=True,
                 index=0 if groups else 1)
 if mode == "a candidate group" and groups:
-    default = job.info.get("group") if job is not None and job.info.get("group") in groups else groups[0]
-    group = st.selectbox("Group", groups, index=groups.index(default))
-    chosen = [r for r in sparsify_runs if r.meta.get("group") == group]
+    current = str(job.info.get("group")) if job is not None else None
+    group = st.selectbox("Group", groups, index=groups.index(current) if current in groups else 0)
+    chosen = [f for f in sparsify_runs if str(f.meta.get("group")) == group]
 else:
-    ids = [r.id for r in sparsify_runs]
-    sel = st.multiselect("Runs", ids, default=ids[:3])
-    chosen = [r for r in sparsify_runs if r.id in sel]
+    names = [f.name for f in sparsify_runs]
+    sel = st.multiselect("Runs", names, default=names[:3])
+    chosen = [f for f in sparsify_runs if f.name in sel]
 
+fresh = []
+for f in chosen:  # read again: candidates may still be writing
+    try:
+        fresh.append(state.read_folder(f.dir))
+    except (ValueError, OSError) as e:
+        state.show_problems([f"{f.name}: {e}"])
+chosen = fresh
 if not chosen:
     st.info("No sparsify runs to compare yet.")
 else:
-    chosen = [load_run(r.dir) for r in chosen]  # fresh read: candidates may still be writing
-    metrics = {r.id: r.metrics for r in chosen if len(r.metrics)}
-    table = figures.candidate_table(metrics, {r.id: r.meta for r in chosen})
+    metrics = {f.name: f.metrics for f in chosen if len(f.metrics)}
+    table = figures.candidate_table(metrics, {f.name: {**f.meta, "status": f.status} for f in chosen})
     best = table.loc[table["shortest"], "run"].iloc[0] if table["shortest"].any() else None
     if best is not None:
         row = table[table["run"] == best].iloc[0]
-        st.success(f"Shortest: **{best}** ({row['strategy']}), length {row['length']:.4f}, "
-                   f"final D {row['final distance']:.4g}, accuracy {row['accuracy']:.4f}, status {row['status']}")
+        st.success(f"Shortest: **{state.md(best)}** ({state.md(row['strategy'])}), length {row['length']:.4f}, "
+                   f"final D {row['final distance']:.4g}, accuracy {row['accuracy']:.4f}, status {state.md(row['status'])}")
     st.dataframe(table.style.apply(lambda r: ["background-color: #d4f7d4" if r["shortest"] else "" for _ in r], axis=1),
                  hide_index=True)
     df = pd.concat([m.assign(run=k) for k, m in metrics.items()], ignore_index=True) if metrics else None
-    models_ = {r.meta.get("model") for r in chosen}
-    n_eval = {r.meta.get("eval_images") for r in chosen}
-    note = (f"{', '.join(map(str, models_))} on {', '.join({str(r.meta.get('dataset')) for r in chosen})}; "
-            f"accuracy on {', '.join(map(str, n_eval))} test images; {len(chosen)} paths (thick = shortest)")
+    models_ = {str(f.meta.get("model")) for f in chosen}
+    n_eval = {str(f.meta.get("eval_images")) for f in chosen}
+    note = (f"{', '.join(sorted(models_))} on {', '.join(sorted({str(f.meta.get('dataset')) for f in chosen}))}; "
+            f"accuracy on {', '.join(sorted(n_eval))} test images; {len(chosen)} paths (thick = shortest)")
     if df is not None:
         st.plotly_chart(figures.path_curves(df, note, highlight=best), key="cand-curves")

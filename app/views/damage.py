@@ -1,10 +1,8 @@
 """Damage & recovery: break a net, then race geodesic restore against SGD on the same chart."""
 
-import pandas as pd
 import streamlit as st
 
-from app import figures, state
-from geodesic import jobs
+from app import state
 
 st.title("Damage & recovery")
 st.markdown("**Paper's claim:** a net recovers from damage by walking back toward its original function along the "
@@ -12,13 +10,11 @@ st.markdown("**Paper's claim:** a net recovers from damage by walking back towar
             "SGD or Adam on the task loss holding the same coordinates. Both run at the same time, one worker thread "
             "each, for the same number of steps.")
 
-state.engine_ready()  # the intro paints first on a fresh server; then torch and the engine load
-from geodesic.damage import KINDS  # noqa: E402
 picked = state.checkpoint_picker("dmg")
 if picked is not None:
     path, model_name, card = picked
     c = st.columns(4)
-    kind = c[0].selectbox("Damage", KINDS, index=1, help="zero: a random fraction of weights; ablate: whole "
+    kind = c[0].selectbox("Damage", state.DAMAGE_KINDS, index=1, help="zero: a random fraction of weights; ablate: whole "
                           "filters/neurons; noise: relative Gaussian noise (nothing frozen)")
     n_groups = len(state.group_names(model_name))
     if kind == "zero":
@@ -33,15 +29,32 @@ if picked is not None:
     beta = c[0].number_input("β", 1e-5, 10.0, 0.01, format="%.4g", key="dmg-b")
     eps = c[1].number_input("ε", 1e-6, 1.0, 0.01, format="%.4g", key="dmg-e")
     probe = c[2].number_input("Probe batch B", 1, 128, 16, key="dmg-B")
-    baseline = c[3].selectbox("Baseline", ["sgd", "adam"], help="SGD with momentum 0.9, or Adam; task loss, batch 128")
+    baseline = c[3].selectbox("Baseline", ["sgd", "adam"], help="SGD with momentum, or Adam, on the task loss (momentum and batch: "
+                              "the engine's RecoveryConfig, shown under the chart)")
     lr = st.number_input(f"{baseline} learning rate", 1e-5, 1.0, 0.01 if baseline == "sgd" else 1e-3, format="%.4g",
                          key=f"dmg-lr-{baseline}")
-    if st.button("Damage and race", type="primary", key="dmg-start"):
-        body = jobs.damage_job(path, card["dataset"], kind, float(level), int(seed), int(steps), float(beta),
-                               float(eps), int(probe), float(lr), methods=("geodesic", baseline))
-        job = state.registry().start("damage", body, {"model": model_name, "dataset": card["dataset"], "kind": kind,
-                                                      "level": level})
-        st.session_state["dmg-job"] = job.id
+    if state.start_button("Damage and race", "dmg-start"):  # waits for the engine if it is still loading
+        from app import jobs
+        from geodesic.damage import DamageConfig
+        from geodesic.path import PathConfig
+        from geodesic.recovery import RecoveryConfig
+
+        try:
+            damage = DamageConfig(kind, (float(level),), (int(seed),)).validate()
+            cfg = RecoveryConfig(steps=int(steps), seed=int(seed), lr=float(lr),
+                                 path=PathConfig(beta=float(beta), eps=float(eps), probe=int(probe), solver="gram")).validate()
+        except ValueError as e:
+            st.error(state.md(e))
+        else:
+            body = jobs.damage_job(jobs.Source(path, card["dataset"]), damage, cfg, methods=("geodesic", baseline))
+            job = state.registry().start("damage", body, {"model": model_name, "dataset": card["dataset"],
+                                                          "kind": kind, "level": level})
+            st.session_state["dmg-job"] = job.id
+
+# after the controls: pandas is the slowest import of a fresh server's first page
+import pandas as pd  # noqa: E402
+
+from app import figures  # noqa: E402
 
 job = state.pick_job("damage", "dmg-job")
 
@@ -57,8 +70,9 @@ def render(job, df):
                     help="seconds: wall time of the steps alone (evaluations excluded); grad_evals: per-image "
                          "backward passes (a geodesic step counts its restore batch and the rows of J)")
     note = (f"{job.params.get('model')} on {job.params.get('dataset')}, {job.params.get('kind')} {job.params.get('level')}: "
-            f"accuracy on {info.get('eval_images', '?')} bundled test images every 5 steps; the methods run at the "
-            f"same time, one thread each")
+            f"accuracy on {info.get('eval_images', '?')} {info.get('data_source', '?')} test images every "
+            f"{info.get('eval_every', '?')} steps; the methods run at the same time, one thread each; baseline "
+            f"batch {info.get('batch', '?')}, SGD momentum {info.get('momentum', '?')}")
     fig = state.figure(f"race-{axis}", job, df, lambda: figures.race(df, axis, info.get("acc_before"), note))
     st.plotly_chart(fig, key=f"race-{job.id}")
     if not df.empty and "acc_before" in info:

@@ -2,13 +2,14 @@
 
 import streamlit as st
 
-from app import figures
-from geodesic import jobs
+from app import state
 
 
 @st.cache_data(show_spinner="Walking the two-weight path…", max_entries=32)
 def landscape(w1: float, w2: float, beta: float, eps: float, points: int) -> dict:
-    return jobs.playground((w1, w2), beta, eps, points=points)
+    from app import playground
+
+    return playground.landscape((w1, w2), beta, eps, count=points)
 
 
 st.title("Playground: two weights")
@@ -22,6 +23,8 @@ w2 = c[1].slider("start w2", -2.0, 2.0, 1.2, 0.1)
 beta = c[2].select_slider("β", [0.001, 0.01, 0.1, 0.5, 1.0, 5.0, 50.0], value=0.5)
 eps = c[3].select_slider("ε", [0.0004, 0.001, 0.0025, 0.01, 0.04], value=0.0025)
 points = c[4].slider("inputs x", 2, 32, 8)
+state.await_engine()  # the sliders above are usable meanwhile
+from app import figures  # noqa: E402 — after the controls: it loads pandas, the slowest import of a fresh server
 out = landscape(w1, w2, beta, eps, points)
 path, status = out["path"], out["status"].iloc[0]
 st.plotly_chart(figures.playground(out["contours"], out["ellipses"], path,

@@ -15,52 +15,74 @@ def parquet_bytes(df: pd.DataFrame) -> bytes:
 
 
 st.title("Runs on disk")
-st.caption(f"Run folders under `{state.runs_root()}` (written by the app, the CLI and the benchmarks alike).")
+st.caption(f"Run folders under {state.md(state.runs_root())} (written by the app, the CLI and the benchmarks alike).")
 
-state.engine_ready()  # the intro paints first on a fresh server; then torch and the engine load
-from geodesic.runs import delete_run  # noqa: E402
-all_runs = state.runs()
-if not all_runs:
+folders, problems = state.scan_runs()  # torch-free: meta.json and metrics.parquet only
+state.show_problems(problems)
+if not folders:
     st.info("No runs yet.")
     st.stop()
+for f in folders:
+    for note in f.notes:
+        st.warning(state.md(f"{f.name}: {note}"), icon=":material/content_copy:")
+
+
+def steps(f: state.Folder) -> int:
+    s = f.metrics["step"].max() if len(f.metrics) else 0
+    return 0 if pd.isna(s) else int(s)
+
 
 table = pd.DataFrame([{
-    "run": r.id, "kind": r.meta.get("kind"), "model": r.meta.get("model"), "dataset": r.meta.get("dataset"),
-    "status": r.meta.get("status"), "steps": int(r.metrics["step"].max()) if len(r.metrics) else 0,
-    "accuracy": (r.meta.get("summary") or {}).get("accuracy"), "length": (r.meta.get("summary") or {}).get("length"),
-    "created": r.meta.get("created")} for r in all_runs])
+    "run": f.name, "kind": str(f.meta.get("kind")), "model": str(f.meta.get("model")),
+    "dataset": str(f.meta.get("dataset")), "status": f.status, "steps": steps(f),
+    "accuracy": f.summary.get("accuracy"), "length": f.summary.get("length"), "created": str(f.meta.get("created"))}
+    for f in folders])
+for col in ("accuracy", "length"):  # a summary field that is not a number shows empty
+    table[col] = pd.to_numeric(table[col], errors="coerce")
 st.dataframe(table, hide_index=True)
 
-ids = [r.id for r in all_runs]
-chosen = st.multiselect("Open / compare", ids, default=ids[:1])
-sel = [r for r in all_runs if r.id in chosen]
+by_name = {f.name: f for f in folders}
+chosen = st.multiselect("Open / compare", list(by_name), default=list(by_name)[:1])
+sel = [by_name[n] for n in chosen if n in by_name]
 if sel:
-    frames = [r.metrics.assign(run=r.id) for r in sel if len(r.metrics)]
+    frames = [f.metrics.assign(run=f.name) for f in sel if len(f.metrics)]
     if frames:
         df = pd.concat(frames, ignore_index=True)
-        note = "; ".join(f"{r.id}: {r.meta.get('model')} on {r.meta.get('dataset')}, {r.meta.get('eval_images', '?')} test images"
-                         for r in sel)
-        st.plotly_chart(figures.path_curves(df, note), key="runs-curves")
-    for r in sel:
-        with st.expander(f"{r.id}: {r.meta.get('status')}", expanded=len(sel) == 1):
-            if len(sel) == 1 and "group_norms" in r.metrics.columns:
-                st.plotly_chart(figures.filter_heatmap(r.metrics, None, f"{r.meta.get('model')}, run {r.id}"),
-                                key=f"runs-heat-{r.id}")
-            st.json(r.meta, expanded=False)
+        note = "; ".join(f"{f.name}: {f.meta.get('model')} on {f.meta.get('dataset')}, "
+                         f"{f.meta.get('eval_images', '?')} test images" for f in sel)
+        try:
+            st.plotly_chart(figures.path_curves(df, note), key="runs-curves")
+        except (KeyError, TypeError, ValueError) as e:
+            st.warning(state.md(f"cannot draw the curves of these runs: {type(e).__name__}: {e}"))
+    for f in sel:
+        with st.expander(state.md(f"{f.name}: {f.status}"), expanded=len(sel) == 1):
+            if len(sel) == 1 and "group_norms" in f.metrics.columns:
+                try:
+                    fig = figures.filter_heatmap(f.metrics, None, f"{f.meta.get('model')}, run {f.name}")
+                except (KeyError, TypeError, ValueError) as e:
+                    st.warning(state.md(f"cannot draw the filter norms of {f.name}: {type(e).__name__}: {e}"))
+                else:
+                    st.plotly_chart(fig, key=f"runs-heat-{f.key}")
+            st.json(f.meta, expanded=False)
             c = st.columns(5)
-            c[0].download_button("metrics.csv", lambda r=r: r.metrics.to_csv(index=False), f"{r.id}-metrics.csv",
-                                 "text/csv", key=f"csv-{r.id}", on_click="ignore")
-            c[1].download_button("metrics.parquet", lambda r=r: parquet_bytes(r.metrics), f"{r.id}-metrics.parquet",
-                                 key=f"pq-{r.id}", on_click="ignore")
+            c[0].download_button("metrics.csv", lambda f=f: f.metrics.to_csv(index=False), f"{f.name}-metrics.csv",
+                                 "text/csv", key=f"csv-{f.key}", on_click="ignore")
+            c[1].download_button("metrics.parquet", lambda f=f: parquet_bytes(f.metrics), f"{f.name}-metrics.parquet",
+                                 key=f"pq-{f.key}", on_click="ignore")
             for i, name in enumerate(("final.safetensors", "snapshots.safetensors")):
-                p = r.dir / name
+                p = f.dir / name
                 if p.is_file():  # read only when clicked: snapshot files reach tens of MB
-                    c[2 + i].download_button(name, lambda p=p: p.read_bytes(), f"{r.id}-{name}", key=f"{name}-{r.id}",
-                                             on_click="ignore")
-            busy = str(r.dir) in state.active_dirs()
-            confirm = c[4].checkbox("confirm delete", key=f"confirm-{r.id}", disabled=busy,
-                                    help="a running job's folder cannot be deleted" if busy else None)
-            if c[4].button("Delete", key=f"del-{r.id}", disabled=busy or not confirm):
-                delete_run(r)
-                st.toast(f"deleted {r.id}")
-                st.rerun()
+                    c[2 + i].download_button(name, lambda p=p: p.read_bytes(), f"{f.name}-{name}",
+                                             key=f"{name}-{f.key}", on_click="ignore")
+            refusal = state.delete_refusal(f)
+            confirm = c[4].checkbox("confirm delete", key=f"confirm-{f.key}", disabled=refusal is not None)
+            if c[4].button("Delete", key=f"del-{f.key}", disabled=refusal is not None or not confirm):
+                try:
+                    state.delete_run(f)
+                except (ValueError, OSError) as e:
+                    st.error(state.md(f"not deleted: {e}"))
+                else:
+                    st.toast(state.md(f"deleted {f.name}"))
+                    st.rerun()
+            if refusal is not None:
+                st.info(state.md(f"cannot be deleted now: {refusal}"), icon=":material/lock:")

@@ -1,12 +1,10 @@
 """Sparsify: walk a trained net along tangent steps until whole filters are exactly zero, live."""
 
-
 from dataclasses import replace
 
 import streamlit as st
 
-from app import figures, state
-from geodesic import jobs
+from app import state
 
 st.title("Sparsify a net along a geodesic")
 st.markdown(
@@ -15,52 +13,55 @@ st.markdown(
     "The curves below are what *this* run measures; compare its final accuracy with the checkpoint's card."
 )
 
-state.engine_ready()  # the intro paints first on a fresh server; then torch and the engine load
-from geodesic.experiments import STRATEGIES, SparsifyConfig, recommended  # noqa: E402
-
 picked = state.checkpoint_picker("sp", allow_upload=True)
-if picked is not None:
+if picked is not None:  # every widget from torch-free tables (app/state.py); the engine loads meanwhile
     path, model_name, card = picked
     names = state.group_names(model_name)
-    presets = {"the paper's algorithm (literal)": SparsifyConfig(), "benchmarked for lenet60": recommended()}
-    preset = st.radio("Start from", list(presets), horizontal=True, key="sp-preset",
+    presets = list(state.PRESETS)
+    preset = st.radio("Start from", presets, horizontal=True, key="sp-preset",
                       help="fills in the settings below: the literal algorithm of the paper, or the setting that "
                            "bench/bench_sparsify.py measured best on lenet60 (experiments.recommended)")
-    base, k = presets[preset], f"sp-{list(presets).index(preset)}"  # a new key per preset: its values show
+    base, k = state.PRESETS[preset], f"sp-{presets.index(preset)}"  # a new key per preset: its values show
     c = st.columns(4)
     datasets = list(state.DATASETS)
     dataset = c[0].selectbox("Dataset (metric + evaluation)", datasets,
                              index=datasets.index(card["dataset"]) if card.get("dataset") in datasets else 0)
     filters = c[1].slider("Filters to zero", 1, len(names), min(len(names) - 2, 50 if len(names) == 60 else 8),
-                          help=f"{model_name} has {len(names)} prunable groups")
-    strategy = c[2].selectbox("Which filters", STRATEGIES, index=STRATEGIES.index(base.strategy), key=f"{k}-strategy")
-    phi = c[3].selectbox("Output map φ", state.OUTPUT_MAPS, index=state.OUTPUT_MAPS.index(base.path.phi), key=f"{k}-phi")
+                          help=state.md(f"{model_name} has {len(names)} prunable groups"))
+    strategy = c[2].selectbox("Which filters", state.STRATEGIES, index=state.STRATEGIES.index(base["strategy"]),
+                              key=f"{k}-strategy")
+    phi = c[3].selectbox("Output map φ", state.OUTPUT_MAPS, index=state.OUTPUT_MAPS.index(base["phi"]), key=f"{k}-phi")
     c = st.columns(4)
-    beta = c[0].number_input("β", 1e-5, 10.0, base.path.beta, format="%.4g", key=f"{k}-beta")
-    eps = c[1].number_input("ε (|θ|² ≤ ε)", 1e-6, 1.0, base.path.eps, format="%.4g", key=f"{k}-eps")
-    probe = c[2].number_input("Probe batch B", 1, 256, base.path.probe, key=f"{k}-probe")
-    seed = c[3].number_input("Seed", 0, 10_000, base.path.seed, key=f"{k}-seed")
+    beta = c[0].number_input("β", 1e-5, 10.0, base["beta"], format="%.4g", key=f"{k}-beta")
+    eps = c[1].number_input("ε (|θ|² ≤ ε)", 1e-6, 1.0, base["eps"], format="%.4g", key=f"{k}-eps")
+    probe = c[2].number_input("Probe batch B", 1, 256, base["probe"], key=f"{k}-probe")
+    seed = c[3].number_input("Seed", 0, 10_000, base["seed"], key=f"{k}-seed")
     c = st.columns(4)
-    pull = c[0].number_input("Pull ρ toward the start's function", 0.0, 10.0, base.pull, key=f"{k}-pull",
+    pull = c[0].number_input("Pull ρ toward the start's function", 0.0, 10.0, base["pull"], key=f"{k}-pull",
                              help="relative strength of the pull on the free weights (0: the literal algorithm)")
-    relax = c[1].number_input("Relax steps (after arrival)", 0, 2000, base.relax_steps, key=f"{k}-relax",
+    relax = c[1].number_input("Relax steps (after arrival)", 0, 2000, base["relax_steps"], key=f"{k}-relax",
                               help=f"geodesic restore steps inside the hyperplane after arrival, ε decaying from "
-                                   f"{base.relax_eps:g} to {base.relax_eps_final:g}")
+                                   f"{base['relax_eps']:g} to {base['relax_eps_final']:g}")
     max_steps = c[2].number_input("Max steps", 1, 5000, 200, key=f"{k}-max")
     eval_size = c[3].number_input("Test images for accuracy", 100, 2000, 500, step=100, key=f"{k}-eval")
 
-    if st.button("Start", type="primary", key="sp-start"):
+    if state.start_button("Start", "sp-start"):  # a press before the engine is loaded waits for it here
+        cfg = state.preset_config(preset)
         try:
-            cfg = replace(base, filters=int(filters), strategy=strategy, pull=float(pull), relax_steps=int(relax),
-                          path=replace(base.path, phi=phi, beta=float(beta), eps=float(eps), probe=int(probe),
+            cfg = replace(cfg, filters=int(filters), strategy=strategy, pull=float(pull), relax_steps=int(relax),
+                          path=replace(cfg.path, phi=phi, beta=float(beta), eps=float(eps), probe=int(probe),
                                        seed=int(seed), max_steps=int(max_steps))).validate()
         except ValueError as e:
-            st.error(str(e))
+            st.error(state.md(e))
         else:
-            job = state.registry().start("sparsify", jobs.sparsify_job(path, cfg, dataset, model_name,
-                                                                        eval_size=int(eval_size)),
+            from app import jobs
+
+            source = jobs.Source(path, dataset, eval_size=int(eval_size), model=model_name if card.get("uploaded") else None)
+            job = state.registry().start("sparsify", jobs.sparsify_job(source, cfg),
                                          {"checkpoint": path, "dataset": dataset, "model": model_name})
             st.session_state["sp-job"] = job.id
+
+from app import figures  # noqa: E402 — after the controls: it loads pandas, the slowest import of a fresh server
 
 job = state.pick_job("sparsify", "sp-job")
 
@@ -69,7 +70,7 @@ def render(job, df):
     n_eval = job.info.get("eval_images", "?")
     src = job.info.get("data_source", "bundled")
     note = (f"{job.params.get('model')} on {job.params.get('dataset')}: D and accuracy on {n_eval} {src} test images "
-            f"(D on the first ≤256), accuracy every 10 steps")
+            f"(D on the first ≤{job.info.get('distance_batch', '?')}), accuracy every {job.info.get('eval_every', '?')} steps")
     if len(df):
         last = df.iloc[-1]
         acc = df["accuracy"].dropna()

@@ -8,6 +8,8 @@ from app import figures, state
 @st.cache_resource
 def umap_warmer():
     """Compile UMAP's kernels once per server, in the background, when this page is first opened."""
+    from geodesic import embed
+
     return embed.warm_umap()
 
 
@@ -15,40 +17,63 @@ st.title("Weight trajectories")
 st.markdown("Every k-th weight vector of each run (its snapshots), embedded **jointly** so that paths can be "
             "compared in one picture. PCA is exact and fast; UMAP keeps local neighbourhoods (first call compiles).")
 
-state.engine_ready()  # the intro paints first on a fresh server; then torch and the engine load
-from geodesic import embed  # noqa: E402
-warmer = umap_warmer()
-
-with_snaps = [r for r in state.runs() if (r.dir / "snapshots.safetensors").is_file()]
+folders, problems = state.scan_runs()  # torch-free: the controls draw while the engine loads
+with_snaps = []
+for f in folders:
+    if f.has_snapshots():
+        why = state.snapshot_problem(f)  # header checks only: a damaged file costs one line, not the page
+        if why:
+            problems.append(f"{f.name}: {why}")
+        else:
+            with_snaps.append(f)
+state.show_problems(problems)
 if not with_snaps:
     st.info("No run with snapshots yet: start one on the Sparsify page.")
     st.stop()
 by_model: dict[str, list] = {}
-for r in with_snaps:
-    by_model.setdefault(str(r.meta.get("model")), []).append(r)
+for f in with_snaps:
+    by_model.setdefault(str(f.meta.get("model")), []).append(f)
 c = st.columns([1, 3])
 model = c[0].selectbox("Architecture", list(by_model))
-ids = [r.id for r in by_model[model]]
-chosen = c[1].multiselect("Runs", ids, default=ids[:3])
+names = [f.name for f in by_model[model]]
+chosen = c[1].multiselect("Runs", names, default=names[:3])
 c = st.columns(3)
 method = c[0].radio("Method", ["PCA", "UMAP"], horizontal=True)
 color = c[1].radio("Colour by", ["step", "accuracy", "distance"], horizontal=True)
 seed = c[2].number_input("UMAP seed", 0, 1000, 0)
 
 if chosen:
-    dirs = [r.dir for r in by_model[model] if r.id in chosen]
-    if method == "UMAP":
-        with st.status("Fitting UMAP on the snapshots…", expanded=False) as status:
-            if warmer.is_alive():
-                status.update(label="Waiting for UMAP's first-call compilation (about 20 s, once per server)…")
-                warmer.join()
-            status.update(label="Fitting UMAP…")
-            emb = embed.embed_runs(dirs, "umap", int(seed))
-            status.update(label=f"UMAP done: {len(emb)} snapshots", state="complete")
+    # the engine names each run's points by meta["id"]: of several folders with one id (copies), embed the first
+    dirs, ids = [], {}
+    for f in by_model[model]:
+        if f.name not in chosen:
+            continue
+        ident = str(f.meta.get("id", f.name))
+        if ident in ids:
+            st.warning(state.md(f"{f.name} has the same id as {ids[ident]} (a copy?): shown once"))
+            continue
+        ids[ident] = f.name
+        dirs.append(f.dir)
+    state.await_engine()  # the embedding needs torch; the controls above are already usable
+    from geodesic import embed
+
+    warmer = umap_warmer()
+    try:
+        if method == "UMAP":
+            with st.status("Fitting UMAP on the snapshots…", expanded=False) as status:
+                if warmer.is_alive():
+                    status.update(label="Waiting for UMAP's first-call compilation (about 20 s, once per server)…")
+                    warmer.join()
+                status.update(label="Fitting UMAP…")
+                emb = embed.embed_runs(dirs, "umap", int(seed))
+                status.update(label=f"UMAP done: {len(emb)} snapshots", state="complete")
+        else:
+            emb = embed.embed_runs(dirs, "pca")
+    except (ValueError, OSError, KeyError) as e:  # a folder changed or broke since it was checked above
+        st.warning(state.md(f"cannot embed these runs: {e}"))
     else:
-        emb = embed.embed_runs(dirs, "pca")
-    note = (f"{len(emb)} snapshots of {len(dirs)} {model} runs; colour: {color} "
-            f"(accuracy carried from the last evaluated step, on each run's test images)")
-    st.plotly_chart(figures.trajectory(emb, color, method, note), key="traj")
+        note = (f"{len(emb)} snapshots of {len(dirs)} {model} runs; colour: {color} "
+                f"(accuracy carried from the last evaluated step, on each run's test images)")
+        st.plotly_chart(figures.trajectory(emb, color, method, note), key="traj")
 else:
     st.info("Pick at least one run.")

@@ -2,8 +2,7 @@
 
 import streamlit as st
 
-from app import figures, state
-from geodesic import jobs
+from app import state
 
 st.title("Two tasks: learn B while keeping A")
 st.markdown("**Idea (the paper's mean network):** move with v = −∇L_B (cross-entropy on task B) while the metric's "
@@ -17,14 +16,15 @@ if picked is not None:
     path, model_name, card = picked
     task_a = card["dataset"]
     task_b = [d for d in state.DATASETS if d != task_a][0]
-    path_b = jobs.CHECKPOINTS / f"{model_name}-{task_b}.safetensors"
-    st.caption(f"task A (metric, kept): **{task_a}** · task B (learned): **{task_b}**"
-               + (f" · task-B net for the straight line: `{path_b.name}`" if path_b.is_file() else ""))
+    path_b = state.CHECKPOINTS / f"{model_name}-{task_b}.safetensors"
+    st.caption(f"task A (metric, kept): **{state.md(task_a)}** · task B (learned): **{state.md(task_b)}**"
+               + (f" · task-B net for the straight line: {state.md(path_b.name)}" if path_b.is_file() else ""))
     c = st.columns(6)
     steps = c[0].number_input("Steps", 1, 2000, 60, key="tt-s")
     beta = c[1].number_input("β", 1e-5, 10.0, 0.01, format="%.4g", key="tt-b")
     eps = c[2].number_input("ε (start)", 1e-6, 1.0, 0.5, format="%.4g", key="tt-e",
-                            help="trust region of the first step; it decays (cosine) to 0.002 over the walk")
+                            help="trust region of the first step; it decays (cosine) over the walk to the final ε of "
+                                 "merge.default_path() (shown under the chart)")
     probe = c[3].number_input("Probe batch B (task A)", 1, 128, 32, key="tt-B")
     pull = c[4].number_input("Pull ρ", 0.0, 20.0, 0.5, key="tt-pull", help="0: the naive walk, which forgets A")
     seed = c[5].number_input("Seed", 0, 1000, 0, key="tt-seed")
@@ -32,23 +32,41 @@ if picked is not None:
     if not path_b.is_file():
         choices.pop("straight line (weight averaging)")
     picked_baselines = st.multiselect("Baselines", list(choices), default=list(choices), key="tt-base")
-    if st.button("Start walk", type="primary", key="tt-start"):
+    if state.start_button("Start walk", "tt-start"):  # waits for the engine if it is still loading
+        from app import jobs
+        from geodesic.merge import MergeConfig, default_path
+        from geodesic.path import PathConfig
+
         phases = ("walk", *(choices[b] for b in picked_baselines))
-        body = jobs.two_tasks_job(path, task_a, task_b, int(steps), float(beta), float(eps), int(probe), int(seed),
-                                  pull=float(pull), phases=phases, checkpoint_b=str(path_b) if path_b.is_file() else None)
-        job = state.registry().start("two-tasks", body, {"model": model_name, "task_a": task_a, "task_b": task_b})
-        st.session_state["tt-job"] = job.id
+        try:  # ε decays (cosine) to the engine's final ε over the walk; fine-tuning gets as many steps as the walk
+            eps_final = min(default_path().eps_final, float(eps))
+            walk = PathConfig(beta=float(beta), eps=float(eps), eps_final=eps_final, probe=int(probe),
+                              seed=int(seed), max_steps=int(steps), eval_every=5)
+            cfg = MergeConfig(phases=phases, pull=float(pull), eval_size=500, finetune_steps=int(steps),
+                              path=walk).validate()
+        except ValueError as e:
+            st.error(state.md(e))
+        else:
+            body = jobs.two_tasks_job(jobs.Source(path, task_a, eval_size=500), task_b, cfg,
+                                      checkpoint_b=str(path_b) if path_b.is_file() else None)
+            job = state.registry().start("two-tasks", body, {"model": model_name, "task_a": task_a, "task_b": task_b})
+            st.session_state["tt-job"] = job.id
+
+from app import figures  # noqa: E402 — after the controls: it loads pandas, the slowest import of a fresh server
 
 job = state.pick_job("two-tasks", "tt-job")
 
 
 def render(job, df):
     names = (job.params.get("task_a"), job.params.get("task_b"))
-    note = (f"{job.params.get('model')}: accuracy on {job.info.get('eval_images', '?')} bundled test images of each task, "
-            f"every 5 steps; probe batch from {names[0]}")
+    info = job.info
+    note = (f"{job.params.get('model')}: accuracy on {info.get('eval_images', '?')} {info.get('data_source', '?')} test "
+            f"images of each task, every {info.get('eval_every', '?')} steps; ε decays to {info.get('eps_final', '?')}; "
+            f"probe batch from {names[0]}")
     st.plotly_chart(state.figure("tt", job, df, lambda: figures.two_tasks(df, names, note)), key=f"tt-{job.id}")
-    plane_note = (f"accuracy on {job.info.get('eval_images', '?')} bundled test images of each task; walk every 5 "
-                  f"steps, the straight line at 9 points t = 0 … 1, fine-tuning every 5 steps")
+    plane_note = (f"accuracy on {info.get('eval_images', '?')} {info.get('data_source', '?')} test images of each task; "
+                  f"walk every {info.get('eval_every', '?')} steps, the straight line at {info.get('line_points', '?')} "
+                  f"points t = 0 … 1, fine-tuning every {info.get('eval_every', '?')} steps")
     st.plotly_chart(state.figure("tt-plane", job, df, lambda: figures.two_task_plane(df, names, plane_note)),
                     key=f"tt-plane-{job.id}")
 
