@@ -15,12 +15,13 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Callable, Iterable, Iterator, Optional
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Optional
 
-import torch
+if TYPE_CHECKING:  # torch-free at import: the app reads statuses before the engine has loaded
+    import torch
 
 Row = dict
-Snapshot = tuple[int, torch.Tensor]
+Snapshot = tuple[int, "torch.Tensor"]
 
 
 class Status(str, Enum):
@@ -94,7 +95,7 @@ class Phase:
     rows: Iterable[Optional[Row]]
     end: Callable[[], Status] = lambda: Status.DONE
     snapshots: Callable[[], list[Snapshot]] = list
-    weights: Callable[[], Optional[torch.Tensor]] = lambda: None
+    weights: Callable[[], Optional["torch.Tensor"]] = lambda: None
 
 
 class Sink:

@@ -24,13 +24,15 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+from typing import TYPE_CHECKING
+
 import pandas as pd
-import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
 
 from . import __version__
 from .lifecycle import Status
+
+if TYPE_CHECKING:  # torch loads on first use: the app lists runs before the engine has loaded
+    import torch
 
 SNAPSHOTS = "snapshots"
 STATE = "state.safetensors"
@@ -72,7 +74,7 @@ def plain(obj):
         return [plain(v) for v in obj]
     if obj is None or isinstance(obj, (str, int, bool)):
         return obj
-    if isinstance(obj, torch.Tensor) and obj.numel() == 1:
+    if hasattr(obj, "item") and getattr(obj, "numel", lambda: 0)() == 1:  # a one-element tensor
         return plain(obj.item())
     return str(obj)
 
@@ -84,6 +86,9 @@ def write_json(path: Path, obj) -> None:
 
 def save_tensors(path: Path, tensors: dict[str, torch.Tensor]) -> None:
     """Write a .safetensors file atomically (bool masks as uint8, floats as float32)."""
+    import torch
+    from safetensors.torch import save_file
+
     out = {k: (v.to(torch.uint8) if v.dtype == torch.bool else v.float() if v.is_floating_point() else v)
            .detach().contiguous().cpu() for k, v in tensors.items()}
     _atomic_write_bytes(path, lambda t: save_file(out, str(t)))
@@ -116,6 +121,8 @@ class RunWriter:
     """Creates a run folder and keeps it up to date while a run goes (a `lifecycle.Sink`)."""
 
     def __init__(self, meta: dict, root: str | os.PathLike | None = None, run_id: str | None = None):
+        import torch
+
         self.root = Path(root or default_root())
         self.id = run_id or new_run_id(meta.get("kind", "run"))
         self.dir = self.root / self.id
@@ -145,6 +152,8 @@ class RunWriter:
         _atomic_write_bytes(self.dir / "metrics.parquet", lambda t: df.to_parquet(t, index=False))
 
     def add_snapshot(self, step: int, w: torch.Tensor) -> None:
+        import torch
+
         folder = self.dir / SNAPSHOTS
         folder.mkdir(exist_ok=True)
         save_tensors(folder / f"{step:07d}.safetensors", {"w": w, "step": torch.tensor(step)})
@@ -217,6 +226,8 @@ class Run:
 
     def snapshots(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(steps (S,), weights (S, n)); empty when the run kept none. ValueError for unreadable files."""
+        import torch
+
         pairs = []
         for p in sorted((self.dir / SNAPSHOTS).glob("*.safetensors")):
             t = _read(p)
@@ -244,13 +255,18 @@ class Run:
 
     def extra(self, name: str) -> dict[str, torch.Tensor]:
         """A run's own tensors (masks back as bool)."""
+        import torch
+
         p = self.dir / name
         if not p.is_file():
             raise FileNotFoundError(f"{self.dir} has no {name}")
         return {k: (v.to(torch.bool) if v.dtype == torch.uint8 else v) for k, v in _read(p).items()}
 
 
-def _read(path: Path) -> dict[str, torch.Tensor]:
+def _read(path: Path) -> dict[str, "torch.Tensor"]:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
     try:
         return load_file(str(path))
     except (SafetensorError, OSError, ValueError, RuntimeError) as e:

@@ -152,3 +152,10 @@ def test_a_killed_run_keeps_its_rows_snapshots_and_start_and_reads_as_stale(tmp_
     steps, W = run.snapshots()
     assert len(steps) >= 3 and W.shape[1] == run.extra("state.safetensors")["w_start"].numel()
     assert len(run.metrics) >= 5 and run.status is Status.STALE
+
+
+def test_reading_run_folders_does_not_import_torch():
+    """The app lists runs and their statuses while torch still loads behind the first page."""
+    code = "import sys, geodesic.runs as r; r.scan_with_gallery(); assert 'torch' not in sys.modules, 'torch loaded'"
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
