@@ -159,3 +159,21 @@ def test_reading_run_folders_does_not_import_torch():
     code = "import sys, geodesic.runs as r; r.scan_with_gallery(); assert 'torch' not in sys.modules, 'torch loaded'"
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
+
+
+def test_run_folders_of_the_older_format_still_open(tmp_path):
+    """Older folders: flat w/w_start in final.safetensors, one snapshots.safetensors, free-text status, Infinity."""
+    from safetensors.torch import save_file
+
+    d = tmp_path / "old"
+    d.mkdir()
+    (d / "meta.json").write_text('{"id": "old", "kind": "sparsify", "status": "arrived, relaxed", '
+                                 '"config": {"path": {"max_distance": Infinity}}}')
+    w, w0 = torch.arange(4.0), torch.ones(4)
+    save_file({"w": w, "w_start": w0}, str(d / "final.safetensors"))
+    save_file({"step": torch.tensor([0, 5]), "w": torch.stack([w0, w])}, str(d / "snapshots.safetensors"))
+    run = runs.load_run(d)
+    assert run.status is Status.ARRIVED and run.meta["config"]["path"]["max_distance"] == float("inf")
+    assert torch.equal(run.final()["w"], w) and torch.equal(run.final()["w_start"], w0)
+    steps, W = run.snapshots()
+    assert steps.tolist() == [0, 5] and torch.equal(W[1], w)
