@@ -15,6 +15,7 @@ import os
 import platform
 import re
 import shutil
+import sys
 import threading
 import time
 import traceback
@@ -34,7 +35,7 @@ CHECKPOINTS = REPO / "assets" / "checkpoints"  # as app.jobs.CHECKPOINTS (import
 ENGINE_LOADED = threading.Event()  # set by warm_engine's thread once torch and the engine are imported
 ENGINE_ERROR: list[str] = []  # the traceback, when importing the engine failed
 ENGINE_HURRY = threading.Event()  # set by await_engine: a press is waiting, import now
-WARM_DELAY_S = 1.5  # the torch import holds the GIL for long stretches: let the first page reach the browser first
+WARM_DELAY_S = 3.0  # the torch import holds the GIL for long stretches: let the first page reach the browser first
 POLL_S = 0.25  # the browser asks every 0.25 s; measured ~2-3 refreshes/s on the loaded 2-core machine
 OUTPUT_MAPS = ("sqrt_probs", "probs", "logits")
 DATASETS = ("mnist", "fashion-mnist")
@@ -79,6 +80,8 @@ def warm_engine() -> threading.Thread:
     WARM_DELAY_S after the first page's script (its widgets are then sent and drawn), or at once on a press."""
     def body() -> None:
         ENGINE_HURRY.wait(WARM_DELAY_S)
+        interval = sys.getswitchinterval()
+        sys.setswitchinterval(min(interval, 0.001))  # the server's threads get the GIL more often meanwhile
         try:
             import pandas  # noqa: F401 — before torch, in one thread (see app/main.py)
             import torch
@@ -92,6 +95,8 @@ def warm_engine() -> threading.Thread:
         except BaseException:  # noqa: BLE001 — shown by await_engine, never swallowed
             ENGINE_ERROR.append(traceback.format_exc())
             return
+        finally:
+            sys.setswitchinterval(interval)
         ENGINE_LOADED.set()
         playground.warm_metric()  # first forward-mode call scripts torch's jvp decompositions (~2 s, GIL-heavy)
 
@@ -282,20 +287,20 @@ def read_folder(path: Path) -> Folder:
             raise ValueError(f"meta.json: {name} is a {type(meta[name]).__name__}, not an object")
     mp = path / "metrics.parquet"
     try:
-        metrics = pd.read_parquet(mp) if mp.is_file() else pd.DataFrame()
+        table = pd.read_parquet(mp) if mp.is_file() else pd.DataFrame()
     except Exception as e:  # noqa: BLE001 — pyarrow raises many types for a damaged file
         raise ValueError(f"metrics.parquet is unreadable ({type(e).__name__})") from None
-    if len(metrics):
-        if "step" not in metrics.columns:
+    if len(table):
+        if "step" not in table.columns:
             raise ValueError("metrics.parquet has no step column")
-        if not pd.api.types.is_numeric_dtype(metrics["step"]) or metrics["step"].isna().all():
+        if not pd.api.types.is_numeric_dtype(table["step"]) or table["step"].isna().all():
             raise ValueError("metrics.parquet: its step column holds no step numbers")
-    return Folder(path, meta, metrics)
+    return Folder(path, meta, table)
 
 
 def scan_runs(root: Path | None = None) -> tuple[list[Folder], list[str]]:
-    """Every run folder under root (newest first) and one line per folder that cannot be shown. A folder whose
-    meta.json repeats another's id (a copy) is listed, with a note."""
+    """Every run folder under root (newest first) and one line per folder that cannot be shown (read_folder).
+    A folder whose meta.json repeats another's id (a copy) is listed, with a note."""
     root = Path(root or runs_root())
     folders, problems = [], []
     for meta in sorted(root.glob("*/meta.json"), reverse=True):

@@ -1,5 +1,6 @@
 """Drive the explorer in a real browser: start `streamlit run app/main.py`, open it in headless Chromium
-(Playwright), time first paint, and measure a live run. Shared by tests/test_browser.py and bench/bench_app.py."""
+(Playwright), time first paint and time to interactive, and measure a live run. Shared by tests/test_browser.py,
+tests/test_offline.py and bench/bench_app.py."""
 
 from __future__ import annotations
 
@@ -28,6 +29,12 @@ COUNTER = """(() => { window.__redraws = 0; window.__changes = 0; window.__refre
       const s = JSON.stringify(p.data[0].y); if (s !== last) { last = s; window.__changes++; } } }, 25); })()"""
 
 
+class Url(str):
+    """The server's URL, with the pid of its process."""
+
+    pid: int
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -38,14 +45,15 @@ def free_port() -> int:
 def server(runs: Path, log_path: Path, flags: tuple[str, ...] = ()) -> Iterator[str]:
     """A fresh `streamlit run app/main.py` writing runs under `runs`; yields its URL once healthy. On exit the
     server is stopped and its log checked for the concurrent-import failure (partially initialized module).
-    `flags`: more `streamlit run` options, e.g. ("--runner.postScriptGC", "true")."""
+    `flags`: more `streamlit run` options, e.g. ("--runner.postScriptGC", "true"). The URL's `.pid` is the server's."""
     port = free_port()
     env = {**os.environ, "GEODESIC_RUNS": str(runs), "PYTHONPATH": str(ROOT)}
     with open(log_path, "w+") as log:
         proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app/main.py", "--server.headless", "true",
                                  "--server.port", str(port), "--browser.gatherUsageStats", "false",
                                  "--server.fileWatcherType", "none", *flags], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-        url = f"http://127.0.0.1:{port}"
+        url = Url(f"http://127.0.0.1:{port}")
+        url.pid = proc.pid
         try:
             t0 = time.time()
             while True:
@@ -91,6 +99,69 @@ def first_paint(page, url: str) -> float:
     return time.perf_counter() - t0
 
 
+# what makes each page usable (by its URL path): its primary button, or its first input where it has none;
+# "run": the page shows it only when the runs folder holds a run
+CONTROLS = {"": ("Sparsify", "button", "Start", False),
+            "candidates": ("Candidate paths", "button", "Start candidates", False),
+            "damage": ("Damage & recovery", "button", "Damage and race", False),
+            "two_tasks": ("Two tasks", "button", "Start walk", False),
+            "playground": ("Playground", "stSlider", "start w1", False),
+            "trajectories": ("Trajectories", "stMultiSelect", "Runs", True),
+            "runs": ("Runs", "stMultiSelect", "Open / compare", True)}
+
+# true once the main area shows `label` on a visible, enabled, current (not stale) control of `kind`
+USABLE = """([kind, label]) => {
+  const main = document.querySelector('[data-testid="stMainBlockContainer"]'); if (!main) return false;
+  const ok = el => el.offsetParent !== null && !el.closest('[data-stale="true"]');
+  if (kind === 'button')
+    return [...main.querySelectorAll('button')].some(b => b.innerText.trim() === label && !b.disabled && ok(b));
+  return [...main.querySelectorAll(`[data-testid="${kind}"]`)].some(w => w.innerText.split('\\n')[0].trim() === label
+    && ok(w) && !w.querySelector('[disabled], [aria-disabled="true"]'));
+}"""
+
+
+def time_to_interactive(page, url: str, path: str = "", timeout: float = 60) -> dict:
+    """Seconds from navigation start to first paint (navigation + the page's title) and to time to interactive:
+    the page's control in CONTROLS (its primary button: Start, Run…) drawn, visible, enabled and not stale."""
+    _, kind, label, _ = CONTROLS[path]
+    t0 = time.perf_counter()
+    page.goto(f"{url}/{path}", wait_until="commit")
+    page.wait_for_selector('[data-testid="stSidebarNav"]', timeout=timeout * 1000)
+    page.wait_for_selector("h1", timeout=timeout * 1000)
+    paint = time.perf_counter() - t0
+    page.wait_for_function(USABLE, arg=[kind, label], timeout=timeout * 1000, polling=20)
+    return {"first_paint_s": paint, "tti_s": time.perf_counter() - t0}
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def wait_quiet(pid: int, below: float = 0.05, window: float = 2.0, timeout: float = 120) -> float:
+    """Wait until the process used less than `below` of a core over `window` seconds (the server has loaded the
+    engine and compiled what it compiles in the background); returns the seconds waited."""
+    t0 = time.perf_counter()
+    while time.perf_counter() - t0 < timeout:
+        c0 = cpu_seconds(pid)
+        time.sleep(window)
+        if cpu_seconds(pid) - c0 < below * window:
+            break
+    return time.perf_counter() - t0
+
+
+@contextmanager
+def busy_core() -> Iterator[None]:
+    """One core kept busy by a spinning process for the duration (the machine's other work)."""
+    proc = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        yield
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
 def wait_idle(page, timeout: float = 30) -> None:
     """Until the app is not running a script (the status widget disappears)."""
     page.wait_for_timeout(300)
@@ -103,7 +174,8 @@ def rows_shown(page) -> int:
 
 
 def start_sparsify(page, checkpoint: str, max_steps: int = 400) -> None:
-    """On the Sparsify page: pick a shipped checkpoint, set Max steps, press Start, wait for both charts."""
+    """On the Sparsify page: pick a shipped checkpoint, set Max steps, press Start, wait for both charts (a press
+    before the engine has loaded waits for it first)."""
     page.locator('[data-testid="stSelectbox"]').filter(has_text="Checkpoint").click()
     page.get_by_role("option", name=checkpoint).click()
     wait_idle(page)
@@ -112,8 +184,7 @@ def start_sparsify(page, checkpoint: str, max_steps: int = 400) -> None:
     ms.press("Enter")
     wait_idle(page)
     page.get_by_test_id("stMainBlockContainer").get_by_role("button", name="Start", exact=True).click()
-    page.wait_for_selector(".js-plotly-plot", timeout=30_000)
-    page.wait_for_function("document.querySelectorAll('.js-plotly-plot').length >= 2", timeout=60_000)
+    page.wait_for_function("document.querySelectorAll('.js-plotly-plot').length >= 2", timeout=120_000)
 
 
 def measure_live(page, seconds: float, after_rows: int = 15) -> dict:

@@ -1,7 +1,8 @@
-"""Real headless Chromium (Playwright) against `streamlit run app/main.py`: first paint, every page, a live run.
+"""Real headless Chromium (Playwright) against `streamlit run app/main.py`: first paint and time to interactive,
+a press before the engine has loaded, a live run, a corrupt upload, every page.
 
 Skipped only when /usr/bin/chromium is missing. Screenshots go to tests/artifacts/ (gitignored); the measured
-first-paint times and chart update rate are printed and written to tests/artifacts/browser-timings.json.
+times and chart update rate are printed and written to tests/artifacts/browser-timings.json.
 """
 
 import json
@@ -13,7 +14,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
-from appdriver import CHROMIUM, chromium, first_paint, measure_live, start_sparsify, wait_idle  # noqa: E402
+from appdriver import CHROMIUM, chromium, measure_live, start_sparsify, time_to_interactive, wait_idle  # noqa: E402
 from appdriver import server as app_server  # noqa: E402
 
 ART = ROOT / "tests" / "artifacts"
@@ -49,17 +50,24 @@ def test_browser_end_to_end(server, browser):
     timings = {}
     ctx = browser.new_context(viewport={"width": 1400, "height": 1600})
     page = ctx.new_page()
-    timings["first_visit_s"] = first_paint(page, url)  # right after server start: the pandas import race
+    visit = time_to_interactive(page, url)  # right after server start: the pandas import race
+    timings.update(first_visit_s=visit["first_paint_s"], first_visit_tti_s=visit["tti_s"])
     assert page.locator("h1").first.inner_text().startswith("Sparsify")
     no_exception(page)
-    wait_idle(page, 60)  # the first visit's script run (and the engine import it waits for) is over
+    wait_idle(page, 60)  # the first visit's script run is over; the engine is still loading behind it
     tab = ctx.new_page()
-    timings["new_tab_s"] = first_paint(tab, url)
+    again = time_to_interactive(tab, url)
+    timings.update(new_tab_s=again["first_paint_s"], new_tab_tti_s=again["tti_s"])
     no_exception(tab)
     tab.close()
 
-    # a live lenet60 run: start, watch the charts update, stop
+    # a live lenet60 run, most likely pressed before the engine has loaded: the press waits under a status line
+    # ("Loading the engine…", recorded when seen), then starts; watch the charts update, stop
+    page.evaluate("""() => { window.__loading = false; new MutationObserver(() => {
+        if (document.body.innerText.includes('Loading the engine')) window.__loading = true; })
+        .observe(document.body, {childList: true, subtree: true, characterData: true}); }""")
     start_sparsify(page, "lenet60-fashion-mnist")
+    timings["press_waited_for_the_engine"] = page.evaluate("window.__loading")
     timings.update(measure_live(page, seconds=10))
     page.screenshot(path=str(ART / "sparsify-running.png"), full_page=True)
     page.get_by_test_id("stMainBlockContainer").get_by_role("button", name="Stop", exact=True).click()
@@ -94,8 +102,8 @@ def test_browser_end_to_end(server, browser):
     timings["load_average_1min"] = os.getloadavg()[0]
     (ART / "browser-timings.json").write_text(json.dumps(timings, indent=2))
     print("\nbrowser timings:", json.dumps(timings))
-    # Speed targets (first paint < 5 s / < 2 s, live updates >= 2 Hz) are measured and written to
+    # Speed targets (time to interactive < 5 s / < 2 s, live updates >= 2 Hz) are measured and written to
     # browser-timings.json, not asserted: on 2 shared cores the numbers follow the machine's load. The test
     # fails only when a page does not paint at all in reasonable time or live updates have clearly stalled.
-    assert timings["first_visit_s"] < 30 and timings["new_tab_s"] < 30, timings
+    assert timings["first_visit_tti_s"] < 30 and timings["new_tab_tti_s"] < 30, timings
     assert timings["live_refreshes_per_s"] >= 0.3, timings

@@ -5,9 +5,10 @@ import streamlit as st
 from app import figures, state
 
 
-@st.cache_resource
+@st.cache_resource(show_spinner=False)
 def umap_warmer():
-    """Compile UMAP's kernels once per server, in the background, when this page is first opened."""
+    """Compile UMAP's kernels once per server, when UMAP is first asked for (not on opening the page: numba's
+    compilation holds the GIL for tens of seconds, and every page of the server would wait behind it)."""
     from geodesic import embed
 
     return embed.warm_umap()
@@ -57,9 +58,9 @@ if chosen:
     state.await_engine()  # the embedding needs torch; the controls above are already usable
     from geodesic import embed
 
-    warmer = umap_warmer()
     try:
         if method == "UMAP":
+            warmer = umap_warmer()
             with st.status("Fitting UMAP on the snapshots…", expanded=False) as status:
                 if warmer.is_alive():
                     status.update(label="Waiting for UMAP's first-call compilation (about 20 s, once per server)…")
