@@ -24,10 +24,10 @@ from common import RESULTS, ROOT, save
 
 from geodesic import data, models
 from geodesic.baselines import finetune, magnitude_prune
+from geodesic.damage import DamageConfig, run_damage, summarize
 from geodesic.experiments import recommended, run_sparsify
 from geodesic.params import flatten
 from geodesic.path import Evaluation
-from geodesic.recovery import DamageConfig, run_damage, summarize
 
 OUT = ROOT / "bench" / "out"
 NETS = ("dense", "geodesic", "magnitude + fine-tune")

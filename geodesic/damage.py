@@ -1,16 +1,30 @@
-"""Reproducible damage to a net: zero a fraction of weights, ablate whole filters, add Gaussian noise.
+"""Damage to a net and resistance to it (experiment 2, first half).
 
-Each operation returns the damaged vector and the boolean mask of damaged coordinates. For a given seed the
-damage does not depend on the weights it hits (the same coordinates are zeroed, the same filters ablated with
-`among="all"`, the same noise vector added with a fixed `reference`), so one damage can be applied equally to
-several nets. `frozen` says which coordinates a recovery holds at their damaged values (they stay broken).
+Operators: zero a fraction of weights, ablate whole filters, add Gaussian noise. Each returns the damaged vector
+and the boolean mask of damaged coordinates. For a given seed the damage does not depend on the weights it hits
+(the same coordinates are zeroed, the same filters ablated with `among="all"`, the same noise vector added with a
+fixed `reference`), so one damage can be applied equally to several nets. `frozen` says which coordinates a
+recovery holds at their damaged values (they stay broken).
+
+Resistance: one seeded damage applied equally to several nets; for each net drop = acc(w) − acc(damaged w),
+mean ± sd over seeds (`run_damage`, a run of one phase "damage", one row per net, level and seed; `summarize`).
 """
 
 from __future__ import annotations
 
-import torch
+import math
+from dataclasses import asdict, dataclass
+from typing import Callable, Iterator
 
-from .params import Group, ParamSpec, group_mask
+import pandas as pd
+import torch
+from torch import nn
+
+from .data import Split
+from .lifecycle import Phase, Row, Status, Stop, execute
+from .params import Group, ParamSpec, group_mask, group_norms, spec_of
+from .path import Evaluation
+from .runs import RunWriter
 
 KINDS = ("zero", "ablate", "noise")
 AMONG = ("all", "alive")
@@ -97,3 +111,137 @@ def frozen(kind: str, mask: torch.Tensor) -> torch.Tensor:
     if kind not in KINDS:
         raise ValueError(f"unknown damage {kind!r}; choose one of {KINDS}")
     return mask.clone() if kind in ("zero", "ablate") else torch.zeros_like(mask)
+
+
+# --- resistance: one damage, several nets -------------------------------------------------------------
+
+# a damage run's mask and frozen coordinates, a recover run's w_ref and frozen: `runs.Run.extra(DAMAGE_FILE)`
+DAMAGE_FILE = "damage.safetensors"
+_LEVEL_RULES = {"zero": ("a fraction in [0, 1]", lambda x: 0 <= x <= 1),
+                "ablate": ("a whole number of filters >= 0", lambda x: 0 <= x < math.inf and x == int(x)),
+                "noise": ("a finite scale >= 0", lambda x: 0 <= x < math.inf)}
+
+
+@dataclass(frozen=True)
+class DamageConfig:
+    """One kind of damage at several levels and seeds. `among` (ablate): pick filters among "all" (the same
+    filters in every net; a pick may hit one already zero) or only "alive" (nonzero) ones. `layers`: zero/noise
+    only these layers (None: all)."""
+
+    kind: str = "zero"
+    levels: tuple[float, ...] = (0.3,)
+    seeds: tuple[int, ...] = (0,)
+    layers: tuple[str, ...] | None = None
+    among: str = "all"
+
+    def validate(self) -> "DamageConfig":
+        if self.kind not in KINDS:
+            raise ValueError(f"unknown damage {self.kind!r}; choose one of {KINDS}")
+        if self.among not in AMONG:
+            raise ValueError(f"among must be one of {AMONG}, got {self.among!r}")
+        if not self.levels or not self.seeds:
+            raise ValueError("give at least one level and one seed")
+        rule, ok = _LEVEL_RULES[self.kind]
+        for level in self.levels:
+            if not ok(level):
+                raise ValueError(f"{self.kind} level must be {rule}, got {level}")
+        return self
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class DamageOutcome:
+    table: pd.DataFrame  # one row per (net, level, seed)
+    w_damaged: torch.Tensor  # the first net at the first level and seed, damaged
+    mask: torch.Tensor  # its damaged coordinates
+    status: Status
+
+    def summary(self) -> dict:
+        return damage_summary(self.table, self.status)
+
+
+def damage_summary(table: pd.DataFrame, status: Status) -> dict:
+    """Status, row count and the drop (mean ± sd over seeds) of each net at each level."""
+    s = summarize(table)
+    return {"status": status, "rows": len(table),
+            "drop": {f"{r.net} @ {r.level:g}": f"{r.drop_mean:.4f} ± {r.drop_sd:.4f}" for r in s.itertuples()}}
+
+
+def zero_groups(w: torch.Tensor, groups: list[Group]) -> int:
+    """Groups (filters/neurons) whose every coordinate is exactly 0."""
+    return int((group_norms(w, groups) == 0).sum()) if groups else 0
+
+
+def damage_rows(model: nn.Module, nets: dict[str, torch.Tensor], groups: list[Group], cfg: DamageConfig,
+                evaluation: Evaluation, reference: torch.Tensor | None = None
+                ) -> Iterator[tuple[Row, torch.Tensor, torch.Tensor]]:
+    """(row, damaged w, mask) for every level, seed and net. Noise σ comes from `reference` (default: the first
+    net), so each seed adds the same vector to every net."""
+    spec, ref = spec_of(model), reference if reference is not None else next(iter(nets.values()))
+    layers = list(cfg.layers) if cfg.layers else None
+    before = {name: evaluation.scores(model, w)[1] for name, w in nets.items()}
+    for level in cfg.levels:
+        for seed in cfg.seeds:
+            for name, w in nets.items():
+                w_d, mask = damage(w, spec, groups, cfg.kind, level, seed, layers, cfg.among, ref)
+                loss, acc = evaluation.scores(model, w_d)
+                row = {"net": name, "kind": cfg.kind, "level": float(level), "seed": seed,
+                       "accuracy_before": before[name], "accuracy": acc, "drop": before[name] - acc, "loss": loss,
+                       "damaged": int(mask.sum()), "changed": int((w_d != w).sum()),
+                       "filters_lost": zero_groups(w_d, groups) - zero_groups(w, groups)}
+                yield row, w_d, mask
+
+
+def run_damage(model: nn.Module, nets: dict[str, torch.Tensor], groups: list[Group], cfg: DamageConfig,
+               evaluation: Evaluation, writer: RunWriter | None = None, stop: Stop | None = None,
+               on_row: Callable[[Row], None] | None = None, reference: torch.Tensor | None = None) -> DamageOutcome:
+    """Damage every net at every level and seed, measure the accuracy drop: one phase "damage", one row per
+    (net, level, seed). The run's weights are the first damaged net (w_start: that net undamaged); its mask and
+    frozen coordinates go to damage.safetensors as soon as the first row exists. A stop request ends the run
+    within one row (STOPPED); an exception keeps the rows so far (INTERRUPTED)."""
+    cfg.validate()
+    if not nets:
+        raise ValueError("give at least one net")
+    first = next(iter(nets.values()))
+    if writer is not None:
+        writer.begin(model, first, config=cfg.as_dict(), nets=list(nets), eval_images=len(evaluation.y))
+    kept: list[tuple[torch.Tensor, torch.Tensor]] = []  # the first damaged net and its mask
+
+    def rows() -> Iterator[Row]:
+        for row, w_d, mask in damage_rows(model, nets, groups, cfg, evaluation, reference):
+            if not kept:
+                kept.append((w_d, mask))
+                if writer is not None:
+                    writer.save_extra(DAMAGE_FILE, {"mask": mask, "frozen": frozen(cfg.kind, mask)})
+            yield row
+
+    phase = Phase("damage", rows(), weights=lambda: kept[0][0] if kept else None)
+    rec = execute([phase], writer, stop, on_row, lambda r: damage_summary(pd.DataFrame(r.rows), r.status))
+    w_d, mask = kept[0] if kept else (first.clone(), torch.zeros(first.numel(), dtype=torch.bool))
+    return DamageOutcome(pd.DataFrame(rec.rows), w_d, mask, rec.status)
+
+
+def resistance(model: nn.Module, nets: dict[str, torch.Tensor], test: Split | Evaluation, kind: str,
+               levels: list[float], seeds: list[int], groups: list[Group] | None = None,
+               layers: list[str] | None = None, among: str = "all",
+               reference: torch.Tensor | None = None) -> pd.DataFrame:
+    """The per-seed resistance table (see `damage_rows`) of one damage kind; `summarize` gives mean ± sd."""
+    cfg = DamageConfig(kind, tuple(levels), tuple(seeds), tuple(layers) if layers else None, among)
+    ev = test if isinstance(test, Evaluation) else Evaluation(test.x, test.y)
+    groups = groups if groups is not None else []
+    return run_damage(model, nets, groups, cfg, ev, reference=reference).table
+
+
+def summarize(table: pd.DataFrame) -> pd.DataFrame:
+    """Mean and sd (over seeds, ddof 1) of accuracy and drop for each (net, kind, level), in order of first
+    appearance."""
+    if table.empty:
+        return pd.DataFrame(columns=["net", "kind", "level", "accuracy_before", "accuracy_mean", "accuracy_sd",
+                                     "drop_mean", "drop_sd", "seeds"])
+    g = table.groupby(["net", "kind", "level"], sort=False)
+    out = g.agg(accuracy_before=("accuracy_before", "first"), accuracy_mean=("accuracy", "mean"),
+                accuracy_sd=("accuracy", "std"), drop_mean=("drop", "mean"), drop_sd=("drop", "std"),
+                seeds=("seed", "count")).reset_index()
+    return out.fillna({"accuracy_sd": 0.0, "drop_sd": 0.0})

@@ -11,33 +11,34 @@
   tasks; the upper bound).
 
 On a path, the point picked is the one best on both tasks: argmax_i min(acc_A(w_i), acc_B(w_i)).
+
+A merge is a run (`run_merge`) of the phases in `MergeConfig.phases`, in order, each a generator of rows.
 """
 
 from __future__ import annotations
 
 import math
-import threading
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Optional
 
 import torch
-from safetensors.torch import save_file
 from torch import nn
 
-from .baselines import finetune
+from .baselines import descend
 from .data import Split
+from .lifecycle import Phase, Record, Row, Status, Stop, execute
 from .metric import model_fn, output_map
-from .objectives import BatchSampler, Field, learn, restore, with_pull
+from .objectives import LEARN_B, PROBE, PULL_A, RELAX_PATH, BatchSampler, Field, learn, restore, with_pull
 from .params import flatten, spec_of
 from .path import Evaluation, Path, PathConfig
-from .runs import RunWriter, _atomic_write_bytes
-from .train import train
+from .runs import RunWriter
+from .train import train, train_steps
 
 DIRECTIONS = ("labels", "teacher")
 PHASES = ("walk", "relax", "line", "finetune", "joint")
-Row = dict
-OnRow = Callable[[Row], None]
+PATHS_FILE = "paths.safetensors"  # the relaxed path (N+1, n) and the baselines' weights
+ENERGY_BATCH = 2  # the fixed batch the relaxation's energy is measured on: this offset from the relaxation's seed
 
 
 def default_path() -> PathConfig:
@@ -98,10 +99,6 @@ class MergeConfig:
         return asdict(self)
 
 
-class Stopped(Exception):
-    """Raised inside a phase when the stop event is set."""
-
-
 # --- data and evaluation -----------------------------------------------------------------------
 
 
@@ -141,21 +138,11 @@ def best_on_both(rows: list[Row]) -> int:
     return max(range(len(rows)), key=lambda i: min(rows[i]["accuracy"], rows[i]["accuracy_b"]))
 
 
-def evaluate_points(model: nn.Module, points: torch.Tensor, test_a: Split, test_b: Split, phase: str,
-                    stop: threading.Event | None = None, on_row: OnRow | None = None) -> list[Row]:
+def point_rows(model: nn.Module, points: torch.Tensor, test_a: Split, test_b: Split, phase: str) -> Iterator[Row]:
     """One row per point w_i (i = 0 … N) of a path (N+1, n): t = i/N and the scores on both tasks."""
-    rows, N = [], len(points) - 1
+    N = len(points) - 1
     for i, w in enumerate(points):
-        _check_stop(stop)
-        rows.append({"phase": phase, "step": i, "t": i / N, **scores_both(model, w, test_a, test_b)})
-        if on_row:
-            on_row(rows[-1])
-    return rows
-
-
-def _check_stop(stop: threading.Event | None) -> None:
-    if stop is not None and stop.is_set():
-        raise Stopped
+        yield {"phase": phase, "step": i, "t": i / N, **scores_both(model, w, test_a, test_b)}
 
 
 # --- the straight line and the relaxation ------------------------------------------------------
@@ -181,48 +168,59 @@ def path_energy(model: nn.Module, points: torch.Tensor, x: torch.Tensor, phi: st
     return float(len(d) * d.sum()), float(d.sqrt().sum())
 
 
-def relax(model: nn.Module, start: torch.Tensor, sample: Callable[[], torch.Tensor], iters: int, lr: float,
-          phi: str = "sqrt_probs", x_fixed: torch.Tensor | None = None, eval_every: int = 20,
-          stop: threading.Event | None = None, on_row: OnRow | None = None) -> tuple[torch.Tensor, list[Row]]:
+class Relaxation:
     """Minimize E = N Σ_i D(w_i, w_{i+1}) over the inner points of `start` (N+1, n), ends fixed.
 
-    Each iteration draws a batch x = sample() and takes one Adam step (lr cosine-decayed to 0) on E(x). Rows
-    hold the minibatch energy every iteration and, every `eval_every` iterations and at both ends, (E, L) on
-    `x_fixed`. Returns (the relaxed path (N+1, n), rows); a stop request returns the path reached so far.
+    Iterate to relax: each iteration draws a batch x = sample() and takes one Adam step (lr cosine-decayed to 0)
+    on E(x). Rows hold the minibatch energy every iteration (row 0: the start) and, every `eval_every`
+    iterations and at both ends, (E, L) on `x_fixed`. `points` is the current path (N+1, n).
     """
-    ends = start[[0, -1]].detach()
-    inner = start[1:-1].detach().clone().requires_grad_(True)
-    opt = torch.optim.Adam([inner], lr=lr)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * s / iters)))
-    N = start.shape[0] - 1
-    rows: list[Row] = []
 
-    def emit(it: int, energy: float) -> None:
+    def __init__(self, model: nn.Module, start: torch.Tensor, sample: Callable[[], torch.Tensor], iters: int,
+                 lr: float, phi: str = "sqrt_probs", x_fixed: torch.Tensor | None = None, eval_every: int = 20):
+        self.model, self.sample, self.iters, self.phi = model, sample, iters, phi
+        self.x_fixed, self.eval_every = x_fixed, eval_every
+        self.ends = start[[0, -1]].detach()
+        self.inner = start[1:-1].detach().clone().requires_grad_(True)
+        self.opt = torch.optim.Adam([self.inner], lr=lr)
+        self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lambda s: 0.5 * (1 + math.cos(math.pi * s / iters)))
+
+    @property
+    def points(self) -> torch.Tensor:
+        return torch.cat([self.ends[:1], self.inner.detach(), self.ends[1:]])
+
+    def row(self, it: int, energy: float) -> Row:
         row = {"phase": "relax", "step": it, "energy": energy, "energy_fixed": math.nan, "length": math.nan}
-        if x_fixed is not None and (it % eval_every == 0 or it == iters):
-            row["energy_fixed"], row["length"] = path_energy(model, current(), x_fixed, phi)
-        rows.append(row)
-        if on_row:
-            on_row(row)
+        if self.x_fixed is not None and (it % self.eval_every == 0 or it == self.iters):
+            row["energy_fixed"], row["length"] = path_energy(self.model, self.points, self.x_fixed, self.phi)
+        return row
 
-    def current() -> torch.Tensor:
-        return torch.cat([ends[:1], inner.detach(), ends[1:]])
-
-    emit(0, math.nan)
-    for it in range(1, iters + 1):
-        if stop is not None and stop.is_set():
-            break
-        x = sample()
+    def step(self) -> float:
+        """One Adam step on E(x) for a fresh batch; returns E(x) before the step."""
+        x, N = self.sample(), self.ends.shape[0] + self.inner.shape[0] - 1
         with torch.no_grad():
-            o_ends = path_outputs(model, ends, x, phi)
-        o = torch.cat([o_ends[:1], path_outputs(model, inner, x, phi), o_ends[1:]])
+            o_ends = path_outputs(self.model, self.ends, x, self.phi)
+        o = torch.cat([o_ends[:1], path_outputs(self.model, self.inner, x, self.phi), o_ends[1:]])
         energy = N * (o[1:] - o[:-1]).pow(2).sum() / x.shape[0]
-        opt.zero_grad(set_to_none=True)
+        self.opt.zero_grad(set_to_none=True)
         energy.backward()
-        opt.step()
-        sched.step()
-        emit(it, energy.item())
-    return current(), rows
+        self.opt.step()
+        self.sched.step()
+        return energy.item()
+
+    def __iter__(self) -> Iterator[Row]:
+        yield self.row(0, math.nan)
+        for it in range(1, self.iters + 1):
+            yield self.row(it, self.step())
+
+
+def relax(model: nn.Module, start: torch.Tensor, sample: Callable[[], torch.Tensor], iters: int, lr: float,
+          phi: str = "sqrt_probs", x_fixed: torch.Tensor | None = None,
+          eval_every: int = 20) -> tuple[torch.Tensor, list[Row]]:
+    """A whole `Relaxation`: (the relaxed path (N+1, n), its rows)."""
+    r = Relaxation(model, start, sample, iters, lr, phi, x_fixed, eval_every)
+    rows = list(r)
+    return r.points, rows
 
 
 # --- the walk ----------------------------------------------------------------------------------
@@ -233,12 +231,12 @@ def walk_field(model: nn.Module, w_a: torch.Tensor, w_b: torch.Tensor, train_a: 
     """v(w) = d_B(w) + ρ |d_B(w)| p̂(w): d_B = −∇CE_B (labels) or −∇D(w, w_B) on B's images (teacher);
     p̂ ∝ −∇D(w, w_A) on A's images."""
     seed, phi = cfg.path.seed, cfg.path.phi
-    sampler_b = BatchSampler.of(train_b, seed + 1)
+    sampler_b = BatchSampler.of(train_b, seed + LEARN_B)
     if cfg.direction == "labels":
         base = learn(model, sampler_b, cfg.learn_batch)
     else:
         base = restore(model, w_b, sampler_b, cfg.learn_batch, phi)
-    return with_pull(base, model, w_a, BatchSampler.of(train_a, seed + 2), cfg.pull, cfg.pull_batch, phi)
+    return with_pull(base, model, w_a, BatchSampler.of(train_a, seed + PULL_A), cfg.pull, cfg.pull_batch, phi)
 
 
 def walk_path(model: nn.Module, w_a: torch.Tensor, w_b: torch.Tensor, train_a: Split, train_b: Split,
@@ -246,38 +244,36 @@ def walk_path(model: nn.Module, w_a: torch.Tensor, w_b: torch.Tensor, train_a: S
     """The walk from w_A: probe batches (the metric) from A's training images, accuracy on A's test images."""
     ev = head(test_a, cfg.eval_size)
     return Path(model, w_a, walk_field(model, w_a, w_b, train_a, train_b, cfg), cfg.path,
-                BatchSampler.of(train_a, cfg.path.seed), TimedEvaluation(ev.x, ev.y), [])
+                BatchSampler.of(train_a, cfg.path.seed + PROBE), TimedEvaluation(ev.x, ev.y), [])
 
 
-def walk(path: Path, model: nn.Module, ev_b: Evaluation, stop: threading.Event | None = None,
-         on_row: OnRow | None = None) -> Iterator[Row]:
+def walk(path: Path, model: nn.Module, ev_b: Evaluation) -> Iterator[Row]:
     """The walk's rows: each Step (accuracy and loss on A every k steps) plus accuracy_b and loss_b on B's
-    evaluation data at the same steps; a stop request ends it within one step (path.status "stopped")."""
+    evaluation data at the same steps."""
     for s in path:
         row = s.row()
         row.pop("group_norms")
         loss_b, acc_b = ev_b.scores(model, path.w) if not math.isnan(s.accuracy) else (math.nan, math.nan)
         row.update(accuracy_b=acc_b, loss_b=loss_b)
-        if on_row:
-            on_row(row)
         yield row
-        if stop is not None and stop.is_set():
-            path.stop()
 
 
 # --- baselines ---------------------------------------------------------------------------------
 
 
-def joint_train(model: nn.Module, train_a: Split, train_b: Split, epochs: int, seed: int = 0, lr: float = 1e-3,
-                batch: int = 128, stop: threading.Event | None = None,
-                progress: Callable[[int, int, float], None] | None = None) -> tuple[torch.Tensor, dict]:
-    """Train a fresh copy of the architecture, initialized with `seed` (as models.build does), on A ∪ B with
-    the same 10 outputs for both tasks; returns (flat weights, train's summary)."""
+def fresh_net(model: nn.Module, seed: int) -> nn.Module:
+    """A new instance of the architecture, initialized with `seed` (as models.build does)."""
     with torch.random.fork_rng():
         torch.manual_seed(seed)
-        fresh = type(model)()
-    info = train(fresh, concat(train_a, train_b), epochs, seed, lr=lr, batch=batch, progress=progress,
-                 should_stop=lambda: stop is not None and stop.is_set())
+        return type(model)()
+
+
+def joint_train(model: nn.Module, train_a: Split, train_b: Split, epochs: int, seed: int = 0, lr: float = 1e-3,
+                batch: int = 128) -> tuple[torch.Tensor, dict]:
+    """Train a fresh copy of the architecture (`fresh_net`) on A ∪ B with the same 10 outputs for both tasks;
+    returns (flat weights, train's summary)."""
+    fresh = fresh_net(model, seed)
+    info = train(fresh, concat(train_a, train_b), epochs, seed, lr=lr, batch=batch)
     return flatten(fresh), info
 
 
@@ -287,7 +283,7 @@ def joint_train(model: nn.Module, train_a: Split, train_b: Split, epochs: int, s
 @dataclass
 class MergeOutcome:
     w: torch.Tensor  # the run's main result: the walk's end, else the relaxed path's best point, else the line's
-    status: str
+    status: Status
     rows: list[Row]
     summary: dict
     snapshots: list[tuple[int, torch.Tensor]] = field(default_factory=list)  # the walk's
@@ -295,176 +291,163 @@ class MergeOutcome:
     baselines: dict[str, torch.Tensor] = field(default_factory=dict)  # "finetune", "joint"
 
 
-class _Run:
-    """The state of a run_merge call, so that an interruption can write what exists."""
+class Merge:
+    """The phases of one merge run and what they made so far: the summary, the relaxed path, the baselines'
+    weights and each path's best point. `phase(name)` is the named phase, a generator of rows."""
 
-    def __init__(self, model: nn.Module, w_a: torch.Tensor, writer: RunWriter | None, stop: threading.Event | None,
-                 on_row: OnRow | None):
-        self.model, self.w_a, self.writer, self.stop, self.user_on_row = model, w_a, writer, stop, on_row
-        self.rows: list[Row] = []
+    def __init__(self, model: nn.Module, w_a: torch.Tensor, w_b: torch.Tensor, train_a: Split, train_b: Split,
+                 test_a: Split, test_b: Split, cfg: MergeConfig, writer: RunWriter | None = None):
+        self.model, self.w_a, self.w_b, self.cfg, self.writer = model, w_a, w_b, cfg, writer
+        self.train_a, self.train_b, self.test_a, self.test_b = train_a, train_b, test_a, test_b
         self.summary: dict = {}
-        self.snapshots: list[tuple[int, torch.Tensor]] = []
+        self.walked: Path | None = None
         self.relaxed: torch.Tensor | None = None
         self.baselines: dict[str, torch.Tensor] = {}
-        self.candidates: dict[str, torch.Tensor] = {}  # phase -> its best weights, in order of preference
-
-    def on_row(self, row: Row) -> None:
-        self.rows.append(row)
-        if self.writer:
-            self.writer.add(row)
-        if self.user_on_row:
-            self.user_on_row(row)
+        self.best: dict[str, torch.Tensor] = {}  # "relax", "line" -> the path's point best on both tasks
 
     @property
     def w(self) -> torch.Tensor:
-        for key in ("walk", "relax", "line"):
-            if key in self.candidates:
-                return self.candidates[key]
-        return self.w_a
+        """The run's result so far: the walk's current point, else the relaxed path's best, else the line's."""
+        if self.walked is not None:
+            return self.walked.w
+        return self.best.get("relax", self.best.get("line", self.w_a))
 
-    def save(self, status: str) -> None:
-        if not self.writer:
-            return
-        self.writer.set_snapshots(self.snapshots)
-        extra = {**({"relaxed": self.relaxed.float().contiguous()} if self.relaxed is not None else {}),
-                 **{k: v.float().contiguous() for k, v in self.baselines.items()}}
-        if extra:
-            _atomic_write_bytes(self.writer.dir / "paths.safetensors", lambda t: save_file(extra, str(t)))
-        self.writer.finish(self.w, self.w_a, status, {**self.summary, "status": status})
+    def phase(self, name: str) -> Phase:
+        """The named phase; the walk's path is made here, so that its snapshots and status exist from the start."""
+        if name == "walk":
+            path = self.walked = walk_path(self.model, self.w_a, self.w_b, self.train_a, self.train_b, self.test_a,
+                                           self.cfg)
+            return Phase(name, self._walk(path), lambda: path.status, lambda: path.snapshots, lambda: self.w)
+        return Phase(name, getattr(self, f"_{name}")(), weights=lambda: self.w)
+
+    def _final_scores(self, prefix: str, w: torch.Tensor) -> None:
+        s = scores_both(self.model, w, self.test_a, self.test_b)
+        self.summary.update({f"{prefix}_accuracy_a": s["accuracy"], f"{prefix}_accuracy_b": s["accuracy_b"]})
+
+    def _save_paths(self) -> None:
+        tensors = {**({"relaxed": self.relaxed} if self.relaxed is not None else {}), **self.baselines}
+        if self.writer is not None and tensors:
+            self.writer.save_extra(PATHS_FILE, tensors)
+
+    def _walk(self, path: Path) -> Iterator[Row]:
+        """From w_A, learning B and pulled toward A's function; the summary follows it row by row."""
+        b, t0 = head(self.test_b, self.cfg.eval_size), time.perf_counter()
+        ev_b = TimedEvaluation(b.x, b.y)
+        for row in walk(path, self.model, ev_b):
+            t_eval = path.evaluation.seconds + ev_b.seconds
+            self.summary.update(walk_steps=row["step"], walk_length=path.length, walk_distance_a=row["distance"],
+                                walk_seconds=time.perf_counter() - t0 - t_eval, walk_eval_seconds=t_eval)
+            yield row
+        self.summary["walk_status"] = path.status
+        self._final_scores("walk", path.w)
+
+    def _relax(self) -> Iterator[Row]:
+        """The relaxed path from the straight line, then its points scored ("relax-path")."""
+        cfg, seed = self.cfg, self.cfg.path.seed + RELAX_PATH
+        x_fixed = _both_tasks_sampler(self.train_a, self.train_b, 256, seed + ENERGY_BATCH)()
+        t0, rows = time.perf_counter(), []
+        relaxation = Relaxation(self.model, straight_line(self.w_a, self.w_b, cfg.points),
+                                _both_tasks_sampler(self.train_a, self.train_b, cfg.relax_batch, seed),
+                                cfg.relax_iters, cfg.relax_lr, cfg.path.phi, x_fixed, cfg.relax_eval_every)
+        for row in relaxation:
+            rows.append(row)
+            yield row
+        self.relaxed = relaxation.points
+        self.summary.update(relax_iters=rows[-1]["step"], relax_energy_start=rows[0]["energy_fixed"],
+                            relax_energy_end=rows[-1]["energy_fixed"], relax_length_end=rows[-1]["length"],
+                            relax_seconds=time.perf_counter() - t0)
+        self._save_paths()
+        yield from self._best_point("relax", "relax-path", self.relaxed)
+
+    def _line(self) -> Iterator[Row]:
+        """The straight line A→B at N+1 points; its midpoint is weight averaging."""
+        rows = yield from self._best_point("line", "line", straight_line(self.w_a, self.w_b, self.cfg.points))
+        mid = min(rows, key=lambda r: abs(r["t"] - 0.5))
+        self.summary.update(line_mid_t=mid["t"], line_mid_accuracy_a=mid["accuracy"],
+                            line_mid_accuracy_b=mid["accuracy_b"])
+
+    def _best_point(self, prefix: str, phase: str, path: torch.Tensor):
+        """Rows of the path's points; then its best point on both tasks goes to `best` and the summary."""
+        rows: list[Row] = []
+        for row in point_rows(self.model, path, self.test_a, self.test_b, phase):
+            rows.append(row)
+            yield row
+        i = best_on_both(rows)
+        self.best[prefix] = path[i]
+        self.summary.update({f"{prefix}_best_t": rows[i]["t"], f"{prefix}_best_accuracy_a": rows[i]["accuracy"],
+                             f"{prefix}_best_accuracy_b": rows[i]["accuracy_b"]})
+        return rows
+
+    def _finetune(self) -> Iterator[Optional[Row]]:
+        """Adam on CE_B from w_A with nothing held (`baselines.descend`); both tasks scored every eval_every
+        steps (forgetting), None between."""
+        cfg, every = self.cfg, self.cfg.path.eval_every
+        ev_a, ev_b = head(self.test_a, cfg.eval_size), head(self.test_b, cfg.eval_size)
+        t0, t_eval, w = time.perf_counter(), 0.0, self.w_a
+        yield {"phase": "finetune", "step": 0, **scores_both(self.model, w, ev_a, ev_b)}
+        points = descend(self.model, w, torch.zeros_like(w, dtype=torch.bool), self.train_b, "adam",
+                         cfg.finetune_lr, cfg.batch, cfg.path.seed)
+        for step in range(1, cfg.finetune_steps + 1):
+            w = next(points)
+            if step % every and step != cfg.finetune_steps:
+                yield None
+                continue
+            t1 = time.perf_counter()
+            row = {"phase": "finetune", "step": step, **scores_both(self.model, w, ev_a, ev_b)}
+            t_eval += time.perf_counter() - t1
+            yield row
+        self.baselines["finetune"] = w.clone()
+        self.summary.update(finetune_steps=cfg.finetune_steps, finetune_seconds=time.perf_counter() - t0 - t_eval)
+        self._save_paths()
+        self._final_scores("finetune", w)
+
+    def _joint(self) -> Iterator[Optional[Row]]:
+        """Joint training from the `joint_seed` initialization on A ∪ B: a row of training loss every 100 steps,
+        None between, then the scores on both tasks."""
+        cfg, fresh = self.cfg, fresh_net(self.model, self.cfg.joint_seed)
+        t0, step = time.perf_counter(), 0
+        for step, total, loss in train_steps(fresh, concat(self.train_a, self.train_b), cfg.joint_epochs,
+                                             cfg.joint_seed, cfg.joint_lr, cfg.batch):
+            yield {"phase": "joint", "step": step, "train_loss": loss} if step % 100 == 0 or step == total else None
+        seconds, w = time.perf_counter() - t0, flatten(fresh)
+        self.baselines["joint"] = w
+        self._save_paths()
+        s = scores_both(self.model, w, self.test_a, self.test_b)
+        self.summary.update(joint_epochs=cfg.joint_epochs, joint_steps=step, joint_seconds=seconds,
+                            joint_accuracy_a=s["accuracy"], joint_accuracy_b=s["accuracy_b"])
+        yield {"phase": "joint", "step": step, **s}
+
+
+def _both_tasks_sampler(train_a: Split, train_b: Split, size: int, seed: int) -> Callable[[], torch.Tensor]:
+    a, b = BatchSampler.of(train_a, seed), BatchSampler.of(train_b, seed + LEARN_B)
+    return lambda: torch.cat([a(size)[0], b(size)[0]])
 
 
 def run_merge(model: nn.Module, w_a: torch.Tensor, w_b: torch.Tensor, train_a: Split, train_b: Split,
               test_a: Split, test_b: Split, cfg: MergeConfig, writer: RunWriter | None = None,
-              stop: threading.Event | None = None, on_row: OnRow | None = None) -> MergeOutcome:
+              stop: Stop | None = None, on_row: Callable[[Row], None] | None = None) -> MergeOutcome:
     """Run the phases in `cfg.phases` in order; rows go to the run folder (column "phase": walk, relax,
     relax-path, line, finetune, joint) and to `on_row`.
 
     Final scores use all of test_a/test_b; the walk and fine-tuning score `cfg.eval_size` images per task on
-    the way. The run folder gets meta.json (kind "merge"), metrics.parquet, the walk's snapshots,
-    final.safetensors (w: the walk's end, else the relaxed path's best point, else the line's) and
+    the way. The run folder gets meta.json (kind "merge"), metrics.parquet, the walk's snapshots, the final
+    net (w: the walk's end, else the relaxed path's best point, else the line's; w_start: w_A) and
     paths.safetensors (the relaxed path, the baselines' weights). A stop request ends the run within one
-    step (status "stopped"); on an exception what was done is written with status "interrupted".
+    step (STOPPED; the summary holds what the finished phases and the walk so far measured); on an exception
+    what was done is written (INTERRUPTED).
     """
     cfg.validate()
     n = spec_of(model).n
     if w_a.numel() != n or w_b.numel() != n:
         raise ValueError(f"weights have {w_a.numel()} and {w_b.numel()} entries; the model has {n}")
-    if writer:
-        writer.update(config=cfg.as_dict())
-    run, t0, status = _Run(model, w_a, writer, stop, on_row), time.perf_counter(), "done"
-    phases = {"walk": _walk_phase, "relax": _relax_phase, "line": _line_phase, "finetune": _finetune_phase,
-              "joint": _joint_phase}
-    try:
-        for name in cfg.phases:
-            phases[name](run, w_b, train_a, train_b, test_a, test_b, cfg)
-    except Stopped:
-        status = "stopped"
-    except BaseException:
-        run.summary["seconds"] = time.perf_counter() - t0
-        run.save("interrupted")
-        raise
-    if status == "done" and stop is not None and stop.is_set():
-        status = "stopped"
-    run.summary["seconds"] = time.perf_counter() - t0
-    run.save(status)
-    return MergeOutcome(run.w, status, run.rows, {**run.summary, "status": status}, run.snapshots, run.relaxed,
-                        run.baselines)
+    if writer is not None:
+        writer.begin(model, w_a, config=cfg.as_dict())
+    run, t0, final = Merge(model, w_a, w_b, train_a, train_b, test_a, test_b, cfg, writer), time.perf_counter(), {}
 
+    def summary(rec: Record) -> dict:  # once: the run folder's summary is the outcome's
+        final.update(run.summary, seconds=time.perf_counter() - t0, phases=dict(rec.phases), status=rec.status)
+        return final
 
-def _final_scores(run: _Run, prefix: str, w: torch.Tensor, test_a: Split, test_b: Split) -> None:
-    s = scores_both(run.model, w, test_a, test_b)
-    run.summary.update({f"{prefix}_accuracy_a": s["accuracy"], f"{prefix}_accuracy_b": s["accuracy_b"]})
-
-
-def _walk_phase(run: _Run, w_b, train_a, train_b, test_a, test_b, cfg: MergeConfig) -> None:
-    t0 = time.perf_counter()
-    path = walk_path(run.model, run.w_a, w_b, train_a, train_b, test_a, cfg)
-    b = head(test_b, cfg.eval_size)
-    ev_b = TimedEvaluation(b.x, b.y)
-    last: Row = {}
-    try:
-        for last in walk(path, run.model, ev_b, run.stop, run.on_row):
-            pass
-    finally:
-        run.snapshots, run.candidates["walk"] = path.snapshots, path.w
-    t_eval = path.evaluation.seconds + ev_b.seconds
-    run.summary.update(walk_status=path.status, walk_steps=last.get("step", 0), walk_length=path.length,
-                       walk_distance_a=last.get("distance", math.nan),
-                       walk_seconds=time.perf_counter() - t0 - t_eval, walk_eval_seconds=t_eval)
-    _final_scores(run, "walk", path.w, test_a, test_b)
-    _check_stop(run.stop)
-
-
-def _both_tasks_sampler(train_a: Split, train_b: Split, size: int, seed: int) -> Callable[[], torch.Tensor]:
-    a, b = BatchSampler.of(train_a, seed), BatchSampler.of(train_b, seed + 1)
-    return lambda: torch.cat([a(size)[0], b(size)[0]])
-
-
-def _relax_phase(run: _Run, w_b, train_a, train_b, test_a, test_b, cfg: MergeConfig) -> None:
-    t0, seed = time.perf_counter(), cfg.path.seed + 10
-    x_fixed = _both_tasks_sampler(train_a, train_b, 256, seed + 2)()
-    start = straight_line(run.w_a, w_b, cfg.points)
-    relaxed, rows = relax(run.model, start, _both_tasks_sampler(train_a, train_b, cfg.relax_batch, seed),
-                          cfg.relax_iters, cfg.relax_lr, cfg.path.phi, x_fixed, cfg.relax_eval_every, run.stop,
-                          run.on_row)
-    run.relaxed = relaxed
-    seconds = time.perf_counter() - t0
-    run.summary.update(relax_iters=rows[-1]["step"], relax_energy_start=rows[0]["energy_fixed"],
-                       relax_energy_end=rows[-1]["energy_fixed"], relax_length_end=rows[-1]["length"],
-                       relax_seconds=seconds)
-    _check_stop(run.stop)
-    points = evaluate_points(run.model, relaxed, test_a, test_b, "relax-path", run.stop, run.on_row)
-    _record_best(run, "relax", relaxed, points)
-
-
-def _line_phase(run: _Run, w_b, train_a, train_b, test_a, test_b, cfg: MergeConfig) -> None:
-    line = straight_line(run.w_a, w_b, cfg.points)
-    points = evaluate_points(run.model, line, test_a, test_b, "line", run.stop, run.on_row)
-    _record_best(run, "line", line, points)
-    mid = min(points, key=lambda r: abs(r["t"] - 0.5))
-    run.summary.update(line_mid_t=mid["t"], line_mid_accuracy_a=mid["accuracy"], line_mid_accuracy_b=mid["accuracy_b"])
-
-
-def _record_best(run: _Run, prefix: str, path: torch.Tensor, points: list[Row]) -> None:
-    i = best_on_both(points)
-    run.candidates[prefix] = path[i]
-    run.summary.update({f"{prefix}_best_t": points[i]["t"], f"{prefix}_best_accuracy_a": points[i]["accuracy"],
-                        f"{prefix}_best_accuracy_b": points[i]["accuracy_b"]})
-
-
-def _finetune_phase(run: _Run, w_b, train_a, train_b, test_a, test_b, cfg: MergeConfig) -> None:
-    """Adam on CE_B from w_A with nothing frozen; scores on both tasks every eval_every steps (forgetting)."""
-    ev_a, ev_b, every = head(test_a, cfg.eval_size), head(test_b, cfg.eval_size), cfg.path.eval_every
-    t0, t_eval = time.perf_counter(), 0.0
-
-    def on_step(done: int, w: torch.Tensor) -> None:
-        nonlocal t_eval
-        _check_stop(run.stop)
-        if done % every == 0 or done == cfg.finetune_steps:
-            t1 = time.perf_counter()
-            run.on_row({"phase": "finetune", "step": done, **scores_both(run.model, w, ev_a, ev_b)})
-            t_eval += time.perf_counter() - t1
-
-    run.on_row({"phase": "finetune", "step": 0, **scores_both(run.model, run.w_a, ev_a, ev_b)})
-    w, steps = finetune(run.model, run.w_a, torch.zeros_like(run.w_a, dtype=torch.bool), train_b,
-                        steps=cfg.finetune_steps, lr=cfg.finetune_lr, batch=cfg.batch, seed=cfg.path.seed,
-                        on_step=on_step)
-    run.baselines["finetune"] = w
-    run.summary.update(finetune_steps=steps, finetune_seconds=time.perf_counter() - t0 - t_eval)
-    _final_scores(run, "finetune", w, test_a, test_b)
-
-
-def _joint_phase(run: _Run, w_b, train_a, train_b, test_a, test_b, cfg: MergeConfig) -> None:
-    """Joint training from the seed-0 initialization on A ∪ B; a row of training loss every 100 steps."""
-    def progress(step: int, total: int, loss: float) -> None:
-        if step % 100 == 0 or step == total:
-            run.on_row({"phase": "joint", "step": step, "train_loss": loss})
-
-    w, info = joint_train(run.model, train_a, train_b, cfg.joint_epochs, cfg.joint_seed, cfg.joint_lr, cfg.batch,
-                          run.stop, progress)
-    _check_stop(run.stop)
-    run.baselines["joint"] = w
-    s = scores_both(run.model, w, test_a, test_b)
-    run.summary.update(joint_epochs=cfg.joint_epochs, joint_steps=info["steps"], joint_seconds=info["seconds"],
-                       joint_accuracy_a=s["accuracy"], joint_accuracy_b=s["accuracy_b"])
-    run.on_row({"phase": "joint", "step": info["steps"], **s})
+    rec = execute((run.phase(name) for name in cfg.phases), writer, stop, on_row, summary)
+    return MergeOutcome(rec.w if rec.w is not None else run.w, rec.status, rec.rows, final or summary(rec),
+                        rec.snapshots, run.relaxed, run.baselines)

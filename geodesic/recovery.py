@@ -1,13 +1,12 @@
-"""Damage resistance and recovery from damage (experiment 2).
+"""Recovery from damage (experiment 2, second half).
 
-Resistance: one seeded damage (`damage.damage`) applied equally to several nets; for each net
-drop = acc(w) − acc(damaged w), mean ± sd over seeds.
-
-Recovery: from the damaged net w_d back toward the pre-damage net w_ref, the damaged coordinates F frozen
+From the damaged net w_d back toward the pre-damage net w_ref, the damaged coordinates F frozen
 (`damage.frozen`), under a budget of steps, wall seconds or gradient evaluations:
 - geodesic: tangent steps θ = argmin θᵀGθ − βθᵀv s.t. |θ|² ≤ ε with v = −∇_w D(w, w_ref) (`objectives.restore`),
   G and v restricted to the free coordinates (`path.Path`, solver "gram");
 - sgd / adam: minibatch descent on the task loss CE(f(x, w), y) with ∇_F := 0.
+
+A recovery is a run of one phase "recover" (`run_recover`); its rows are the recovery curve.
 
 Cost is counted three ways. Seconds: wall time of the steps only (evaluation along the curve is not timed).
 Gradient evaluations: per-image backward (or forward-mode) passes. An SGD/Adam step costs its batch b. A geodesic
@@ -18,178 +17,26 @@ B), and 4·B for the J-products (Jv, two Jᵀu in the solve, |Jθ|).
 from __future__ import annotations
 
 import math
-import threading
 import time
 from dataclasses import asdict, dataclass, field, replace
-from pathlib import Path as FsPath
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Optional
 
 import pandas as pd
 import torch
-from safetensors.torch import load_file, save_file
 from torch import nn
 
-from . import damage as dmg
 from .baselines import descend
+from .damage import DAMAGE_FILE
 from .data import Split
-from .metric import functional_distance, model_fn
-from .objectives import BatchSampler, restore
-from .params import Group, group_norms, spec_of
+from .lifecycle import Phase, Record, Row, Status, Stop, execute
+from .metric import functional_distance
+from .objectives import PROBE, PULL, BatchSampler, restore
+from .params import Group
 from .path import Evaluation, Path, PathConfig
-from .runs import RunWriter, _atomic_write_bytes
+from .runs import RunWriter
 
 METHODS = ("geodesic", "sgd", "adam")
 DEFAULT_LR = {"sgd": 0.01, "adam": 1e-3}
-DAMAGE_FILE = "damage.safetensors"
-
-
-# --- damage resistance ---------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class DamageConfig:
-    """One kind of damage at several levels and seeds. `among` (ablate): pick filters among "all" (the same
-    filters in every net; a pick may hit one already zero) or only "alive" (nonzero) ones. `layers`: zero/noise
-    only these layers (None: all)."""
-
-    kind: str = "zero"
-    levels: tuple[float, ...] = (0.3,)
-    seeds: tuple[int, ...] = (0,)
-    layers: tuple[str, ...] | None = None
-    among: str = "all"
-
-    def validate(self) -> "DamageConfig":
-        if self.kind not in dmg.KINDS:
-            raise ValueError(f"unknown damage {self.kind!r}; choose one of {dmg.KINDS}")
-        if self.among not in dmg.AMONG:
-            raise ValueError(f"among must be one of {dmg.AMONG}, got {self.among!r}")
-        if not self.levels or not self.seeds:
-            raise ValueError("give at least one level and one seed")
-        for level in self.levels:
-            bad = {"zero": not 0 <= level <= 1, "ablate": level < 0 or level != int(level),
-                   "noise": not 0 <= level < math.inf}[self.kind]
-            if bad:
-                rule = {"zero": "a fraction in [0, 1]", "ablate": "a whole number of filters >= 0",
-                        "noise": "a finite scale >= 0"}[self.kind]
-                raise ValueError(f"{self.kind} level must be {rule}, got {level}")
-        return self
-
-    def as_dict(self) -> dict:
-        return asdict(self)
-
-
-@dataclass
-class DamageOutcome:
-    table: pd.DataFrame  # one row per (net, level, seed)
-    w_damaged: torch.Tensor  # the first net at the first level and seed, damaged
-    mask: torch.Tensor  # its damaged coordinates
-    status: str
-
-    def summary(self) -> dict:
-        s = summarize(self.table)
-        return {"status": self.status, "rows": len(self.table),
-                "drop": {f"{r.net} @ {r.level:g}": f"{r.drop_mean:.4f} ± {r.drop_sd:.4f}" for r in s.itertuples()}}
-
-
-def zero_groups(w: torch.Tensor, groups: list[Group]) -> int:
-    """Groups (filters/neurons) whose every coordinate is exactly 0."""
-    return int((group_norms(w, groups) == 0).sum()) if groups else 0
-
-
-def damage_rows(model: nn.Module, nets: dict[str, torch.Tensor], groups: list[Group], cfg: DamageConfig,
-                evaluation: Evaluation, reference: torch.Tensor | None = None
-                ) -> Iterator[tuple[dict, torch.Tensor, torch.Tensor]]:
-    """(row, damaged w, mask) for every level, seed and net. Noise σ comes from `reference` (default: the first
-    net), so each seed adds the same vector to every net."""
-    spec, ref = spec_of(model), reference if reference is not None else next(iter(nets.values()))
-    layers = list(cfg.layers) if cfg.layers else None
-    before = {name: evaluation.scores(model, w)[1] for name, w in nets.items()}
-    for level in cfg.levels:
-        for seed in cfg.seeds:
-            for name, w in nets.items():
-                w_d, mask = dmg.damage(w, spec, groups, cfg.kind, level, seed, layers, cfg.among, ref)
-                loss, acc = evaluation.scores(model, w_d)
-                row = {"net": name, "kind": cfg.kind, "level": float(level), "seed": seed,
-                       "accuracy_before": before[name], "accuracy": acc, "drop": before[name] - acc, "loss": loss,
-                       "damaged": int(mask.sum()), "changed": int((w_d != w).sum()),
-                       "filters_lost": zero_groups(w_d, groups) - zero_groups(w, groups)}
-                yield row, w_d, mask
-
-
-def save_damage(directory: str | FsPath, tensors: dict[str, torch.Tensor]) -> None:
-    """Write <run>/damage.safetensors (masks as uint8, weights as float32), atomically."""
-    out = {k: (v.to(torch.uint8) if v.dtype == torch.bool else v.float()).contiguous() for k, v in tensors.items()}
-    _atomic_write_bytes(FsPath(directory) / DAMAGE_FILE, lambda t: save_file(out, str(t)))
-
-
-def run_damage(model: nn.Module, nets: dict[str, torch.Tensor], groups: list[Group], cfg: DamageConfig,
-               evaluation: Evaluation, writer: RunWriter | None = None, stop: threading.Event | None = None,
-               on_row: Callable[[dict], None] | None = None, reference: torch.Tensor | None = None) -> DamageOutcome:
-    """Damage every net at every level and seed, measure the accuracy drop; the run folder gets one metrics row
-    per (net, level, seed), final.safetensors (w: the first damaged net, w_start: that net undamaged) and
-    damage.safetensors (mask, frozen). On an exception the rows so far are kept with status "interrupted"."""
-    cfg.validate()
-    if not nets:
-        raise ValueError("give at least one net")
-    first = next(iter(nets.values()))
-    if writer:
-        writer.update(config=cfg.as_dict(), nets=list(nets), eval_images=len(evaluation.y))
-    rows, kept, status = [], None, "done"
-
-    def keep(w_d: torch.Tensor, mask: torch.Tensor) -> None:
-        if writer:
-            save_damage(writer.dir, {"mask": mask, "frozen": dmg.frozen(cfg.kind, mask)})
-            writer.finish(w_d, first, "running")
-
-    try:
-        for row, w_d, mask in damage_rows(model, nets, groups, cfg, evaluation, reference):
-            if kept is None:
-                kept = (w_d, mask)
-                keep(w_d, mask)
-            rows.append(row)
-            if writer:
-                writer.add(row)
-            if on_row:
-                on_row(row)
-            if stop is not None and stop.is_set():
-                status = "stopped"
-                break
-    except BaseException:
-        if writer:
-            writer.update(status="interrupted", summary={"rows": len(rows)})
-        raise
-    if kept is None:
-        kept = (first.clone(), torch.zeros(first.numel(), dtype=torch.bool))
-    out = DamageOutcome(pd.DataFrame(rows), kept[0], kept[1], status)
-    if writer:
-        writer.update(status=status, summary=out.summary())
-    return out
-
-
-def resistance(model: nn.Module, nets: dict[str, torch.Tensor], test: Split | Evaluation, kind: str,
-               levels: list[float], seeds: list[int], groups: list[Group] | None = None,
-               layers: list[str] | None = None, among: str = "all",
-               reference: torch.Tensor | None = None) -> pd.DataFrame:
-    """The per-seed resistance table (see `damage_rows`) of one damage kind; `summarize` gives mean ± sd."""
-    cfg = DamageConfig(kind, tuple(levels), tuple(seeds), tuple(layers) if layers else None, among)
-    ev = test if isinstance(test, Evaluation) else Evaluation(test.x, test.y)
-    groups = groups if groups is not None else []
-    return run_damage(model, nets, groups, cfg, ev, reference=reference).table
-
-
-def summarize(table: pd.DataFrame) -> pd.DataFrame:
-    """Mean and sd (over seeds, ddof 1) of accuracy and drop for each (net, kind, level), in order of first appearance."""
-    if table.empty:
-        return pd.DataFrame(columns=["net", "kind", "level", "accuracy_before", "accuracy_mean", "accuracy_sd",
-                                     "drop_mean", "drop_sd", "seeds"])
-    g = table.groupby(["net", "kind", "level"], sort=False)
-    out = g.agg(accuracy_before=("accuracy_before", "first"), accuracy_mean=("accuracy", "mean"),
-                accuracy_sd=("accuracy", "std"), drop_mean=("drop", "mean"), drop_sd=("drop", "std"),
-                seeds=("seed", "count")).reset_index()
-    return out.fillna({"accuracy_sd": 0.0, "drop_sd": 0.0})
-
-
-# --- recovery ------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -255,9 +102,9 @@ def geodesic_restore(model: nn.Module, w_ref: torch.Tensor, w: torch.Tensor, fro
     max_steps = cfg.steps if cfg.steps is not None else 10**9
     pcfg = replace(cfg.path, seed=cfg.seed, max_steps=max_steps, eval_every=max_steps, snapshot_every=max_steps)
     x1, y1 = train.x[:1], train.y[:1]
-    path = Path(model, w, restore(model, w_ref, BatchSampler.of(train, cfg.seed + 1), cfg.restore_batch, pcfg.phi),
-                pcfg, BatchSampler.of(train, cfg.seed), Evaluation(x1, y1, distance_batch=1), groups,
-                frozen=frozen if bool(frozen.any()) else None, phase="restore", w_ref=w_ref)
+    field_ = restore(model, w_ref, BatchSampler.of(train, cfg.seed + PULL), cfg.restore_batch, pcfg.phi)
+    path = Path(model, w, field_, pcfg, BatchSampler.of(train, cfg.seed + PROBE), Evaluation(x1, y1, distance_batch=1),
+                groups, frozen=frozen if bool(frozen.any()) else None, phase="restore", w_ref=w_ref)
 
     def points() -> Iterator[torch.Tensor]:
         steps = iter(path)
@@ -281,8 +128,9 @@ def first_within(curve: pd.DataFrame, before: float, within: float = 0.01) -> di
 
 
 class Recovery:
-    """Iterate to recover: yields one curve row per evaluation (step 0 = the damaged net, untimed); `w` is the
-    current point, `status` why it ended ("budget", "recovered", "stopped", "diverged")."""
+    """Iterate to recover: row 0 is the damaged net (untimed), then one item per step, a curve row every
+    `eval_every` steps and at the last step, None in between. `w` is the current point; `status` how it ended:
+    ARRIVED (recovered, with `stop_when_recovered`), DONE (budget spent) or DIVERGED (the geodesic path)."""
 
     def __init__(self, model: nn.Module, w_ref: torch.Tensor, w_damaged: torch.Tensor, frozen: torch.Tensor | None,
                  cfg: RecoveryConfig, train: Split, evaluation: Evaluation, groups: list[Group] | None = None):
@@ -291,13 +139,8 @@ class Recovery:
         self.frozen = torch.zeros(w_ref.numel(), dtype=torch.bool) if frozen is None else frozen.to(torch.bool)
         self.train, self.groups = train, groups or []
         self.before = evaluation.scores(model, self.w_ref)[1]
-        self.status = "running"
+        self.status = Status.RUNNING
         self.path: Path | None = None
-        self._stop = threading.Event()
-
-    def stop(self) -> None:
-        """End after the current step."""
-        self._stop.set()
 
     def points(self) -> Iterator[torch.Tensor]:
         c = self.cfg
@@ -307,59 +150,57 @@ class Recovery:
         return descend(self.model, self.w, self.frozen, self.train, c.method, c.learning_rate, c.batch, c.seed,
                        c.momentum)
 
-    def row(self, step: int, seconds: float, evals: int) -> dict:
+    def row(self, step: int, seconds: float, evals: int) -> Row:
         ev = self.evaluation
         loss, acc = ev.scores(self.model, self.w)
         dist = functional_distance(self.model, self.w, self.w_ref, ev.x[: ev.distance_batch], self.cfg.path.phi)
-        row = {"method": self.cfg.method, "step": step, "seconds": seconds, "grad_evals": evals, "accuracy": acc,
-               "loss": loss, "distance": dist, "recovered": acc >= self.before - self.cfg.within - 1e-12,
-               "length": self.path.length if self.path is not None else float("nan")}
-        return row
+        return {"method": self.cfg.method, "step": step, "seconds": seconds, "grad_evals": evals, "accuracy": acc,
+                "loss": loss, "distance": dist, "recovered": acc >= self.before - self.cfg.within - 1e-12,
+                "length": self.path.length if self.path is not None else float("nan")}
 
     def exhausted(self, step: int, seconds: float, evals: int) -> bool:
         c = self.cfg
         return ((c.steps is not None and step >= c.steps) or (c.seconds is not None and seconds >= c.seconds)
                 or (c.grad_evals is not None and evals >= c.grad_evals))
 
-    def __iter__(self) -> Iterator[dict]:
+    def __iter__(self) -> Iterator[Optional[Row]]:
         c, per = self.cfg, self.cfg.evals_per_step()
         step, seconds, evals = 0, 0.0, 0
         yield self.row(0, 0.0, 0)
         points = self.points()
         while True:
-            if self._stop.is_set():
-                self.status = "stopped"
-                return
             t0 = time.perf_counter()
             w = next(points, None)
             seconds += time.perf_counter() - t0
-            if w is None:
-                self.status = self.path.status if self.path is not None and self.path.status == "diverged" else "budget"
+            if w is None:  # the geodesic path ended before the budget (it diverged)
+                diverged = self.path is not None and self.path.status is Status.DIVERGED
+                self.status = Status.DIVERGED if diverged else Status.DONE
                 return
             self.w = w.detach().clone()
             step, evals = step + 1, evals + per
             done = self.exhausted(step, seconds, evals)
-            if step % c.eval_every == 0 or done:
-                row = self.row(step, seconds, evals)
-                yield row
-                if c.stop_when_recovered and row["recovered"]:
-                    self.status = "recovered"
-                    return
+            row = self.row(step, seconds, evals) if step % c.eval_every == 0 or done else None
+            yield row
+            if row is not None and c.stop_when_recovered and row["recovered"]:
+                self.status = Status.ARRIVED
+                return
             if done:
-                self.status = "budget"
+                self.status = Status.DONE
                 return
 
 
 @dataclass
 class RecoveryOutcome:
     w: torch.Tensor
-    status: str
+    status: Status
     curve: pd.DataFrame
     before: float  # accuracy of w_ref on the evaluation set
     within: float
 
     def summary(self) -> dict:
         c, hit = self.curve, first_within(self.curve, self.before, self.within)
+        if c.empty:
+            return {"status": self.status, "accuracy_before": self.before, "steps": 0}
         return {"status": self.status, "accuracy_before": self.before, "accuracy_damaged": float(c["accuracy"].iloc[0]),
                 "accuracy": float(c["accuracy"].iloc[-1]), "best_accuracy": float(c["accuracy"].max()),
                 "steps": int(c["step"].iloc[-1]), "seconds": float(c["seconds"].iloc[-1]),
@@ -367,40 +208,27 @@ class RecoveryOutcome:
                 **{f"within_{k}": v for k, v in hit.items() if k != "accuracy"}}
 
 
+def recovery_phase(rec: Recovery) -> Phase:
+    """A recovery as the phase "recover" of a run: its curve rows, how it ended and its current point."""
+    return Phase("recover", rec, lambda: rec.status, weights=lambda: rec.w)
+
+
 def run_recover(model: nn.Module, w_ref: torch.Tensor, w_damaged: torch.Tensor, frozen: torch.Tensor | None,
                 cfg: RecoveryConfig, train: Split, evaluation: Evaluation, groups: list[Group] | None = None,
-                writer: RunWriter | None = None, stop: threading.Event | None = None,
-                on_row: Callable[[dict], None] | None = None) -> RecoveryOutcome:
-    """Recover and write the run folder: meta (config, accuracies, status, summary), metrics.parquet (the
-    curve), final.safetensors (w: recovered, w_start: damaged) and damage.safetensors (w_ref, frozen). On an
-    exception the curve so far and the current weights are written with status "interrupted"."""
+                writer: RunWriter | None = None, stop: Stop | None = None,
+                on_row: Callable[[Row], None] | None = None) -> RecoveryOutcome:
+    """Recover as a run of one phase "recover": meta (config, accuracies, status, summary), metrics.parquet (the
+    curve), the final net (w: recovered, w_start: damaged) and damage.safetensors (w_ref, frozen). A stop
+    request ends it within one step (STOPPED); on an exception the curve so far and the current weights are
+    written (INTERRUPTED)."""
     rec = Recovery(model, w_ref, w_damaged, frozen, cfg, train, evaluation, groups)
-    if writer:
-        writer.update(config=cfg.as_dict(), eval_images=len(evaluation.y), frozen=int(rec.frozen.sum()))
-        save_damage(writer.dir, {"w_ref": w_ref, "frozen": rec.frozen})
-    rows: list[dict] = []
-    try:
-        for row in rec:
-            rows.append(row)
-            if writer:
-                writer.add(row)
-            if on_row:
-                on_row(row)
-            if stop is not None and stop.is_set():
-                rec.stop()
-    except BaseException:
-        if writer:
-            writer.finish(rec.w, w_damaged, "interrupted", {"steps": rows[-1]["step"] if rows else 0})
-        raise
-    out = RecoveryOutcome(rec.w, rec.status, pd.DataFrame(rows), rec.before, cfg.within)
-    if writer:
-        writer.finish(out.w, w_damaged, out.status, out.summary())
-    return out
+    if writer is not None:
+        writer.begin(model, w_damaged, config=cfg.as_dict(), eval_images=len(evaluation.y),
+                     frozen=int(rec.frozen.sum()))
+        writer.save_extra(DAMAGE_FILE, {"w_ref": w_ref, "frozen": rec.frozen})
 
+    def outcome(r: Record) -> RecoveryOutcome:
+        w = r.w if r.w is not None else rec.w
+        return RecoveryOutcome(w, r.status, pd.DataFrame(r.rows), rec.before, cfg.within)
 
-def load_damage(directory: str | FsPath) -> dict[str, torch.Tensor]:
-    """damage.safetensors of a damage or recover run folder, masks back as bool."""
-    p = FsPath(directory) / DAMAGE_FILE
-    if not p.is_file():
-        raise FileNotFoundError(f"{directory} has no {DAMAGE_FILE}: not a damage run folder")
-    return {k: (v.to(torch.bool) if v.dtype == torch.uint8 else v) for k, v in load_file(str(p)).items()}
+    return outcome(execute([recovery_phase(rec)], writer, stop, on_row, lambda r: outcome(r).summary()))

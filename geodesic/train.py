@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Callable
+from typing import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -35,15 +35,9 @@ def evaluate(model: nn.Module, data: Split, batch: int = 2000) -> tuple[float, f
     return scores(model, data.x, data.y, batch)
 
 
-def train(model: nn.Module, data: Split, epochs: int, seed: int, lr: float = 1e-3, batch: int = 128,
-          progress: Callable[[int, int, float], None] | None = None,
-          should_stop: Callable[[], bool] = lambda: False) -> dict:
-    """Adam with a cosine learning-rate schedule; data order fixed by `seed`.
-
-    Returns a summary (steps, seconds). `progress(step, total, loss)` is called every step.
-    Raises ValueError for settings that cannot train (no data, epochs or batch < 1, lr not positive) and
-    as soon as the loss is NaN or inf, rather than train on to a net of NaN weights.
-    """
+def check_settings(data: Split, epochs: int, batch: int, lr: float) -> None:
+    """ValueError for settings that cannot train: no data, epochs or batch not a positive integer, lr not a
+    positive finite number."""
     if len(data) == 0:
         raise ValueError("no training images")
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
@@ -52,31 +46,49 @@ def train(model: nn.Module, data: Split, epochs: int, seed: int, lr: float = 1e-
         raise ValueError(f"batch must be a positive integer, got {batch!r}")
     if not (isinstance(lr, (int, float)) and 0 < lr < math.inf):
         raise ValueError(f"lr must be a positive finite number, got {lr!r}")
+
+
+def train_steps(model: nn.Module, data: Split, epochs: int, seed: int, lr: float = 1e-3,
+                batch: int = 128) -> Iterator[tuple[int, int, float]]:
+    """Adam with a cosine learning-rate schedule, data order fixed by `seed`: yields (step, total, loss) after
+    every step; the model is back in eval mode when the steps end or are abandoned.
+
+    Raises ValueError for settings that cannot train (`check_settings`) and as soon as the loss is NaN or inf,
+    rather than train on to a net of NaN weights.
+    """
+    check_settings(data, epochs, batch, lr)
     g = torch.Generator().manual_seed(seed)
-    steps_per_epoch = math.ceil(len(data) / batch)
-    total = epochs * steps_per_epoch
+    total = epochs * math.ceil(len(data) / batch)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * s / total)))
-    t0, step = time.perf_counter(), 0
+    step = 0
     model.train()
-    for _ in range(epochs):
-        perm = torch.randperm(len(data), generator=g)
-        for i in range(0, len(data), batch):
-            idx = perm[i : i + batch]
-            loss = F.cross_entropy(model(data.x[idx]), data.y[idx])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            step += 1
-            value = loss.item()
-            if not math.isfinite(value):
-                model.eval()
-                raise ValueError(f"training diverged: loss {value} at step {step} of {total}; try a smaller lr (now {lr})")
-            if progress:
-                progress(step, total, value)
-            if should_stop():
-                model.eval()
-                return {"steps": step, "seconds": time.perf_counter() - t0, "stopped": True}
-    model.eval()
-    return {"steps": step, "seconds": time.perf_counter() - t0, "stopped": False}
+    try:
+        for _ in range(epochs):
+            perm = torch.randperm(len(data), generator=g)
+            for i in range(0, len(data), batch):
+                idx = perm[i : i + batch]
+                loss = F.cross_entropy(model(data.x[idx]), data.y[idx])
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                sched.step()
+                step += 1
+                value = loss.item()
+                if not math.isfinite(value):
+                    raise ValueError(f"training diverged: loss {value} at step {step} of {total}; try a smaller lr "
+                                     f"(now {lr})")
+                yield step, total, value
+    finally:
+        model.eval()
+
+
+def train(model: nn.Module, data: Split, epochs: int, seed: int, lr: float = 1e-3, batch: int = 128,
+          progress: Callable[[int, int, float], None] | None = None) -> dict:
+    """`train_steps` to the end; returns a summary (steps, seconds). `progress(step, total, loss)` is called
+    every step."""
+    t0, step = time.perf_counter(), 0
+    for step, total, loss in train_steps(model, data, epochs, seed, lr, batch):
+        if progress:
+            progress(step, total, loss)
+    return {"steps": step, "seconds": time.perf_counter() - t0}

@@ -1,15 +1,19 @@
 """Mean network between two tasks: the walk learns B and keeps A, the relaxation lowers the discrete energy with
 the ends fixed and finds the straight line where the metric is flat, run folders, the CLI's refusals."""
 
-import threading
 from dataclasses import replace
+from itertools import count
+from types import SimpleNamespace
 
 import pytest
 import torch
+from safetensors.torch import load_file
 from torch import nn
 
 from geodesic import cli, data, models, runs
-from geodesic.merge import (MergeConfig, concat, joint_train, path_energy, relax, run_merge, scores_both,
+from geodesic.baselines import finetune
+from geodesic.lifecycle import Status, Stop
+from geodesic.merge import (PATHS_FILE, MergeConfig, concat, joint_train, path_energy, relax, run_merge, scores_both,
                             straight_line)
 from geodesic.params import flatten
 from geodesic.path import PathConfig
@@ -50,7 +54,7 @@ def merge(two_nets, splits, cfg, **kw):
     ({"relax_lr": 0.0}, "relax_lr"),
     ({"eval_size": -5}, "eval_size"),
     ({"joint_epochs": 0}, "joint_epochs"),
-    ({"path": PathConfig(eps=-0.1)}, "eps must be > 0"),
+    ({"path": PathConfig(eps=-0.1)}, r"eps must be in \(0, "),
 ])
 def test_validate_rejects_nonsense(over, message):
     with pytest.raises(ValueError, match=message):
@@ -71,7 +75,7 @@ def test_walk_learns_b_and_keeps_a(two_nets, splits):
     before = scores_both(model, w_a, splits["a_test"], splits["b_test"])
     out = merge(two_nets, splits, short(steps=20))
     s = out.summary
-    assert s["walk_steps"] == 20 and out.status == "done"
+    assert s["walk_steps"] == 20 and out.status is Status.DONE and s["walk_status"] is Status.DONE
     assert s["walk_accuracy_b"] > before["accuracy_b"] + 0.3  # learned B (from chance)
     assert s["walk_accuracy_a"] > before["accuracy"] - 0.04  # kept A within 4 points
     naive = merge(two_nets, splits, short(steps=20, pull=0.0)).summary
@@ -108,37 +112,81 @@ def test_flat_metric_gives_the_straight_line():
     assert after < 0.01 * before, (before, after)
 
 
+def final_net_is(run: runs.Run, model: nn.Module, w: torch.Tensor) -> bool:
+    """final.safetensors is the model's plain state dict, and it and state.safetensors hold w."""
+    net = type(model)()
+    net.load_state_dict(load_file(str(run.dir / "final.safetensors")))
+    return torch.equal(flatten(net), w.float()) and torch.equal(run.final()["w"], w.float())
+
+
 def test_run_folder_loads_back(two_nets, splits, tmp_path):
     writer = runs.RunWriter({"kind": "merge", "model": "mlp", "dataset": "mnist", "task_b": "fashion-mnist"},
                             root=tmp_path, run_id="m")
     cfg = short(phases=("walk", "relax", "line"), steps=10, points=2, relax_iters=5)
     out = merge(two_nets, splits, cfg, writer=writer)
     run = runs.load_run(tmp_path / "m")
-    assert run.meta["kind"] == "merge" and run.meta["status"] == "done"
+    assert run.meta["kind"] == "merge" and run.status is Status.DONE and out.status is Status.DONE
     assert run.meta["summary"]["walk_accuracy_b"] == pytest.approx(out.summary["walk_accuracy_b"])
+    assert run.meta["summary"]["phases"] == {"walk": "done", "relax": "done", "line": "done"}
     counts = run.metrics.groupby("phase").size().to_dict()
     assert counts == {"walk": 11, "relax": 6, "relax-path": 3, "line": 3}
-    assert torch.equal(run.final()["w"], out.w.float()) and torch.equal(run.final()["w_start"], two_nets[1])
+    assert final_net_is(run, two_nets[0], out.w) and torch.equal(run.final()["w_start"], two_nets[1])
     steps, snaps = run.snapshots()
-    assert steps.tolist() == [0, 5, 10] and torch.equal(snaps[0], two_nets[1])
+    assert steps.tolist() == [0, 5, 10] and torch.equal(snaps[0], two_nets[1]) and torch.equal(snaps[-1], out.w)
+    assert torch.equal(run.extra(PATHS_FILE)["relaxed"], out.relaxed) and out.relaxed.shape == (3, out.w.numel())
+
+
+def test_baseline_phases_match_their_one_call_versions(two_nets, splits, tmp_path):
+    model, w_a, _ = two_nets
+    writer = runs.RunWriter({"kind": "merge", "model": "mlp"}, root=tmp_path, run_id="b")
+    cfg = short(phases=("line", "finetune", "joint"), points=2, finetune_steps=20, joint_epochs=1, joint_lr=3e-3)
+    out = merge(two_nets, splits, cfg, writer=writer)
+    rows = runs.load_run(writer.dir).metrics
+    assert out.status is Status.DONE and rows.groupby("phase", sort=False).size().to_dict() == {
+        "line": 3, "finetune": 3, "joint": 2}  # finetune at 0, 10, 20; joint: training loss at its last step, scores
+    assert list(rows[rows.phase == "joint"].step) == [79, 79] and out.summary["joint_steps"] == 79
+    w_ft, _ = finetune(model, w_a, torch.zeros_like(w_a, dtype=torch.bool), splits["b_train"], steps=20,
+                       lr=cfg.finetune_lr, batch=cfg.batch, seed=cfg.path.seed)
+    w_joint, _ = joint_train(model, splits["a_train"], splits["b_train"], epochs=1, seed=0, lr=3e-3)
+    assert torch.equal(out.baselines["finetune"], w_ft) and torch.equal(out.baselines["joint"], w_joint)
+    paths = runs.load_run(writer.dir).extra(PATHS_FILE)
+    assert torch.equal(paths["finetune"], w_ft) and torch.equal(paths["joint"], w_joint)
+    assert final_net_is(runs.load_run(writer.dir), model, out.w)  # the line's best point
 
 
 def test_stop_and_interruption_keep_what_was_done(two_nets, splits, tmp_path):
-    stop = threading.Event()
+    stop = Stop()
     w1 = runs.RunWriter({"kind": "merge"}, root=tmp_path, run_id="stopped")
     out = merge(two_nets, splits, short(phases=("walk", "relax"), steps=50), writer=w1, stop=stop,
                 on_row=lambda r: stop.set() if r["step"] == 3 else None)
-    assert out.status == "stopped" and out.summary["walk_steps"] == 3 and "relax_iters" not in out.summary
-    assert runs.load_run(w1.dir).meta["status"] == "stopped"
+    assert out.status is Status.STOPPED and out.summary["walk_steps"] == 3 and "relax_iters" not in out.summary
+    assert out.rows[-1]["step"] == 3 and out.summary["phases"] == {"walk": Status.STOPPED}
+    run = runs.load_run(w1.dir)
+    assert run.status is Status.STOPPED and len(run.metrics) == 4 and final_net_is(run, two_nets[0], out.w)
+
+    stop = Stop()  # a stop inside fine-tuning, between two recorded rows, ends it at once
+    w3 = runs.RunWriter({"kind": "merge"}, root=tmp_path, run_id="stopped-finetune")
+    out = merge(two_nets, splits, short(phases=("finetune",), finetune_steps=40), writer=w3, stop=stop,
+                on_row=lambda r: stop.set() if r["step"] == 10 else None)
+    assert out.status is Status.STOPPED and [r["step"] for r in out.rows] == [0, 10] and not out.baselines
+    assert "finetune_steps" not in out.summary and runs.load_run(w3.dir).status is Status.STOPPED
+    checks = count()  # the loop checks after every item of a phase, recorded row or not: here row 0, steps 1 … 5
+    out = merge(two_nets, splits, short(phases=("finetune", "joint"), finetune_steps=40),
+                stop=SimpleNamespace(is_set=lambda: next(checks) >= 5))
+    assert out.status is Status.STOPPED and [r["step"] for r in out.rows] == [0] and not out.baselines
 
     def boom(row):
         if row["step"] == 4:
             raise RuntimeError("boom")
-    w2 = runs.RunWriter({"kind": "merge"}, root=tmp_path, run_id="broken")
+    w2 = runs.RunWriter({"kind": "merge", "model": "mlp"}, root=tmp_path, run_id="broken")
     with pytest.raises(RuntimeError):
         merge(two_nets, splits, short(steps=50), writer=w2, on_row=boom)
     run = runs.load_run(w2.dir)
-    assert run.meta["status"] == "interrupted" and len(run.metrics) == 5 and "w" in run.final()
+    assert run.status is Status.INTERRUPTED and len(run.metrics) == 5
+    # the weights of step 4 are kept: the same walk stopped at step 4 ends there
+    stop = Stop()
+    four = merge(two_nets, splits, short(steps=50), stop=stop, on_row=lambda r: stop.set() if r["step"] == 4 else None)
+    assert final_net_is(run, two_nets[0], four.w) and not torch.equal(four.w, two_nets[1])
 
 
 def test_joint_training_learns_both_tasks(two_nets, splits):
@@ -183,5 +231,5 @@ def test_cli_writes_a_run_folder(tmp_path, capsys):
                    "--out", str(out))
     assert code == 0
     run = runs.load_run(out)
-    assert run.meta["kind"] == "merge" and run.meta["task_b"] == "fashion-mnist" and run.meta["status"] == "done"
+    assert run.meta["kind"] == "merge" and run.meta["task_b"] == "fashion-mnist" and run.status is Status.DONE
     assert "walk (end)" in capsys.readouterr().out

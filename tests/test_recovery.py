@@ -2,16 +2,20 @@
 that recovers, resistance tables checked by hand, run folders, and the `damage` / `recover` commands."""
 
 import math
+from itertools import count
+from types import SimpleNamespace
 
 import pandas as pd
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from geodesic import cli, damage as dmg, models, runs
+from geodesic.damage import DAMAGE_FILE, DamageConfig, resistance, run_damage, summarize
+from geodesic.lifecycle import Status, Stop
 from geodesic.params import flatten, spec_of
 from geodesic.path import Evaluation, PathConfig
-from geodesic.recovery import (DamageConfig, Recovery, RecoveryConfig, first_within, load_damage, resistance,
-                               run_damage, run_recover, summarize)
+from geodesic.recovery import Recovery, RecoveryConfig, first_within, run_recover
 from conftest import CKPT
 
 
@@ -75,8 +79,9 @@ def test_frozen_coordinates_stay_broken_along_a_geodesic_recovery(mlp, mnist_tra
     w_d, mask = dmg.zero_fraction(w, spec, 0.5, 1, ["fc1"])
     cfg = RecoveryConfig("geodesic", steps=6, eval_every=3, path=PathConfig(eps=0.01, probe=8))
     rec = Recovery(model, w, w_d, mask, cfg, mnist_train, ev, groups)
-    rows = list(rec)
-    assert [r["step"] for r in rows] == [0, 3, 6] and rec.status == "budget"
+    items = list(rec)
+    rows = [r for r in items if r is not None]
+    assert len(items) == 7 and [r["step"] for r in rows] == [0, 3, 6] and rec.status is Status.DONE
     assert bool((rec.w[mask] == 0).all())  # exactly zero, not merely small
     moved = (rec.w - w_d)[~mask]
     assert moved.norm() > 0.1  # the free coordinates compensate; 6 steps of |θ| = 0.1
@@ -126,29 +131,80 @@ def test_resistance_table_matches_a_hand_computation(mlp, ev):
     assert (s.drop_mean[s.level == 4].values >= -0.02).all()  # ablating filters does not help
 
 
+def loads_as_state_dict(run: runs.Run, model: torch.nn.Module) -> bool:
+    """final.safetensors is the model's plain state dict, holding the run's final flat weights."""
+    net = type(model)()
+    net.load_state_dict(load_file(str(run.dir / "final.safetensors")))
+    return torch.equal(flatten(net), run.final()["w"])
+
+
 def test_damage_and_recover_run_folders_load_back(mlp, mnist_train, ev, tmp_path):
     model, w, groups, spec = mlp
     writer = runs.RunWriter({"kind": "damage", "model": "mlp"}, root=tmp_path, run_id="d")
     out = run_damage(model, {"net": w}, groups, DamageConfig("zero", (0.4,), (3, 4), ("fc1",)), ev, writer)
     run = runs.load_run(tmp_path / "d")
-    assert run.meta["status"] == "done" and len(run.metrics) == 2 and list(run.metrics.seed) == [3, 4]
-    final, dam = run.final(), load_damage(run.dir)
-    assert torch.equal(final["w"], out.w_damaged) and torch.equal(final["w_start"], w)
+    assert out.status is Status.DONE and run.status is Status.DONE and run.meta["summary"]["rows"] == 2
+    assert len(run.metrics) == 2 and list(run.metrics.seed) == [3, 4]
+    final, dam = run.final(), run.extra(DAMAGE_FILE)
+    assert torch.equal(final["w"], out.w_damaged) and torch.equal(final["w_start"], w) and loads_as_state_dict(run, model)
     assert torch.equal(dam["mask"], dmg.zero_fraction(w, spec, 0.4, 3, ["fc1"])[1]) and torch.equal(dam["frozen"], dam["mask"])
+    assert dam["mask"].dtype == torch.bool
 
     writer = runs.RunWriter({"kind": "recover", "model": "mlp"}, root=tmp_path, run_id="r")
     cfg = RecoveryConfig("adam", steps=10, eval_every=5)
     o = run_recover(model, w, out.w_damaged, dam["frozen"], cfg, mnist_train, ev, groups, writer)
     run = runs.load_run(tmp_path / "r")
-    assert run.meta["status"] == "budget" and list(run.metrics.step) == [0, 5, 10]
+    assert o.status is Status.DONE and run.status is Status.DONE and list(run.metrics.step) == [0, 5, 10]
     assert run.meta["summary"]["accuracy"] == pytest.approx(o.curve.accuracy.iloc[-1])
-    assert torch.equal(run.final()["w"], o.w) and torch.equal(load_damage(run.dir)["w_ref"], w)
+    assert torch.equal(run.final()["w"], o.w) and torch.equal(run.final()["w_start"], out.w_damaged)
+    assert loads_as_state_dict(run, model) and torch.equal(run.extra(DAMAGE_FILE)["w_ref"], w)
+
+
+def test_a_recovery_that_recovers_arrives(mlp, mnist_train, ev):
+    model, w, groups, spec = mlp
+    w_d, mask = dmg.zero_fraction(w, spec, 0.6, 0, ["fc1"])
+    cfg = RecoveryConfig("adam", steps=200, eval_every=5, within=0.2, stop_when_recovered=True)
+    out = run_recover(model, w, w_d, mask, cfg, mnist_train, ev, groups)
+    assert out.status is Status.ARRIVED and out.curve.recovered.iloc[-1] and not out.curve.recovered.iloc[:-1].any()
+    assert out.summary()["steps"] < 200
+
+
+def test_a_stop_request_ends_damage_and_recovery_within_one_step(mlp, mnist_train, ev, tmp_path):
+    model, w, groups, spec = mlp
+    stop, seen = Stop(), []
+
+    def first_row(row):  # damage.safetensors is written as soon as the first row exists
+        seen.append((tmp_path / "d" / DAMAGE_FILE).is_file())
+        stop.set()
+
+    writer = runs.RunWriter({"kind": "damage", "model": "mlp"}, root=tmp_path, run_id="d")
+    out = run_damage(model, {"net": w}, groups, DamageConfig("zero", (0.4,), (3, 4, 5)), ev, writer, stop, first_row)
+    run = runs.load_run(writer.dir)
+    assert seen == [True] and out.status is Status.STOPPED and len(out.table) == 1 and run.status is Status.STOPPED
+    assert torch.equal(run.final()["w"], out.w_damaged) and loads_as_state_dict(run, model)
+
+    w_d, mask = dmg.zero_fraction(w, spec, 0.5, 0, ["fc1"])
+    stop, steps = Stop(), []
+    writer = runs.RunWriter({"kind": "recover", "model": "mlp"}, root=tmp_path, run_id="r")
+    o = run_recover(model, w, w_d, mask, RecoveryConfig("sgd", steps=50, eval_every=10), mnist_train, ev, groups,
+                    writer, stop, lambda r: stop.set() if r["step"] == 10 else None)
+    run = runs.load_run(writer.dir)
+    assert o.status is Status.STOPPED and run.status is Status.STOPPED and list(o.curve.step) == [0, 10]
+    assert run.meta["summary"]["steps"] == 10 and torch.equal(run.final()["w"], o.w)
+    # the weights are those of step 10: the same run to a budget of 10 steps ends there
+    again = run_recover(model, w, w_d, mask, RecoveryConfig("sgd", steps=10, eval_every=10), mnist_train, ev, groups)
+    assert torch.equal(again.w, o.w)
+    checks = count()  # the loop checks after every item of a phase, recorded row or not: row 0, steps 1, 2, 3
+    o = run_recover(model, w, w_d, mask, RecoveryConfig("sgd", steps=50, eval_every=10), mnist_train, ev, groups,
+                    stop=SimpleNamespace(is_set=lambda: next(checks) >= 3))
+    again = run_recover(model, w, w_d, mask, RecoveryConfig("sgd", steps=3, eval_every=10), mnist_train, ev, groups)
+    assert o.status is Status.STOPPED and list(o.curve.step) == [0] and torch.equal(o.w, again.w)
 
 
 def test_an_interrupted_recovery_keeps_its_curve(mlp, mnist_train, ev, tmp_path):
     model, w, groups, spec = mlp
     w_d, mask = dmg.zero_fraction(w, spec, 0.5, 0, ["fc1"])
-    writer = runs.RunWriter({"kind": "recover"}, root=tmp_path, run_id="r")
+    writer = runs.RunWriter({"kind": "recover", "model": "mlp"}, root=tmp_path, run_id="r")
 
     def boom(row):
         if row["step"] == 4:
@@ -158,21 +214,24 @@ def test_an_interrupted_recovery_keeps_its_curve(mlp, mnist_train, ev, tmp_path)
         run_recover(model, w, w_d, mask, RecoveryConfig("sgd", steps=10, eval_every=2), mnist_train, ev, groups,
                     writer, on_row=boom)
     run = runs.load_run(tmp_path / "r")
-    assert run.meta["status"] == "interrupted" and list(run.metrics.step) == [0, 2, 4]
+    assert run.status is Status.INTERRUPTED and list(run.metrics.step) == [0, 2, 4]
+    # the weights of step 4 are kept: the same run to a budget of 4 steps ends there
+    again = run_recover(model, w, w_d, mask, RecoveryConfig("sgd", steps=4, eval_every=2), mnist_train, ev, groups)
+    assert torch.equal(run.final()["w"], again.w) and loads_as_state_dict(run, model)
 
 
 @pytest.mark.parametrize("args,message", [
     (["damage", "--kind", "zero", "--level", "1.5"], "fraction in [0, 1]"),
     (["damage", "--kind", "ablate", "--level", "2.5"], "whole number of filters"),
-    (["damage", "--kind", "ablate", "--level", "40"], "has 32 filters"),
+    (["damage", "--kind", "ablate", "--level", "40"], "has 32 groups"),
     (["damage", "--kind", "zero", "--level", "0.1", "--layers", "conv9"], "no parameters in layers"),
-    (["damage", "--kind", "zero", "--level", "-1"], "finite number >= 0"),
+    (["damage", "--kind", "zero", "--level", "-1"], "fraction in [0, 1], got -1"),
     (["damage", "--kind", "melt", "--level", "1"], "invalid choice"),
     (["recover", "--method", "geodesic"], "give --checkpoint with --kind and --level"),
     (["recover", "--kind", "zero", "--level", "0.2", "--method", "newton"], "invalid choice"),
     (["recover", "--kind", "zero", "--level", "0.2", "--within", "2"], "within must be in [0, 1)"),
     (["recover", "--kind", "zero", "--level", "0.2", "--momentum", "1"], "momentum must be in [0, 1)"),
-    (["recover", "--kind", "zero", "--level", "0.2", "--eps", "0"], "positive finite"),
+    (["recover", "--kind", "zero", "--level", "0.2", "--eps", "0"], "eps must be in (0, 10000]"),
 ])
 def test_cli_errors_are_clear(args, message, tmp_path, capsys):
     argv = [*args, "--checkpoint", str(CKPT / "mlp-mnist.safetensors"), "--data", "bundled", "--out", str(tmp_path / "o")]
