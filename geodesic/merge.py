@@ -31,7 +31,7 @@ from .lifecycle import Phase, Record, Row, Status, Stop, execute
 from .metric import model_fn, output_map
 from .objectives import LEARN_B, PROBE, PULL_A, RELAX_PATH, BatchSampler, Field, learn, restore, with_pull
 from .params import flatten, spec_of
-from .path import Evaluation, Path, PathConfig
+from .path import Evaluation, Path, PathConfig, require
 from .runs import RunWriter
 from .train import train, train_steps
 
@@ -89,9 +89,7 @@ class MergeConfig:
              "finetune_lr and joint_lr must be > 0"),
             (self.batch >= 1, f"batch must be >= 1, got {self.batch}"),
         ]
-        for ok, msg in checks:
-            if not ok:
-                raise ValueError(msg)
+        require(checks)
         self.path.validate()
         return self
 

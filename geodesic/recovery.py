@@ -32,7 +32,7 @@ from .lifecycle import Phase, Record, Row, Status, Stop, execute
 from .metric import functional_distance
 from .objectives import PROBE, PULL, BatchSampler, restore
 from .params import Group
-from .path import Evaluation, Path, PathConfig
+from .path import Evaluation, Path, PathConfig, require
 from .runs import RunWriter
 
 METHODS = ("geodesic", "sgd", "adam")
@@ -74,9 +74,7 @@ class RecoveryConfig:
             (self.lr is None or 0 < self.lr < math.inf, f"lr must be > 0, got {self.lr}"),
             (0 <= self.momentum < 1, f"momentum must be in [0, 1), got {self.momentum}"),
         ]
-        for ok, msg in checks:
-            if not ok:
-                raise ValueError(msg)
+        require(checks)
         self.path.validate()
         return self
 
