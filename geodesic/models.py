@@ -86,8 +86,12 @@ def build(name: str, seed: int | None = None) -> nn.Module:
 
 
 def filter_groups(model: nn.Module) -> list[Group]:
-    """The prunable units of a zoo model: each conv filter (weights + bias) or hidden neuron."""
-    return output_unit_groups(model, list(getattr(model, "prunable", ())))
+    """The prunable units of a model: coupled channel groups (groups.coupled_groups): a conv filter with its bias,
+    the BatchNorm γ/β after it and the channels tied to it by residual additions. For mlp and lenet60 (no
+    BatchNorm, no skips) these are exactly their hidden neurons / conv filters, in the same order and names."""
+    from .groups import coupled_groups
+
+    return coupled_groups(model)
 
 
 # --- checkpoints -------------------------------------------------------------------------------
@@ -341,6 +345,10 @@ def load(path: str | os.PathLike, model_name: str | None = None) -> tuple[nn.Mod
     if "sha256" in card and card["sha256"].lower() != sha256_file(path):
         raise CheckpointError(f"{path}: sha256 differs from its card; the file was changed or damaged")
     model = build(name)
+    if "removed" in card:  # a compact net (export.py): the zoo model with the card's channels taken out
+        from .export import shrink
+
+        shrink(model, card["removed"], path)
     check_architecture(model, tensors, name, path)
     state = model.state_dict()
     tensors = {k: v.to(state[k].dtype) for k, v in tensors.items()}  # e.g. float64 or float16 files

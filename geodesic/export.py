@@ -1,0 +1,347 @@
+"""The physically smaller net: every all-zero coupled group (groups.py) taken out, as ONNX and as safetensors.
+
+    out/model.onnx          opset 18 (torch.onnx's torch.export-based exporter), input "images" (N, C, H, W) with
+                            a dynamic batch axis, output "logits"; checked with onnxruntime before it is kept
+    out/model.safetensors   the compact net's plain state dict
+    out/model.json          its card: the zoo model, "compact": true, the channels taken out of each root
+                            ("removed"), the new widths and shapes, parameters and FLOPs dense and compact, the source
+
+`models.load(out/model.safetensors)` gives the compact net back: it builds the zoo model, takes the card's
+"removed" channels out the same way (`shrink`, on Torch-Pruning's dependency graph) and loads the tensors into it
+(no pickles). The compact net computes what the zeroed net computes: removing a channel that is exactly zero
+everywhere also removes its consumers' input slices, which only ever multiplied zeros.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import statistics
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .groups import ROOT_TYPES, NORM_TYPES, dependency_graph, example_input
+from .params import Group, flatten, load_flat
+
+OPSET = 18
+TOLERANCE = 1e-4
+ONNX_NAME, WEIGHTS_NAME = "model.onnx", "model.safetensors"
+
+
+class ExportError(ValueError):
+    """An export that would not compute what the zeroed net computes, or cannot be written."""
+
+
+# --- which channels go -------------------------------------------------------------------------------------
+
+
+def zero_groups(w: torch.Tensor, groups: list[Group]) -> list[Group]:
+    """The groups whose coordinates are all exactly zero in w."""
+    return [g for g in groups if g.idx.numel() and not bool(w[g.idx].any())]
+
+
+def removed_channels(w: torch.Tensor, groups: list[Group]) -> dict[str, list[int]]:
+    """{root layer: sorted channel indices} of the all-zero groups; a root keeps at least one channel (the
+    lowest-numbered), so a layer whose groups are all zero stays one zero channel wide instead of vanishing."""
+    total: dict[str, int] = {}
+    for g in groups:
+        total[g.layer] = total.get(g.layer, 0) + 1
+    out: dict[str, list[int]] = {}
+    for g in zero_groups(w, groups):
+        out.setdefault(g.layer, []).append(g.index)
+    for layer, idxs in out.items():
+        idxs.sort()
+        if len(idxs) >= total[layer]:
+            del idxs[0]
+    return {k: v for k, v in out.items() if v}
+
+
+def shrink(model: nn.Module, removed: dict, where: str | os.PathLike | None = None) -> nn.Module:
+    """Take the output channels `removed` ({root module name: [channel, …]}) out of `model` in place, with all
+    they are coupled to (BatchNorm entries, residual partners, the consumers' input slices), along Torch-Pruning's
+    dependency graph. Returns `model`. A malformed `removed` raises models.CheckpointError naming `where`."""
+    from .models import CheckpointError
+
+    pre = f"{where}: " if where is not None else ""
+    if not isinstance(removed, dict):
+        raise CheckpointError(f"{pre}'removed' must be an object {{layer: [channel, …]}}")
+    modules = dict(model.named_modules())
+    for layer, idxs in removed.items():
+        m = modules.get(layer) if isinstance(layer, str) else None
+        width = _width(m)
+        if width is None:
+            raise CheckpointError(f"{pre}'removed' names {layer!r}, not a conv or linear layer of "
+                                  f"{type(model).__name__}")
+        if not (isinstance(idxs, list) and all(isinstance(i, int) and not isinstance(i, bool) for i in idxs)):
+            raise CheckpointError(f"{pre}'removed'[{layer!r}] must be a list of channel numbers")
+        if len(set(idxs)) != len(idxs) or not all(0 <= i < width for i in idxs) or len(idxs) >= width:
+            raise CheckpointError(f"{pre}'removed'[{layer!r}] must list distinct channels in [0, {width}), "
+                                  f"fewer than all {width}")
+    if not removed:
+        return model
+    was_grad = [p.requires_grad for p in model.parameters()]
+    for p in model.parameters():
+        p.requires_grad_(True)
+    DG = dependency_graph(model, example_input(model))
+    for layer, idxs in removed.items():
+        m = modules[layer]
+        if m not in DG.module2node:
+            raise CheckpointError(f"{pre}'removed' names {layer!r}, which the forward pass does not use")
+        DG.get_pruning_group(m, DG.get_pruner_of_module(m).prune_out_channels, sorted(idxs)).prune()
+    for p, g in zip(model.parameters(), was_grad):
+        p.requires_grad_(g)
+    return model
+
+
+def _width(m: nn.Module | None) -> int | None:
+    if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d)):
+        return m.out_channels
+    if isinstance(m, nn.Linear):
+        return m.out_features
+    return None
+
+
+def compact(model: nn.Module, w: torch.Tensor, groups: list[Group] | None = None) -> nn.Module:
+    """A copy of `model` at weights w with every all-zero group physically removed (eval mode); `model` is left
+    as it is. `groups` default to groups.coupled_groups(model)."""
+    from .groups import coupled_groups
+
+    groups = coupled_groups(model) if groups is None else groups
+    small = load_flat(copy.deepcopy(model), w)
+    shrink(small, removed_channels(w, groups))
+    return small.eval()
+
+
+def zeroed(model: nn.Module, w: torch.Tensor) -> nn.Module:
+    """A copy of `model` at weights w (eval mode): the net the compact one must match."""
+    return load_flat(copy.deepcopy(model), w).eval()
+
+
+# --- measures ----------------------------------------------------------------------------------------------
+
+
+def parameters(model: nn.Module) -> int:
+    """Trainable parameters (BatchNorm γ/β included, running statistics not)."""
+    return sum(p.numel() for p in model.parameters())
+
+
+def flops(model: nn.Module, example: torch.Tensor | None = None) -> int:
+    """FLOPs of one image's forward pass through the conv and linear layers: 2 × multiply-accumulates (+ one add
+    per output for a bias)."""
+    x = example_input(model) if example is None else example[:1]
+    total = [0]
+
+    def hook(m, inp, out):
+        per_out = m.weight[0].numel() if isinstance(m, nn.Linear) else m.weight.shape[1:].numel()
+        total[0] += out[0].numel() * (2 * per_out + (m.bias is not None))
+
+    hooks = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, ROOT_TYPES)]
+    try:
+        with torch.no_grad():
+            model.eval()(x)
+    finally:
+        for h in hooks:
+            h.remove()
+    return total[0]
+
+
+def latency_ms(model: nn.Module, batch: int, repeats: int = 20, warmup: int = 3, threads: int = 1) -> float:
+    """Median wall time (ms) of one forward pass of `batch` images on the CPU with `threads` torch threads."""
+    x = example_input(model, batch)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        times = []
+        with torch.inference_mode():
+            model.eval()
+            for i in range(warmup + repeats):
+                t = time.perf_counter()
+                model(x)
+                if i >= warmup:
+                    times.append((time.perf_counter() - t) * 1e3)
+    finally:
+        torch.set_num_threads(before)
+    return statistics.median(times)
+
+
+def measure(model: nn.Module, batches: tuple[int, ...] = (1, 256), repeats: int = 20) -> dict:
+    """{"parameters", "flops", "latency_ms": {batch: median ms}} of one net (CPU, 1 thread)."""
+    return {"parameters": parameters(model), "flops": flops(model),
+            "latency_ms": {str(b): latency_ms(model, b, repeats) for b in batches}}
+
+
+def widths(model: nn.Module) -> dict[str, int]:
+    """{module: output channels / features} of every conv, linear and BatchNorm layer."""
+    out = {}
+    for name, m in model.named_modules():
+        if isinstance(m, ROOT_TYPES):
+            out[name] = _width(m)
+        elif isinstance(m, NORM_TYPES):
+            out[name] = m.num_features
+    return out
+
+
+# --- ONNX --------------------------------------------------------------------------------------------------
+
+
+def to_onnx(model: nn.Module, path: str | os.PathLike, opset: int = OPSET) -> Path:
+    """Write `model` as ONNX (torch.onnx.export with the torch.export-based exporter, which needs onnxscript):
+    input "images" with a dynamic batch axis, output "logits"."""
+    import warnings
+
+    path = Path(path)
+    x = example_input(model, 2)  # batch 2: a batch of 1 would be specialized to a constant
+    batch = torch.export.Dim("batch", min=1, max=1 << 20)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model.eval(), (x,), str(path), dynamo=True, opset_version=opset, input_names=["images"],
+                          output_names=["logits"], dynamic_shapes=({0: batch},), external_data=False, verbose=False)
+    return path
+
+
+def run_onnx(path: str | os.PathLike, images: torch.Tensor, threads: int = 1) -> torch.Tensor:
+    """The ONNX model's outputs on `images`, computed by onnxruntime on the CPU."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = opts.inter_op_num_threads = threads
+    sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    return torch.from_numpy(sess.run(None, {sess.get_inputs()[0].name: images.float().numpy()})[0])
+
+
+def max_diff(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a.float() - b.float()).abs().max()) if a.numel() else 0.0
+
+
+# --- export ------------------------------------------------------------------------------------------------
+
+
+def _source(source) -> tuple[nn.Module, torch.Tensor, list[Group], dict]:
+    """(model, w, groups, card) of a run folder, a checkpoint file or a (model, w, groups) triple."""
+    from . import models
+
+    if isinstance(source, (tuple, list)):
+        model, w, groups = source
+        name = next((k for k, cls in models.ZOO.items() if type(model) is cls), None)
+        return model, w, groups, ({"model": name} if name else {})
+    path = Path(source)
+    if path.is_dir():
+        from .runs import FINAL, load_run
+
+        run = load_run(path)
+        final = path / FINAL
+        if not final.is_file():
+            raise ExportError(f"run {run.id} has no final net ({FINAL}; status: {run.status.value})")
+        model, card = models.load(final, _card_model(final, run.meta))
+        card = {**card, "run": card.get("run", run.id)}
+    else:
+        model, card = models.load(path)
+    return model, flatten(model), models.filter_groups(model), {**card, "source": str(path)}
+
+
+def _card_model(final: Path, meta: dict) -> str | None:
+    """The model name to load a run's final net with: its card's, else the run's meta.json's."""
+    from .models import read_card
+
+    return None if "model" in read_card(final) else meta.get("model")
+
+
+def export(source, out_dir: str | os.PathLike, images: torch.Tensor | None = None, *, force: bool = False,
+           opset: int = OPSET, tolerance: float = TOLERANCE, batches: tuple[int, ...] = (1, 256),
+           repeats: int = 20) -> dict:
+    """Write out_dir/model.onnx, out_dir/model.safetensors and out_dir/model.json for the compact net, and return
+    a report: parameters, FLOPs and CPU latency (median, 1 thread, for each batch size in `batches`; none when
+    empty) of the dense (zeroed) net and of the compact one, the channels removed, and the largest output
+    difference from the zeroed net, in torch and through onnxruntime.
+
+    source: a run folder (its final.safetensors), a checkpoint .safetensors, or (model, w, groups).
+    images: the inputs to compare on (e.g. test images); default 64 seeded random images. Raises ExportError,
+    writing nothing it would keep, when an output differs by more than `tolerance`, or when out_dir already holds
+    an export and not `force`.
+    """
+    from . import models
+
+    model, w, groups, src = _source(source)
+    if "removed" in src:  # its channel numbers would not be the zoo model's
+        raise ExportError(f"{src.get('source', 'the source')} is already a compact net; export the run it came from")
+    out = Path(out_dir)
+    onnx_path, weights = out / ONNX_NAME, out / WEIGHTS_NAME
+    if not force:
+        there = [str(p) for p in (onnx_path, weights, models.card_path(weights)) if p.exists()]
+        if there:
+            raise ExportError(f"{', '.join(there)} already exist; choose another folder, or force (nothing was "
+                              "overwritten)")
+    if out.exists() and not out.is_dir():
+        raise ExportError(f"{out} is a file, not a folder")
+    dense = zeroed(model, w)
+    removed = removed_channels(w, groups)
+    small = shrink(zeroed(model, w), removed)
+    x = example_input(model, 64) if images is None else images
+    with torch.no_grad():
+        want = dense(x)
+        diff_torch = max_diff(small(x), want)
+    if not diff_torch <= tolerance:
+        raise ExportError(f"the compact net differs from the zeroed one by {diff_torch:.3g} (> {tolerance}): a "
+                          "removed channel is not exactly zero everywhere it is used")
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = out / f".{ONNX_NAME}.{os.getpid()}.tmp"
+    try:
+        to_onnx(small, tmp, opset)
+        diff_onnx = max_diff(run_onnx(tmp, x), want)
+        if not diff_onnx <= tolerance:
+            raise ExportError(f"onnxruntime's outputs differ from the zeroed net's by {diff_onnx:.3g} (> {tolerance})")
+        os.replace(tmp, onnx_path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    report = {
+        "groups": len(groups), "groups_removed": sum(len(v) for v in removed.values()),
+        "removed": removed, "widths": widths(small),
+        "dense": measure(dense, batches, repeats), "compact": measure(small, batches, repeats),
+        "max_abs_diff": {"torch": diff_torch, "onnxruntime": diff_onnx}, "images": int(x.shape[0]),
+        "opset": opset, "onnx": str(onnx_path), "safetensors": str(weights),
+    }
+    card = {k: src[k] for k in ("model", "dataset", "run", "source", "eval_accuracy", "eval_images",
+                                "test_accuracy") if src.get(k) is not None}
+    card.update({
+        "compact": True, "removed": removed, "widths": report["widths"],
+        "shapes": {k: list(v.shape) for k, v in small.state_dict().items()},
+        "parameters": report["compact"]["parameters"], "flops": report["compact"]["flops"],
+        "dense_parameters": report["dense"]["parameters"], "dense_flops": report["dense"]["flops"],
+        "groups_removed": report["groups_removed"], "max_abs_diff": report["max_abs_diff"], "onnx": ONNX_NAME,
+        "opset": opset,
+    })
+    models.save(small, weights, card)
+    return report
+
+
+def export_zip(source, images: torch.Tensor | None = None) -> tuple[bytes, dict]:
+    """What a download button serves: the export of `source` (as in `export`, latency not measured) as one zip
+    holding model.onnx, model.safetensors and model.json, in memory, and its report."""
+    import io
+    import tempfile
+    import zipfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        report = export(source, tmp, images, batches=())
+        buf = io.BytesIO()
+        with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
+            for name in (ONNX_NAME, WEIGHTS_NAME, Path(WEIGHTS_NAME).with_suffix(".json").name):
+                z.write(Path(tmp) / name, name)
+    return buf.getvalue(), {**report, "onnx": ONNX_NAME, "safetensors": WEIGHTS_NAME}
+
+
+def markdown(report: dict, title: str = "") -> str:
+    """The report as a markdown table: dense against compact."""
+    d, c = report["dense"], report["compact"]
+    rows = [("parameters", f"{d['parameters']:,}", f"{c['parameters']:,}", c["parameters"] / d["parameters"]),
+            ("FLOPs / image", f"{d['flops']:,}", f"{c['flops']:,}", c["flops"] / d["flops"])]
+    for b, ms in d["latency_ms"].items():
+        cm = c["latency_ms"][b]
+        rows.append((f"CPU latency, batch {b} (ms, 1 thread)", f"{ms:.3f}", f"{cm:.3f}", cm / ms))
+    lines = [f"**{title}**", ""] if title else []
+    lines += ["| | dense | compact | compact / dense |", "|---|---:|---:|---:|"]
+    lines += [f"| {a} | {b} | {cc} | {r:.3f} |" for a, b, cc, r in rows]
+    return "\n".join(lines) + "\n"
