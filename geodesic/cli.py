@@ -17,6 +17,8 @@ from . import data, inputs, models, threads
 from .options import Option, add_options, apply_options, given
 
 DATA_SOURCES = ("auto", "full", "bundled")
+ARCH_HELP = ("your own architecture: FILE.py:FACTORY or package.module:FACTORY, a function with no arguments "
+             "returning the nn.Module whose state dict --checkpoint holds (the file's code runs)")
 
 
 # --- shared wiring ---------------------------------------------------------------------------------------
@@ -26,6 +28,7 @@ def common_options(c: argparse.ArgumentParser, eval_default: int, checkpoint: bo
     if checkpoint:
         c.add_argument("--checkpoint", required=True, help=".safetensors checkpoint with its .json card")
     c.add_argument("--model", choices=sorted(models.ZOO), help="architecture, for a checkpoint without a .json card")
+    c.add_argument("--arch", help=ARCH_HELP)
     c.add_argument("--dataset", choices=sorted(data.FOLDERS), help="data of the metric and evaluation (default: the card's)")
     c.add_argument("--data", choices=DATA_SOURCES, default="auto", help="full sets, or the bundled subsets (auto: full when installed)")
     c.add_argument("--eval-size", type=int, default=eval_default, help=f"test images for accuracy (0: all; default {eval_default})")
@@ -37,7 +40,7 @@ def start(args: argparse.Namespace) -> tuple[inputs.Checkpoint, str, data.Split,
     threads.configure(args.threads)
     if args.eval_size < 0:
         raise ValueError(f"--eval-size must be >= 0 (0: all), got {args.eval_size}")
-    ckpt = inputs.open_checkpoint(args.checkpoint, args.model)
+    ckpt = inputs.open_checkpoint(args.checkpoint, args.model, args.arch)
     dataset = inputs.dataset_of(ckpt, args.dataset)
     warn(inputs.card_warning(ckpt, dataset))
     return (ckpt, dataset, *inputs.splits(dataset, args.data, args.eval_size))
@@ -145,10 +148,41 @@ def sparsify_config(args: argparse.Namespace):
     return apply_options(args, sparsify_options(), PRESETS[args.preset]).validate()
 
 
+def with_fraction(cfg, args: argparse.Namespace, groups: int):
+    """cfg with filters = round(fraction × groups) when --fraction is given."""
+    from dataclasses import replace
+
+    if args.fraction is None:
+        return cfg
+    if hasattr(args, "filters"):
+        raise ValueError("give --filters or --fraction, not both")
+    if not 0 < args.fraction <= 1:
+        raise ValueError(f"--fraction must be in (0, 1], got {args.fraction}")
+    return replace(cfg, filters=max(1, round(args.fraction * groups))).validate()
+
+
+def sparsify_one(ckpt: inputs.Checkpoint, cfg, folder: Path, meta: dict, train_set: data.Split, evaluation,
+                 label: str):
+    """One sparsify run into `folder`, with a progress bar; its Outcome."""
+    from .experiments import run_sparsify
+
+    writer = writer_for(folder, meta)
+    bar = progress(cfg.path.max_steps + cfg.relax_steps, label)
+
+    def on_row(r: dict) -> None:
+        bar.set_postfix(zero=r["groups_zero"], D=f"{r['distance']:.4f}", phase=r["phase"], refresh=False)
+        bar.update(r["step"] - bar.n)
+
+    try:
+        return run_sparsify(ckpt.model, ckpt.w, ckpt.groups, cfg, train_set, evaluation, writer=writer, on_row=on_row)
+    finally:
+        bar.close()
+
+
 def cmd_sparsify(args: argparse.Namespace) -> int:
     import pandas as pd
 
-    from .experiments import candidate_configs, run_sparsify, shortest
+    from .experiments import candidate_configs, shortest
     from .path import Evaluation
     from .runs import fresh_folder, write_json
 
@@ -157,27 +191,19 @@ def cmd_sparsify(args: argparse.Namespace) -> int:
         raise ValueError(f"--paths must be >= 1, got {args.paths}")
     out = fresh_folder(args.out)
     ckpt, dataset, train_set, test_set = start(args)
+    base = with_fraction(base, args, len(ckpt.groups))
     if not base.filters <= len(ckpt.groups):
         raise ValueError(f"--filters must be between 1 and {len(ckpt.groups)} for {ckpt.name}, got {base.filters}")
     evaluation, outcomes, rows = Evaluation(test_set.x, test_set.y), [], []
     configs = candidate_configs(base, args.paths)
     for i, cfg in enumerate(configs):
+        name = out.name if len(configs) == 1 else f"path{i}-{cfg.strategy}-seed{cfg.path.seed}"
         meta = {"kind": "sparsify", **ckpt.meta(), "dataset": dataset, "data_source": train_set.source,
                 "eval_images": len(test_set), "candidate": i, "preset": args.preset}
-        folder = out if len(configs) == 1 else out / f"path{i}-{cfg.strategy}-seed{cfg.path.seed}"
-        writer = writer_for(folder, meta)
-        bar = progress(cfg.path.max_steps + cfg.relax_steps, f"path {i + 1}/{len(configs)} ({cfg.strategy})")
-
-        def on_row(r: dict, bar=bar) -> None:
-            bar.set_postfix(zero=r["groups_zero"], D=f"{r['distance']:.4f}", phase=r["phase"], refresh=False)
-            bar.update(r["step"] - bar.n)
-
-        try:
-            o = run_sparsify(ckpt.model, ckpt.w, ckpt.groups, cfg, train_set, evaluation, writer=writer, on_row=on_row)
-        finally:
-            bar.close()
+        o = sparsify_one(ckpt, cfg, out if len(configs) == 1 else out / name, meta, train_set, evaluation,
+                         f"path {i + 1}/{len(configs)} ({cfg.strategy})")
         outcomes.append(o)
-        rows.append({"path": writer.id, "strategy": cfg.strategy, "seed": cfg.path.seed, **o.summary()})
+        rows.append({"path": name, "strategy": cfg.strategy, "seed": cfg.path.seed, **o.summary()})
     best = shortest(outcomes)
     table = pd.DataFrame(rows).assign(shortest=[i == best for i in range(len(rows))])
     if len(configs) > 1:
@@ -298,7 +324,8 @@ def cmd_recover(args: argparse.Namespace) -> int:
     cfg = recovery_config(args)
     if args.from_run:
         src, w_ref, w_d, frozen = damage_from_run(args)
-        args.checkpoint, args.model = src.get("checkpoint"), src.get("model")
+        args.checkpoint, args.model, args.arch = src.get("checkpoint"), src.get("model"), src.get("arch")
+        args.model = None if args.arch else args.model
         args.dataset = args.dataset or src.get("dataset")
         damage_meta = {"from_run": str(args.from_run), **src.get("config", {})}
     elif args.kind is None or args.level is None:
@@ -371,7 +398,7 @@ def merge_options() -> list[Option]:
 
 def merge_inputs(args: argparse.Namespace) -> tuple[inputs.Checkpoint, inputs.Checkpoint, str, str]:
     """Nets A and B (one architecture), their tasks; warns when a net measures far below its card."""
-    a, b = inputs.open_checkpoint(args.a, args.model), inputs.open_checkpoint(args.b, args.model)
+    a, b = inputs.open_checkpoint(args.a, args.model, args.arch), inputs.open_checkpoint(args.b, args.model, args.arch)
     if a.name != b.name:
         raise ValueError(f"--a is a {a.name} and --b is a {b.name}: a merge needs two nets of one architecture")
     task_a, task_b = inputs.dataset_of(a, args.task_a), inputs.dataset_of(b, args.task_b)
@@ -434,6 +461,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_damage(sub)
     add_recover(sub)
     add_merge(sub)
+    add_export(sub)
     return p
 
 
@@ -470,6 +498,8 @@ def add_sparsify(sub) -> None:
                    help="starting setting: recommended (benchmarked) or literal (the paper's algorithm); options "
                         "below change it (default recommended)")
     s.add_argument("--paths", type=int, default=1, help="candidate paths; the shortest is reported (default 1)")
+    s.add_argument("--fraction", type=float, default=None,
+                   help="zero this fraction of the net's prunable groups, in (0, 1] (instead of --filters)")
     add_options(s, sparsify_options(), PRESETS["recommended"], ("literal", PRESETS["literal"]))
     s.set_defaults(fn=cmd_sparsify)
 
@@ -528,6 +558,7 @@ def add_merge(sub) -> None:
     m.add_argument("--a", required=True, help="checkpoint of net A (.safetensors with its .json card): the walk starts here")
     m.add_argument("--b", required=True, help="checkpoint of net B, same architecture as A: the relaxed path ends here")
     m.add_argument("--model", choices=sorted(models.ZOO), help="architecture, for checkpoints without a .json card")
+    m.add_argument("--arch", help=ARCH_HELP)
     m.add_argument("--task-a", choices=sorted(data.FOLDERS), help="task of A (default: A's card)")
     m.add_argument("--task-b", choices=sorted(data.FOLDERS), help="task of B (default: B's card)")
     m.add_argument("--out", required=True, help="run folder to create (must not exist or be empty)")
@@ -535,6 +566,33 @@ def add_merge(sub) -> None:
     m.add_argument("--threads", type=int, default=None, help=f"torch CPU threads (default {threads.DEFAULT})")
     add_options(m, merge_options(), MergeConfig())
     m.set_defaults(fn=cmd_merge)
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from .export import export, markdown
+    from .runs import load_run
+
+    threads.configure(args.threads)
+    dataset = load_run(args.run).meta.get("dataset")
+    images = data.load(dataset, "test", "bundled").x[:256] if dataset in data.FOLDERS else None
+    report = export(args.run, args.out, images, force=args.force)
+    print(markdown(report, f"{args.run} → {args.out}"), end="")
+    print(f"wrote {args.out}/model.onnx, model.safetensors, model.json "
+          f"({report['groups_removed']} of {report['groups']} groups removed)")
+    return 0
+
+
+def add_export(sub) -> None:
+    x = sub.add_parser("export", help="write a run's compact net (zeroed groups removed) as ONNX + safetensors",
+                       description="Remove every all-zero group of a run's final net physically and write "
+                                   "OUT/model.onnx (checked with onnxruntime), OUT/model.safetensors and its card "
+                                   "OUT/model.json (loadable by geodesic.models.load); print parameters, FLOPs "
+                                   "and CPU latency, dense against compact.")
+    x.add_argument("--run", required=True, help="run folder with a final.safetensors")
+    x.add_argument("--out", required=True, help="folder for model.onnx, model.safetensors, model.json")
+    x.add_argument("--force", action="store_true", help="replace an earlier export in --out")
+    x.add_argument("--threads", type=int, default=None, help=f"torch CPU threads (default {threads.DEFAULT})")
+    x.set_defaults(fn=cmd_export)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -235,7 +235,8 @@ def _source(source) -> tuple[nn.Module, torch.Tensor, list[Group], dict]:
         final = path / FINAL
         if not final.is_file():
             raise ExportError(f"run {run.id} has no final net ({FINAL}; status: {run.status.value})")
-        model, card = models.load(final, _card_model(final, run.meta))
+        arch = run.meta.get("arch")
+        model, card = models.load(final, None if arch else _card_model(final, run.meta), arch)
         card = {**card, "run": card.get("run", run.id)}
     else:
         model, card = models.load(path)

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from . import data, models
+from .arch import normalize
 from .params import Group, flatten
 
 
@@ -21,7 +22,8 @@ class Checkpoint:
     model: nn.Module
     card: dict
     w: torch.Tensor  # the flat weight vector (n,)
-    groups: list[Group]  # prunable groups (whole filters / neurons)
+    groups: list[Group]  # prunable groups: coupled output channels (groups.py), hidden neurons
+    arch: str | None = None  # a user's architecture ("FILE.py:FACTORY"), None for a zoo model
 
     @property
     def name(self) -> str:
@@ -29,13 +31,15 @@ class Checkpoint:
 
     def meta(self) -> dict:
         """The run-folder fields that say where a run started."""
-        return {"model": self.name, "checkpoint": str(self.path)}
+        return {"model": self.name, "checkpoint": str(self.path), **({"arch": self.arch} if self.arch else {})}
 
 
-def open_checkpoint(path: str | os.PathLike, model_name: str | None = None) -> Checkpoint:
-    """Load and check a checkpoint (models.CheckpointError with a clear message when it cannot be used)."""
-    model, card = models.load(path, model_name)
-    return Checkpoint(Path(path), model, card, flatten(model), models.filter_groups(model))
+def open_checkpoint(path: str | os.PathLike, model_name: str | None = None, arch: str | None = None) -> Checkpoint:
+    """Load and check a checkpoint of a zoo model, or of a user's architecture `arch` (its file runs);
+    models.CheckpointError / arch.ArchError with a clear message when it cannot be used."""
+    arch = normalize(arch) if arch else None
+    model, card = models.load(path, model_name, arch)
+    return Checkpoint(Path(path), model, card, flatten(model), models.filter_groups(model), arch)
 
 
 def dataset_of(ckpt: Checkpoint, dataset: str | None) -> str:

@@ -73,6 +73,44 @@ def pool(x: torch.Tensor) -> torch.Tensor:
     return torch.max_pool2d(x.permute(0, 2, 3, 1).contiguous().permute(0, 3, 1, 2), 2)
 
 
+class BasicBlock(nn.Module):
+    """conv 3×3 → BN → ReLU → conv 3×3 → BN, plus the input (a 1×1 conv + BN when the shape changes), → ReLU."""
+
+    def __init__(self, cin: int, cout: int, stride: int = 1):
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.shortcut = nn.Sequential()
+        if stride != 1 or cin != cout:
+            self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = torch.relu(self.bn1(self.conv1(x)))
+        return torch.relu(self.bn2(self.conv2(out)) + self.shortcut(x))
+
+
+class ResNet8(nn.Module):
+    """A CIFAR-style ResNet for 1×28×28: conv 3×3 (16) + BN, three stages of one BasicBlock (16, 32, 64 channels,
+    strides 1, 2, 2), global average pool, fc 64→10: BatchNorm and skip connections, 77,754 weights."""
+
+    def __init__(self, widths: tuple[int, int, int] = (16, 32, 64)):
+        super().__init__()
+        self.norm = Normalize(0.5, 0.5)
+        self.conv1 = nn.Conv2d(1, widths[0], 3, 1, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(widths[0])
+        self.layer1 = BasicBlock(widths[0], widths[0], 1)
+        self.layer2 = BasicBlock(widths[0], widths[1], 2)
+        self.layer3 = BasicBlock(widths[1], widths[2], 2)
+        self.fc = nn.Linear(widths[2], 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.relu(self.bn1(self.conv1(self.norm(x))))
+        x = self.layer3(self.layer2(self.layer1(x)))
+        return self.fc(torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1))
+
+
 ZOO: dict[str, type[nn.Module]] = {"mlp": MLP, "lenet60": LeNet60}
 
 
@@ -321,8 +359,10 @@ def check_architecture(model: nn.Module, tensors: dict[str, torch.Tensor], name:
         raise CheckpointError(f"{where}weights do not match architecture {name!r}: " + "; ".join(problems))
 
 
-def load(path: str | os.PathLike, model_name: str | None = None) -> tuple[nn.Module, dict]:
-    """Load a checkpoint and its card. `model_name` is needed only when the card is absent.
+def load(path: str | os.PathLike, model_name: str | None = None, arch: str | None = None) -> tuple[nn.Module, dict]:
+    """Load a checkpoint and its card. `model_name` is needed only when the card is absent; `arch`
+    ("FILE.py:FACTORY" or "package.module:FACTORY", see arch.py) builds a user's own architecture instead of a
+    zoo model (its code runs).
 
     Refuses (CheckpointError) a missing or corrupt file, a malformed card, a card/file sha256 mismatch, an
     unknown model or one that differs from the card's, tensors that do not match the architecture
@@ -331,6 +371,8 @@ def load(path: str | os.PathLike, model_name: str | None = None) -> tuple[nn.Mod
     path = Path(path)
     _check_path(path)
     card = read_card(path)
+    if arch is not None:
+        return _load_into(_build_arch(arch), str(card.get("model") or arch), card, path)
     cpath = card_path(path)
     if model_name is not None and "model" in card and card["model"] != model_name:
         raise CheckpointError(f"{path}: its card ({cpath.name}) says model {card['model']!r}, "
@@ -340,11 +382,22 @@ def load(path: str | os.PathLike, model_name: str | None = None) -> tuple[nn.Mod
         why = f"its card ({cpath.name}) names no model" if cpath.exists() else f"no card ({cpath.name})"
         raise CheckpointError(f"{path}: {why} and no model name given; use one of {sorted(ZOO)}")
     if not isinstance(name, str) or name not in ZOO:
-        raise CheckpointError(f"{path}: unknown model {name!r}; the zoo has {sorted(ZOO)}")
+        raise CheckpointError(f"{path}: unknown model {name!r}; the zoo has {sorted(ZOO)} (a net of your own: "
+                              f"give its architecture, --arch FILE.py:FACTORY)")
+    return _load_into(build(name), name, card, path)
+
+
+def _build_arch(spec: str) -> nn.Module:
+    from .arch import build as build_arch
+
+    return build_arch(spec)
+
+
+def _load_into(model: nn.Module, name: str, card: dict, path: Path) -> tuple[nn.Module, dict]:
+    """Check the file against its card and `model`'s architecture, then load it into `model`."""
     tensors = read_tensors(path)
     if "sha256" in card and card["sha256"].lower() != sha256_file(path):
         raise CheckpointError(f"{path}: sha256 differs from its card; the file was changed or damaged")
-    model = build(name)
     if "removed" in card:  # a compact net (export.py): the zoo model with the card's channels taken out
         from .export import shrink
 

@@ -13,7 +13,7 @@ def run_cli(*args, timeout=300):
     return subprocess.run([sys.executable, "-m", "geodesic", *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout)
 
 
-@pytest.mark.parametrize("command", ["fetch-data", "train", "sparsify", "damage", "recover", "merge"])
+@pytest.mark.parametrize("command", ["fetch-data", "train", "sparsify", "damage", "recover", "merge", "export"])
 def test_help_explains_every_option(command, capsys):
     parser = cli.build_parser()
     sub = next(a for a in parser._actions if a.dest == "command").choices[command]
@@ -141,3 +141,102 @@ def test_sparsify_writes_a_run_folder(tmp_path):
     before = (out / "metrics.parquet").read_bytes()
     assert cli.main(["sparsify", "--checkpoint", str(CKPT / "mlp-mnist.safetensors"), "--filters", "4", "--out", str(out)]) == 2
     assert (out / "metrics.parquet").read_bytes() == before  # nothing is overwritten
+
+
+TINY_RESNET = '''
+import torch
+from torch import nn
+
+
+class Block(nn.Module):
+    def __init__(self, c):
+        super().__init__()
+        self.conv1, self.bn1 = nn.Conv2d(c, c, 3, padding=1, bias=False), nn.BatchNorm2d(c)
+        self.conv2, self.bn2 = nn.Conv2d(c, c, 3, padding=1, bias=False), nn.BatchNorm2d(c)
+
+    def forward(self, x):
+        return torch.relu(self.bn2(self.conv2(torch.relu(self.bn1(self.conv1(x))))) + x)
+
+
+class Tiny(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.stem, self.bn = nn.Conv2d(1, 4, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(4)
+        self.block = Block(4)
+        self.head = nn.Linear(4, 10)
+
+    def forward(self, x):
+        x = self.block(torch.relu(self.bn(self.stem(x))))
+        return self.head(x.mean((2, 3)))
+
+
+def make():
+    torch.manual_seed(0)
+    net = Tiny()
+    for m in net.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.1, 0.1)
+            m.running_var.uniform_(0.5, 1.5)
+    return net
+
+
+def broken():
+    raise RuntimeError("no such layer size")
+
+
+def not_a_module():
+    return 42
+'''
+
+
+@pytest.fixture()
+def tiny_arch(tmp_path):
+    """A tiny residual net with BatchNorm in a user's file, and its plain state dict as the checkpoint."""
+    from safetensors.torch import save_file
+
+    (tmp_path / "tiny.py").write_text(TINY_RESNET)
+    from geodesic import arch
+
+    save_file(arch.build(f"{tmp_path / 'tiny.py'}:make").state_dict(), str(tmp_path / "tiny.safetensors"))
+    return tmp_path / "tiny.py", tmp_path / "tiny.safetensors"
+
+
+@pytest.mark.parametrize("factory,message", [("nothing", "has no 'nothing'"), ("broken", "calling broken() failed"),
+                                             ("not_a_module", "not a torch nn.Module"), ("", "give FILE.py:FACTORY")])
+def test_arch_loader_says_what_is_wrong(tiny_arch, tmp_path, capsys, factory, message):
+    code = cli.main(["sparsify", "--arch", f"{tiny_arch[0]}:{factory}", "--checkpoint", str(tiny_arch[1]),
+                     "--dataset", "mnist", "--out", str(tmp_path / "r")])
+    assert code == 2 and message in capsys.readouterr().err
+
+
+def test_arch_whose_weights_do_not_match_is_refused(tiny_arch, tmp_path, capsys):
+    code = cli.main(["sparsify", "--arch", f"{tiny_arch[0]}:make", "--checkpoint", str(CKPT / "mlp-mnist.safetensors"),
+                     "--dataset", "mnist", "--out", str(tmp_path / "r")])
+    err = capsys.readouterr().err
+    assert code == 2 and "do not match" in err and "missing stem.weight" in err
+
+
+@pytest.mark.slow
+def test_your_own_residual_net_sparsifies_and_exports_through_the_cli(tiny_arch, tmp_path):
+    import onnxruntime
+    from safetensors.torch import load_file
+
+    from geodesic import arch, data, models
+
+    run = tmp_path / "run"
+    r = run_cli("sparsify", "--arch", f"{tiny_arch[0]}:make", "--checkpoint", str(tiny_arch[1]), "--dataset", "mnist",
+                "--fraction", "0.5", "--preset", "literal", "--eps", "0.05", "--data", "bundled", "--eval-size", "100",
+                "--out", str(run))
+    assert r.returncode == 0, r.stderr
+    meta = runs.load_run(run).meta
+    assert meta["status"] == "arrived" and meta["summary"]["groups_zero"] >= 4 and meta["arch"].endswith(":make")
+    net = arch.build(f"{tiny_arch[0]}:make")
+    net.load_state_dict(load_file(str(run / "final.safetensors")))  # a plain state dict, BatchNorm buffers included
+    r = run_cli("export", "--run", str(run), "--out", str(tmp_path / "compact"))
+    assert r.returncode == 0, r.stderr
+    x = data.load("mnist", "test", "bundled").x[:16]
+    ort = onnxruntime.InferenceSession(str(tmp_path / "compact" / "model.onnx"))
+    got = ort.run(None, {ort.get_inputs()[0].name: x.numpy()})[0]
+    assert abs(got - net(x).detach().numpy()).max() < 1e-4
+    compact, card = models.load(tmp_path / "compact" / "model.safetensors", arch=f"{tiny_arch[0]}:make")
+    assert sum(p.numel() for p in compact.parameters()) < sum(p.numel() for p in net.parameters())
