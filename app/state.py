@@ -109,12 +109,16 @@ def engine_loaded() -> bool:
     return ENGINE_LOADED.is_set()
 
 
-def await_engine(label: str = "Loading the engine (torch), once per server…") -> None:
+def await_engine(label: str = "Loading the engine (torch), once per server…", hurry: bool = True) -> None:
     """Return once torch and the engine are imported; meanwhile show a status line. The wait touches the page
-    every 0.25 s, so a widget changed meanwhile reruns the script at once instead of queueing behind it."""
+    every 0.25 s, so a widget changed meanwhile reruns the script at once instead of queueing behind it.
+    `hurry`: start the import now (a press is waiting); else keep warm_engine's delay, so that the controls
+    drawn above reach the browser before the import takes the server's time (a page that merely shows a
+    figure)."""
     if ENGINE_LOADED.is_set():
         return
-    ENGINE_HURRY.set()
+    if hurry:
+        ENGINE_HURRY.set()
     thread = warm_engine()
     holder = st.empty()
     with holder.container():

@@ -23,7 +23,7 @@ w2 = c[1].slider("start w2", -2.0, 2.0, 1.2, 0.1)
 beta = c[2].select_slider("β", [0.001, 0.01, 0.1, 0.5, 1.0, 5.0, 50.0], value=0.5)
 eps = c[3].select_slider("ε", [0.0004, 0.001, 0.0025, 0.01, 0.04], value=0.0025)
 points = c[4].slider("inputs x", 2, 32, 8)
-state.await_engine()  # the sliders above are usable meanwhile
+state.await_engine(hurry=False)  # the sliders above are usable meanwhile
 from app import figures  # noqa: E402 — after the controls: it loads pandas, the slowest import of a fresh server
 out = landscape(w1, w2, beta, eps, points)
 path, status = out["path"], out["status"].iloc[0]

@@ -32,6 +32,9 @@ def steps(f: state.Folder) -> int:
     return 0 if pd.isna(s) else int(s)
 
 
+table_slot = st.empty()  # the table shows above the picker, but is sent after it: the picker's code loads first
+by_name = {f.name: f for f in folders}
+chosen = st.multiselect("Open / compare", list(by_name), default=list(by_name)[:1])
 table = pd.DataFrame([{
     "run": f.name, "kind": str(f.meta.get("kind")), "model": str(f.meta.get("model")),
     "dataset": str(f.meta.get("dataset")), "status": f.status, "steps": steps(f),
@@ -39,10 +42,7 @@ table = pd.DataFrame([{
     for f in folders])
 for col in ("accuracy", "length"):  # a summary field that is not a number shows empty
     table[col] = pd.to_numeric(table[col], errors="coerce")
-st.dataframe(table, hide_index=True)
-
-by_name = {f.name: f for f in folders}
-chosen = st.multiselect("Open / compare", list(by_name), default=list(by_name)[:1])
+table_slot.dataframe(table, hide_index=True)
 sel = [by_name[n] for n in chosen if n in by_name]
 if sel:
     frames = [f.metrics.assign(run=f.name) for f in sel if len(f.metrics)]

@@ -55,7 +55,7 @@ if chosen:
             continue
         ids[ident] = f.name
         dirs.append(f.dir)
-    state.await_engine()  # the embedding needs torch; the controls above are already usable
+    state.await_engine(hurry=False)  # the embedding needs torch; the controls above are usable meanwhile
     from geodesic import embed
 
     try:
