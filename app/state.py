@@ -132,13 +132,16 @@ def await_engine(label: str = "Loading the engine (torch), once per server…", 
     holder.empty()
 
 
-def start_button(label: str, key: str) -> bool:
+def start_button(label: str, key: str, keep_s: float = 300) -> bool:
     """A primary button whose press survives the engine's loading: pressed before the engine is there, it
-    waits under a "Loading the engine…" status (a rerun meanwhile keeps the press), then returns True."""
+    waits under a "Loading the engine…" status (a rerun meanwhile keeps the press, for up to `keep_s`), then
+    returns True."""
     pending = f"{key}-pending"
     if st.button(label, type="primary", key=key):
-        st.session_state[pending] = True
-    if not st.session_state.get(pending):
+        st.session_state[pending] = time.monotonic()
+    pressed = st.session_state.get(pending)
+    if pressed is None or time.monotonic() - pressed > keep_s:
+        st.session_state.pop(pending, None)
         return False
     await_engine()
     st.session_state.pop(pending, None)

@@ -62,6 +62,26 @@ def test_candidate_table_picks_shortest_arrived():
     assert list(none["shortest"]) == [False, False, True]
 
 
+def test_candidate_table_reads_a_missing_column_as_missing():
+    """A run that did not record a column (or whose status is not text) still gets its row."""
+    m = {"a": steps_frame("a").drop(columns=["distance", "groups_zero", "accuracy"]), "b": steps_frame("b")}
+    t = figures.candidate_table(m, {"a": {"status": 3}, "b": {"status": "arrived"}})
+    assert list(t["run"]) == ["a", "b"] and math.isnan(t.loc[0, "final distance"]) and t.loc[0, "filters at zero"] == 0
+    assert math.isnan(t.loc[0, "accuracy"]) and t.loc[0, "steps"] == 4 and list(t["shortest"]) == [False, True]
+
+
+def test_run_names_and_notes_show_as_plain_text():
+    """Plotly reads <a href>, <b>, <br> in legends, titles and hover labels: names from run folders are escaped."""
+    name = '<a href="http://example.com">x</a><br>&'
+    fig = figures.path_curves(steps_frame(name), f"note {name}")
+    assert {t.name for t in fig.data if t.showlegend} == {figures.plain(name)}
+    assert "<a" not in fig.layout.title.subtitle.text and "&lt;a href" in fig.layout.title.subtitle.text
+    emb = pd.DataFrame({"run": [name] * 2, "step": [0, 5], "x": [0.0, 1.0], "y": [0.0, 1.0]})
+    traj = figures.trajectory(emb, "step", "PCA", name)
+    assert "<a" not in traj.data[0].name and "<a" not in traj.data[0].hovertemplate
+    assert figures.plain(name) == '&lt;a href="http://example.com"&gt;x&lt;/a&gt;&lt;br&gt;&amp;'
+
+
 def test_trajectory_hover_and_colour():
     emb = pd.DataFrame({"run": ["a"] * 3 + ["b"] * 2, "step": [0, 5, 10, 0, 5], "x": [0, 1, 2, 0, -1.0],
                         "y": [0, 1, 0, 0, 1.0], "accuracy": [0.9, 0.8, 0.7, 0.9, 0.85]})
