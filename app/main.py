@@ -11,7 +11,8 @@ import streamlit as st  # noqa: E402
 
 from app import state  # noqa: E402
 
-st.set_page_config(page_title="Geodesic Explorer", page_icon=":material/explore:", layout="wide")
+# an emoji icon: the browser draws it from a data: URL (a :material/…: page icon is fetched from fonts.gstatic.com)
+st.set_page_config(page_title="Geodesic Explorer", page_icon="🧭", layout="wide")
 
 # not app/pages: a `pages/` folder beside main.py puts Streamlit in v1 multipage mode until st.navigation
 # first runs, so on a fresh server a direct URL (/damage) would run that file alone, without navigation
