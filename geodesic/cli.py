@@ -199,7 +199,8 @@ def cmd_sparsify(args: argparse.Namespace) -> int:
     for i, cfg in enumerate(configs):
         name = out.name if len(configs) == 1 else f"path{i}-{cfg.strategy}-seed{cfg.path.seed}"
         meta = {"kind": "sparsify", **ckpt.meta(), "dataset": dataset, "data_source": train_set.source,
-                "eval_images": len(test_set), "candidate": i, "preset": args.preset}
+                "eval_images": len(test_set), "candidate": i, "preset": args.preset,
+                **({"group": out.name} if len(configs) > 1 else {})}
         o = sparsify_one(ckpt, cfg, out if len(configs) == 1 else out / name, meta, train_set, evaluation,
                          f"path {i + 1}/{len(configs)} ({cfg.strategy})")
         outcomes.append(o)
