@@ -63,6 +63,8 @@ def main() -> None:
     # each method on the thread count at which it runs fastest on this 2-core machine (measured: a lenet60 path
     # step takes 0.24 s at 1 thread and 0.31 s at 2; fine-tuning does 19 steps/s at 1 and 40 at 2)
     ap.add_argument("--threads", type=int, default=1, help="torch threads of the geodesic runs")
+    ap.add_argument("--baselines", type=int, default=3, choices=(1, 2, 3),
+                    help="fine-tuning baselines at equal wall time: labels, + distillation, + cosine lr")
     ap.add_argument("--baseline-threads", type=int, default=2, help="torch threads of the fine-tuning baselines")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -93,8 +95,8 @@ def main() -> None:
             best_seconds = sec
 
     torch.set_num_threads(args.baseline_threads)
-    for label, teacher, schedule in (("labels", None, "constant"), ("distillation", w0, "constant"),
-                                     ("labels, cosine lr", None, "cosine")):
+    baselines = (("labels", None, "constant"), ("distillation", w0, "constant"), ("labels, cosine lr", None, "cosine"))
+    for label, teacher, schedule in baselines[: args.baselines]:
         w_ft, steps = finetune(model, w_mag, mask, train, seconds=best_seconds, w_teacher=teacher, schedule=schedule)
         rows.append({"method": f"magnitude + fine-tune ({label}, same wall time)", "zero filters": filters,
                      "accuracy": accuracy(model, w_ft, test), "seconds": best_seconds, "steps": steps})
