@@ -23,7 +23,6 @@ float64 tensors and may return any floating dtype (a float32 model casts inside 
 
 from __future__ import annotations
 
-import functools
 import math
 import warnings
 from dataclasses import dataclass
@@ -31,6 +30,8 @@ from typing import Callable
 
 import torch
 from torch import Tensor
+
+from .metric import gram
 
 F64 = torch.float64
 EPS64 = torch.finfo(F64).eps
@@ -232,31 +233,6 @@ def solve_exact(
     rank_rtol = 10 * max(J.shape[0], 1) * EPS64 if rank_rtol is None else rank_rtol  # K is exact to float64
     theta, mu, quad, iters = _exact(K, J64 @ v64, lambda u: J64.T @ u, v64, beta, eps, tol, max_iter, rank_rtol)
     return TangentResult(theta.to(v.dtype), mu, tangent_objective(J64, theta, v64, beta), iters, quad)
-
-
-def gram(J: Tensor) -> Tensor:
-    """K = JJᵀ for J: (k, n) in J's dtype. On CPU, BLAS syrk computes one triangle (half the flops of J @ Jᵀ,
-    and a row-major J is read in place as the column-major Jᵀ) on as many threads as torch uses; elsewhere a
-    plain matmul."""
-    if J.device.type != "cpu" or J.dtype not in (F64, torch.float32) or J.requires_grad:
-        return J @ J.T
-    from scipy.linalg.blas import dsyrk, ssyrk
-
-    syrk = dsyrk if J.dtype == F64 else ssyrk
-    with _blas_threads(torch.get_num_threads()):  # scipy's own BLAS would otherwise take every core
-        upper = torch.from_numpy(syrk(1.0, J.contiguous().numpy().T, trans=1))  # (Jᵀ)ᵀ(Jᵀ): upper triangle
-    return upper + upper.triu(1).T
-
-
-@functools.cache
-def _blas_controller():
-    from threadpoolctl import ThreadpoolController
-
-    return ThreadpoolController()
-
-
-def _blas_threads(n: int):
-    return _blas_controller().limit(limits=n, user_api="blas")
 
 
 def _exact(

@@ -4,10 +4,20 @@ import math
 
 import pytest
 import torch
+from torch import nn
 from torch.func import jacrev
 
 from geodesic import metric, models
 from geodesic.params import flatten
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """One torch thread here: on shared, busy cores these many small products run ~10× faster than on two."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def oracle_J(model, w, x, phi):
@@ -104,3 +114,236 @@ def test_metric_restricted_to_free_coordinates(net):
     assert torch.allclose(M.gram_jvp(theta)[1].double(), Jf @ theta.double(), rtol=1e-4, atol=1e-5)
     out = M.vjp(u)
     assert torch.all(out[~free] == 0) and torch.allclose(out.double(), Jf.T @ u.double(), rtol=1e-4, atol=1e-6)
+
+
+# --- more layer types: each tiny net against jacrev of the stacked outputs ------------------------------------
+
+
+def randomize_batchnorm(model, seed=0):
+    """Non-trivial running statistics and affine parameters, so that x̂ ≠ x and γ ≠ 1."""
+    g = torch.Generator().manual_seed(seed)
+    for mod in model.modules():
+        if isinstance(mod, nn.modules.batchnorm._BatchNorm):
+            mod.running_mean.copy_(torch.rand(mod.num_features, generator=g) - 0.5)
+            mod.running_var.copy_(0.5 + 1.5 * torch.rand(mod.num_features, generator=g))
+            if mod.affine:
+                mod.weight.data.copy_(0.5 + torch.rand(mod.num_features, generator=g))
+                mod.bias.data.copy_(0.6 * torch.rand(mod.num_features, generator=g) - 0.3)
+    return model
+
+
+class StridedConvs(nn.Module):
+    """Stride, padding, dilation, non-square kernels, 'same' padding with reflection, with and without bias."""
+
+    def __init__(self):
+        super().__init__()
+        self.c1 = nn.Conv2d(1, 3, 3, stride=2, padding=2, dilation=2)
+        self.c2 = nn.Conv2d(3, 4, (3, 2), stride=(1, 2), padding=(1, 0), bias=False)
+        self.c3 = nn.Conv2d(4, 4, 3, padding="same", padding_mode="reflect")
+        self.fc = nn.Linear(4 * 5 * 2, 5)
+
+    def forward(self, x):
+        x = torch.tanh(self.c3(torch.relu(self.c2(torch.relu(self.c1(x))))))
+        return self.fc(torch.flatten(x, 1))
+
+
+class GroupedConvs(nn.Module):
+    """A grouped conv (groups=2) and a depthwise conv (groups = channels), then max-pooling."""
+
+    def __init__(self):
+        super().__init__()
+        self.c1 = nn.Conv2d(1, 4, 3)
+        self.grouped = nn.Conv2d(4, 6, 3, groups=2)
+        self.depthwise = nn.Conv2d(6, 6, 3, padding=1, groups=6, bias=False)
+        self.fc = nn.Linear(6 * 2 * 2, 5)
+
+    def forward(self, x):
+        x = torch.relu(self.grouped(torch.relu(self.c1(x))))
+        return self.fc(torch.flatten(nn.functional.max_pool2d(torch.tanh(self.depthwise(x)), 2), 1))
+
+
+class ConvBN(nn.Module):
+    """BatchNorm2d after a conv (bias-free), one without affine parameters, adaptive average pooling."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 4, 3, bias=False)
+        self.bn = nn.BatchNorm2d(4)
+        self.conv2 = nn.Conv2d(4, 3, 3)
+        self.bn_plain = nn.BatchNorm2d(3, affine=False)
+        self.fc = nn.Linear(3, 5)
+
+    def forward(self, x):
+        x = self.bn_plain(self.conv2(torch.relu(self.bn(self.conv(x)))))
+        return self.fc(torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1))
+
+
+class LinearBN(nn.Module):
+    """BatchNorm1d after a Linear layer; a Linear layer on 3-D input (B, tokens, features) with a BatchNorm1d
+    over its (B, C, L) output."""
+
+    def __init__(self):
+        super().__init__()
+        self.tok = nn.Linear(9, 4)
+        self.bn_tok = nn.BatchNorm1d(9)
+        self.fc1 = nn.Linear(9 * 4, 8)
+        self.bn = nn.BatchNorm1d(8)
+        self.fc2 = nn.Linear(8, 5)
+
+    def forward(self, x):
+        t = self.bn_tok(self.tok(x.reshape(x.shape[0], 9, 9)))  # (B, 9 tokens, 4); BN over 9 "channels"
+        return self.fc2(torch.relu(self.bn(self.fc1(t.flatten(1)))))
+
+
+class Residual(nn.Module):
+    """A residual block as torchvision writes it: 1×1 projection shortcut + BN, in-place ReLU, `out += shortcut`."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(1, 3, 3, padding=1, bias=False)
+        self.conv1 = nn.Conv2d(3, 4, 3, stride=2, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(4)
+        self.relu = nn.ReLU(inplace=True)
+        self.conv2 = nn.Conv2d(4, 4, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(4)
+        self.down = nn.Sequential(nn.Conv2d(3, 4, 1, stride=2, bias=False), nn.BatchNorm2d(4))
+        self.fc = nn.Linear(4, 5)
+
+    def forward(self, x):
+        x = self.relu(self.stem(x))
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        out += self.down(x)
+        out = self.relu(out)
+        return self.fc(torch.flatten(nn.functional.adaptive_avg_pool2d(out, 1), 1))
+
+
+class Pools(nn.Module):
+    """Average, max, adaptive average and adaptive max pooling between convs; nn.Flatten."""
+
+    def __init__(self):
+        super().__init__()
+        self.c1 = nn.Conv2d(1, 3, 3, padding=1)
+        self.c2 = nn.Conv2d(3, 4, 2)
+        self.flat = nn.Flatten()
+        self.fc = nn.Linear(4 * 2 * 2 * 2, 5)
+
+    def forward(self, x):
+        x = nn.functional.avg_pool2d(torch.relu(self.c1(x)), 2, ceil_mode=True)  # 9 -> 5
+        x = nn.functional.max_pool2d(self.c2(x), 2, stride=1)  # 4 -> 3
+        a, b = nn.functional.adaptive_avg_pool2d(x, 2), nn.functional.adaptive_max_pool2d(x, 2)
+        return self.fc(self.flat(torch.cat([a, b], 1)))
+
+
+def resnet8():
+    return models.ResNet8()
+
+
+NETS = {"strided": (StridedConvs, (3, 1, 9, 9)), "grouped": (GroupedConvs, (3, 1, 9, 9)),
+        "conv_bn": (ConvBN, (3, 1, 9, 9)), "linear_bn": (LinearBN, (3, 1, 9, 9)), "residual": (Residual, (3, 1, 8, 8)),
+        "pools": (Pools, (3, 1, 9, 9)), "resnet8": (resnet8, (2, 1, 28, 28))}
+
+
+@pytest.fixture(scope="module", params=sorted(NETS))
+def layer_net(request):
+    cls, shape = NETS[request.param]
+    torch.manual_seed(3)
+    m = randomize_batchnorm(cls()).eval()
+    x = torch.rand(*shape, generator=torch.Generator().manual_seed(4))
+    w = flatten(m)
+    return m, w, x, oracle_J(m, w, x, "sqrt_probs").double()
+
+
+def close(a, b, rtol=1e-5):
+    """Entrywise within rtol of the reference's largest entry (float32 products against jacrev)."""
+    return float((a.double() - b).abs().max()) <= rtol * float(b.abs().max())
+
+
+def test_layer_types_jacobian_fast(layer_net):
+    m, w, x, J = layer_net
+    assert J.abs().max() > 0 and close(metric.jacobian_fast(m, w, x, "sqrt_probs"), J)
+
+
+@pytest.mark.parametrize("route", ["auto", "explicit", "gram"])
+@pytest.mark.parametrize("block_bytes", [metric.BLOCK_BYTES, 256])
+def test_layer_types_gram_jvp(layer_net, route, block_bytes):
+    """K and Jv by every route, unchunked and in chunks of 256 bytes (64 entries: one output channel or less)."""
+    m, w, x, J = layer_net
+    v = torch.randn(w.numel(), generator=torch.Generator().manual_seed(5))
+    M = metric.Metric(m, w, x, "sqrt_probs", block_bytes=block_bytes, route=route)
+    K, Jv = M.gram_jvp(v)
+    assert close(K, J @ J.T) and close(Jv, J @ v.double(), 1e-4)
+    assert set(M.routes) == {name for name, mod in m.named_modules() if list(mod.parameters(recurse=False))}
+    if route != "auto":
+        kinds = {r for layer, r in M.routes.items() if isinstance(m.get_submodule(layer), (nn.Linear, nn.Conv2d))
+                 and getattr(m.get_submodule(layer), "groups", 1) == 1}
+        assert kinds == {route}
+
+
+def test_layer_types_free_mask(layer_net):
+    """J·diag(free): coordinates frozen at random in the first half of w, a whole tensor frozen, the second
+    half free (so that some layers keep the Gram route and others are masked chunk by chunk)."""
+    m, w, x, J = layer_net
+    n = w.numel()
+    free = torch.rand(n, generator=torch.Generator().manual_seed(6)) > 0.3
+    free[n // 2 :] = True
+    free[: list(m.parameters())[0].numel()] = False
+    Jf = J * free.double()
+    v = torch.randn(n, generator=torch.Generator().manual_seed(7))
+    for block_bytes in (metric.BLOCK_BYTES, 256):
+        K, Jv = metric.Metric(m, w, x, "sqrt_probs", free=free, block_bytes=block_bytes).gram_jvp(v)
+        assert close(K, Jf @ Jf.T) and close(Jv, Jf @ v.double(), 1e-4)
+
+
+def test_chunks_respect_the_budget():
+    """Every explicit chunk holds at most the budget's entries, or one output channel's when that alone is more."""
+    torch.manual_seed(0)
+    m = randomize_batchnorm(GroupedConvs()).eval()
+    w, x = flatten(m), torch.rand(3, 1, 9, 9)
+    tape = metric.LayerTape(m, w, x, "logits")
+    for layer, gs in tape.output_grads().items():
+        pieces = list(tape.blocks(layer, gs, max_elems=200))
+        cols = torch.cat([idx for idx, _, _ in pieces])
+        assert torch.equal(cols.sort().values, tape.columns(layer))  # every column exactly once
+        mod = tape.layers[layer]
+        one_channel = 15 * (mod.weight[0].numel() + (mod.bias is not None))  # k = 3·5 rows
+        assert all(Jc.numel() <= max(200, one_channel) for _, Jc, _ in pieces)
+        if isinstance(mod, nn.Conv2d):
+            assert len(pieces) > 1
+
+
+def test_route_rule_prefers_the_gram_trick_for_few_positions_and_many_weights():
+    """Late ResNet-style convs (4×4 outputs, 256 → 256 channels) take the Gram trick, early ones (28×28) not."""
+    late = nn.Sequential(nn.Conv2d(256, 256, 3, padding=1, bias=False), nn.Flatten(), nn.Linear(256 * 16, 10)).eval()
+    early = nn.Sequential(nn.Conv2d(1, 16, 3, padding=1), nn.Flatten(), nn.Linear(16 * 28 * 28, 10)).eval()
+    for net, x, want in ((late, torch.rand(32, 256, 4, 4), "gram"), (early, torch.rand(32, 1, 28, 28), "explicit")):
+        tape = metric.LayerTape(net, flatten(net), x, "logits")
+        assert tape.route("0", metric.BLOCK_BYTES // 4) == want
+
+
+def test_unsupported_layer_names_its_type():
+    net = nn.Sequential(nn.Conv2d(1, 2, 3), nn.Flatten(), nn.LayerNorm(2 * 7 * 7), nn.Linear(2 * 7 * 7, 3)).eval()
+    with pytest.raises(NotImplementedError, match=r"LayerNorm.*Linear, Conv2d"):
+        metric.jacobian_fast(net, flatten(net), torch.rand(2, 1, 9, 9))
+
+
+def test_batchnorm_in_training_mode_is_refused():
+    m = ConvBN()  # training mode: batch statistics couple the samples
+    with pytest.raises(ValueError, match="eval"):
+        metric.Metric(m, flatten(m), torch.rand(3, 1, 9, 9)).gram()
+
+
+def test_a_layer_called_twice_is_refused():
+    class Twice(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(4, 4)
+
+        def forward(self, x):
+            return self.fc(torch.tanh(self.fc(x)))
+
+    m = Twice()
+    with pytest.raises(NotImplementedError, match="more than once"):
+        metric.jacobian_fast(m, flatten(m), torch.rand(2, 4))
+    with pytest.raises(ValueError, match="route"):
+        metric.Metric(m, flatten(m), torch.rand(2, 4), route="fast")
