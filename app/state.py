@@ -12,9 +12,7 @@ from __future__ import annotations
 import json
 import math
 import os
-import platform
 import re
-import shutil
 import sys
 import threading
 import time
@@ -29,6 +27,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from app import jobs
+    from geodesic import runs
 
 REPO = Path(__file__).resolve().parent.parent
 CHECKPOINTS = REPO / "assets" / "checkpoints"  # as app.jobs.CHECKPOINTS (importing that loads pandas)
@@ -250,13 +249,16 @@ def any_runs() -> bool:
 
 @dataclass
 class Folder:
-    """A readable run folder: what the pages show of a run. Widgets are keyed by `key` (the folder's path),
-    never by meta["id"]: a copied folder keeps its id."""
+    """A run as the pages show it: a geodesic.runs.Run (a shipped example when `readonly`) and notes shown beside
+    it. Widgets are keyed by `key` (the folder's path), never by meta["id"]: a copied folder keeps its id."""
 
-    dir: Path
-    meta: dict
-    metrics: pd.DataFrame
+    run: runs.Run
     notes: list[str] = field(default_factory=list)  # shown beside the run (a copy of another, …)
+
+    dir = property(lambda self: self.run.dir)
+    meta = property(lambda self: self.run.meta)
+    metrics = property(lambda self: self.run.metrics)
+    readonly = property(lambda self: self.run.readonly)
 
     @property
     def name(self) -> str:
@@ -267,8 +269,13 @@ class Folder:
         return str(self.dir)
 
     @property
+    def label(self) -> str:
+        """How lists and pickers name it: the folder's name, or "example · <title>" for a shipped example."""
+        return f"example · {self.meta.get('title') or self.name}" if self.readonly else self.name
+
+    @property
     def status(self) -> str:
-        return run_status(self.meta)
+        return self.run.status.value
 
     @property
     def summary(self) -> dict:
@@ -277,46 +284,23 @@ class Folder:
     def has_snapshots(self) -> bool:
         return (self.dir / "snapshots.safetensors").is_file() or any((self.dir / "snapshots").glob("*.safetensors"))
 
+    def reload(self) -> Folder:
+        """Read the folder again (a run still being written); ValueError or OSError as geodesic.runs.load_run."""
+        from geodesic.runs import load_run
 
-def read_folder(path: Path) -> Folder:
-    """A run folder's meta.json and metrics.parquet, checked for what the pages use; ValueError (one line)
-    for anything else. Torch-free, unlike geodesic.runs.load_run."""
-    import pandas as pd
-
-    try:
-        meta = json.loads((path / "meta.json").read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ValueError(f"meta.json is unreadable ({type(e).__name__}: {e})") from None
-    if not isinstance(meta, dict):
-        raise ValueError(f"meta.json holds a {type(meta).__name__}, not an object")
-    for name in ("summary", "config"):
-        if meta.get(name) is not None and not isinstance(meta[name], dict):
-            raise ValueError(f"meta.json: {name} is a {type(meta[name]).__name__}, not an object")
-    mp = path / "metrics.parquet"
-    try:
-        table = pd.read_parquet(mp) if mp.is_file() else pd.DataFrame()
-    except Exception as e:  # noqa: BLE001 — pyarrow raises many types for a damaged file
-        raise ValueError(f"metrics.parquet is unreadable ({type(e).__name__})") from None
-    if len(table):
-        if "step" not in table.columns:
-            raise ValueError("metrics.parquet has no step column")
-        if not pd.api.types.is_numeric_dtype(table["step"]) or table["step"].isna().all():
-            raise ValueError("metrics.parquet: its step column holds no step numbers")
-    return Folder(path, meta, table)
+        return Folder(load_run(self.dir, self.readonly), self.notes)
 
 
 def scan_runs(root: Path | None = None) -> tuple[list[Folder], list[str]]:
-    """Every run folder under root (newest first) and one line per folder that cannot be shown (read_folder).
-    A folder whose meta.json repeats another's id (a copy) is listed, with a note."""
-    root = Path(root or runs_root())
-    folders, problems = [], []
-    for meta in sorted(root.glob("*/meta.json"), reverse=True):
-        try:
-            folders.append(read_folder(meta.parent))
-        except ValueError as e:
-            problems.append(f"{meta.parent.name}: {e}")
+    """The user's runs under root (newest first), then the shipped examples of the gallery (read-only), and one
+    line per folder that cannot be shown (geodesic.runs.scan_with_gallery, torch-free). A folder whose meta.json
+    repeats another's id (a copy) is listed, with a note."""
+    from geodesic.runs import scan_with_gallery
+
+    found, problems = scan_with_gallery(Path(root or runs_root()))
+    folders = [Folder(r) for r in found]
     first: dict[str, Folder] = {}
-    for f in reversed(folders):  # the oldest folder name keeps the id; later ones are its copies
+    for f in reversed(folders):  # examples, then the oldest folder name keep the id; later ones are its copies
         ident = str(f.meta.get("id", f.name))
         if ident in first:
             f.notes.append(f"same id as {first[ident].name} in meta.json (a copy?)")
@@ -325,8 +309,34 @@ def scan_runs(root: Path | None = None) -> tuple[list[Folder], list[str]]:
     return folders, problems
 
 
-def runs() -> list[Folder]:
-    return scan_runs()[0]
+def recover_method(folder: Folder) -> str:
+    """The recovery method of a saved recover run (its config's, else its meta's)."""
+    return str((folder.meta.get("config") or {}).get("method") or folder.meta.get("method") or "?")
+
+
+def newest_race(folders: list[Folder]) -> list[Folder]:
+    """The newest saved recovery race among `folders` (listed newest first, the examples last, as scan_runs lists
+    them): the recover runs that share its meta "group" (else its checkpoint and damage), the newest of each
+    method, geodesic first; [] when there is none."""
+    races: dict[tuple, dict[str, Folder]] = {}
+    for f in folders:
+        if f.meta.get("kind") != "recover":
+            continue
+        group = f.meta.get("group")
+        same = ("group", str(group)) if group else ("damage", json.dumps([f.meta.get("checkpoint"), f.meta.get("damage")],
+                                                                         sort_keys=True, default=str))
+        races.setdefault((f.readonly, *same), {}).setdefault(recover_method(f), f)
+    if not races:
+        return []
+    return sorted(next(iter(races.values())).values(), key=lambda f: recover_method(f) != "geodesic")
+
+
+def race_frame(race: list[Folder]) -> pd.DataFrame:
+    """The rows of a saved race as a live damage job has them: each run's metrics with its "method"."""
+    import pandas as pd
+
+    frames = [f.metrics.assign(method=recover_method(f)) for f in race if len(f.metrics)]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["method", "step", "accuracy"])
 
 
 def show_problems(problems: list[str], limit: int = 12) -> None:
@@ -396,35 +406,7 @@ def snapshot_problem(folder: Folder) -> str | None:
     return None
 
 
-# --- a run's status and deletion --------------------------------------------------------------------------
-# The engine is to provide this as geodesic.runs.Run.status (same rule); run_status is the one place to swap.
-
-
-def writer_alive(meta: dict) -> bool | None:
-    """Whether the process recorded in meta["pid"] is alive: None when that cannot be told (no pid recorded,
-    or one on another host)."""
-    pid = meta.get("pid")
-    if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:
-        return None
-    if meta.get("host") not in (None, platform.node()):
-        return None
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # alive, owned by someone else
-        return True
-    except OSError:
-        return None
-    return True
-
-
-def run_status(meta: dict) -> str:
-    """meta["status"], except that "running" whose writing process is gone reads "stale"."""
-    status = str(meta.get("status", "?"))
-    if status == "running" and writer_alive(meta) is False:
-        return "stale"
-    return status
+# --- deletion ----------------------------------------------------------------------------------------------
 
 
 def active_dirs() -> set[str]:
@@ -432,29 +414,26 @@ def active_dirs() -> set[str]:
 
 
 def delete_refusal(folder: Folder) -> str | None:
-    """Why this run folder must not be deleted now, or None."""
-    if folder.dir.is_symlink():
-        return (f"{folder.name} is a symbolic link (to {os.readlink(folder.dir)}); the app does not delete through "
-                f"links: remove the link itself outside the app, the run it points to is kept")
-    if str(folder.dir.absolute()) in active_dirs():
-        return f"{folder.name} belongs to a job that is still running here: stop the job first"
-    if str(folder.meta.get("status")) == "running":
-        alive = writer_alive(folder.meta)
-        if alive:
-            return (f"{folder.name} is still being written by process {folder.meta['pid']}: stop that process first "
-                    f"(Ctrl-C keeps every finished step)")
-        if alive is None and isinstance(folder.meta.get("pid"), int):
-            return (f"{folder.name} is being written by process {folder.meta['pid']} on {folder.meta.get('host')}, "
-                    f"which cannot be checked from here")
-    return None
+    """Why this run folder must not be deleted now (geodesic.runs.delete_refusal, or a job of this server still
+    writes it), or None."""
+    from geodesic.runs import delete_refusal
+
+    why = delete_refusal(folder.run)
+    if why is None and str(folder.dir.absolute()) in active_dirs():
+        why = f"{folder.name} belongs to a job that is still running here: stop the job first"
+    return why
 
 
 def delete_run(folder: Folder) -> None:
-    """Delete a run folder, or ValueError with the reason it is refused (checked again at the moment of deleting)."""
-    why = delete_refusal(folder)
+    """Delete a run folder, or ValueError with the reason it is refused (checked again, on the folder as it is
+    now, at the moment of deleting)."""
+    from geodesic.runs import delete_run as delete
+
+    now = folder.reload()
+    why = delete_refusal(now)
     if why:
         raise ValueError(why)
-    shutil.rmtree(folder.dir)
+    delete(now.run)
 
 
 # --- jobs -------------------------------------------------------------------------------------------------

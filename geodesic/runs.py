@@ -188,15 +188,18 @@ class RunWriter:
         write_json(self.dir / "meta.json", self.meta)
 
 
-def _pid_alive(pid: object) -> bool:
-    if not isinstance(pid, int) or pid <= 0:
-        return False
+def _pid_alive(pid: object) -> bool | None:
+    """Whether process `pid` of this host is alive; None when that cannot be told (no pid recorded)."""
+    if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:
+        return None
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except PermissionError:
+    except PermissionError:  # alive, owned by someone else
         return True
+    except OSError:
+        return None
     return True
 
 
@@ -213,9 +216,10 @@ class Run:
 
     @property
     def status(self) -> Status:
-        """The run's status; "running" whose writing process is gone (on this host) reads as STALE."""
+        """The run's status; "running" whose writing process is gone (on this host) reads as STALE. With no pid
+        recorded, or a pid of another host, that cannot be told: it stays RUNNING."""
         s = Status.parse(self.meta.get("status"))
-        if s is Status.RUNNING and self.meta.get("host") == platform.node() and not _pid_alive(self.meta.get("pid")):
+        if s is Status.RUNNING and self.meta.get("host") == platform.node() and _pid_alive(self.meta.get("pid")) is False:
             return Status.STALE
         return s
 
@@ -275,7 +279,8 @@ def _read(path: Path) -> dict[str, "torch.Tensor"]:
 
 def load_run(path: str | os.PathLike, readonly: bool = False) -> Run:
     """Open a run folder; a missing metrics file gives an empty table (the run died before its first step).
-    FileNotFoundError when it is not a run folder, ValueError when its files are unreadable."""
+    FileNotFoundError when it is not a run folder; ValueError when its files are unreadable or do not hold what a
+    run folder holds (summary or config not an object, metrics without step numbers)."""
     path = Path(path)
     meta_path = path / "meta.json"
     if not meta_path.is_file():
@@ -286,11 +291,19 @@ def load_run(path: str | os.PathLike, readonly: bool = False) -> Run:
         raise ValueError(f"{meta_path}: not valid JSON ({e})") from None
     if not isinstance(meta, dict):
         raise ValueError(f"{meta_path}: holds a {type(meta).__name__}, not a JSON object")
+    for name in ("summary", "config"):
+        if meta.get(name) is not None and not isinstance(meta[name], dict):
+            raise ValueError(f"{meta_path}: {name} is a {type(meta[name]).__name__}, not a JSON object")
     mp = path / "metrics.parquet"
     try:
         metrics = pd.read_parquet(mp) if mp.is_file() else pd.DataFrame()
     except Exception as e:  # noqa: BLE001 — pyarrow raises many types for a damaged file
         raise ValueError(f"{mp}: not a readable parquet file ({e})") from None
+    if len(metrics):
+        if "step" not in metrics.columns:
+            raise ValueError(f"{mp}: has no step column")
+        if not pd.api.types.is_numeric_dtype(metrics["step"]) or metrics["step"].isna().all():
+            raise ValueError(f"{mp}: its step column holds no step numbers")
     return Run(path, meta, metrics, readonly)
 
 
@@ -318,12 +331,20 @@ def list_runs(root: str | os.PathLike | None = None) -> list[Run]:
     return scan(root)[0]
 
 
-def delete_run(run: Run) -> None:
-    """Delete a run folder; refuses a shipped example, a run a process is still writing, and a symlink."""
+def delete_refusal(run: Run) -> str | None:
+    """Why `run` must not be deleted: a shipped example, a run a process is still writing, a symlink; or None."""
     if run.readonly:
-        raise ValueError(f"{run.id} is a shipped example and cannot be deleted")
+        return f"{run.id} is a shipped example and cannot be deleted"
     if run.live:
-        raise ValueError(f"{run.id} is still being written by process {run.meta.get('pid')}; stop it first")
+        return f"{run.id} is still being written by process {run.meta.get('pid')}; stop it first"
     if run.dir.is_symlink():
-        raise ValueError(f"{run.dir} is a symbolic link; remove the link itself, the run it points to is kept")
+        return f"{run.dir} is a symbolic link; remove the link itself, the run it points to is kept"
+    return None
+
+
+def delete_run(run: Run) -> None:
+    """Delete a run folder, or ValueError with the reason it is refused (`delete_refusal`)."""
+    why = delete_refusal(run)
+    if why:
+        raise ValueError(why)
     shutil.rmtree(run.dir)

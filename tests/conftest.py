@@ -13,6 +13,18 @@ from geodesic import data, models  # noqa: E402
 CKPT = ROOT / "assets" / "checkpoints"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def app_engine_settles():
+    """At the end of the session, let the app's background engine import (started by any page a test opens)
+    finish: an interpreter that exits while torch works in that thread aborts."""
+    yield
+    import threading
+
+    for t in threading.enumerate():
+        if t.name == "geodesic-warm-engine":
+            t.join(180)
+
+
 @pytest.fixture(scope="session")
 def mnist_test():
     return data.load("mnist", "test", "bundled")

@@ -6,6 +6,7 @@ import ast
 import dataclasses
 import json
 import os
+import platform
 import shutil
 import subprocess
 import sys
@@ -16,6 +17,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from app import jobs, state
+from geodesic import runs
 
 MAIN = str(state.REPO / "app" / "main.py")
 MNIST = jobs.Source(str(state.CHECKPOINTS / "mlp-mnist.safetensors"), "mnist", eval_size=200)
@@ -148,8 +150,6 @@ def test_sparsify_short_mlp_run_completes(runs_dir):
     [w for w in at.number_input if w.label == "Test images for accuracy"][0].set_value(200)
     at.button(key="sp-start").click().run()
     job = finish(at, "sp-job")
-    from geodesic import runs
-
     assert len(job.rows) == 7 and runs.load_run(job.run_dir).meta["status"] == "missed"
     assert charts(at) == 2  # curves + heatmap
     assert any("done" in m.value for m in at.markdown)
@@ -398,13 +398,27 @@ def dead_pid() -> int:
     return p.pid
 
 
-def test_run_status_reads_stale_when_the_writer_is_gone():
-    assert state.run_status({"status": "running", "pid": os.getpid()}) == "running"
-    assert state.run_status({"status": "running", "pid": dead_pid()}) == "stale"
-    assert state.run_status({"status": "running"}) == "running"  # no pid recorded: cannot tell
-    assert state.run_status({"status": "running", "pid": dead_pid(), "host": "elsewhere"}) == "running"
-    assert state.run_status({"status": "done", "pid": dead_pid()}) == "done"
-    assert state.writer_alive({"pid": os.getpid()}) is True and state.writer_alive({"pid": True}) is None
+def folder(path: Path) -> state.Folder:
+    """A run folder as the pages hold it (geodesic.runs.load_run)."""
+    return state.Folder(runs.load_run(path))
+
+
+def test_run_status_reads_stale_when_the_writer_is_gone(tmp_path):
+    """The status the pages show is geodesic.runs.Run.status: "running" whose writer is gone reads "stale"."""
+    here = platform.node()
+
+    def status(**meta) -> str:
+        d = tmp_path / os.urandom(4).hex()
+        d.mkdir()
+        (d / "meta.json").write_text(json.dumps(meta))
+        return folder(d).status
+
+    assert status(status="running", pid=os.getpid(), host=here) == "running"
+    assert status(status="running", pid=dead_pid(), host=here) == "stale"
+    assert status(status="running", host=here) == "running"  # no pid recorded: cannot tell
+    assert status(status="running", pid=True, host=here) == "running"  # not a pid: cannot tell
+    assert status(status="running", pid=dead_pid(), host="elsewhere") == "running"  # another host: cannot tell
+    assert status(status="done", pid=dead_pid(), host=here) == "done"
 
 
 def delete_controls(at: AppTest, folder: Path):
@@ -423,7 +437,7 @@ def test_runs_page_refuses_to_delete_a_run_a_live_process_writes(good_run, fresh
         assert confirm.disabled and delete.disabled
         assert any(f"still being written by process {writer.pid}" in i.value.replace("\\", "") for i in at.info)
         with pytest.raises(ValueError, match="still being written"):
-            state.delete_run(state.read_folder(live))
+            state.delete_run(folder(live))
         assert live.is_dir()
     finally:
         writer.kill()
@@ -450,7 +464,7 @@ def test_runs_page_refuses_to_delete_through_a_symlink(good_run, fresh_root, tmp
     assert confirm.disabled and delete.disabled
     assert any("symbolic link" in i.value for i in at.info)
     with pytest.raises(ValueError, match="symbolic link"):
-        state.delete_run(state.read_folder(link))
+        state.delete_run(folder(link))
     assert link.is_symlink() and (target / "meta.json").is_file()
 
 
@@ -473,11 +487,35 @@ def test_runs_page_refuses_to_delete_the_run_of_an_active_job(good_run, fresh_ro
         assert confirm.disabled and delete.disabled
         assert any("belongs to a job that is still running" in i.value for i in at.info)
         with pytest.raises(ValueError, match="still running"):
-            state.delete_run(state.read_folder(busy))
+            state.delete_run(folder(busy))
     finally:
         release.set()
         jobs.wait(job, 10)
-    assert state.delete_refusal(state.read_folder(busy)) is None
+    assert state.delete_refusal(folder(busy)) is None
+
+
+def test_examples_are_listed_after_ones_own_runs_and_never_deleted(good_run, fresh_root):
+    copy_run(good_run, fresh_root, "mine")
+    listed, problems = state.scan_runs()
+    assert not problems and listed[0].name == "mine" and not listed[0].readonly
+    examples = listed[1:]
+    assert examples and all(f.readonly and f.label.startswith("example · ") for f in examples)
+    assert "shipped example" in state.delete_refusal(examples[0])
+    with pytest.raises(ValueError, match="shipped example"):
+        state.delete_run(examples[0])
+    assert examples[0].dir.is_dir()
+
+
+def test_the_saved_race_is_ones_own_newest_before_the_examples(fresh_root):
+    """The Damage page's saved race: the user's recover runs of one damage (one per method) before the shipped
+    ones, with each run's metrics tagged by its method."""
+    for method in ("sgd", "geodesic"):
+        copy_run(runs.gallery_root() / f"recover-mnist-zero-{method}", fresh_root, f"mine-{method}",
+                 example=False, group=None, method="ignored", config={"method": method})
+    race = state.newest_race(state.scan_runs()[0])
+    assert [(f.name, state.recover_method(f)) for f in race] == [("mine-geodesic", "geodesic"), ("mine-sgd", "sgd")]
+    df = state.race_frame(race)
+    assert list(df["method"].unique()) == ["geodesic", "sgd"] and len(df) == sum(len(f.metrics) for f in race)
 
 
 # --- the first draw does not wait for the engine ----------------------------------------------------------

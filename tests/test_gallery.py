@@ -149,15 +149,6 @@ def test_the_mean_network_walk_with_its_baselines(gallery):
 APP = runs.REPO / "app"
 
 
-def app_lists_gallery() -> bool:
-    return "gallery" in (APP / "state.py").read_text()
-
-
-def page_reads_run_folders(view: str) -> bool:
-    text = (APP / "views" / f"{view}.py").read_text()
-    return any(s in text for s in ("scan_runs", "state.runs(", "gallery", "scan_with_gallery"))
-
-
 PAGES = {"candidates": "Candidate paths", "trajectories": "Weight trajectories", "damage": "Damage",
          "two_tasks": "Two tasks", "runs": "Runs on disk"}
 
@@ -165,13 +156,11 @@ PAGES = {"candidates": "Candidate paths", "trajectories": "Weight trajectories",
 @pytest.mark.slow
 @pytest.mark.parametrize("view", list(PAGES))
 def test_page_shows_the_gallery_with_no_runs_of_ones_own(view, tmp_path, monkeypatch):
-    if not app_lists_gallery():
-        pytest.skip("the app does not list the gallery yet: app/state.py does not read runs.gallery_root() / "
-                    "runs.scan_with_gallery")
-    if not page_reads_run_folders(view):
-        pytest.skip(f"app/views/{view}.py shows only jobs of this server, no run folders (gallery included)")
     from streamlit.testing.v1 import AppTest
 
+    from app import state
+
+    state.registry.clear()  # a first visit: no job of this server (tests before may have left some)
     empty = tmp_path / "runs"
     empty.mkdir()
     monkeypatch.setenv("GEODESIC_RUNS", str(empty))
@@ -182,4 +171,9 @@ def test_page_shows_the_gallery_with_no_runs_of_ones_own(view, tmp_path, monkeyp
     assert not at.exception, [e.value for e in at.exception]
     assert at.title[0].value.startswith(PAGES[view])
     assert len(at.get("plotly_chart")) >= 1, f"{view}: no chart with only the gallery"
+    shown = ([o for w in (*at.multiselect, *at.selectbox) for o in w.options]
+             + [e.value for e in (*at.caption, *at.info)])
+    assert any("example" in text for text in shown), f"{view}: the examples are not marked as such"
+    if view == "runs":  # examples are read-only: no delete control
+        assert not [b for b in at.button if str(b.key).startswith("del-")]
     assert not any(empty.iterdir()), "a page wrote into the runs folder"

@@ -58,30 +58,39 @@ if job is not None:
 folders, problems = state.scan_runs()
 state.show_problems(problems)
 sparsify_runs = [f for f in folders if f.meta.get("kind") == "sparsify"]
-groups = sorted({str(f.meta["group"]) for f in sparsify_runs if f.meta.get("group")}, reverse=True)
+
+
+def group_of(f: state.Folder) -> str:
+    """The candidate group as the picker shows it (a shipped example's as "example · <group>")."""
+    return f"example · {f.meta['group']}" if f.readonly else str(f.meta["group"])
+
+
+grouped = [f for f in sparsify_runs if f.meta.get("group")]
+groups = sorted({group_of(f) for f in grouped if not f.readonly}, reverse=True)
+groups += sorted({group_of(f) for f in grouped if f.readonly} - set(groups))  # the user's first, then the examples
 mode = st.radio("Compare", ["a candidate group", "runs I pick"], horizontal=True,
                 index=0 if groups else 1)
 if mode == "a candidate group" and groups:
     current = str(job.info.get("group")) if job is not None else None
     group = st.selectbox("Group", groups, index=groups.index(current) if current in groups else 0)
-    chosen = [f for f in sparsify_runs if str(f.meta.get("group")) == group]
+    chosen = [f for f in grouped if group_of(f) == group]
 else:
-    names = [f.name for f in sparsify_runs]
-    sel = st.multiselect("Runs", names, default=names[:3])
-    chosen = [f for f in sparsify_runs if f.name in sel]
+    labels = [f.label for f in sparsify_runs]  # a user's folder by its name, an example as "example · <title>"
+    sel = st.multiselect("Runs", labels, default=labels[:3])
+    chosen = [f for f in sparsify_runs if f.label in sel]
 
 fresh = []
 for f in chosen:  # read again: candidates may still be writing
     try:
-        fresh.append(state.read_folder(f.dir))
+        fresh.append(f.reload())
     except (ValueError, OSError) as e:
-        state.show_problems([f"{f.name}: {e}"])
+        state.show_problems([f"{f.label}: {e}"])
 chosen = fresh
 if not chosen:
     st.info("No sparsify runs to compare yet.")
 else:
-    metrics = {f.name: f.metrics for f in chosen if len(f.metrics)}
-    table = figures.candidate_table(metrics, {f.name: {**f.meta, "status": f.status} for f in chosen})
+    metrics = {f.label: f.metrics for f in chosen if len(f.metrics)}
+    table = figures.candidate_table(metrics, {f.label: {**f.meta, "status": f.status} for f in chosen})
     best = table.loc[table["shortest"], "run"].iloc[0] if table["shortest"].any() else None
     if best is not None:
         row = table[table["run"] == best].iloc[0]

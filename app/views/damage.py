@@ -59,31 +59,75 @@ from app import figures  # noqa: E402
 job = state.pick_job("damage", "dmg-job")
 
 
-def render(job, df):
-    info = job.info
-    if "acc_before" in info:
+def race(df, key, before, damaged, note, counts=None, cached=None):
+    """The race of a live job or of a saved one, drawn the same way: accuracies before and after the damage, the
+    chart against the chosen axis, and each method's first evaluation back within 1 point."""
+    if before is not None:
         m = st.columns(3)
-        m[0].metric("accuracy before", f"{info['acc_before']:.4f}")
-        m[1].metric("after damage", f"{info['acc_damaged']:.4f}", delta=f"{info['acc_damaged'] - info['acc_before']:+.4f}")
-        m[2].metric("damaged / frozen coordinates", f"{info['damaged']:,} / {info['frozen']:,}", help=f"of {info['n']:,}")
-    axis = st.radio("x axis", ["step", "seconds", "grad_evals"], horizontal=True, key=f"axis-{job.id}",
+        m[0].metric("accuracy before", f"{before:.4f}")
+        if damaged is not None:
+            m[1].metric("after damage", f"{damaged:.4f}", delta=f"{damaged - before:+.4f}")
+        if counts is not None:
+            m[2].metric(*counts[:2], help=counts[2])
+    axis = st.radio("x axis", ["step", "seconds", "grad_evals"], horizontal=True, key=f"axis-{key}",
                     help="seconds: wall time of the steps alone (evaluations excluded); grad_evals: per-image "
                          "backward passes (a geodesic step counts its restore batch and the rows of J)")
-    note = (f"{job.params.get('model')} on {job.params.get('dataset')}, {job.params.get('kind')} {job.params.get('level')}: "
-            f"accuracy on {info.get('eval_images', '?')} {info.get('data_source', '?')} test images every "
-            f"{info.get('eval_every', '?')} steps; the methods run at the same time, one thread each; baseline "
-            f"batch {info.get('batch', '?')}, SGD momentum {info.get('momentum', '?')}")
-    fig = state.figure(f"race-{axis}", job, df, lambda: figures.race(df, axis, info.get("acc_before"), note))
-    st.plotly_chart(fig, key=f"race-{job.id}")
-    if not df.empty and "acc_before" in info:
+    build = lambda: figures.race(df, axis, before, note)  # noqa: E731
+    st.plotly_chart(cached(f"race-{axis}", build) if cached else build(), key=f"race-{key}")
+    if not df.empty and before is not None:
+        state.await_engine(hurry=False)  # a saved race's chart is drawn above while the engine loads
         from geodesic.recovery import first_within
 
-        rows = [{"method": m, **first_within(d, info["acc_before"])} for m, d in df.groupby("method", sort=False)]
+        rows = [{"method": m, **first_within(d, before)} for m, d in df.groupby("method", sort=False)]
         st.caption("First evaluation within 1 point of the accuracy before damage (empty: not yet)")
         st.dataframe(pd.DataFrame(rows), hide_index=True)
 
 
-if job is None:
-    st.info("Nothing damaged yet: choose a damage and press the button.")
-else:
+def render(job, df):
+    info = job.info
+    counts = None
+    if "acc_before" in info:
+        counts = ("damaged / frozen coordinates", f"{info['damaged']:,} / {info['frozen']:,}", f"of {info['n']:,}")
+    note = (f"{job.params.get('model')} on {job.params.get('dataset')}, {job.params.get('kind')} {job.params.get('level')}: "
+            f"accuracy on {info.get('eval_images', '?')} {info.get('data_source', '?')} test images every "
+            f"{info.get('eval_every', '?')} steps; the methods run at the same time, one thread each; baseline "
+            f"batch {info.get('batch', '?')}, SGD momentum {info.get('momentum', '?')}")
+    race(df, job.id, info.get("acc_before"), info.get("acc_damaged"), note, counts,
+         cached=lambda name, build: state.figure(name, job, df, build))
+
+
+def saved(runs):
+    """The newest saved race (no job of this server yet): its runs' metrics, drawn as a live race is."""
+    first = runs[0]
+    example = all(f.readonly for f in runs)
+    methods = state.md(" vs ".join(state.recover_method(f) for f in runs))
+    st.info((f"No race on this server yet: below is a shipped example ({methods}), read-only" if example else
+             f"No race on this server yet: below is the newest saved race ({methods})")
+            + ". Choose a damage and press the button to run one here.", icon=":material/history:")
+    st.caption("Saved runs: " + state.md("; ".join(f.label for f in runs)))
+    meta, summary, cfg = first.meta, first.summary, first.meta.get("config") or {}
+    damage = meta.get("damage") if isinstance(meta.get("damage"), dict) else {}
+    frozen = meta.get("frozen")
+    counts = ("frozen coordinates", f"{frozen:,}", "coordinates held at their damaged value") \
+        if isinstance(frozen, int) else None
+    note = (f"saved run: {meta.get('model')} on {meta.get('dataset')}, {damage.get('kind', '?')} "
+            f"{(damage.get('levels') or ['?'])[0]}: accuracy on {meta.get('eval_images', '?')} "
+            f"{meta.get('data_source', '?')} test images every {cfg.get('eval_every', '?')} steps; baseline batch "
+            f"{cfg.get('batch', '?')}, SGD momentum {cfg.get('momentum', '?')}")
+    number = lambda v: v if isinstance(v, (int, float)) and not isinstance(v, bool) else None  # noqa: E731
+    race(state.race_frame(runs), f"saved-{first.key}", number(summary.get("accuracy_before")),
+         number(summary.get("accuracy_damaged")), note, counts)
+
+
+if job is not None:
     state.live(job, render)
+else:
+    folders, _ = state.scan_runs()  # torch-free: meta.json and metrics.parquet only
+    newest = state.newest_race(folders)
+    if newest:
+        try:
+            saved(newest)
+        except (KeyError, TypeError, ValueError) as e:  # folders of another version
+            st.warning(state.md(f"cannot draw the saved race {newest[0].label}: {type(e).__name__}: {e}"))
+    else:
+        st.info("Nothing damaged yet: choose a damage and press the button.")

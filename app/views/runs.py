@@ -15,16 +15,17 @@ def parquet_bytes(df: pd.DataFrame) -> bytes:
 
 
 st.title("Runs on disk")
-st.caption(f"Run folders under {state.md(state.runs_root())} (written by the app, the CLI and the benchmarks alike).")
+st.caption(f"Run folders under {state.md(state.runs_root())} (written by the app, the CLI and the benchmarks alike), "
+           "then the shipped examples of assets/gallery, named \"example · …\": read-only, never deleted.")
 
-folders, problems = state.scan_runs()  # torch-free: meta.json and metrics.parquet only
+folders, problems = state.scan_runs()  # torch-free: meta.json and metrics.parquet only; the examples last
 state.show_problems(problems)
 if not folders:
     st.info("No runs yet.")
     st.stop()
 for f in folders:
     for note in f.notes:
-        st.warning(state.md(f"{f.name}: {note}"), icon=":material/content_copy:")
+        st.warning(state.md(f"{f.label}: {note}"), icon=":material/content_copy:")
 
 
 def steps(f: state.Folder) -> int:
@@ -33,34 +34,34 @@ def steps(f: state.Folder) -> int:
 
 
 table_slot = st.empty()  # the table shows above the picker, but is sent after it: the picker's code loads first
-by_name = {f.name: f for f in folders}
-chosen = st.multiselect("Open / compare", list(by_name), default=list(by_name)[:1])
+by_label = {f.label: f for f in folders}  # a user's folder by its name, an example as "example · <title>"
+chosen = st.multiselect("Open / compare", list(by_label), default=list(by_label)[:1])
 table = pd.DataFrame([{
-    "run": f.name, "kind": str(f.meta.get("kind")), "model": str(f.meta.get("model")),
+    "run": f.label, "kind": str(f.meta.get("kind")), "model": str(f.meta.get("model")),
     "dataset": str(f.meta.get("dataset")), "status": f.status, "steps": steps(f),
     "accuracy": f.summary.get("accuracy"), "length": f.summary.get("length"), "created": str(f.meta.get("created"))}
     for f in folders])
 for col in ("accuracy", "length"):  # a summary field that is not a number shows empty
     table[col] = pd.to_numeric(table[col], errors="coerce")
 table_slot.dataframe(table, hide_index=True)
-sel = [by_name[n] for n in chosen if n in by_name]
+sel = [by_label[n] for n in chosen if n in by_label]
 if sel:
-    frames = [f.metrics.assign(run=f.name) for f in sel if len(f.metrics)]
+    frames = [f.metrics.assign(run=f.label) for f in sel if len(f.metrics)]
     if frames:
         df = pd.concat(frames, ignore_index=True)
-        note = "; ".join(f"{f.name}: {f.meta.get('model')} on {f.meta.get('dataset')}, "
+        note = "; ".join(f"{f.label}: {f.meta.get('model')} on {f.meta.get('dataset')}, "
                          f"{f.meta.get('eval_images', '?')} test images" for f in sel)
         try:
             st.plotly_chart(figures.path_curves(df, note), key="runs-curves")
         except (KeyError, TypeError, ValueError) as e:
             st.warning(state.md(f"cannot draw the curves of these runs: {type(e).__name__}: {e}"))
     for f in sel:
-        with st.expander(state.md(f"{f.name}: {f.status}"), expanded=len(sel) == 1):
+        with st.expander(state.md(f"{f.label}: {f.status}"), expanded=len(sel) == 1):
             if len(sel) == 1 and "group_norms" in f.metrics.columns:
                 try:
-                    fig = figures.filter_heatmap(f.metrics, None, f"{f.meta.get('model')}, run {f.name}")
+                    fig = figures.filter_heatmap(f.metrics, None, f"{f.meta.get('model')}, run {f.label}")
                 except (KeyError, TypeError, ValueError) as e:
-                    st.warning(state.md(f"cannot draw the filter norms of {f.name}: {type(e).__name__}: {e}"))
+                    st.warning(state.md(f"cannot draw the filter norms of {f.label}: {type(e).__name__}: {e}"))
                 else:
                     st.plotly_chart(fig, key=f"runs-heat-{f.key}")
             st.json(f.meta, expanded=False)
@@ -74,6 +75,9 @@ if sel:
                 if p.is_file():  # read only when clicked: snapshot files reach tens of MB
                     c[2 + i].download_button(name, lambda p=p: p.read_bytes(), f"{f.name}-{name}",
                                              key=f"{name}-{f.key}", on_click="ignore")
+            if f.readonly:
+                c[4].caption("a shipped example: read-only, it cannot be deleted")
+                continue
             refusal = state.delete_refusal(f)
             confirm = c[4].checkbox("confirm delete", key=f"confirm-{f.key}", disabled=refusal is not None)
             if c[4].button("Delete", key=f"del-{f.key}", disabled=refusal is not None or not confirm):

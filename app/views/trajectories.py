@@ -18,13 +18,13 @@ st.title("Weight trajectories")
 st.markdown("Every k-th weight vector of each run (its snapshots), embedded **jointly** so that paths can be "
             "compared in one picture. PCA is exact and fast; UMAP keeps local neighbourhoods (first call compiles).")
 
-folders, problems = state.scan_runs()  # torch-free: the controls draw while the engine loads
+folders, problems = state.scan_runs()  # torch-free: the controls draw while the engine loads; the examples last
 with_snaps = []
 for f in folders:
     if f.has_snapshots():
         why = state.snapshot_problem(f)  # header checks only: a damaged file costs one line, not the page
         if why:
-            problems.append(f"{f.name}: {why}")
+            problems.append(f"{f.label}: {why}")
         else:
             with_snaps.append(f)
 state.show_problems(problems)
@@ -36,8 +36,8 @@ for f in with_snaps:
     by_model.setdefault(str(f.meta.get("model")), []).append(f)
 c = st.columns([1, 3])
 model = c[0].selectbox("Architecture", list(by_model))
-names = [f.name for f in by_model[model]]
-chosen = c[1].multiselect("Runs", names, default=names[:3])
+labels = [f.label for f in by_model[model]]  # a user's folder by its name, an example as "example · <title>"
+chosen = c[1].multiselect("Runs", labels, default=labels[:3])
 c = st.columns(3)
 method = c[0].radio("Method", ["PCA", "UMAP"], horizontal=True)
 color = c[1].radio("Colour by", ["step", "accuracy", "distance"], horizontal=True)
@@ -47,13 +47,13 @@ if chosen:
     # the engine names each run's points by meta["id"]: of several folders with one id (copies), embed the first
     dirs, ids = [], {}
     for f in by_model[model]:
-        if f.name not in chosen:
+        if f.label not in chosen:
             continue
         ident = str(f.meta.get("id", f.name))
         if ident in ids:
-            st.warning(state.md(f"{f.name} has the same id as {ids[ident]} (a copy?): shown once"))
+            st.warning(state.md(f"{f.label} has the same id as {ids[ident]} (a copy?): shown once"))
             continue
-        ids[ident] = f.name
+        ids[ident] = f.label
         dirs.append(f.dir)
     state.await_engine(hurry=False)  # the embedding needs torch; the controls above are usable meanwhile
     from geodesic import embed

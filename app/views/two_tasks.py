@@ -57,21 +57,55 @@ from app import figures  # noqa: E402 — after the controls: it loads pandas, t
 job = state.pick_job("two-tasks", "tt-job")
 
 
+def walk(df, key, names, note, plane_note, cached=None):
+    """A live walk or a saved one, drawn the same way: both accuracies along the walk, then each method in the
+    plane (accuracy on A, accuracy on B)."""
+    def fig(name, build):
+        return cached(name, build) if cached else build()
+
+    st.plotly_chart(fig("tt", lambda: figures.two_tasks(df, names, note)), key=f"tt-{key}")
+    st.plotly_chart(fig("tt-plane", lambda: figures.two_task_plane(df, names, plane_note)), key=f"tt-plane-{key}")
+
+
 def render(job, df):
     names = (job.params.get("task_a"), job.params.get("task_b"))
     info = job.info
     note = (f"{job.params.get('model')}: accuracy on {info.get('eval_images', '?')} {info.get('data_source', '?')} test "
             f"images of each task, every {info.get('eval_every', '?')} steps; ε decays to {info.get('eps_final', '?')}; "
             f"probe batch from {names[0]}")
-    st.plotly_chart(state.figure("tt", job, df, lambda: figures.two_tasks(df, names, note)), key=f"tt-{job.id}")
     plane_note = (f"accuracy on {info.get('eval_images', '?')} {info.get('data_source', '?')} test images of each task; "
                   f"walk every {info.get('eval_every', '?')} steps, the straight line at {info.get('line_points', '?')} "
                   f"points t = 0 … 1, fine-tuning every {info.get('eval_every', '?')} steps")
-    st.plotly_chart(state.figure("tt-plane", job, df, lambda: figures.two_task_plane(df, names, plane_note)),
-                    key=f"tt-plane-{job.id}")
+    walk(df, job.id, names, note, plane_note, cached=lambda name, build: state.figure(name, job, df, build))
 
 
-if job is None:
-    st.info("No walk yet.")
-else:
+def saved(run):
+    """The newest saved two-task run (no job of this server yet), from its metrics and meta."""
+    st.info(("No walk on this server yet: below is a shipped example, read-only" if run.readonly else
+             "No walk on this server yet: below is the newest saved walk")
+            + ". Choose a checkpoint and press Start walk to run one here.", icon=":material/history:")
+    st.caption("Saved run: " + state.md(run.label))
+    meta, cfg = run.meta, run.meta.get("config") or {}
+    path = cfg.get("path") if isinstance(cfg.get("path"), dict) else {}
+    points = cfg.get("points")
+    names = (str(meta.get("dataset")), str(meta.get("task_b")))
+    images = f"{meta.get('eval_images', '?')} {meta.get('data_source', '?')} test images of each task"
+    note = (f"saved run: {meta.get('model')}: accuracy on {images}, every {path.get('eval_every', '?')} steps; "
+            f"ε decays to {path.get('eps_final', '?')}; probe batch from {names[0]}")
+    plane_note = (f"saved run: accuracy on {images}; walk every {path.get('eval_every', '?')} steps, the straight line "
+                  f"at {points + 1 if isinstance(points, int) else '?'} points t = 0 … 1")
+    walk(run.metrics, f"saved-{run.key}", names, note, plane_note)
+
+
+if job is not None:
     state.live(job, render)
+else:
+    folders, _ = state.scan_runs()  # torch-free: meta.json and metrics.parquet only
+    merge = next((f for f in folders if f.meta.get("kind") == "merge"), None)
+    if merge is not None:
+        try:
+            saved(merge)
+        except (KeyError, TypeError, ValueError) as e:  # a folder of another version
+            st.warning(state.md(f"cannot draw the saved run {merge.label}: {type(e).__name__}: {e}"))
+    else:
+        st.info("No walk yet.")
