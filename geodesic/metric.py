@@ -480,8 +480,9 @@ class Metric:
     def gram_jvp(self, v: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(K, Jv): K = JJᵀ (k, k) in float64 and, when v is given, Jv (k,) from the same layer pass (no jvp).
 
-        Per layer: route 'explicit' adds J_c J_cᵀ (float32 syrk: 4× faster than float64, ~1e-7 relative) and
-        J_c v_c for each column chunk J_c; route 'gram' adds LayerTape.gram_trick and LayerTape.linearized.
+        Per layer: route 'explicit' adds J_c J_cᵀ (float32 syrk: 4× faster than float64, ~1e-7 relative; float64
+        for chunks of at most EXACT_BLOCK entries) and J_c v_c for each column chunk J_c; route 'gram' adds
+        LayerTape.gram_trick (float64 for layers as small) and LayerTape.linearized.
         """
         tape = LayerTape(self.model, self.w, self.x, self.phi)
         B, m = tape.B, tape.m

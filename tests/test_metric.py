@@ -321,6 +321,17 @@ def test_route_rule_prefers_the_gram_trick_for_few_positions_and_many_weights():
         assert tape.route("0", metric.BLOCK_BYTES // 4) == want
 
 
+@pytest.mark.parametrize("route", ["explicit", "gram"])
+def test_small_rank_deficient_metric_keeps_an_exact_null_space(route):
+    """k = 8 rows, n = 2 weights: K has rank 2 and its other eigenvalues must be zero to float64 rounding (small
+    layers are summed in float64 on both routes), since the tangent solver's rank test reads them."""
+    net = nn.Sequential(nn.Linear(2, 1, bias=False), nn.Tanh())
+    t = torch.linspace(-1.5, 1.5, 8)
+    x = torch.stack([t, t**2], 1)
+    lam = torch.linalg.eigvalsh(metric.Metric(net, torch.tensor([1.0, 0.5]), x, "logits", route=route).gram())
+    assert lam[-2] > 0 and float(lam[:-2].abs().max()) <= 1e-12 * float(lam[-1])
+
+
 def test_unsupported_layer_names_its_type():
     net = nn.Sequential(nn.Conv2d(1, 2, 3), nn.Flatten(), nn.LayerNorm(2 * 7 * 7), nn.Linear(2 * 7 * 7, 3)).eval()
     with pytest.raises(NotImplementedError, match=r"LayerNorm.*Linear, Conv2d"):
