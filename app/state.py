@@ -43,8 +43,11 @@ ACTIVE = ("queued", "running", "paused")  # app.jobs.ACTIVE
 # --- what the first draw needs from the engine, without importing it -------------------------------------
 # tests/test_app.py checks each against the engine (models.filter_groups, experiments, damage.KINDS).
 
-ZOO_GROUPS = {"mlp": (("fc1", 32),), "lenet60": (("conv1", 20), ("conv2", 40))}  # prunable layer, its units
-ZOO_WEIGHTS = {"mlp": 25_450, "lenet60": 85_670}  # length of the flat weight vector
+ZOO_GROUPS = {"mlp": (("fc1", 32),), "lenet60": (("conv1", 20), ("conv2", 40)),  # prunable layer, its units
+              "resnet8": (("conv1+layer1.conv2", 16), ("layer1.conv1", 16), ("layer2.conv1", 32),
+                          ("layer2.conv2+layer2.shortcut.0", 32), ("layer3.conv1", 64),
+                          ("layer3.conv2+layer3.shortcut.0", 64))}  # coupled channel groups (geodesic.groups)
+ZOO_WEIGHTS = {"mlp": 25_450, "lenet60": 85_670, "resnet8": 77_754}  # length of the flat weight vector
 STRATEGIES = ("norm", "importance", "balanced", "random")  # experiments.STRATEGIES
 DAMAGE_KINDS = ("zero", "ablate", "noise")  # damage.KINDS
 # the Sparsify page's presets (experiments.PRESETS, the first is the engine's default) as its widgets show them

@@ -111,7 +111,7 @@ class ResNet8(nn.Module):
         return self.fc(torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1))
 
 
-ZOO: dict[str, type[nn.Module]] = {"mlp": MLP, "lenet60": LeNet60}
+ZOO: dict[str, type[nn.Module]] = {"mlp": MLP, "lenet60": LeNet60, "resnet8": ResNet8}
 
 
 def build(name: str, seed: int | None = None) -> nn.Module:
