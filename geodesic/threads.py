@@ -7,7 +7,7 @@ thread slowed down by about the load's fair share (3–4×); a load-average rule
 every sample of that run anyway, from a one-minute-old average, for a process that then runs for minutes.
 On a dedicated many-core machine set `$GEODESIC_THREADS` (or pass a count) to use more.
 `$GEODESIC_THREADS` overrides the default; an explicit count (the CLI's --threads, a library caller) wins
-over both. The BLAS behind the exact solver's syrk (scipy's, via threadpoolctl in tangent.gram) follows
+over both. The BLAS behind the exact solver's syrk (scipy's, via threadpoolctl in metric.gram) follows
 torch's count on every call, so torch.set_num_threads is the only setting to make.
 """
 
