@@ -250,6 +250,46 @@ def _card_model(final: Path, meta: dict) -> str | None:
     return None if "model" in read_card(final) else meta.get("model")
 
 
+def _check_out(out: Path, files: tuple[Path, ...], force: bool) -> None:
+    """Refuse to overwrite an earlier export (unless forced) or to write into a file."""
+    there = [str(p) for p in files if p.exists()]
+    if there and not force:
+        raise ExportError(f"{', '.join(there)} already exist; choose another folder, or force (nothing was overwritten)")
+    if out.exists() and not out.is_dir():
+        raise ExportError(f"{out} is a file, not a folder")
+
+
+def _write_onnx(small: nn.Module, x: torch.Tensor, want: torch.Tensor, path: Path, opset: int,
+                tolerance: float) -> float:
+    """Export to ONNX under a temporary name, check onnxruntime against `want`, then rename; the difference."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        to_onnx(small, tmp, opset)
+        diff = max_diff(run_onnx(tmp, x), want)
+        if not diff <= tolerance:
+            raise ExportError(f"onnxruntime's outputs differ from the zeroed net's by {diff:.3g} (> {tolerance})")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return diff
+
+
+def _card(src: dict, small: nn.Module, report: dict) -> dict:
+    """The compact net's card: where it came from, the channels removed (models.load rebuilds from them), sizes."""
+    card = {k: src[k] for k in ("model", "dataset", "run", "source", "eval_accuracy", "eval_images",
+                                "test_accuracy") if src.get(k) is not None}
+    card.update({
+        "compact": True, "removed": report["removed"], "widths": report["widths"],
+        "shapes": {k: list(v.shape) for k, v in small.state_dict().items()},
+        "parameters": report["compact"]["parameters"], "flops": report["compact"]["flops"],
+        "dense_parameters": report["dense"]["parameters"], "dense_flops": report["dense"]["flops"],
+        "groups_removed": report["groups_removed"], "max_abs_diff": report["max_abs_diff"], "onnx": ONNX_NAME,
+        "opset": report["opset"],
+    })
+    return card
+
+
 def export(source, out_dir: str | os.PathLike, images: torch.Tensor | None = None, *, force: bool = False,
            opset: int = OPSET, tolerance: float = TOLERANCE, batches: tuple[int, ...] = (1, 256),
            repeats: int = 20) -> dict:
@@ -270,15 +310,8 @@ def export(source, out_dir: str | os.PathLike, images: torch.Tensor | None = Non
         raise ExportError(f"{src.get('source', 'the source')} is already a compact net; export the run it came from")
     out = Path(out_dir)
     onnx_path, weights = out / ONNX_NAME, out / WEIGHTS_NAME
-    if not force:
-        there = [str(p) for p in (onnx_path, weights, models.card_path(weights)) if p.exists()]
-        if there:
-            raise ExportError(f"{', '.join(there)} already exist; choose another folder, or force (nothing was "
-                              "overwritten)")
-    if out.exists() and not out.is_dir():
-        raise ExportError(f"{out} is a file, not a folder")
-    dense = zeroed(model, w)
-    removed = removed_channels(w, groups)
+    _check_out(out, (onnx_path, weights, models.card_path(weights)), force)
+    dense, removed = zeroed(model, w), removed_channels(w, groups)
     small = shrink(zeroed(model, w), removed)
     x = example_input(model, 64) if images is None else images
     with torch.no_grad():
@@ -287,16 +320,7 @@ def export(source, out_dir: str | os.PathLike, images: torch.Tensor | None = Non
     if not diff_torch <= tolerance:
         raise ExportError(f"the compact net differs from the zeroed one by {diff_torch:.3g} (> {tolerance}): a "
                           "removed channel is not exactly zero everywhere it is used")
-    out.mkdir(parents=True, exist_ok=True)
-    tmp = out / f".{ONNX_NAME}.{os.getpid()}.tmp"
-    try:
-        to_onnx(small, tmp, opset)
-        diff_onnx = max_diff(run_onnx(tmp, x), want)
-        if not diff_onnx <= tolerance:
-            raise ExportError(f"onnxruntime's outputs differ from the zeroed net's by {diff_onnx:.3g} (> {tolerance})")
-        os.replace(tmp, onnx_path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    diff_onnx = _write_onnx(small, x, want, onnx_path, opset, tolerance)
     report = {
         "groups": len(groups), "groups_removed": sum(len(v) for v in removed.values()),
         "removed": removed, "widths": widths(small),
@@ -304,16 +328,7 @@ def export(source, out_dir: str | os.PathLike, images: torch.Tensor | None = Non
         "max_abs_diff": {"torch": diff_torch, "onnxruntime": diff_onnx}, "images": int(x.shape[0]),
         "opset": opset, "onnx": str(onnx_path), "safetensors": str(weights),
     }
-    card = {k: src[k] for k in ("model", "dataset", "run", "source", "eval_accuracy", "eval_images",
-                                "test_accuracy") if src.get(k) is not None}
-    card.update({
-        "compact": True, "removed": removed, "widths": report["widths"],
-        "shapes": {k: list(v.shape) for k, v in small.state_dict().items()},
-        "parameters": report["compact"]["parameters"], "flops": report["compact"]["flops"],
-        "dense_parameters": report["dense"]["parameters"], "dense_flops": report["dense"]["flops"],
-        "groups_removed": report["groups_removed"], "max_abs_diff": report["max_abs_diff"], "onnx": ONNX_NAME,
-        "opset": opset,
-    })
+    card = _card(src, small, report)
     models.save(small, weights, card)
     return report
 

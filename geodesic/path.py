@@ -187,32 +187,15 @@ class Path:
                 return
         last = self.step0 + cfg.max_steps
         for step in range(self.step0 + 1, last + 1):
-            t0 = time.perf_counter()
-            if cfg.eps_final > 0 and self.eps_halvings == 0:
-                frac = (step - self.step0 - 1) / max(cfg.max_steps - 1, 1)
-                self.eps = cfg.eps_final + (cfg.eps - cfg.eps_final) * 0.5 * (1 + math.cos(math.pi * frac))
-            theta, step_len, mu, t_jac, t_solve = self.tangent(self.w)
-            if not (torch.isfinite(theta).all() and math.isfinite(step_len)):
-                self.eps /= 2  # reject the step
-                self.eps_halvings += 1
-                if self.eps < 1e-12:
-                    self.status, self.reason = Status.DIVERGED, "no finite step at any ε"
+            rec = self.step(step, last)
+            if rec is None:  # rejected: ε halved
+                if self.status is Status.DIVERGED:
                     return
                 continue
-            self.w = self.w + theta
-            if self.frozen is not None:
-                self.w[self.frozen] = self.frozen_values  # θ is 0 there already; guard against drift
-            self.length += step_len
-            arrived = self.target is not None and self.target_norm() <= self.tol
-            evaluate = step % cfg.eval_every == 0 or step == last or arrived
-            rec = self.record(step, self.phase, step_len, mu, (t_jac, t_solve, 0.0), evaluate)
-            rec.t_other = time.perf_counter() - t0 - t_jac - t_solve  # field, update and this record
-            if step % cfg.snapshot_every == 0:
-                self.snapshots.append((step, self.w.clone()))
             yield rec
             if not self._finite(rec):
                 return
-            if arrived:
+            if self.target is not None and self.target_norm() <= self.tol:
                 self.w[self.target] = 0.0
                 self.snapshots.append((step, self.w.clone()))
                 self.status, self.reason = Status.ARRIVED, "arrived"
@@ -222,6 +205,32 @@ class Path:
                 self.status, self.reason = self._out_of_budget(), "distance budget"
                 return
         self.status, self.reason = self._out_of_budget(), "max steps"
+
+    def step(self, step: int, last: int) -> Step | None:
+        """One tangent step w ← w + θ and its record; None when θ is not finite (ε is halved, and the status is
+        DIVERGED once ε < 1e-12)."""
+        cfg, t0 = self.cfg, time.perf_counter()
+        if cfg.eps_final > 0 and self.eps_halvings == 0:
+            frac = (step - self.step0 - 1) / max(cfg.max_steps - 1, 1)
+            self.eps = cfg.eps_final + (cfg.eps - cfg.eps_final) * 0.5 * (1 + math.cos(math.pi * frac))
+        theta, step_len, mu, t_jac, t_solve = self.tangent(self.w)
+        if not (torch.isfinite(theta).all() and math.isfinite(step_len)):
+            self.eps /= 2
+            self.eps_halvings += 1
+            if self.eps < 1e-12:
+                self.status, self.reason = Status.DIVERGED, "no finite step at any ε"
+            return None
+        self.w = self.w + theta
+        if self.frozen is not None:
+            self.w[self.frozen] = self.frozen_values  # θ is 0 there already; guard against drift
+        self.length += step_len
+        arrived = self.target is not None and self.target_norm() <= self.tol
+        evaluate = step % cfg.eval_every == 0 or step == last or arrived
+        rec = self.record(step, self.phase, step_len, mu, (t_jac, t_solve, 0.0), evaluate)
+        rec.t_other = time.perf_counter() - t0 - t_jac - t_solve  # field, update and this record
+        if step % cfg.snapshot_every == 0:
+            self.snapshots.append((step, self.w.clone()))
+        return rec
 
     def _finite(self, rec: Step) -> bool:
         """False (status DIVERGED) when the weights or the net's outputs are no longer finite numbers."""
