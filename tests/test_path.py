@@ -147,6 +147,7 @@ def test_relaxation_keeps_zeros_and_pulls_back_toward_the_start(mlp_setup):
     relax = [s for s in out.rows if s["phase"] == "relax"]
     assert len(relax) == 15 and relax[0]["step"] == snap["step"] + 1
     assert all(s["groups_zero"] >= 8 for s in relax)
+    assert all(s["target_norm"] == 0.0 for s in relax)  # |w_T| of the zeroed groups, shown as 0 (not NaN)
     assert relax[-1]["distance"] < snap["distance"]
 
 
@@ -293,3 +294,19 @@ def test_cosine_schedule_decays_the_learning_rate_to_zero(mlp_setup):
     last = 1e-3 * 0.5 * (1 + math.cos(math.pi * (n - 1) / n))
     assert sizes["cosine"][-1] < 3 * last < 0.05 * sizes["constant"][-1]
     assert sizes["cosine"][0] > 0.5 * sizes["constant"][0]
+
+
+def test_descend_yields_copies_and_finetuning_takes_a_cpu_time_budget(mlp_setup):
+    from geodesic.baselines import descend, finetune
+
+    model, w0, groups, train, ev = mlp_setup
+    points = descend(model, w0, torch.zeros_like(w0, dtype=torch.bool), train)
+    first = next(points)
+    kept = first.clone()
+    next(points)
+    assert torch.equal(first, kept)  # the next step does not change what was yielded
+    mask = group_mask(groups[:4], w0.numel())
+    w, steps = finetune(model, w0, mask, train, cpu_seconds=0.3)
+    assert steps > 0 and torch.all(w[mask] == 0)
+    with pytest.raises(ValueError, match="give a budget"):
+        finetune(model, w0, mask, train)
