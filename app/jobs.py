@@ -183,20 +183,23 @@ def wait(job: Job, timeout: float = 60.0, poll: float = 0.05) -> Job:
 
 @dataclass(frozen=True)
 class Source:
-    """What a run starts from: a checkpoint (`model`: the architecture of an uploaded file; None: its card's),
-    the data (`dataset` None: the card's), where the data comes from and how many test images score it."""
+    """What a run starts from: a checkpoint (`model`: the zoo architecture of an uploaded file; None: its card's;
+    `arch`: a user's own architecture, "FILE.py:FACTORY" or "package.module:FACTORY", whose code runs when the
+    job opens it), the data (`dataset` None: the card's), where the data comes from and how many test images
+    score it."""
 
     checkpoint: str
     dataset: str | None = None
     data_source: str = "bundled"
     eval_size: int = 500
     model: str | None = None
+    arch: str | None = None
 
     def open(self):
         """(checkpoint, dataset name, train split, test split): `geodesic.inputs`, as the CLI loads them."""
         from geodesic.inputs import dataset_of, open_checkpoint, splits
 
-        ckpt = open_checkpoint(self.checkpoint, self.model)
+        ckpt = open_checkpoint(self.checkpoint, self.model, self.arch)
         dataset = dataset_of(ckpt, self.dataset)
         return (ckpt, dataset, *splits(dataset, self.data_source, self.eval_size))
 
@@ -324,7 +327,7 @@ def two_tasks_job(source: Source, task_b: str, cfg, checkpoint_b: str | None = N
 
     def body(job: Job):
         a, task_a, train_a, test_a = source.open()
-        w_b = task_b_weights(a, cfg.phases, checkpoint_b)
+        w_b = task_b_weights(a, cfg.phases, checkpoint_b, source.arch)
         train_b, test_b = splits(task_b, source.data_source, source.eval_size)
         writer = RunWriter({"kind": "merge", **a.meta(), "checkpoint_b": str(checkpoint_b), "dataset": task_a,
                             "task_b": task_b, "data_source": train_a.source, "eval_images": len(test_a),
@@ -344,17 +347,20 @@ def two_tasks_job(source: Source, task_b: str, cfg, checkpoint_b: str | None = N
     return body
 
 
-def task_b_weights(a, phases: tuple[str, ...], checkpoint_b: str | None):
-    """The task-B net's flat weights for the phases that use it (a's own weights when none does)."""
+def task_b_weights(a, phases: tuple[str, ...], checkpoint_b: str | None, arch: str | None = None):
+    """The task-B net's flat weights for the phases that use it (a's own weights when none does); `arch`: the
+    user's architecture both nets share (None: a zoo model)."""
     from geodesic.inputs import open_checkpoint
 
     if checkpoint_b is None:
         if any(p in phases for p in ("line", "relax")):
             raise ValueError("the straight line and the relaxed path need the task-B net: give checkpoint_b")
         return a.w  # no phase uses it
-    b = open_checkpoint(checkpoint_b)
-    if b.name != a.name:
+    b = open_checkpoint(checkpoint_b, arch=arch)
+    if arch is None and b.name != a.name:
         raise ValueError(f"the task-B net is a {b.name}, not a {a.name}")
+    if b.w.numel() != a.w.numel():  # one architecture (the same factory) gives one weight vector length
+        raise ValueError(f"the task-B net has {b.w.numel():,} weights, the task-A net {a.w.numel():,}")
     return b.w
 
 

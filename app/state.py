@@ -68,9 +68,21 @@ def preset_config(name: str):
     return ENGINE_PRESETS[PRESETS[name]["engine"]]
 
 
-def group_names(model_name: str) -> list[str]:
-    """Names of a zoo model's prunable groups, as models.filter_groups names them ("conv1[0]", …)."""
+def group_names(model_name: str, card: dict | None = None) -> list[str]:
+    """Names of a net's prunable groups, as models.filter_groups names them ("conv1[0]", …): a zoo model's from
+    ZOO_GROUPS, a user's own architecture's (the picker's card has "arch") from its loaded Checkpoint."""
+    if card is not None and card.get("arch"):
+        return list(card["group_names"])
     return [f"{layer}[{i}]" for layer, n in ZOO_GROUPS[model_name] for i in range(n)]
+
+
+def count_slider(where, label: str, n: int, value: int, **kwargs) -> int:
+    """A slider over 1 … n (a count of a net's prunable groups) starting at `value` (clipped into range); a caption
+    instead when n < 2 (a slider needs two values: a user's net may have a single group)."""
+    if n < 2:
+        where.caption(md(f"{label}: {n} (the net has {n} prunable group{'s' if n != 1 else ''})"))
+        return n
+    return where.slider(label, 1, n, min(max(int(value), 1), n), **kwargs)
 
 
 # --- the engine, loaded in the background -----------------------------------------------------------------
@@ -183,18 +195,84 @@ def card(path: str) -> dict:
     return json.loads(Path(path).with_suffix(".json").read_text())
 
 
+UPLOAD, OWN_ARCH = "upload a .safetensors…", "your own architecture (local files)…"
+
+
 def checkpoint_picker(key: str, allow_upload: bool = False, only: Callable[[dict], bool] | None = None):
-    """Select a shipped checkpoint (or a validated upload); returns (path, model name, card) or None."""
+    """Select a shipped checkpoint, a validated upload, or a user's own network (`own_architecture`); returns
+    (path, model name, card) or None. For a user's own network the card also holds "arch" (the spec, to pass to
+    jobs.Source) and "group_names" (its prunable groups, see `group_names`)."""
     shipped = {k: v for k, v in checkpoints().items() if only is None or only(card(str(v)))}
-    options = list(shipped) + (["upload a .safetensors…"] if allow_upload else [])
+    options = list(shipped) + ([UPLOAD] if allow_upload else []) + [OWN_ARCH]
     choice = st.selectbox("Checkpoint", options, key=f"{key}-ckpt",
-                          help="Trained nets shipped in assets/checkpoints (a JSON card beside each).")
+                          help="Trained nets shipped in assets/checkpoints (a JSON card beside each), or a net of "
+                               "your own: its weights and the Python code that builds it.")
     if choice in shipped:
         c = card(str(shipped[choice]))
         st.caption(md(f"{c['model']} trained on {c.get('dataset')}: test accuracy {c.get('test_accuracy')} "
                       f"on {c.get('test_set', '?')} (from its card)"))
         return str(shipped[choice]), c["model"], c
+    if choice == OWN_ARCH:
+        return own_architecture(key)
     return upload(key)
+
+
+def own_architecture(key: str):
+    """A user's own network from two local paths: its checkpoint (a plain state dict in .safetensors) and its
+    architecture (FILE.py:FACTORY or package.module:FACTORY, geodesic.arch), loaded on a press with
+    geodesic.inputs.open_checkpoint. Loading runs the architecture's Python code, as the warning says.
+
+    A failed load shows one st.error line and changes nothing: the last good net (if any) stays in use. Returns
+    (path, model name, card + "arch", "group_names" and the dataset) or None."""
+    st.warning("Loading an architecture **runs its Python code on this machine** (the file is executed, or the "
+               "module imported, with this server's permissions), as `python FILE.py` would. Only load files you "
+               "trust.", icon=":material/warning:")
+    c = st.columns(2)
+    path = c[0].text_input("Checkpoint path (.safetensors, a plain state dict)", key=f"{key}-own-path",
+                           placeholder="/path/to/net.safetensors",
+                           help="safetensors.torch.save_file(model.state_dict(), path); a JSON card beside it "
+                                "(same name, .json) is read when present")
+    spec = c[1].text_input("Architecture (FILE.py:FACTORY or package.module:FACTORY)", key=f"{key}-own-arch",
+                           placeholder="/path/to/net.py:make",
+                           help="a function with no arguments that returns the torch nn.Module")
+    ident = (path.strip(), spec.strip())
+    if st.button("Load this network (runs its code)", key=f"{key}-own-load"):
+        load_own(key, *ident)
+    ok, bad = st.session_state.get(f"{key}-own-ok"), st.session_state.get(f"{key}-own-bad")
+    if bad is not None and bad[0] == ident:
+        st.error(md(bad[1]))
+    if ok is None:
+        st.info("Give the checkpoint's path and the architecture, then press Load.")
+        return None
+    st.success(md(f"Using {ok['path']} built by {ok['arch']}: {ok['weights']:,} weights, "
+                  f"{len(ok['groups'])} prunable groups"))
+    dataset = ok["card"].get("dataset")
+    if dataset not in DATASETS:
+        dataset = st.selectbox("Dataset the net was trained on", DATASETS, key=f"{key}-own-data",
+                               help="its card names none of ours; the net takes 1×28×28 images and gives 10 logits")
+    return ok["path"], ok["name"], {**ok["card"], "dataset": dataset, "arch": ok["arch"], "group_names": ok["groups"]}
+
+
+def load_own(key: str, path: str, spec: str) -> None:
+    """Load a user's network (its architecture's code runs) into session_state[f"{key}-own-ok"], or keep the
+    reason it failed in f"{key}-own-bad" (the last good one stays)."""
+    if not path or not spec:
+        st.session_state[f"{key}-own-bad"] = ((path, spec), "give both the checkpoint's path and the architecture")
+        return
+    await_engine("Loading the engine to build the network…")
+    from geodesic.inputs import open_checkpoint
+
+    full = os.path.abspath(os.path.expanduser(path))
+    try:
+        with st.spinner("Building the network (running its architecture's code) and checking the weights…"):
+            ckpt = open_checkpoint(full, arch=spec)
+    except Exception as e:  # noqa: BLE001 — CheckpointError, ArchError, OSError…; a user's code may raise anything
+        why = str(e) if isinstance(e, (ValueError, OSError)) else f"{type(e).__name__}: {e}"
+        st.session_state[f"{key}-own-bad"] = ((path, spec), f"cannot use {path} with {spec}: {why}")
+        return
+    st.session_state[f"{key}-own-ok"] = {"path": full, "arch": ckpt.arch, "name": ckpt.name, "card": dict(ckpt.card),
+                                         "groups": [g.name for g in ckpt.groups], "weights": int(ckpt.w.numel())}
+    st.session_state[f"{key}-own-bad"] = None
 
 
 def upload(key: str):
@@ -450,9 +528,10 @@ def pick_job(kind: str, key: str):
     ids = [j.id for j in all_jobs]
     current = st.session_state.get(key)
     index = ids.index(current) if current in ids else 0
-    if len(ids) > 1:
+    if len(ids) > 1:  # labels that do not change while a job runs (a selectbox's value is its label)
+        started = lambda i: time.strftime("%H:%M:%S", time.localtime(registry().get(i).started))  # noqa: E731
         chosen = st.selectbox("Job", ids, index=index, key=f"{key}-select",
-                              format_func=lambda i: f"{i} ({registry().get(i).status})")
+                              format_func=lambda i: f"{i} (started {started(i)})")
     else:
         chosen = ids[0]
     return registry().get(chosen)

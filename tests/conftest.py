@@ -43,3 +43,41 @@ def mlp_mnist():
 @pytest.fixture(scope="session")
 def lenet_mnist():
     return models.load(CKPT / "lenet60-mnist.safetensors")
+
+
+OWN_ARCH = '''"""A user's own network: two convolutions and a linear head for 1x28x28 images."""
+import torch
+from torch import nn
+
+
+class Small(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv1, self.conv2 = nn.Conv2d(1, 4, 3, stride=2), nn.Conv2d(4, 6, 3, stride=2)
+        self.head = nn.Linear(6 * 6 * 6, 10)
+
+    def forward(self, x):
+        return self.head(torch.relu(self.conv2(torch.relu(self.conv1(x)))).flatten(1))
+
+
+def make():
+    return Small()
+'''
+
+
+@pytest.fixture
+def own_arch(tmp_path):
+    """A user's own network: the spec of its architecture file ("…/small_net.py:make", 4 + 6 prunable filters) and
+    two checkpoints of it (plain state dicts, no card; initialised with seeds 0 and 1)."""
+    from safetensors.torch import save_file
+
+    from geodesic import arch
+
+    (tmp_path / "small_net.py").write_text(OWN_ARCH)
+    spec = f"{tmp_path / 'small_net.py'}:make"
+    paths = []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        paths.append(tmp_path / f"small-{seed}.safetensors")
+        save_file(arch.build(spec).state_dict(), str(paths[-1]))
+    return spec, *paths

@@ -196,6 +196,126 @@ def test_sparsify_rejects_a_corrupt_upload(fresh_root):
     assert [p.name for p in (fresh_root / "uploads").iterdir()] == ["mine-mlp.safetensors"]
 
 
+def load_own(at: AppTest, key: str, path, spec: str) -> AppTest:
+    """Choose "your own architecture" in the picker `key`, type both paths, press Load."""
+    at.selectbox(key=f"{key}-ckpt").set_value(state.OWN_ARCH).run()
+    at.text_input(key=f"{key}-own-path").input(str(path))
+    at.text_input(key=f"{key}-own-arch").input(spec)
+    at.button(key=f"{key}-own-load").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def test_picker_loads_ones_own_architecture_and_warns_that_it_runs_code(own_arch):
+    spec, ckpt, _ = own_arch
+    at = page("sparsify")
+    at.selectbox(key="sp-ckpt").set_value(state.OWN_ARCH).run()
+    assert any("runs its Python code on this machine" in w.value for w in at.warning)  # before anything is loaded
+    assert "sp-start" not in [b.key for b in at.button]
+    load_own(at, "sp", ckpt, spec)
+    assert not at.error
+    assert any("Using" in s.value and "small-0.safetensors" in s.value.replace("\\", "") for s in at.success)
+    ok = at.session_state["sp-own-ok"]
+    assert ok["arch"] == spec and ok["path"] == str(ckpt) and len(ok["groups"]) == 10
+    assert ok["groups"][:2] == ["conv1[0]", "conv1[1]"] and ok["groups"][-1] == "conv2[5]"  # from the Checkpoint
+    assert at.selectbox(key="sp-own-data").value == "mnist"  # no card: the user says which data
+    filters = [w for w in at.slider if w.label == "Filters to zero"][0]
+    assert filters.max == 10 and "sp-start" in [b.key for b in at.button]
+    assert any("runs its Python code" in w.value for w in at.warning)  # still said while it is in use
+
+
+def test_picker_shows_a_bad_architecture_as_one_error_and_keeps_the_last_good_net(own_arch, tmp_path):
+    spec, ckpt, _ = own_arch
+    at = page("sparsify")
+    load_own(at, "sp", ckpt, spec.replace(":make", ":nothing"))
+    assert len(at.error) == 1 and "has no 'nothing'" in at.error[0].value.replace("\\", "")
+    assert "sp-own-ok" not in at.session_state
+    assert "sp-start" not in [b.key for b in at.button]  # nothing in use
+    load_own(at, "sp", tmp_path / "missing.safetensors", spec)
+    assert len(at.error) == 1 and "no such checkpoint file" in at.error[0].value.replace("\\", "")
+    load_own(at, "sp", ckpt, "not a spec")
+    assert len(at.error) == 1 and "give FILE.py:FACTORY" in at.error[0].value.replace("\\", "")
+    load_own(at, "sp", ckpt, spec)
+    assert not at.error and at.session_state["sp-own-ok"]["arch"] == spec
+    load_own(at, "sp", state.CHECKPOINTS / "mlp-mnist.safetensors", spec)  # weights of another net
+    assert len(at.error) == 1 and "do not match" in at.error[0].value.replace("\\", "")
+    assert at.session_state["sp-own-ok"]["path"] == str(ckpt)  # the last good net stays in use
+    assert any("small-0.safetensors" in s.value.replace("\\", "") for s in at.success)
+
+
+def test_sparsify_short_run_of_ones_own_architecture_completes_and_exports(own_arch, fresh_root):
+    spec, ckpt, _ = own_arch
+    at = load_own(page("sparsify"), "sp", ckpt, spec)
+    at.radio(key="sp-preset").set_value("the paper's algorithm (literal)").run()
+    [w for w in at.slider if w.label == "Filters to zero"][0].set_value(2)
+    [w for w in at.number_input if w.label == "Max steps"][0].set_value(6)
+    [w for w in at.number_input if w.label == "Test images for accuracy"][0].set_value(200)
+    at.button(key="sp-start").click().run()
+    job = finish(at, "sp-job")
+    meta = runs.load_run(job.run_dir).meta
+    assert len(job.rows) == 7 and meta["arch"] == spec and meta["checkpoint"] == str(ckpt)
+    assert job.info["groups"] == at.session_state["sp-own-ok"]["groups"] and charts(at) == 2
+    zip_names = compact_zip(job.run_dir)  # the Runs page exports it as it exports a zoo net's run
+    assert zip_names == ["model.onnx", "model.safetensors", "model.json"]
+
+
+@pytest.mark.parametrize("name,key,steps", [("candidates", "cand", "cand-s"), ("damage", "dmg", None),
+                                            ("two_tasks", "tt", "tt-s")])
+def test_every_page_runs_ones_own_architecture(own_arch, fresh_root, name, key, steps):
+    """The picked architecture reaches each page's job (jobs.Source(arch=…)): a short job completes and its run
+    folders record it; the Damage page's slider counts the net's own groups; no shipped task-B net for Two tasks."""
+    spec, ckpt, _ = own_arch
+    at = load_own(page(name), key, ckpt, spec)
+    if name == "candidates":
+        at.slider[0].set_value(2)
+        at.slider[1].set_value(2)
+        at.number_input(key="cand-n").set_value(100)
+    if name == "damage":
+        assert [w for w in at.slider if w.label == "Filters ablated"][0].max == 10
+        [w for w in at.number_input if w.label.startswith("Recovery steps")][0].set_value(2)
+    if name == "two_tasks":
+        assert at.multiselect(key="tt-base").options == ["fine-tune A on B"]
+    if steps:
+        at.number_input(key=steps).set_value(2)
+    at.button(key=f"{key}-start").click().run()
+    job = finish(at, f"{key}-job", 120)
+    assert job.run_dirs and all(runs.load_run(d).meta["arch"] == spec for d in job.run_dirs)
+
+
+def compact_zip(run_dir: Path) -> list[str]:
+    """Open run_dir on the Runs page, press "Prepare compact net": the names in the zip its download serves."""
+    import io
+    import zipfile
+
+    at = page("runs")
+    at.multiselect[0].set_value([run_dir.name]).run()
+    assert "compact net (.zip: ONNX + safetensors)" not in {b.label for b in at.get("download_button")}
+    at.button(key=f"prep-{run_dir}").click().run(timeout=120)
+    assert not at.exception and not at.error, [e.value for e in at.exception] + [e.value for e in at.error]
+    assert "compact net (.zip: ONNX + safetensors)" in {b.label for b in at.get("download_button")}
+    assert f"prep-{run_dir}" not in [b.key for b in at.button]  # the download took the button's place
+    stamp, data, caption = at.session_state[f"compact-{run_dir}"]  # what the download serves
+    assert "groups taken out" in caption
+    at.run()  # kept: a rerun serves the same bytes without exporting again
+    assert at.session_state[f"compact-{run_dir}"][1] is data
+    return zipfile.ZipFile(io.BytesIO(data)).namelist()
+
+
+def test_runs_page_serves_the_compact_net_of_a_run(a_run):
+    assert compact_zip(a_run) == ["model.onnx", "model.safetensors", "model.json"]
+
+
+def test_runs_page_says_why_a_compact_net_cannot_be_made(good_run, fresh_root):
+    broken = copy_run(good_run, fresh_root, "broken")
+    (broken / "final.safetensors").write_bytes(b"\x00garbage" * 10)
+    at = page("runs")
+    at.multiselect[0].set_value(["broken"]).run()
+    at.button(key=f"prep-{broken}").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert len(at.error) == 1 and "cannot export the compact net of broken" in at.error[0].value.replace("\\", "")
+    assert f"prep-{broken}" in [b.key for b in at.button]  # it can be tried again
+
+
 def test_candidates_page_runs_two_paths_and_marks_the_shortest():
     at = page("candidates")
     at.selectbox(key="cand-ckpt").set_value("mlp-mnist").run()

@@ -170,6 +170,37 @@ def test_two_tasks_job_refuses_the_line_without_the_task_b_net(tmp_path):
     assert t.status == "error" and "need the task-B net" in t.error and not t.run_dirs
 
 
+def test_every_job_body_takes_ones_own_architecture(own_arch, tmp_path):
+    """Source(arch=…): sparsify (through candidates), the damage race and the two-task walk with its straight line
+    to a second net of the same architecture; each run folder records the architecture."""
+    spec, a, b = own_arch
+    source = jobs.Source(str(a), "mnist", eval_size=100, arch=spec)
+    path = PathConfig(beta=0.01, eps=0.01, probe=8, max_steps=2, eval_every=2)
+    bodies = {
+        "candidates": jobs.candidates_job(source, short_cfg(steps=2), 2, root=tmp_path),
+        "damage": jobs.damage_job(source, DamageConfig("ablate", (3,), (0,)),
+                                  RecoveryConfig(steps=2, eval_every=2, path=dataclasses.replace(path, solver="gram")),
+                                  root=tmp_path),
+        "two-tasks": jobs.two_tasks_job(source, "fashion-mnist", MergeConfig(phases=("walk", "line", "finetune"),
+                                        finetune_steps=2, points=2, eval_size=100, path=path),
+                                        checkpoint_b=str(b), root=tmp_path),
+    }
+    for kind, body in bodies.items():
+        job = jobs.wait(jobs.Registry().start(kind, body), 60)
+        assert job.status == "done", (kind, job.error)
+        assert job.run_dirs and all(runs.load_run(d).meta["arch"] == spec for d in job.run_dirs), kind
+    assert job.frame()["accuracy_b"].notna().any()  # the two-task walk scored task B
+
+
+def test_two_tasks_job_refuses_a_task_b_net_of_another_architecture(own_arch, tmp_path):
+    spec, a, _ = own_arch
+    cfg = MergeConfig(phases=("walk", "line"), path=PathConfig(max_steps=2))
+    body = jobs.two_tasks_job(jobs.Source(str(a), "mnist", arch=spec), "fashion-mnist", cfg,
+                              checkpoint_b=str(jobs.CHECKPOINTS / "mlp-fashion-mnist.safetensors"), root=tmp_path)
+    t = jobs.wait(jobs.Registry().start("two-tasks", body), 30)
+    assert t.status == "error" and "do not match" in t.error and not t.run_dirs
+
+
 def test_playground_reaches_the_sparse_axis():
     out = playground.landscape((1.5, 1.2), beta=0.5, eps=0.0025, grid=11, ellipse_grid=4)
     path = out["path"]

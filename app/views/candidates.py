@@ -14,10 +14,11 @@ with st.expander("Run new candidates", expanded=not state.any_runs()):  # drawn 
     picked = state.checkpoint_picker("cand")
     if picked is not None:
         path, model_name, card = picked
-        n_groups = len(state.group_names(model_name))
+        n_groups = len(state.group_names(model_name, card))
         c = st.columns(4)
         count = c[0].slider("Candidates", 2, 8, 4)
-        filters = c[1].slider("Filters to zero", 1, n_groups, min(n_groups - 2, 50 if n_groups == 60 else 8), key="cand-f")
+        filters = state.count_slider(c[1], "Filters to zero", n_groups, min(n_groups - 2, 50 if n_groups == 60 else 8),
+                                     key="cand-f")
         beta = c[2].number_input("β", 1e-5, 10.0, 0.01, format="%.4g", key="cand-b")
         eps = c[3].number_input("ε", 1e-6, 1.0, 0.01, format="%.4g", key="cand-e")
         c = st.columns(4)
@@ -39,7 +40,7 @@ with st.expander("Run new candidates", expanded=not state.any_runs()):  # drawn 
             except ValueError as e:
                 st.error(state.md(e))
             else:
-                source = jobs.Source(path, card["dataset"], eval_size=int(eval_size))
+                source = jobs.Source(path, card["dataset"], eval_size=int(eval_size), arch=card.get("arch"))
                 job = state.registry().start("candidates", jobs.candidates_job(source, base, int(count)),
                                              {"model": model_name, "dataset": card["dataset"]})
                 st.session_state["cand-job"] = job.id

@@ -16,11 +16,11 @@ if picked is not None:
     c = st.columns(4)
     kind = c[0].selectbox("Damage", state.DAMAGE_KINDS, index=1, help="zero: a random fraction of weights; ablate: whole "
                           "filters/neurons; noise: relative Gaussian noise (nothing frozen)")
-    n_groups = len(state.group_names(model_name))
+    n_groups = len(state.group_names(model_name, card))
     if kind == "zero":
         level = c[1].slider("Fraction zeroed", 0.0, 0.9, 0.5)
     elif kind == "ablate":
-        level = c[1].slider("Filters ablated", 1, n_groups, n_groups // 2)
+        level = state.count_slider(c[1], "Filters ablated", n_groups, n_groups // 2)
     else:
         level = c[1].slider("Noise scale (× layer std)", 0.0, 3.0, 1.0)
     seed = c[2].number_input("Seed", 0, 1000, 0, key="dmg-seed")
@@ -46,7 +46,8 @@ if picked is not None:
         except ValueError as e:
             st.error(state.md(e))
         else:
-            body = jobs.damage_job(jobs.Source(path, card["dataset"]), damage, cfg, methods=("geodesic", baseline))
+            body = jobs.damage_job(jobs.Source(path, card["dataset"], arch=card.get("arch")), damage, cfg,
+                                   methods=("geodesic", baseline))
             job = state.registry().start("damage", body, {"model": model_name, "dataset": card["dataset"],
                                                           "kind": kind, "level": level})
             st.session_state["dmg-job"] = job.id

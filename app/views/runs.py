@@ -28,6 +28,48 @@ for f in folders:
         st.warning(state.md(f"{f.label}: {note}"), icon=":material/content_copy:")
 
 
+def compact_net(f: state.Folder) -> None:
+    """The compact net of a run with final weights (geodesic.export.export_zip: every all-zero group taken out,
+    as ONNX + safetensors + card) as a download, built only on a press (the ONNX exporter takes 10-20 s) and kept
+    in session_state for this folder while its final.safetensors stays the same. Reads the run only, so shipped
+    examples have it too."""
+    final = f.dir / "final.safetensors"
+    if not final.is_file():
+        return
+    info = final.stat()
+    stamp, key = (info.st_mtime_ns, info.st_size), f"compact-{f.key}"
+    held = st.session_state.get(key)
+    held = held if held is not None and held[0] == stamp else None  # (stamp, zip bytes or None, caption or error)
+    c = st.columns([2, 3])
+    slot = c[0].empty()  # the button, replaced by the download once the zip is there
+    if (held is None or held[1] is None) and slot.button(
+            "Prepare compact net", key=f"prep-{f.key}",
+            help="export the run's final net without its all-zero filters/neurons: model.onnx (checked against "
+                 "the zeroed net with onnxruntime), model.safetensors and its card model.json"):
+        state.await_engine()
+        from geodesic import export
+
+        with st.spinner("Exporting the compact net (ONNX, checked with onnxruntime)…"):
+            try:
+                data, report = export.export_zip(f.dir)
+            except Exception as e:  # noqa: BLE001 — ExportError, CheckpointError, ArchError, OSError, the exporter's
+                why = str(e) if isinstance(e, (ValueError, OSError)) else f"{type(e).__name__}: {e}"
+                held = (stamp, None, f"cannot export the compact net of {f.label}: {why}")
+            else:
+                d, k = report["dense"], report["compact"]
+                held = (stamp, data, f"{report['groups_removed']} of {report['groups']} groups taken out: "
+                                     f"{d['parameters']:,} → {k['parameters']:,} parameters, {d['flops']:,} → "
+                                     f"{k['flops']:,} FLOPs per image; largest output difference through "
+                                     f"onnxruntime {report['max_abs_diff']['onnxruntime']:.2g}")
+        st.session_state[key] = held
+    if held is not None and held[1] is None:
+        st.error(state.md(held[2]))
+    elif held is not None:
+        slot.download_button("compact net (.zip: ONNX + safetensors)", held[1], f"{f.name}-compact.zip",
+                             "application/zip", key=f"zip-{f.key}", on_click="ignore")
+        c[1].caption(state.md(held[2]))
+
+
 def steps(f: state.Folder) -> int:
     s = f.metrics["step"].max() if len(f.metrics) else 0
     return 0 if pd.isna(s) else int(s)
@@ -75,6 +117,7 @@ if sel:
                 if p.is_file():  # read only when clicked: snapshot files reach tens of MB
                     c[2 + i].download_button(name, lambda p=p: p.read_bytes(), f"{f.name}-{name}",
                                              key=f"{name}-{f.key}", on_click="ignore")
+            compact_net(f)
             if f.readonly:
                 c[4].caption("a shipped example: read-only, it cannot be deleted")
                 continue

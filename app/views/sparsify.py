@@ -16,7 +16,7 @@ st.markdown(
 picked = state.checkpoint_picker("sp", allow_upload=True)
 if picked is not None:  # every widget from torch-free tables (app/state.py); the engine loads meanwhile
     path, model_name, card = picked
-    names = state.group_names(model_name)
+    names = state.group_names(model_name, card)
     presets = list(state.PRESETS)
     preset = st.radio("Start from", presets, horizontal=True, key="sp-preset",
                       help="fills in the settings below: the literal algorithm of the paper, or the setting that "
@@ -26,8 +26,8 @@ if picked is not None:  # every widget from torch-free tables (app/state.py); th
     datasets = list(state.DATASETS)
     dataset = c[0].selectbox("Dataset (metric + evaluation)", datasets,
                              index=datasets.index(card["dataset"]) if card.get("dataset") in datasets else 0)
-    filters = c[1].slider("Filters to zero", 1, len(names), min(len(names) - 2, 50 if len(names) == 60 else 8),
-                          help=state.md(f"{model_name} has {len(names)} prunable groups"))
+    filters = state.count_slider(c[1], "Filters to zero", len(names), min(len(names) - 2, 50 if len(names) == 60 else 8),
+                                 help=state.md(f"{model_name} has {len(names)} prunable groups"))
     strategy = c[2].selectbox("Which filters", state.STRATEGIES, index=state.STRATEGIES.index(base["strategy"]),
                               key=f"{k}-strategy")
     phi = c[3].selectbox("Output map φ", state.OUTPUT_MAPS, index=state.OUTPUT_MAPS.index(base["phi"]), key=f"{k}-phi")
@@ -56,7 +56,8 @@ if picked is not None:  # every widget from torch-free tables (app/state.py); th
         else:
             from app import jobs
 
-            source = jobs.Source(path, dataset, eval_size=int(eval_size), model=model_name if card.get("uploaded") else None)
+            source = jobs.Source(path, dataset, eval_size=int(eval_size),
+                                 model=model_name if card.get("uploaded") else None, arch=card.get("arch"))
             job = state.registry().start("sparsify", jobs.sparsify_job(source, cfg),
                                          {"checkpoint": path, "dataset": dataset, "model": model_name})
             st.session_state["sp-job"] = job.id

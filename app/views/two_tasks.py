@@ -16,9 +16,11 @@ if picked is not None:
     path, model_name, card = picked
     task_a = card["dataset"]
     task_b = [d for d in state.DATASETS if d != task_a][0]
-    path_b = state.CHECKPOINTS / f"{model_name}-{task_b}.safetensors"
+    arch = card.get("arch")  # a user's own architecture: there is no shipped task-B net of it
+    path_b = None if arch else state.CHECKPOINTS / f"{model_name}-{task_b}.safetensors"
+    path_b = path_b if path_b is not None and path_b.is_file() else None
     st.caption(f"task A (metric, kept): **{state.md(task_a)}** · task B (learned): **{state.md(task_b)}**"
-               + (f" · task-B net for the straight line: {state.md(path_b.name)}" if path_b.is_file() else ""))
+               + (f" · task-B net for the straight line: {state.md(path_b.name)}" if path_b else ""))
     c = st.columns(6)
     steps = c[0].number_input("Steps", 1, 2000, 60, key="tt-s")
     beta = c[1].number_input("β", 1e-5, 10.0, 0.01, format="%.4g", key="tt-b")
@@ -29,7 +31,7 @@ if picked is not None:
     pull = c[4].number_input("Pull ρ", 0.0, 20.0, 0.5, key="tt-pull", help="0: the naive walk, which forgets A")
     seed = c[5].number_input("Seed", 0, 1000, 0, key="tt-seed")
     choices = {"straight line (weight averaging)": "line", "fine-tune A on B": "finetune"}
-    if not path_b.is_file():
+    if path_b is None:
         choices.pop("straight line (weight averaging)")
     picked_baselines = st.multiselect("Baselines", list(choices), default=list(choices), key="tt-base")
     if state.start_button("Start walk", "tt-start"):  # waits for the engine if it is still loading
@@ -47,8 +49,8 @@ if picked is not None:
         except ValueError as e:
             st.error(state.md(e))
         else:
-            body = jobs.two_tasks_job(jobs.Source(path, task_a, eval_size=500), task_b, cfg,
-                                      checkpoint_b=str(path_b) if path_b.is_file() else None)
+            body = jobs.two_tasks_job(jobs.Source(path, task_a, eval_size=500, arch=arch), task_b, cfg,
+                                      checkpoint_b=str(path_b) if path_b else None)
             job = state.registry().start("two-tasks", body, {"model": model_name, "task_a": task_a, "task_b": task_b})
             st.session_state["tt-job"] = job.id
 
