@@ -372,13 +372,35 @@ class Folder:
         return Folder(load_run(self.dir, self.readonly), self.notes)
 
 
+def _stamp(root: Path) -> tuple:
+    """What the run listing depends on: every run folder's meta.json and metrics.parquet (size, mtime)."""
+    from geodesic.runs import gallery_root
+
+    stamp = []
+    for meta in [*root.glob("*/meta.json"), *gallery_root().glob("*/meta.json")]:
+        for p in (meta, meta.parent / "metrics.parquet"):
+            try:
+                st_ = p.stat()
+                stamp.append((str(p), st_.st_mtime_ns, st_.st_size))
+            except OSError:
+                stamp.append((str(p), None, None))
+    return tuple(sorted(stamp, key=lambda t: t[0]))
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def _scan(root: str, stamp: tuple) -> tuple[list, list[str]]:
+    """geodesic.runs.scan_with_gallery, read again only when a run folder changed (a new tab reuses it)."""
+    from geodesic.runs import scan_with_gallery
+
+    return scan_with_gallery(Path(root))
+
+
 def scan_runs(root: Path | None = None) -> tuple[list[Folder], list[str]]:
     """The user's runs under root (newest first), then the shipped examples of the gallery (read-only), and one
     line per folder that cannot be shown (geodesic.runs.scan_with_gallery, torch-free). A folder whose meta.json
     repeats another's id (a copy) is listed, with a note."""
-    from geodesic.runs import scan_with_gallery
-
-    found, problems = scan_with_gallery(Path(root or runs_root()))
+    root = Path(root or runs_root())
+    found, problems = _scan(str(root), _stamp(root))
     folders = [Folder(r) for r in found]
     first: dict[str, Folder] = {}
     for f in reversed(folders):  # examples, then the oldest folder name keep the id; later ones are its copies

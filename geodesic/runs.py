@@ -35,6 +35,7 @@ if TYPE_CHECKING:  # torch loads on first use: the app lists runs before the eng
     import torch
 
 SNAPSHOTS = "snapshots"
+STEPLESS = ("damage",)  # kinds whose rows are not steps (damage: one row per net, level and seed)
 STATE = "state.safetensors"
 FINAL = "final.safetensors"
 
@@ -299,7 +300,7 @@ def load_run(path: str | os.PathLike, readonly: bool = False) -> Run:
         metrics = pd.read_parquet(mp) if mp.is_file() else pd.DataFrame()
     except Exception as e:  # noqa: BLE001 — pyarrow raises many types for a damaged file
         raise ValueError(f"{mp}: not a readable parquet file ({e})") from None
-    if len(metrics):
+    if len(metrics) and meta.get("kind") not in STEPLESS:
         if "step" not in metrics.columns:
             raise ValueError(f"{mp}: has no step column")
         if not pd.api.types.is_numeric_dtype(metrics["step"]) or metrics["step"].isna().all():

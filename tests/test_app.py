@@ -734,3 +734,15 @@ def test_a_press_before_the_engine_is_loaded_waits_then_starts(fresh_root):
     assert r["torch_before"] is False and r["exception"] == [] and r["loaded"] is True
     assert r["labels"] and r["labels"][0].startswith("Loading the engine")  # the wait was shown
     assert r["status"] == "done"  # and the press started the run once the engine was there
+
+
+def test_runs_page_shows_a_damage_run_whose_rows_are_not_steps(fresh_root):
+    """A damage run folder (one row per net, level and seed; no step column) is listed and opens."""
+    from geodesic import cli
+
+    assert cli.main(["damage", "--checkpoint", str(state.CHECKPOINTS / "mlp-mnist.safetensors"), "--kind", "zero",
+                     "--level", "0.2", "--seeds", "2", "--data", "bundled", "--eval-size", "100",
+                     "--out", str(fresh_root / "dmg")]) == 0
+    at = page("runs")
+    at.multiselect[0].set_value(["dmg"]).run()
+    assert not at.exception and any("dmg" in e.label for e in at.expander)

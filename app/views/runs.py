@@ -71,6 +71,9 @@ def compact_net(f: state.Folder) -> None:
 
 
 def steps(f: state.Folder) -> int:
+    """The last step; for runs whose rows are not steps (damage: one row per net, level and seed), the rows."""
+    if "step" not in f.metrics.columns:
+        return len(f.metrics)
     s = f.metrics["step"].max() if len(f.metrics) else 0
     return 0 if pd.isna(s) else int(s)
 
@@ -88,7 +91,7 @@ for col in ("accuracy", "length"):  # a summary field that is not a number shows
 table_slot.dataframe(table, hide_index=True)
 sel = [by_label[n] for n in chosen if n in by_label]
 if sel:
-    frames = [f.metrics.assign(run=f.label) for f in sel if len(f.metrics)]
+    frames = [f.metrics.assign(run=f.label) for f in sel if len(f.metrics) and "step" in f.metrics.columns]
     if frames:
         df = pd.concat(frames, ignore_index=True)
         note = "; ".join(f"{f.label}: {f.meta.get('model')} on {f.meta.get('dataset')}, "
@@ -112,7 +115,7 @@ if sel:
                                  "text/csv", key=f"csv-{f.key}", on_click="ignore")
             c[1].download_button("metrics.parquet", lambda f=f: parquet_bytes(f.metrics), f"{f.name}-metrics.parquet",
                                  key=f"pq-{f.key}", on_click="ignore")
-            for i, name in enumerate(("final.safetensors", "snapshots.safetensors")):
+            for i, name in enumerate(("final.safetensors", "state.safetensors")):
                 p = f.dir / name
                 if p.is_file():  # read only when clicked: snapshot files reach tens of MB
                     c[2 + i].download_button(name, lambda p=p: p.read_bytes(), f"{f.name}-{name}",
