@@ -34,10 +34,10 @@ ACTIVE = ("queued", "running", "paused")
 
 
 def runs_root() -> Path:
-    """Where run folders go, without importing the engine (the first page shows it while torch loads): the
-    same rule as `geodesic.runs.default_root`, $GEODESIC_RUNS read at call time or <repo>/runs
-    (tests/test_jobs.py checks the two agree)."""
-    return Path(os.environ.get("GEODESIC_RUNS", REPO / "runs"))
+    """Where run folders go: `geodesic.runs.default_root()` ($GEODESIC_RUNS read at call time, or <repo>/runs)."""
+    from geodesic.runs import default_root  # torch- and pandas-free at import
+
+    return default_root()
 
 
 def default_threads() -> int:

@@ -23,14 +23,14 @@ from typing import TYPE_CHECKING, Callable
 
 import streamlit as st
 
+from app.jobs import ACTIVE, CHECKPOINTS, REPO, runs_root  # noqa: F401 — torch- and pandas-free; pages use them here
+
 if TYPE_CHECKING:
     import pandas as pd
 
     from app import jobs
     from geodesic import runs
 
-REPO = Path(__file__).resolve().parent.parent
-CHECKPOINTS = REPO / "assets" / "checkpoints"  # as app.jobs.CHECKPOINTS (importing that loads pandas)
 ENGINE_LOADED = threading.Event()  # set by warm_engine's thread once torch and the engine are imported
 ENGINE_ERROR: list[str] = []  # the traceback, when importing the engine failed
 ENGINE_HURRY = threading.Event()  # set by await_engine: a press is waiting, import now
@@ -38,7 +38,6 @@ WARM_DELAY_S = 3.0  # the torch import holds the GIL for long stretches: let the
 POLL_S = 0.25  # the browser asks every 0.25 s; measured ~2-3 refreshes/s on the loaded 2-core machine
 OUTPUT_MAPS = ("sqrt_probs", "probs", "logits")
 DATASETS = ("mnist", "fashion-mnist")
-ACTIVE = ("queued", "running", "paused")  # app.jobs.ACTIVE
 
 # --- what the first draw needs from the engine, without importing it -------------------------------------
 # tests/test_app.py checks each against the engine (models.filter_groups, experiments, damage.KINDS).
@@ -316,11 +315,6 @@ def upload(key: str):
 
 
 # --- run folders, read without the engine -----------------------------------------------------------------
-
-
-def runs_root() -> Path:
-    """Where run folders go: $GEODESIC_RUNS (read at each call) or <repo>/runs, as app.jobs.runs_root."""
-    return Path(os.environ.get("GEODESIC_RUNS", REPO / "runs"))
 
 
 def any_runs() -> bool:

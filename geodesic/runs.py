@@ -19,6 +19,7 @@ import math
 import os
 import platform
 import shutil
+import tempfile
 import time
 import uuid
 from dataclasses import dataclass
@@ -26,12 +27,11 @@ from pathlib import Path
 
 from typing import TYPE_CHECKING
 
-import pandas as pd
-
 from . import __version__
 from .lifecycle import Status
 
-if TYPE_CHECKING:  # torch loads on first use: the app lists runs before the engine has loaded
+if TYPE_CHECKING:  # torch and pandas load on first use: the app draws its first page before either
+    import pandas as pd
     import torch
 
 SNAPSHOTS = "snapshots"
@@ -99,6 +99,34 @@ def new_run_id(kind: str) -> str:
     return f"{time.strftime('%Y%m%d-%H%M%S')}-{kind}-{uuid.uuid4().hex[:6]}"
 
 
+def check_writable(folder: Path, what: str, keep: bool = False) -> None:
+    """ValueError ("cannot write <what>: …") unless `folder` can be created and written in; the folders made for the
+    check are removed again unless `keep`. Used before long work, so that it cannot fail at its end."""
+    folder, missing, anc = Path(folder), [], Path(folder)
+    while not anc.exists() and anc != anc.parent:
+        missing.append(anc)
+        anc = anc.parent
+    if anc.exists() and not anc.is_dir():
+        raise ValueError(f"cannot write {what}: {anc} is a file, not a folder")
+    try:
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise ValueError(f"cannot write {what}: cannot create the folder {folder} ({e.strerror or e})") from None
+        try:
+            fd, probe = tempfile.mkstemp(dir=folder, prefix=".geodesic-write-test-")
+            os.close(fd)
+            os.unlink(probe)
+        except OSError as e:
+            raise ValueError(f"cannot write {what}: cannot write in {folder} ({e.strerror or e})") from None
+    finally:
+        for d in missing if not keep else ():  # deepest first
+            try:
+                d.rmdir()
+            except OSError:
+                pass
+
+
 def fresh_folder(out: str | os.PathLike) -> Path:
     """Check that `out` can become a new run folder (nothing is overwritten): it must not exist, or be an empty
     folder (removed here so the writer makes it), and its parent must be creatable and writable."""
@@ -106,13 +134,7 @@ def fresh_folder(out: str | os.PathLike) -> Path:
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         what = "is a file" if not out.is_dir() else "is not empty"
         raise ValueError(f"{out} {what}; choose a new folder (nothing was overwritten)")
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        probe = out.parent / f".geodesic-write-test-{uuid.uuid4().hex[:6]}"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as e:
-        raise ValueError(f"cannot write a run folder at {out}: {e.strerror or e}") from None
+    check_writable(out.parent, f"a run folder at {out}", keep=True)
     if out.is_dir():
         out.rmdir()
     return out
@@ -149,6 +171,8 @@ class RunWriter:
     def add(self, row: dict) -> None:
         """Append one row and flush metrics.parquet."""
         self.rows.append(row)
+        import pandas as pd
+
         df = pd.DataFrame(self.rows)
         _atomic_write_bytes(self.dir / "metrics.parquet", lambda t: df.to_parquet(t, index=False))
 
@@ -295,6 +319,8 @@ def load_run(path: str | os.PathLike, readonly: bool = False) -> Run:
     for name in ("summary", "config"):
         if meta.get(name) is not None and not isinstance(meta[name], dict):
             raise ValueError(f"{meta_path}: {name} is a {type(meta[name]).__name__}, not a JSON object")
+    import pandas as pd
+
     mp = path / "metrics.parquet"
     try:
         metrics = pd.read_parquet(mp) if mp.is_file() else pd.DataFrame()
