@@ -10,7 +10,6 @@ import hashlib
 import json
 import os
 import secrets
-import tempfile
 from pathlib import Path
 
 import torch
@@ -251,31 +250,9 @@ def check_out(path: str | os.PathLike, force: bool = False) -> Path:
     if existing and not force:
         raise ValueError(f"{' and '.join(existing)} already exist{'s' if len(existing) == 1 else ''}; "
                          "choose another --out, or --force to replace it (nothing was overwritten)")
-    parent = path.parent
-    missing = []
-    anc = parent
-    while not anc.exists() and anc != anc.parent:
-        missing.append(anc)
-        anc = anc.parent
-    if anc.exists() and not anc.is_dir():
-        raise ValueError(f"cannot write {path}: {anc} is a file, not a folder")
-    try:
-        try:
-            parent.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise ValueError(f"cannot write {path}: cannot create the folder {parent} ({e.strerror or e})") from None
-        try:
-            fd, probe = tempfile.mkstemp(dir=parent, prefix=f".{path.name}.", suffix=".probe")
-            os.close(fd)
-            os.unlink(probe)
-        except OSError as e:
-            raise ValueError(f"cannot write {path}: cannot write in {parent} ({e.strerror or e})") from None
-    finally:
-        for d in missing:  # deepest first
-            try:
-                d.rmdir()
-            except OSError:
-                pass
+    from .runs import check_writable
+
+    check_writable(path.parent, str(path))
     return path
 
 
