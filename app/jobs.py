@@ -25,6 +25,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
+from geodesic import source
+
 if TYPE_CHECKING:
     import pandas as pd
 
@@ -182,26 +184,11 @@ def wait(job: Job, timeout: float = 60.0, poll: float = 0.05) -> Job:
 
 
 @dataclass(frozen=True)
-class Source:
-    """What a run starts from: a checkpoint (`model`: the zoo architecture of an uploaded file; None: its card's;
-    `arch`: a user's own architecture, "FILE.py:FACTORY" or "package.module:FACTORY", whose code runs when the
-    job opens it), the data (`dataset` None: the card's), where the data comes from and how many test images
-    score it."""
+class Source(source.Source):
+    """`geodesic.source.Source` with the app's defaults: the bundled subsets, 500 test images."""
 
-    checkpoint: str
-    dataset: str | None = None
     data_source: str = "bundled"
-    eval_size: int = 500
-    model: str | None = None
-    arch: str | None = None
-
-    def open(self):
-        """(checkpoint, dataset name, train split, test split): `geodesic.inputs`, as the CLI loads them."""
-        from geodesic.inputs import dataset_of, open_checkpoint, splits
-
-        ckpt = open_checkpoint(self.checkpoint, self.model, self.arch)
-        dataset = dataset_of(ckpt, self.dataset)
-        return (ckpt, dataset, *splits(dataset, self.data_source, self.eval_size))
+    eval_size: int | None = 500
 
 
 def sparsify_job(source: Source, cfg, root: Path | None = None, meta: dict | None = None) -> Callable[[Job], Any]:
@@ -226,23 +213,27 @@ def sparsify_job(source: Source, cfg, root: Path | None = None, meta: dict | Non
     return body
 
 
-def candidates_job(source: Source, base, count: int, root: Path | None = None) -> Callable[[Job], Any]:
-    """`count` candidate paths (`experiments.candidate_configs(base, count)`) one after another, each a
-    sparsify run folder of one group."""
-    from geodesic.experiments import candidate_configs
+def candidates_job(source: Source, base, count: int, root: Path | None = None, backend: str = "ray",
+                   workers: int | None = None) -> Callable[[Job], Any]:
+    """`count` candidate paths (`experiments.candidate_configs(base, count)`) in parallel on the engine's backend
+    (`experiments.run_candidates`: a local Ray on 127.0.0.1 by default), each a sparsify run folder of one group
+    under `root`; the page reads the folders as they are written. Stop cancels the paths still running."""
+    from geodesic.experiments import candidate_configs, candidate_name, run_candidates
+    from geodesic.runs import default_root
 
     group, configs = f"cand-{time.strftime('%H%M%S')}-{os.getpid() % 1000}", candidate_configs(base, count)
 
     def body(job: Job):
-        job.info["group"] = group
-        summaries = []
-        for i, cfg in enumerate(configs):
-            if job.stop_event.is_set():
-                break
-            job.info["current"] = f"{i + 1}/{count} ({cfg.strategy}, seed {cfg.path.seed})"
-            meta = {"candidate": i, "group": group, "strategy": cfg.strategy}
-            summaries.append(sparsify_job(source, cfg, root, meta)(job))
-        return summaries
+        folder, prefix = Path(root or default_root()), f"{group}-"
+        job.info.update(group=group, done=0, total=count, backend=backend)
+        job.run_dirs.extend(folder / (prefix + candidate_name(i, cfg)) for i, cfg in enumerate(configs))
+
+        def done(row: dict) -> None:
+            job.info["done"] += 1
+            job.add({"step": job.info["done"], "run": row["path"], **row})
+
+        return run_candidates(source, configs, folder, {"source": "app", "group": group}, backend, None,
+                              workers or min(count, os.cpu_count() or 1), job.stop_event, done, prefix)
 
     return body
 

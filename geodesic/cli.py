@@ -180,11 +180,7 @@ def sparsify_one(ckpt: inputs.Checkpoint, cfg, folder: Path, meta: dict, train_s
 
 
 def cmd_sparsify(args: argparse.Namespace) -> int:
-    import pandas as pd
-
-    from .experiments import candidate_configs, shortest
-    from .path import Evaluation
-    from .runs import fresh_folder, write_json
+    from .runs import fresh_folder
 
     base = sparsify_config(args)
     if args.paths < 1:
@@ -194,27 +190,52 @@ def cmd_sparsify(args: argparse.Namespace) -> int:
     base = with_fraction(base, args, len(ckpt.groups))
     if not base.filters <= len(ckpt.groups):
         raise ValueError(f"--filters must be between 1 and {len(ckpt.groups)} for {ckpt.name}, got {base.filters}")
-    evaluation, outcomes, rows = Evaluation(test_set.x, test_set.y), [], []
+    meta = {"kind": "sparsify", **ckpt.meta(), "dataset": dataset, "data_source": train_set.source,
+            "eval_images": len(test_set), "preset": args.preset}
+    if args.paths == 1:
+        from .path import Evaluation
+
+        o = sparsify_one(ckpt, base, out, {**meta, "candidate": 0}, train_set, Evaluation(test_set.x, test_set.y),
+                         f"path 1/1 ({base.strategy})")
+        print_candidates(out, [{"path": out.name, "strategy": base.strategy, "seed": base.path.seed, **o.summary()}],
+                         test_set, single=True)
+        return finished(o.status, "walk", out)
+    return sparsify_candidates(args, base, out, meta, test_set)
+
+
+def sparsify_candidates(args: argparse.Namespace, base, out: Path, meta: dict, test_set: data.Split) -> int:
+    """--paths K: the candidates in parallel on the backend (local Ray by default), the shortest reported."""
+    from .experiments import candidate_configs, run_candidates
+    from .lifecycle import Status
+    from .runs import write_json
+    from .source import Source
+
+    source = Source(str(args.checkpoint), args.dataset or meta["dataset"], args.data, args.eval_size, args.model,
+                    args.arch)
     configs = candidate_configs(base, args.paths)
-    for i, cfg in enumerate(configs):
-        name = out.name if len(configs) == 1 else f"path{i}-{cfg.strategy}-seed{cfg.path.seed}"
-        meta = {"kind": "sparsify", **ckpt.meta(), "dataset": dataset, "data_source": train_set.source,
-                "eval_images": len(test_set), "candidate": i, "preset": args.preset,
-                **({"group": out.name} if len(configs) > 1 else {})}
-        o = sparsify_one(ckpt, cfg, out if len(configs) == 1 else out / name, meta, train_set, evaluation,
-                         f"path {i + 1}/{len(configs)} ({cfg.strategy})")
-        outcomes.append(o)
-        rows.append({"path": name, "strategy": cfg.strategy, "seed": cfg.path.seed, **o.summary()})
-    best = shortest(outcomes)
-    table = pd.DataFrame(rows).assign(shortest=[i == best for i in range(len(rows))])
-    if len(configs) > 1:
-        write_json(out / "candidates.json", table.to_dict(orient="records"))
-    print(table.to_string(index=False))
-    folder = out if len(configs) == 1 else out / rows[best]["path"]
+    bar = progress(len(configs), f"{len(configs)} candidate paths", unit="path")
+    rows = run_candidates(source, configs, out, meta, args.backend, args.address, args.workers,
+                          on_done=lambda r: bar.update(1))
+    bar.close()
+    write_json(out / "candidates.json", rows)
+    print_candidates(out, rows, test_set)
+    failed = [r for r in rows if r.get("status") in ("error", Status.DIVERGED.value)]
+    for r in failed:
+        print(f"error: {r['path']}: {r.get('error') or r['status']}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def print_candidates(out: Path, rows: list[dict], test_set: data.Split, single: bool = False) -> None:
+    import pandas as pd
+
+    from .experiments import shortest
+
+    best = shortest(rows)
+    print(pd.DataFrame(rows).assign(shortest=[i == best for i in range(len(rows))]).to_string(index=False))
+    folder = out if single else out / rows[best]["path"]
     print(f"shortest: {rows[best]['path']} (length {rows[best].get('length', math.nan):.4f}, accuracy "
           f"{rows[best].get('accuracy', math.nan):.4f} on {len(test_set)} {test_set.source} test images); "
           f"its sparse net: {folder / 'final.safetensors'}")
-    return max(finished(o.status, "walk", out) for o in outcomes)
 
 
 # --- damage, recover -----------------------------------------------------------------------------------
@@ -463,6 +484,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_recover(sub)
     add_merge(sub)
     add_export(sub)
+    add_sweep(sub)
     return p
 
 
@@ -498,11 +520,23 @@ def add_sparsify(sub) -> None:
     s.add_argument("--preset", choices=sorted(PRESETS), default="recommended",
                    help="starting setting: recommended (benchmarked) or literal (the paper's algorithm); options "
                         "below change it (default recommended)")
-    s.add_argument("--paths", type=int, default=1, help="candidate paths; the shortest is reported (default 1)")
+    s.add_argument("--paths", type=int, default=1, help="candidate paths, run in parallel on the backend; the "
+                                                       "shortest is reported (default 1)")
+    backend_options(s)
     s.add_argument("--fraction", type=float, default=None,
                    help="zero this fraction of the net's prunable groups, in (0, 1] (instead of --filters)")
     add_options(s, sparsify_options(), PRESETS["recommended"], ("literal", PRESETS["literal"]))
     s.set_defaults(fn=cmd_sparsify)
+
+
+def backend_options(c: argparse.ArgumentParser) -> None:
+    c.add_argument("--backend", choices=("ray", "loop"), default="ray",
+                   help="ray: Ray tasks, on a local Ray (127.0.0.1) started for the command or the cluster at "
+                        "--address; loop: one after another in this process (default ray)")
+    c.add_argument("--address", default=None, help="HOST:PORT of a running Ray cluster (its nodes must see "
+                                                   "--checkpoint, the data and --out)")
+    c.add_argument("--workers", type=int, default=None,
+                   help="CPUs of the local Ray, one run each (default: this machine's cores)")
 
 
 def damage_options(c: argparse.ArgumentParser, required: bool) -> None:
@@ -594,6 +628,81 @@ def add_export(sub) -> None:
     x.add_argument("--force", action="store_true", help="replace an earlier export in --out")
     x.add_argument("--threads", type=int, default=None, help=f"torch CPU threads (default {threads.DEFAULT})")
     x.set_defaults(fn=cmd_export)
+
+
+# --- sweep ----------------------------------------------------------------------------------------------
+
+
+def numbers(kind: type, what: str):
+    """An argparse type: a comma-separated list of `kind` ("30,40,50")."""
+    def parse(text: str) -> tuple:
+        try:
+            return tuple(kind(x) for x in text.split(",") if x.strip())
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{what}: a comma-separated list of numbers, got {text!r}") from None
+
+    return parse
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from .sweep import SweepSpec, run_sweep
+
+    threads.configure(1)
+    spec = SweepSpec(sweep_source(args), filters=args.filters or (), fractions=args.fractions or (),
+                     methods=args.methods, seeds=args.seeds, data=args.images, seconds=args.seconds).validate()
+    bar = progress(0, "cells", unit="cell")
+
+    def on_cell(row: dict, done: int, total: int) -> None:
+        bar.total = total
+        bar.set_postfix(last=row["cell"], status=row.get("status"), acc=f"{row.get('accuracy', math.nan):.3f}",
+                        refresh=False)
+        bar.update(done - bar.n)
+
+    try:
+        table = run_sweep(spec, args.out, args.backend, args.address, args.workers, on_cell)
+    finally:
+        bar.close()
+    cols = ["method", "filters", "seed", "data", "accuracy", "seconds", "steps", "status"]
+    print(table[cols].to_string(index=False))
+    errors = table[table["status"] == "error"]
+    for _, r in errors.iterrows():
+        print(f"error: {r['cell']}: {r['error']}", file=sys.stderr)
+    print(f"results: {Path(args.out) / 'results.csv'} (and .parquet); run folders: {Path(args.out) / 'cells'}")
+    return 1 if len(errors) else 0
+
+
+def sweep_source(args: argparse.Namespace):
+    from .source import Source
+
+    return Source(str(args.checkpoint), args.dataset, args.data_source, args.eval_size, args.model, args.arch)
+
+
+def add_sweep(sub) -> None:
+    from .methods import METHODS
+
+    w = sub.add_parser("sweep", help="every method × sparsity × seed × data budget as Ray tasks; a results table",
+                       description="Run every cell (method × sparsity × seed × training images), each with the same "
+                                   "CPU budget on one thread, as Ray tasks; each cell is a run folder under "
+                                   "OUT/cells and a row of OUT/results.csv (and .parquet). Rerun the same command "
+                                   "to resume: finished cells are kept.")
+    w.add_argument("--checkpoint", required=True, help=".safetensors checkpoint with its .json card")
+    w.add_argument("--model", choices=sorted(models.ZOO), help="architecture, for a checkpoint without a .json card")
+    w.add_argument("--arch", help=ARCH_HELP)
+    w.add_argument("--dataset", choices=sorted(data.FOLDERS), help="data of the runs and evaluation (default: the card's)")
+    w.add_argument("--data-source", choices=DATA_SOURCES, default="auto",
+                   help="full sets, or the bundled subsets (auto: full when installed)")
+    w.add_argument("--filters", type=numbers(int, "--filters"), help="groups to zero, e.g. 30,40,50")
+    w.add_argument("--fractions", type=numbers(float, "--fractions"), help="fractions of the groups, e.g. 0.25,0.5")
+    w.add_argument("--methods", type=lambda t: tuple(x.strip() for x in t.split(",") if x.strip()),
+                   default=METHODS, help=f"comma-separated, among {','.join(METHODS)} (default all)")
+    w.add_argument("--seeds", type=numbers(int, "--seeds"), default=(0,), help="e.g. 0,1,2 (default 0)")
+    w.add_argument("--data", dest="images", type=numbers(int, "--data"), default=(0,),
+                   help="training images per cell, e.g. 1000,100 (0: the whole training split; default 0)")
+    w.add_argument("--seconds", type=float, default=60.0, help="CPU seconds per cell, one thread (default 60)")
+    w.add_argument("--eval-size", type=int, default=0, help="test images scoring each cell (0: all; default 0)")
+    w.add_argument("--out", required=True, help="sweep folder (created, or resumed when it holds the same sweep)")
+    backend_options(w)
+    w.set_defaults(fn=cmd_sweep)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -7,8 +7,10 @@
 from __future__ import annotations
 
 import math
+import os
 import time
 from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
 from typing import Callable, Iterator
 
 import torch
@@ -18,7 +20,9 @@ from .data import Split
 from .lifecycle import Phase, Record, Sink, Status, Stop, execute
 from .objectives import CHOICE, PROBE, PULL, RELAX, BatchSampler, restore, sparsify, with_pull
 from .params import Group, group_mask
-from .path import Evaluation, Path, PathConfig, require
+from .path import Evaluation, PathConfig, require
+from .path import Path as Walk
+from .source import Source
 from .targets import STRATEGIES, choose_groups
 
 
@@ -72,7 +76,7 @@ def recommended(filters: int = 50) -> SparsifyConfig:
     return replace(PRESETS["recommended"], filters=filters)
 
 
-def path_phase(path: Path) -> Phase:
+def path_phase(path: Walk) -> Phase:
     """A path as a phase of a run: its Step rows, its end, its snapshots and its current point."""
     return Phase(path.phase, (s.row() for s in path), lambda: path.status, lambda: path.snapshots, lambda: path.w)
 
@@ -83,12 +87,12 @@ def sparsify_phases(model: nn.Module, w0: torch.Tensor, groups: list[Group], cho
     target, seed = group_mask(chosen, w0.numel()), cfg.path.seed
     pull_sampler = BatchSampler.of(train, seed + PULL)
     field_ = with_pull(sparsify(target), model, w0, pull_sampler, cfg.pull, cfg.pull_batch, cfg.path.phi, only=~target)
-    walk = Path(model, w0, field_, cfg.path, BatchSampler.of(train, seed + PROBE), evaluation, groups, target=target)
+    walk = Walk(model, w0, field_, cfg.path, BatchSampler.of(train, seed + PROBE), evaluation, groups, target=target)
     yield path_phase(walk)
     if walk.status is Status.ARRIVED and cfg.relax_steps > 0:
         relax_cfg = replace(cfg.path, max_steps=cfg.relax_steps, eps=cfg.relax_eps, eps_final=cfg.relax_eps_final)
         field_ = restore(model, w0, pull_sampler, cfg.pull_batch, cfg.path.phi)
-        yield path_phase(Path(model, walk.w, field_, relax_cfg, BatchSampler.of(train, seed + RELAX), evaluation,
+        yield path_phase(Walk(model, walk.w, field_, relax_cfg, BatchSampler.of(train, seed + RELAX), evaluation,
                               groups, frozen=target, phase="relax", w_ref=w0, step0=walk.snapshots[-1][0],
                               length0=walk.length, watch=target))
 
@@ -151,8 +155,58 @@ def candidate_configs(base: SparsifyConfig, count: int) -> list[SparsifyConfig]:
     return out
 
 
-def shortest(outcomes: list[Outcome]) -> int:
-    """Index of the shortest path among those that arrived (all of them when none arrived)."""
-    arrived = [i for i, o in enumerate(outcomes) if o.status is Status.ARRIVED]
-    pool = arrived or list(range(len(outcomes)))
-    return min(pool, key=lambda i: outcomes[i].rows[-1]["length"] if outcomes[i].rows else math.inf)
+def shortest(summaries: list[dict]) -> int:
+    """Index of the shortest path (summary "length") among those whose "status" is arrived (all of them when none
+    arrived)."""
+    arrived = [i for i, r in enumerate(summaries) if r.get("status") == Status.ARRIVED]  # a str Enum: "arrived" too
+    pool = arrived or list(range(len(summaries)))
+    return min(pool, key=lambda i: _length(summaries[i]))
+
+
+def _length(summary: dict) -> float:
+    value = summary.get("length")
+    return value if isinstance(value, (int, float)) and not math.isnan(value) else math.inf
+
+
+def run_candidate(source: Source, cfg: SparsifyConfig, root: str, run_id: str, meta: dict) -> dict:
+    """One candidate path into the run folder root/run_id (a task for a backend: it opens its own inputs);
+    its summary."""
+    from . import threads
+    from .runs import RunWriter
+
+    threads.configure()
+    ckpt, dataset, train, test = source.open()
+    writer = RunWriter({"kind": "sparsify", **ckpt.meta(), "dataset": dataset, "data_source": train.source,
+                        "eval_images": len(test), **meta}, root=root, run_id=run_id)
+    out = run_sparsify(ckpt.model, ckpt.w, ckpt.groups, cfg, train, Evaluation(test.x, test.y), writer=writer)
+    return {k: (v.value if isinstance(v, Status) else v) for k, v in out.summary().items()}
+
+
+def candidate_name(i: int, cfg: SparsifyConfig) -> str:
+    return f"path{i}-{cfg.strategy}-seed{cfg.path.seed}"
+
+
+def run_candidates(source: Source, configs: list[SparsifyConfig], root: str | os.PathLike, meta: dict,
+                   backend: str = "ray", address: str | None = None, workers: int | None = None,
+                   stop: Stop | None = None, on_done: Callable[[dict], None] | None = None,
+                   prefix: str = "") -> list[dict]:
+    """Candidate paths in parallel on a backend (`geodesic.backend`: local Ray by default), each a run folder
+    root/<prefix><candidate name> of the group meta["group"] (default: root's name); one summary row per path
+    ("path": its folder name; status "error" with the message for a path that raised; None for one cancelled
+    by `stop`), in the order of `configs`."""
+    from .backend import open_backend
+
+    root = Path(root)
+    names = [prefix + candidate_name(i, cfg) for i, cfg in enumerate(configs)]
+    meta = {"group": root.name, **meta}
+    args = [(source, cfg, str(root), names[i], {**meta, "candidate": i, "strategy": cfg.strategy})
+            for i, cfg in enumerate(configs)]
+    rows: list[dict | None] = [None] * len(configs)
+    with open_backend(backend, address, workers) as pool:
+        for i, result in pool.map(run_candidate, args, stop=stop):
+            if isinstance(result, BaseException):
+                result = {"status": "error", "error": f"{type(result).__name__}: {result}"}
+            rows[i] = {"path": names[i], "strategy": configs[i].strategy, "seed": configs[i].path.seed, **result}
+            if on_done is not None:
+                on_done(rows[i])
+    return rows

@@ -13,7 +13,7 @@ def run_cli(*args, timeout=300):
     return subprocess.run([sys.executable, "-m", "geodesic", *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout)
 
 
-@pytest.mark.parametrize("command", ["fetch-data", "train", "sparsify", "damage", "recover", "merge", "export"])
+@pytest.mark.parametrize("command", ["fetch-data", "train", "sparsify", "damage", "recover", "merge", "export", "sweep"])
 def test_help_explains_every_option(command, capsys):
     parser = cli.build_parser()
     sub = next(a for a in parser._actions if a.dest == "command").choices[command]

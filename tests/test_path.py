@@ -252,11 +252,14 @@ def test_candidate_configs_and_shortest():
 
     def outcome(status, length):
         s = Step(1, "walk", length, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0)
-        return Outcome(torch.zeros(1), status, [s.row()], [], 0.0)
+        return Outcome(torch.zeros(1), status, [s.row()], [], 0.0).summary()
 
     # the shortest that arrived wins over a shorter one that did not
     assert shortest([outcome(Status.ARRIVED, 2.0), outcome(Status.MISSED, 1.0), outcome(Status.ARRIVED, 1.5)]) == 2
     assert shortest([outcome(Status.MISSED, 2.0), outcome(Status.STOPPED, 1.0)]) == 1
+    # rows read back from JSON (plain strings), an errored path without a length
+    rows = [{"status": "missed", "length": 0.5}, {"status": "arrived", "length": 3.0}, {"status": "error"}]
+    assert shortest(rows) == 1 and shortest([{"status": "error"}, {"status": "missed", "length": 1.0}]) == 1
 
 
 def test_finetune_keeps_the_mask_and_learns(mlp_setup):

@@ -1,0 +1,212 @@
+"""The methods a sweep compares, each a run of phases under one CPU budget, ending on the same masked net.
+
+    geodesic   the recommended sparsify run (walk + relaxation), cut when the budget is spent
+    magnitude  zero the smallest layer-normalized groups, nothing else
+    finetune   magnitude, then Adam on the labels with the zeroed groups held at 0
+    distill    magnitude, then Adam toward the dense net's outputs (no labels)
+    fip        the authors' published method (geodesic.fip): no labels
+
+Every method ends with the phase "mask": its target set to exactly 0 (a geodesic walk cut before it arrived, or
+fip, is projected onto {w_T = 0} there) and the net scored on the full evaluation set, outside the budget.
+The budget is CPU seconds of this process (time.process_time), which other load on the machine does not eat;
+give each run one torch thread so that CPU seconds are comparable.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, replace
+from typing import Callable, Iterator
+
+import torch
+from torch import nn
+
+from .baselines import finetune, magnitude_prune
+from .data import Split
+from .experiments import recommended, sparsify_phases
+from .fip import fip
+from .lifecycle import Phase, Status
+from .metric import functional_distance
+from .params import Group, group_mask
+from .path import Evaluation
+from .targets import choose_groups, smallest_groups
+
+METHODS = ("geodesic", "magnitude", "finetune", "distill", "fip")
+LABELS = {"geodesic": False, "magnitude": False, "finetune": True, "distill": False, "fip": False}  # uses labels?
+BATCH = 128  # images per fine-tuning / distillation step
+FIP_BATCH = 200
+
+
+class Budget:
+    """CPU seconds this process may spend from now on."""
+
+    def __init__(self, seconds: float):
+        if not seconds > 0:
+            raise ValueError(f"the budget must be > 0 seconds, got {seconds}")
+        self.seconds, self.start = float(seconds), time.process_time()
+
+    def spent(self) -> float:
+        return time.process_time() - self.start
+
+    def left(self) -> float:
+        return max(self.seconds - self.spent(), 0.0)
+
+    def exhausted(self) -> bool:
+        return self.spent() >= self.seconds
+
+
+@dataclass
+class Counter:
+    """What a method did: optimizer or path steps, and images through a backward pass (gradient evaluations;
+    a metric step counts probe × classes rows of J plus its pull batch)."""
+
+    steps: int = 0
+    grads: int = 0
+    seconds: float = 0.0  # CPU seconds spent before the final mask and evaluation
+
+
+def within(phase: Phase, budget: Budget, cut: Status) -> Phase:
+    """`phase` ending when the budget is spent: then its status is `cut` unless it ended by itself first."""
+    state = {"cut": False}
+
+    def rows():
+        for row in phase.rows:
+            yield row
+            if budget.exhausted():
+                state["cut"] = True
+                return
+
+    def end() -> Status:
+        ended = phase.end()
+        return cut if state["cut"] and ended is Status.RUNNING else ended
+
+    return Phase(phase.name, rows(), end, phase.snapshots, phase.weights)
+
+
+def mask_phase(model: nn.Module, w0: torch.Tensor, target: torch.Tensor, current: Callable[[], torch.Tensor],
+               evaluation: Evaluation, last_step: Callable[[], int]) -> Phase:
+    """The last phase of every method: w_T := 0, then accuracy, loss and D(w, w0) on the evaluation set."""
+    box: dict[str, torch.Tensor] = {}
+
+    def rows():
+        w = torch.where(target, torch.zeros_like(current()), current())
+        box["w"] = w
+        loss, acc = evaluation.scores(model, w)
+        yield {"step": last_step(), "phase": "mask", "accuracy": acc, "loss": loss,
+               "distance": functional_distance(model, w, w0, evaluation.x), "target_norm": 0.0}
+
+    return Phase("mask", rows(), lambda: Status.DONE, list, lambda: box.get("w"))
+
+
+def one_shot(name: str, work: Callable[[], torch.Tensor], done: Callable[[], int]) -> Phase:
+    """A phase that runs `work()` (a baseline's whole descent) and records one row."""
+    box: dict[str, torch.Tensor] = {}
+
+    def rows():
+        box["w"] = work()
+        yield {"step": done(), "phase": name}
+
+    return Phase(name, rows(), lambda: Status.DONE, list, lambda: box.get("w"))
+
+
+@dataclass
+class Task:
+    """What every method is given: the dense net, its groups, how many to zero, unlabeled or labeled training
+    images, the evaluation set, a seed and a CPU budget."""
+
+    model: nn.Module
+    w0: torch.Tensor
+    groups: list[Group]
+    count: int
+    train: Split
+    evaluation: Evaluation
+    seed: int
+    seconds: float
+
+
+def geodesic_phases(t: Task, budget: Budget, counter: Counter) -> tuple[list[Group], Iterator[Phase]]:
+    """recommended(count) with the task's seed; evaluation every 50 steps on 1,000 images, first and last
+    snapshot only (a sweep keeps many runs)."""
+    cfg = recommended(t.count)
+    cfg = replace(cfg, path=replace(cfg.path, seed=t.seed, eval_every=50, snapshot_every=10**6, max_steps=10**4))
+    probe = t.train.batch(cfg.path.probe, torch.Generator().manual_seed(t.seed + 3))[0]
+    chosen = choose_groups(cfg.strategy, t.model, t.w0, t.groups, t.count, probe, cfg.path.phi, t.seed)
+    quick = Evaluation(t.evaluation.x[:1000], t.evaluation.y[:1000])
+    per_step = cfg.path.probe * _classes(t) + cfg.pull_batch
+
+    def counted(phase: Phase) -> Phase:
+        def rows():
+            for row in phase.rows:
+                if row is not None and row.get("phase") in ("walk", "relax"):
+                    counter.steps, counter.grads = counter.steps + 1, counter.grads + per_step
+                yield row
+
+        return Phase(phase.name, rows(), phase.end, phase.snapshots, phase.weights)
+
+    def phases() -> Iterator[Phase]:
+        for phase in sparsify_phases(t.model, t.w0, t.groups, chosen, cfg, t.train, quick):
+            yield within(counted(phase), budget, Status.MISSED if phase.name == "walk" else Status.DONE)
+
+    return chosen, phases()
+
+
+def _classes(t: Task) -> int:
+    with torch.no_grad():
+        return int(t.model(t.evaluation.x[:1]).shape[-1])
+
+
+def baseline_phases(method: str, t: Task, budget: Budget, counter: Counter) -> tuple[list[Group], Iterator[Phase]]:
+    """magnitude pruning, then (finetune, distill) Adam for the rest of the budget; or fip from the dense net."""
+    chosen = smallest_groups(t.w0, t.groups, t.count)
+    mask = group_mask(chosen, t.w0.numel())
+    pruned, _ = magnitude_prune(t.w0, t.groups, t.count)
+    if method == "magnitude":
+        return chosen, iter([])
+
+    def descent() -> torch.Tensor:
+        teacher = t.w0 if method == "distill" else None
+        w, counter.steps = finetune(t.model, pruned, mask, t.train, cpu_seconds=max(budget.left(), 1e-3), seed=t.seed,
+                                    batch=BATCH, w_teacher=teacher)
+        counter.grads = counter.steps * BATCH
+        return w
+
+    def walk() -> torch.Tensor:
+        w, counter.steps = fip(t.model, t.w0, mask, t.train, cpu_seconds=max(budget.left(), 1e-3), seed=t.seed,
+                               batch=FIP_BATCH)
+        counter.grads = counter.steps * FIP_BATCH
+        return w
+
+    return chosen, iter([one_shot(method, walk if method == "fip" else descent, lambda: counter.steps)])
+
+
+def method_phases(method: str, t: Task, budget: Budget, counter: Counter) -> tuple[list[Group], Iterator[Phase]]:
+    """(the groups the method zeroes, its phases ending with "mask")."""
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
+    chosen, phases = (geodesic_phases if method == "geodesic" else
+                      lambda *a: baseline_phases(method, *a))(t, budget, counter)
+    target = group_mask(chosen, t.w0.numel())
+    box = {"w": t.w0}
+
+    def tracked() -> Iterator[Phase]:
+        for phase in phases:
+            yield Phase(phase.name, phase.rows, phase.end, phase.snapshots, _remember(phase, box))
+        counter.seconds = budget.spent()
+        yield mask_phase(t.model, t.w0, target, lambda: box["w"], t.evaluation, lambda: counter.steps)
+
+    start_w = t.w0 if method in ("geodesic", "fip") else torch.where(target, torch.zeros_like(t.w0), t.w0)
+    box["w"] = start_w
+    return chosen, tracked()
+
+
+def _remember(phase: Phase, box: dict) -> Callable[[], torch.Tensor | None]:
+    def weights() -> torch.Tensor | None:
+        w = phase.weights()
+        if w is not None:
+            box["w"] = w
+        return w
+
+    return weights
+
+
+__all__ = ["METHODS", "LABELS", "Budget", "Counter", "Task", "method_phases", "within"]

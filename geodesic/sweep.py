@@ -1,0 +1,252 @@
+"""A sweep: every cell method × sparsity × seed × data budget, each a run folder, on a backend (Ray by default).
+
+    spec = SweepSpec(Source("assets/checkpoints/lenet60-fashion-mnist.safetensors"), filters=(30, 50),
+                     methods=("geodesic", "finetune"), seeds=(0, 1), seconds=60)
+    table = run_sweep(spec, "sweeps/x")          # DIR/cells/<cell>/ run folders, DIR/results.csv and .parquet
+
+Each cell gets the same budget of CPU seconds on one thread (geodesic.methods). Rerunning the same sweep into
+the same folder resumes it: cells whose run folder ended are kept, the others (interrupted, failed) run again.
+A cell that raises records its error in its folder and row; the others go on.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import platform
+import shutil
+import time
+import traceback
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable
+
+from .backend import node
+from .lifecycle import Status, Stop
+from .source import Source
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+CELLS = "cells"
+SPEC = "sweep.json"
+COLUMNS = ["method", "filters", "fraction", "seed", "data", "accuracy", "loss", "distance", "seconds", "steps",
+           "grads", "length", "status", "error", "cell", "node", "host", "wall"]
+FINISHED = (Status.ARRIVED, Status.MISSED, Status.DONE, Status.DIVERGED)  # kept on resume
+
+
+@dataclass(frozen=True)
+class SweepSpec:
+    """What a sweep runs. Sparsity as `filters` (groups to zero) and/or `fractions` of the model's groups;
+    `data`: training images per cell (0: the whole training split), the same images for every method
+    (labels used by finetune only); `seconds`: each cell's CPU budget; the source's test images score each cell."""
+
+    source: Source
+    filters: tuple[int, ...] = ()
+    fractions: tuple[float, ...] = ()
+    methods: tuple[str, ...] = ("geodesic", "magnitude", "finetune", "distill", "fip")
+    seeds: tuple[int, ...] = (0,)
+    data: tuple[int, ...] = (0,)
+    seconds: float = 60.0
+
+    def validate(self) -> "SweepSpec":
+        from .methods import METHODS
+        from .path import require
+
+        require([
+            (bool(self.filters or self.fractions), "give the sparsity: filters and/or fractions"),
+            (all(f >= 1 for f in self.filters), f"filters must be >= 1, got {list(self.filters)}"),
+            (all(0 < f <= 1 for f in self.fractions), f"fractions must be in (0, 1], got {list(self.fractions)}"),
+            (bool(self.methods) and all(m in METHODS for m in self.methods),
+             f"methods must be among {', '.join(METHODS)}, got {list(self.methods)}"),
+            (bool(self.seeds) and all(s >= 0 for s in self.seeds), f"seeds must be >= 0, got {list(self.seeds)}"),
+            (bool(self.data) and all(d >= 0 for d in self.data), f"data must be >= 0 images, got {list(self.data)}"),
+            (0 < self.seconds <= 86_400, f"seconds must be in (0, 86400], got {self.seconds}"),
+            (not self.source.eval_size or self.source.eval_size > 0, "eval_size must be >= 0 (0: all)"),
+            (len(set(self.methods)) == len(self.methods), "a method is listed twice"),
+        ])
+        return self
+
+    def as_dict(self) -> dict:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "SweepSpec":
+        names = {f.name for f in fields(cls)}
+        kw = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items() if k in names}
+        return cls(**{**kw, "source": Source(**d["source"])})
+
+
+@dataclass(frozen=True)
+class Cell:
+    method: str
+    filters: int
+    seed: int
+    data: int
+    fraction: float | None = None
+
+    @property
+    def id(self) -> str:
+        return f"{self.method}-f{self.filters}-d{self.data or 'all'}-s{self.seed}"
+
+
+def cells(spec: SweepSpec, n_groups: int) -> list[Cell]:
+    """Every cell, sparsity-major; ValueError when a sparsity is not possible for a model with n_groups."""
+    levels = [(f, None) for f in spec.filters] + [(max(1, round(q * n_groups)), q) for q in spec.fractions]
+    for f, _ in levels:
+        if f > n_groups:
+            raise ValueError(f"cannot zero {f} groups: the model has {n_groups}")
+    return [Cell(m, f, s, d, q) for f, q in levels for d in spec.data for m in spec.methods for s in spec.seeds]
+
+
+# --- one cell (runs on a worker) ------------------------------------------------------------------------
+
+
+def training_images(train, count: int):
+    """The first `count` images of a fixed permutation of the training split (all of it for 0): every method,
+    seed and sparsity of a sweep sees the same images."""
+    import torch
+
+    from .data import Split
+
+    if not count or count >= len(train):
+        return train
+    keep = torch.randperm(len(train), generator=torch.Generator().manual_seed(0))[:count]
+    return Split(train.x[keep], train.y[keep], train.name, train.split, train.source)
+
+
+def run_cell(spec: SweepSpec, cell: Cell, root: str) -> dict:
+    """Run one cell into root/<cell id>/ and return its results row (status "error" with the message when it
+    raised). One torch thread; the budget starts once the inputs are loaded."""
+    from . import threads
+    from .runs import RunWriter
+
+    t0 = time.perf_counter()
+    threads.configure(1)
+    writer = RunWriter({"kind": "sweep-cell", "cell": asdict(cell), "sweep": spec.as_dict()}, root=root,
+                       run_id=cell.id)
+    base = {**asdict(cell), "cell": cell.id, "node": node(), "host": platform.node()}
+    try:
+        return {**base, **_run(spec, cell, writer), "wall": time.perf_counter() - t0}
+    except Exception as e:  # noqa: BLE001 — recorded in the row and the folder; the sweep goes on
+        error = f"{type(e).__name__}: {e}"
+        writer.update(status=Status.INTERRUPTED, error=error, trace=traceback.format_exc()[-4000:],
+                      summary={**base, "status": "error", "error": error})
+        return {**base, "status": "error", "error": error, "wall": time.perf_counter() - t0}
+
+
+def _run(spec: SweepSpec, cell: Cell, writer) -> dict:
+    from .lifecycle import execute
+    from .methods import Budget, Counter, Task, method_phases
+    from .path import Evaluation
+
+    ckpt, dataset, train, test = spec.source.open()
+    task = Task(ckpt.model, ckpt.w, ckpt.groups, cell.filters, training_images(train, cell.data),
+                Evaluation(test.x, test.y), cell.seed, spec.seconds)
+    writer.update(**ckpt.meta(), dataset=dataset, data_source=train.source, eval_images=len(test))
+    budget, counter = Budget(spec.seconds), Counter()
+    chosen, phases = method_phases(cell.method, task, budget, counter)
+    writer.begin(ckpt.model, ckpt.w, target_groups=[g.name for g in chosen])
+
+    def summary(rec) -> dict:
+        last = rec.rows[-1] if rec.rows else {}
+        lengths = [r["length"] for r in rec.rows if isinstance(r.get("length"), float)]
+        return {**asdict(cell), "cell": cell.id, "status": rec.status, "accuracy": last.get("accuracy", math.nan),
+                "loss": last.get("loss", math.nan), "distance": last.get("distance", math.nan),
+                "seconds": counter.seconds, "steps": counter.steps, "grads": counter.grads,
+                "length": lengths[-1] if lengths else math.nan, "error": None}
+
+    rec = execute(phases, writer, None, None, summary)
+    return summary(rec) | {"status": rec.status.value}
+
+
+# --- the driver -----------------------------------------------------------------------------------------
+
+
+def finished_rows(root: Path) -> dict[str, dict]:
+    """Cell id → row of every cell folder under root that ended (kept on resume)."""
+    from .runs import load_run
+
+    out = {}
+    for meta in sorted(root.glob("*/meta.json")):
+        try:
+            run = load_run(meta.parent)
+        except (ValueError, OSError):
+            continue
+        row = run.meta.get("summary") or {}
+        if run.status in FINISHED and row.get("cell") == meta.parent.name:
+            out[row["cell"]] = {**row, "status": run.status.value, "node": run.meta.get("node", row.get("node")),
+                                "host": run.meta.get("host")}
+    return out
+
+
+def write_results(out: Path, rows: list[dict]) -> "pd.DataFrame":
+    """DIR/results.csv and DIR/results.parquet, one row per cell in COLUMNS order (written atomically)."""
+    import pandas as pd
+
+    from .runs import _atomic_write_bytes, plain
+
+    df = pd.DataFrame([plain(r) for r in rows]).reindex(columns=COLUMNS)
+    df = df.sort_values(["method", "filters", "data", "seed"], kind="stable").reset_index(drop=True)
+    for col in ("accuracy", "loss", "distance", "seconds", "length", "wall", "fraction"):
+        df[col] = pd.to_numeric(df[col], errors="coerce")
+    _atomic_write_bytes(out / "results.csv", lambda t: df.to_csv(t, index=False))
+    _atomic_write_bytes(out / "results.parquet", lambda t: df.to_parquet(t, index=False))
+    return df
+
+
+def prepare(spec: SweepSpec, out: str | Path) -> tuple[Path, list[Cell], dict[str, dict]]:
+    """Check the spec and the folder (the same spec when resuming), list the cells, clear the cells that did
+    not end; returns (out, all cells, rows kept)."""
+    from .runs import check_writable, load_run, write_json
+
+    spec.validate()
+    out = Path(out)
+    ckpt = spec.source.open()[0]
+    todo = cells(spec, len(ckpt.groups))
+    saved = out / SPEC
+    if saved.is_file():
+        old = json.loads(saved.read_text(encoding="utf-8"))
+        if old != spec.as_dict():
+            raise ValueError(f"{out} holds another sweep ({saved}); give a new --out, or the same options to resume")
+    else:
+        out.mkdir(parents=True, exist_ok=True)
+        check_writable(out, "sweep folder")
+        write_json(saved, spec.as_dict())
+    root = out / CELLS
+    root.mkdir(exist_ok=True)
+    kept = finished_rows(root)
+    for c in todo:
+        folder = root / c.id
+        if c.id not in kept and folder.exists():
+            try:
+                if load_run(folder).live:
+                    raise ValueError(f"{folder} is being written by a running process; stop that sweep first")
+            except (FileNotFoundError, ValueError) as e:
+                if "running process" in str(e):
+                    raise
+            shutil.rmtree(folder)
+    return out, todo, kept
+
+
+def run_sweep(spec: SweepSpec, out: str | Path, backend: str = "ray", address: str | None = None,
+              workers: int | None = None, on_cell: Callable[[dict, int, int], None] | None = None,
+              stop: Stop | None = None) -> "pd.DataFrame":
+    """Run every cell not yet finished and return the results table (also in DIR/results.csv/.parquet, rewritten
+    as each cell ends). on_cell(row, done, total) after each cell; `stop` (or Ctrl-C) cancels the rest, keeping
+    every finished cell."""
+    from .backend import open_backend
+
+    out, todo, kept = prepare(spec, out)
+    rows = dict(kept)
+    write_results(out, list(rows.values()))
+    pending = [c for c in todo if c.id not in kept]
+    with open_backend(backend, address, workers) as pool:
+        for i, row in pool.map(run_cell, [(spec, c, str(out / CELLS)) for c in pending], stop=stop):
+            if isinstance(row, BaseException):
+                row = {**asdict(pending[i]), "cell": pending[i].id, "status": "error", "error": repr(row)}
+            rows[row["cell"]] = row
+            write_results(out, list(rows.values()))
+            if on_cell is not None:
+                on_cell(row, len(rows), len(todo))
+    return write_results(out, list(rows.values()))
