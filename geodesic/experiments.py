@@ -82,15 +82,19 @@ def path_phase(path: Walk) -> Phase:
 
 
 def sparsify_phases(model: nn.Module, w0: torch.Tensor, groups: list[Group], chosen: list[Group],
-                    cfg: SparsifyConfig, train: Split, evaluation: Evaluation) -> Iterator[Phase]:
-    """The phases of a sparsify run, created lazily: the walk to {w_T = 0}, then (if it arrived) the relaxation."""
+                    cfg: SparsifyConfig, train: Split, evaluation: Evaluation,
+                    fit: Callable[[Walk], int] | None = None) -> Iterator[Phase]:
+    """The phases of a sparsify run, created lazily: the walk to {w_T = 0}, then (if it arrived) the relaxation,
+    of cfg.relax_steps steps, or at most `fit(walk)` (what a budget leaves after the walk): its ε schedule then
+    ends within the budget."""
     target, seed = group_mask(chosen, w0.numel()), cfg.path.seed
     pull_sampler = BatchSampler.of(train, seed + PULL)
     field_ = with_pull(sparsify(target), model, w0, pull_sampler, cfg.pull, cfg.pull_batch, cfg.path.phi, only=~target)
     walk = Walk(model, w0, field_, cfg.path, BatchSampler.of(train, seed + PROBE), evaluation, groups, target=target)
     yield path_phase(walk)
-    if walk.status is Status.ARRIVED and cfg.relax_steps > 0:
-        relax_cfg = replace(cfg.path, max_steps=cfg.relax_steps, eps=cfg.relax_eps, eps_final=cfg.relax_eps_final)
+    steps = cfg.relax_steps if fit is None else min(cfg.relax_steps, fit(walk))
+    if walk.status is Status.ARRIVED and steps > 0:
+        relax_cfg = replace(cfg.path, max_steps=steps, eps=cfg.relax_eps, eps_final=cfg.relax_eps_final)
         field_ = restore(model, w0, pull_sampler, cfg.pull_batch, cfg.path.phi)
         yield path_phase(Walk(model, walk.w, field_, relax_cfg, BatchSampler.of(train, seed + RELAX), evaluation,
                               groups, frozen=target, phase="relax", w_ref=w0, step0=walk.snapshots[-1][0],
@@ -196,7 +200,7 @@ def run_candidates(source: Source, configs: list[SparsifyConfig], root: str | os
     by `stop`), in the order of `configs`."""
     from .backend import open_backend
 
-    root = Path(root)
+    root, source = Path(root).resolve(), source.absolute()
     names = [prefix + candidate_name(i, cfg) for i, cfg in enumerate(configs)]
     meta = {"group": root.name, **meta}
     args = [(source, cfg, str(root), names[i], {**meta, "candidate": i, "strategy": cfg.strategy})

@@ -125,8 +125,9 @@ class Task:
 
 
 def geodesic_phases(t: Task, budget: Budget, counter: Counter) -> tuple[list[Group], Iterator[Phase]]:
-    """recommended(count) with the task's seed; evaluation every 50 steps on 1,000 images, first and last
-    snapshot only (a sweep keeps many runs)."""
+    """recommended(count) with the task's seed; its relaxation as long as the budget affords after the walk (at
+    most the recommended 600 steps), so that its ε schedule completes; evaluation every 50 steps on 1,000
+    images, first and last snapshot only (a sweep keeps many runs)."""
     cfg = recommended(t.count)
     cfg = replace(cfg, path=replace(cfg.path, seed=t.seed, eval_every=50, snapshot_every=10**6, max_steps=10**4))
     probe = t.train.batch(cfg.path.probe, torch.Generator().manual_seed(t.seed + 3))[0]
@@ -143,8 +144,11 @@ def geodesic_phases(t: Task, budget: Budget, counter: Counter) -> tuple[list[Gro
 
         return Phase(phase.name, rows(), phase.end, phase.snapshots, phase.weights)
 
+    def fit(walk) -> int:  # relaxation steps the budget affords at the walk's measured cost per step
+        return int(0.9 * budget.left() / max(budget.spent() / max(counter.steps, 1), 1e-6))
+
     def phases() -> Iterator[Phase]:
-        for phase in sparsify_phases(t.model, t.w0, t.groups, chosen, cfg, t.train, quick):
+        for phase in sparsify_phases(t.model, t.w0, t.groups, chosen, cfg, t.train, quick, fit):
             yield within(counted(phase), budget, Status.MISSED if phase.name == "walk" else Status.DONE)
 
     return chosen, phases()

@@ -5,7 +5,7 @@ test images score a run (0 or None: all). Importing this module imports neither 
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 
 @dataclass(frozen=True)
@@ -27,3 +27,11 @@ class Source:
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+    def absolute(self) -> "Source":
+        """The same source with absolute file paths: a worker process (a Ray task) may run in another folder."""
+        from os.path import abspath
+
+        from .arch import normalize
+
+        return replace(self, checkpoint=abspath(self.checkpoint), arch=normalize(self.arch) if self.arch else None)

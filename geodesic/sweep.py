@@ -17,7 +17,7 @@ import platform
 import shutil
 import time
 import traceback
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
@@ -201,7 +201,7 @@ def prepare(spec: SweepSpec, out: str | Path) -> tuple[Path, list[Cell], dict[st
     from .runs import check_writable, load_run, write_json
 
     spec.validate()
-    out = Path(out)
+    out = Path(out).resolve()
     ckpt = spec.source.open()[0]
     todo = cells(spec, len(ckpt.groups))
     saved = out / SPEC
@@ -237,6 +237,7 @@ def run_sweep(spec: SweepSpec, out: str | Path, backend: str = "ray", address: s
     every finished cell."""
     from .backend import open_backend
 
+    spec = replace(spec, source=spec.source.absolute())
     out, todo, kept = prepare(spec, out)
     rows = dict(kept)
     write_results(out, list(rows.values()))

@@ -1,0 +1,195 @@
+"""Sweeps: the sparsity–accuracy front per method, data budgets, the paper's recipe, Ray's overhead.
+
+    python bench/bench_sweep.py front [--dataset fashion-mnist] [--seconds 120]   # 2 loopback nodes, `geodesic sweep --address`
+    python bench/bench_sweep.py data  [--seconds 60]     # 1,000 and 100 training images at 50 of 60 filters
+    python bench/bench_sweep.py overhead                 # the same cells in a plain loop and on a local Ray
+    python bench/bench_sweep.py report                   # the tables again from the sweep folders
+
+Every cell is `geodesic sweep`'s: the same CPU budget on one thread per task, full test sets. The front runs the
+command unchanged against a two-node Ray cluster simulated on this machine (bench/ray_cluster.py: `ray start`
+on 127.0.0.1 only) and records which node ran each cell. Sweep folders go to bench/out/sweeps/ (not kept in
+git); their results tables and the summaries go to bench/results/sweep-*.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pandas as pd
+
+from common import RESULTS, ROOT, save
+
+OUT = ROOT / "bench" / "out" / "sweeps"
+CKPT = ROOT / "assets" / "checkpoints"
+LEVELS = "30,40,50,55,58"
+METHODS = "geodesic,magnitude,finetune,distill,fip"
+
+
+def load() -> str:
+    return ", ".join(f"{x:.1f}" for x in os.getloadavg())
+
+
+def sweep(args: list[str], env: dict | None = None) -> float:
+    """`python -m geodesic sweep ARGS`; its wall seconds (the command's own progress bar shows on stderr)."""
+    t0 = time.perf_counter()
+    r = subprocess.run([sys.executable, "-m", "geodesic", "sweep", *args], cwd=ROOT, env=env)
+    if r.returncode not in (0, 1):
+        raise SystemExit(f"sweep failed with exit code {r.returncode}")
+    return time.perf_counter() - t0
+
+
+def mean_sd(table: pd.DataFrame, by: list[str]) -> pd.DataFrame:
+    """accuracy mean ± sd (over seeds), CPU seconds and steps per group."""
+    ok = table[table["status"] != "error"]
+    g = ok.groupby(by)
+    out = g["accuracy"].agg(["mean", "std", "count"]).reset_index()
+    out["accuracy"] = [f"{m:.4f} ± {s:.4f}" if c > 1 else f"{m:.4f}" for m, s, c in
+                       zip(out["mean"], out["std"].fillna(0), out["count"])]
+    out["CPU s"] = g["seconds"].mean().values.round(1)
+    out["steps"] = g["steps"].mean().values.round(0)
+    return out.rename(columns={"count": "seeds"}).drop(columns=["mean", "std"])
+
+
+def front_table(table: pd.DataFrame) -> pd.DataFrame:
+    """One row per sparsity, one column per method: accuracy mean ± sd over seeds; the best mean marked."""
+    ok = table[table["status"] != "error"]
+    stats = ok.groupby(["filters", "method"])["accuracy"].agg(["mean", "std"]).reset_index()
+    rows = []
+    for f, part in stats.groupby("filters"):
+        best = part.loc[part["mean"].idxmax(), "method"]
+        row = {"filters zeroed": int(f)}
+        for _, r in part.iterrows():
+            mark = " **best**" if r["method"] == best else ""
+            row[r["method"]] = f"{r['mean']:.4f} ± {0 if math.isnan(r['std']) else r['std']:.4f}{mark}"
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def recipe(table: pd.DataFrame) -> pd.DataFrame:
+    """Over the geodesic cells of each sparsity (one path per seed): does the shortest path end most accurate?
+    Pearson correlation of path length (and of the final functional distance D) with accuracy, per sparsity."""
+    geo = table[(table["method"] == "geodesic") & table["length"].notna()]
+    rows = []
+    for f, part in geo.groupby("filters"):
+        if len(part) < 3:
+            continue
+        shortest = part.loc[part["length"].idxmin()]
+        rows.append({"filters": int(f), "paths": len(part),
+                     "shortest is most accurate": bool(shortest["accuracy"] == part["accuracy"].max()),
+                     "accuracy of shortest": shortest["accuracy"], "best accuracy": part["accuracy"].max(),
+                     "r(length, accuracy)": np.corrcoef(part["length"], part["accuracy"])[0, 1],
+                     "r(D, accuracy)": np.corrcoef(part["distance"], part["accuracy"])[0, 1]})
+    return pd.DataFrame(rows)
+
+
+def run_front(a: argparse.Namespace) -> None:
+    from ray_cluster import start_cluster, stop_cluster
+
+    out = OUT / f"front-{a.dataset}"
+    load0 = load()
+    address, pgids = start_cluster(nodes=2, cpus_per_node=1, port=a.port)
+    try:
+        wall = sweep(["--checkpoint", str(CKPT / f"lenet60-{a.dataset}.safetensors"), "--filters", LEVELS,
+                      "--methods", METHODS, "--seeds", "0,1,2", "--seconds", str(a.seconds), "--out", str(out),
+                      "--address", address], env=dict(os.environ))
+    finally:
+        stop_cluster(pgids)
+    (RESULTS / f"sweep-front-{a.dataset}.meta").write_text(
+        f"wall_s={wall:.0f}\nload_start={load0}\nload_end={load()}\nseconds={a.seconds}\n")
+    report_front(a.dataset)
+
+
+def report_front(dataset: str) -> None:
+    out = OUT / f"front-{dataset}"
+    table = pd.read_csv(out / "results.csv")
+    table.to_csv(RESULTS / f"sweep-front-{dataset}-cells.csv", index=False)
+    meta = dict(line.split("=", 1) for line in (RESULTS / f"sweep-front-{dataset}.meta").read_text().split("\n")
+                if "=" in line)
+    nodes = table.groupby("node")["cell"].count()
+    node_note = ", ".join(f"node {n[:8]}…: {c} cells" for n, c in nodes.items())
+    note = (f"lenet60 on {dataset}, full training split (geodesic, distill and fip use no labels), full test set; "
+            f"{len(table)} cells (5 sparsities × 5 methods × 3 seeds), each {meta['seconds']} CPU seconds on one "
+            f"thread (geodesic: the recommended setting, its relaxation fitted to what the budget leaves after the "
+            f"walk). `geodesic sweep --address` on two Ray nodes started on this 2-core machine with `ray start` "
+            f"(127.0.0.1 only, one CPU each): {node_note}. Wall time of the whole sweep {float(meta['wall_s']) / 60:.1f}"
+            f" min (target ≤ 90). Load average {meta['load_start']} at the start, {meta['load_end']} at the end.")
+    md = save(f"sweep-front-{dataset}", front_table(table), note)
+    print(md)
+    rec = recipe(table)
+    if len(rec):
+        print(save(f"sweep-recipe-{dataset}", rec,
+                   "Geodesic cells of the front, one path per seed at each sparsity (3 paths): the paper's recipe "
+                   "keeps the shortest. r: Pearson correlation over the 3 paths (negative: shorter is more "
+                   "accurate)."))
+
+
+def run_data(a: argparse.Namespace) -> None:
+    out = OUT / f"data-{a.dataset}"
+    load0 = load()
+    wall = sweep(["--checkpoint", str(CKPT / f"lenet60-{a.dataset}.safetensors"), "--filters", "50",
+                  "--methods", "geodesic,finetune,distill,fip", "--seeds", "0,1,2", "--data", "1000,100",
+                  "--seconds", str(a.seconds), "--out", str(out), "--workers", "2"])
+    table = pd.read_csv(out / "results.csv")
+    table.to_csv(RESULTS / f"sweep-data-{a.dataset}-cells.csv", index=False)
+    print(save(f"sweep-data-{a.dataset}", mean_sd(table, ["data", "method"]),
+               f"lenet60 on {a.dataset}, 50 of 60 filters zeroed, with only 1,000 or 100 training images (the same "
+               f"images for every method; labels used by finetune only), {a.seconds} CPU seconds per cell on one "
+               f"thread, 3 seeds, full test set. Local Ray, 2 workers; {wall / 60:.1f} min. Load average {load0} at "
+               f"the start, {load()} at the end."))
+
+
+def run_overhead(a: argparse.Namespace) -> None:
+    """The same cells (fip and distill at 50 filters, 2 seeds, 20 s each) in a plain loop in one process and as
+    Ray tasks on a local Ray with one worker (both sequential, so wall times compare); Ray's start included."""
+    base = ["--checkpoint", str(CKPT / f"lenet60-{a.dataset}.safetensors"), "--filters", "50",
+            "--methods", "fip,distill", "--seeds", "0,1", "--seconds", "20", "--data", "1000"]
+    rows = []
+    for backend in ("loop", "ray"):
+        out = OUT / f"overhead-{backend}"
+        if out.exists():
+            import shutil
+
+            shutil.rmtree(out)
+        extra = ["--backend", "loop"] if backend == "loop" else ["--workers", "1"]
+        wall = sweep([*base, *extra, "--out", str(out)])
+        cells = pd.read_csv(out / "results.csv")
+        rows.append({"backend": backend, "cells": len(cells), "wall s": wall, "cell wall s (sum)": cells["wall"].sum(),
+                     "cell CPU budget s (sum)": cells["seconds"].sum()})
+    df = pd.DataFrame(rows)
+    loop, ray = df.iloc[0], df.iloc[1]
+    overhead = (ray["wall s"] - loop["wall s"]) / loop["cell wall s (sum)"]
+    print(save("sweep-overhead", df,
+               f"Ray's overhead against a plain loop, the same {int(loop['cells'])} cells one after another: "
+               f"(Ray wall − loop wall) / the loop's cell time = {overhead:+.1%} (target ≤ 5%), including Ray's "
+               f"start and stop and each worker's imports. lenet60 {a.dataset}, 20 CPU s per cell. Load average "
+               f"{load()} at the end."))
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("part", choices=("front", "data", "overhead", "report"))
+    p.add_argument("--dataset", default="fashion-mnist", choices=("fashion-mnist", "mnist"))
+    p.add_argument("--seconds", type=float, default=None, help="CPU seconds per cell (front 120, data 60)")
+    p.add_argument("--port", type=int, default=6390)
+    a = p.parse_args()
+    OUT.mkdir(parents=True, exist_ok=True)
+    if a.part == "front":
+        a.seconds = a.seconds or 120.0
+        run_front(a)
+    elif a.part == "data":
+        a.seconds = a.seconds or 60.0
+        run_data(a)
+    elif a.part == "overhead":
+        run_overhead(a)
+    else:
+        report_front(a.dataset)
+
+
+if __name__ == "__main__":
+    main()
