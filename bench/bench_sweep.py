@@ -14,16 +14,16 @@ git); their results tables and the summaries go to bench/results/sweep-*.
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import subprocess
 import sys
 import time
 
-import numpy as np
 import pandas as pd
 
 from common import RESULTS, ROOT, save
+
+from geodesic import fronts
 
 OUT = ROOT / "bench" / "out" / "sweeps"
 CKPT = ROOT / "assets" / "checkpoints"
@@ -44,47 +44,24 @@ def sweep(args: list[str], env: dict | None = None) -> float:
     return time.perf_counter() - t0
 
 
-def mean_sd(table: pd.DataFrame, by: list[str]) -> pd.DataFrame:
-    """accuracy mean ± sd (over seeds), CPU seconds and steps per group."""
-    ok = table[table["status"] != "error"]
-    g = ok.groupby(by)
-    out = g["accuracy"].agg(["mean", "std", "count"]).reset_index()
-    out["accuracy"] = [f"{m:.4f} ± {s:.4f}" if c > 1 else f"{m:.4f}" for m, s, c in
-                       zip(out["mean"], out["std"].fillna(0), out["count"])]
-    out["CPU s"] = g["seconds"].mean().values.round(1)
-    out["steps"] = g["steps"].mean().values.round(0)
-    return out.rename(columns={"count": "seeds"}).drop(columns=["mean", "std"])
+def mean_sd(table: pd.DataFrame, by: tuple[str, ...]) -> pd.DataFrame:
+    """geodesic.fronts.front as printed: accuracy "mean ± sd", seeds, CPU seconds, steps."""
+    f = fronts.front(table, by)
+    f["accuracy"] = [f"{m:.4f} ± {s:.4f}" for m, s in zip(f["mean"], f["sd"])]
+    return f.drop(columns=["mean", "sd"]).round({"seconds": 1, "steps": 0})
 
 
 def front_table(table: pd.DataFrame) -> pd.DataFrame:
-    """One row per sparsity, one column per method: accuracy mean ± sd over seeds; the best mean marked."""
-    ok = table[table["status"] != "error"]
-    stats = ok.groupby(["filters", "method"])["accuracy"].agg(["mean", "std"]).reset_index()
+    """One row per sparsity, one column per method: accuracy mean ± sd over seeds, the best mean in bold."""
+    f = fronts.front(table)
     rows = []
-    for f, part in stats.groupby("filters"):
+    for filters, part in f.groupby("filters"):
         best = part.loc[part["mean"].idxmax(), "method"]
-        row = {"filters zeroed": int(f)}
+        row = {"filters zeroed": int(filters)}
         for _, r in part.iterrows():
-            mark = " **best**" if r["method"] == best else ""
-            row[r["method"]] = f"{r['mean']:.4f} ± {0 if math.isnan(r['std']) else r['std']:.4f}{mark}"
+            cell = f"{r['mean']:.4f} ± {r['sd']:.4f}"
+            row[r["method"]] = f"**{cell}**" if r["method"] == best else cell
         rows.append(row)
-    return pd.DataFrame(rows)
-
-
-def recipe(table: pd.DataFrame) -> pd.DataFrame:
-    """Over the geodesic cells of each sparsity (one path per seed): does the shortest path end most accurate?
-    Pearson correlation of path length (and of the final functional distance D) with accuracy, per sparsity."""
-    geo = table[(table["method"] == "geodesic") & table["length"].notna()]
-    rows = []
-    for f, part in geo.groupby("filters"):
-        if len(part) < 3:
-            continue
-        shortest = part.loc[part["length"].idxmin()]
-        rows.append({"filters": int(f), "paths": len(part),
-                     "shortest is most accurate": bool(shortest["accuracy"] == part["accuracy"].max()),
-                     "accuracy of shortest": shortest["accuracy"], "best accuracy": part["accuracy"].max(),
-                     "r(length, accuracy)": np.corrcoef(part["length"], part["accuracy"])[0, 1],
-                     "r(D, accuracy)": np.corrcoef(part["distance"], part["accuracy"])[0, 1]})
     return pd.DataFrame(rows)
 
 
@@ -121,7 +98,7 @@ def report_front(dataset: str) -> None:
             f" min (target ≤ 90). Load average {meta['load_start']} at the start, {meta['load_end']} at the end.")
     md = save(f"sweep-front-{dataset}", front_table(table), note)
     print(md)
-    rec = recipe(table)
+    rec = fronts.recipe(table)
     if len(rec):
         print(save(f"sweep-recipe-{dataset}", rec,
                    "Geodesic cells of the front, one path per seed at each sparsity (3 paths): the paper's recipe "
@@ -137,7 +114,7 @@ def run_data(a: argparse.Namespace) -> None:
                   "--seconds", str(a.seconds), "--out", str(out), "--workers", "2"])
     table = pd.read_csv(out / "results.csv")
     table.to_csv(RESULTS / f"sweep-data-{a.dataset}-cells.csv", index=False)
-    print(save(f"sweep-data-{a.dataset}", mean_sd(table, ["data", "method"]),
+    print(save(f"sweep-data-{a.dataset}", mean_sd(table, ("data", "method")),
                f"lenet60 on {a.dataset}, 50 of 60 filters zeroed, with only 1,000 or 100 training images (the same "
                f"images for every method; labels used by finetune only), {a.seconds} CPU seconds per cell on one "
                f"thread, 3 seeds, full test set. Local Ray, 2 workers; {wall / 60:.1f} min. Load average {load0} at "

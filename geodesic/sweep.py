@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import platform
 import shutil
 import time
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
 
 CELLS = "cells"
 SPEC = "sweep.json"
+RESULTS = "results.parquet"  # and results.csv beside it
 COLUMNS = ["method", "filters", "fraction", "seed", "data", "accuracy", "loss", "distance", "seconds", "steps",
            "grads", "length", "status", "error", "cell", "node", "host", "wall"]
 FINISHED = (Status.ARRIVED, Status.MISSED, Status.DONE, Status.DIVERGED)  # kept on resume
@@ -180,6 +182,13 @@ def finished_rows(root: Path) -> dict[str, dict]:
     return out
 
 
+def find_sweeps(root: str | os.PathLike) -> list[Path]:
+    """Sweep folders (holding sweep.json) at root or one level below, newest first."""
+    root = Path(root)
+    found = [p.parent for p in [root / SPEC, *root.glob(f"*/{SPEC}")] if p.is_file()]
+    return sorted(found, key=lambda p: (p / SPEC).stat().st_mtime, reverse=True)
+
+
 def write_results(out: Path, rows: list[dict]) -> "pd.DataFrame":
     """DIR/results.csv and DIR/results.parquet, one row per cell in COLUMNS order (written atomically)."""
     import pandas as pd
@@ -191,7 +200,7 @@ def write_results(out: Path, rows: list[dict]) -> "pd.DataFrame":
     for col in ("accuracy", "loss", "distance", "seconds", "length", "wall", "fraction"):
         df[col] = pd.to_numeric(df[col], errors="coerce")
     _atomic_write_bytes(out / "results.csv", lambda t: df.to_csv(t, index=False))
-    _atomic_write_bytes(out / "results.parquet", lambda t: df.to_parquet(t, index=False))
+    _atomic_write_bytes(out / RESULTS, lambda t: df.to_parquet(t, index=False))
     return df
 
 

@@ -277,3 +277,53 @@ def test_candidate_paths_run_in_parallel_on_ray(tmp_path):
     metas = [runs.load_run(tmp_path / "group" / r["path"]).meta for r in rows]
     assert {m["pid"] for m in metas} != {os.getpid()} and len({m["pid"] for m in metas}) == 2  # two workers
     assert all(m["group"] == "group" for m in metas) and shortest(rows) in (0, 1)
+
+
+def test_a_sweep_takes_ones_own_architecture_and_fractions(own_arch, tmp_path):
+    """`geodesic sweep --arch FILE.py:FACTORY --fractions …` (a residual net with BatchNorm, 10 groups) on a local
+    Ray: every method zeroes its groups exactly; the relative --arch path and checkpoint reach the workers."""
+    spec, ckpt, _ = own_arch
+    file, factory = spec.rsplit(":", 1)
+    r = subprocess.run([sys.executable, "-m", "geodesic", "sweep", "--checkpoint", os.path.relpath(ckpt, tmp_path),
+                        "--arch", f"{os.path.relpath(file, tmp_path)}:{factory}", "--dataset", "mnist",
+                        "--data-source", "bundled", "--eval-size", "200", "--fractions", "0.3",
+                        "--methods", "geodesic,finetune,fip", "--seconds", "1", "--data", "200", "--workers", "2",
+                        "--out", "sw"], cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT)},
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    table = pd.read_csv(tmp_path / "sw" / "results.csv")
+    assert len(table) == 3 and set(table["filters"]) == {3} and set(table["fraction"]) == {0.3}
+    assert set(table["status"]) <= {"done", "arrived", "missed"} and table["accuracy"].notna().all()
+    from safetensors.torch import load_file
+
+    from geodesic import arch, models
+    from geodesic.params import flatten
+
+    for cell in table["cell"]:
+        net = arch.build(spec)
+        net.load_state_dict(load_file(str(tmp_path / "sw" / "cells" / cell / "final.safetensors")))
+        groups, w = {g.name: g for g in models.filter_groups(net)}, flatten(net)
+        meta = runs.load_run(tmp_path / "sw" / "cells" / cell).meta
+        assert meta["arch"].endswith(f"small_net.py:{factory}") and len(meta["target_groups"]) == 3
+        assert all(bool((w[groups[name].idx] == 0).all()) for name in meta["target_groups"]), cell
+
+
+def test_fronts_read_a_table_as_by_hand():
+    from geodesic import fronts
+
+    rows = []
+    for seed, (g, f, length) in enumerate([(0.80, 0.70, 3.0), (0.90, 0.72, 1.0), (0.85, 0.74, 2.0)]):
+        rows += [{"method": "geodesic", "filters": 50, "data": 0, "seed": seed, "accuracy": g, "seconds": 10.0,
+                  "steps": 5, "length": length, "distance": length / 10, "status": "arrived"},
+                 {"method": "finetune", "filters": 50, "data": 0, "seed": seed, "accuracy": f, "seconds": 10.0,
+                  "steps": 50, "length": float("nan"), "distance": 0.5, "status": "done"}]
+    rows.append({"method": "fip", "filters": 50, "data": 0, "seed": 0, "accuracy": float("nan"), "status": "error"})
+    table = pd.DataFrame(rows)
+    f = fronts.front(table).set_index("method")
+    assert f.loc["geodesic", "mean"] == pytest.approx(0.85) and f.loc["geodesic", "sd"] == pytest.approx(0.05)
+    assert f.loc["finetune", "seeds"] == 3 and "fip" not in f.index  # a failed cell is left out
+    w = fronts.winners(table).iloc[0]
+    assert w["best"] == "geodesic" and w["margin"] == pytest.approx(0.85 - 0.72)
+    r = fronts.recipe(table).iloc[0]
+    assert bool(r["shortest is most accurate"]) and r["accuracy of shortest"] == 0.90
+    assert r["r(length, accuracy)"] == pytest.approx(-1.0)  # lengths 3, 1, 2 against 0.80, 0.90, 0.85

@@ -1,0 +1,130 @@
+"""Sweeps: the sparsity–accuracy front of every method, updated as cells finish; a point opens its runs."""
+
+from pathlib import Path
+
+import streamlit as st
+
+from app import state
+
+st.title("Sweeps: accuracy against sparsity, per method")
+st.markdown(
+    "A sweep runs every cell (method × sparsity × seed × training images) with **the same CPU budget** on one "
+    "thread, as Ray tasks: `geodesic sweep --checkpoint CKPT --filters 30,40,50 --seeds 0,1,2 --seconds 120 "
+    "--out runs/sweeps/NAME` (add `--address HOST:PORT` for a cluster). Methods: **geodesic** (the recommended "
+    "path), **magnitude** pruning alone, magnitude + **finetune** on labels, magnitude + **distill** toward the "
+    "dense outputs (no labels), and **fip**, the authors' published method (no labels). Every net is scored with "
+    "its zeroed groups exactly zero, on the test set.")
+
+def sweep_folders() -> dict[str, Path]:
+    """Sweeps under the runs folder (and its sweeps/), then the shipped examples (assets/gallery/sweeps), by the
+    name the picker shows."""
+    from geodesic.sweep import find_sweeps
+    from geodesic.runs import gallery_root
+
+    root, gallery = state.runs_root(), gallery_root() / "sweeps"
+    mine = {str(p.relative_to(root)): p for r in (root, root / "sweeps") for p in find_sweeps(r)}
+    return mine | {f"example · {p.name}": p for p in find_sweeps(gallery)}
+
+
+found = sweep_folders()
+c = st.columns([3, 2])
+names = list(found)
+picked = c[0].selectbox("Sweep", names, key="sw-pick") if names else None
+typed = c[1].text_input("…or a sweep folder", key="sw-path", placeholder="path/to/sweep")
+folder = Path(typed).expanduser() if typed else (found[picked] if picked else None)
+if folder is None:
+    st.info("No sweep yet: run `geodesic sweep … --out runs/sweeps/NAME` and it appears here as cells finish.")
+    st.stop()
+
+import pandas as pd  # noqa: E402 — after the controls
+
+from app import figures, sweep_figures  # noqa: E402
+from geodesic import fronts  # noqa: E402
+
+
+def stamp(p: Path) -> tuple:
+    files = [p / fronts.RESULTS, p / "results.csv"]
+    return tuple((f.stat().st_mtime_ns if f.is_file() else None) for f in files)
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def results(path: str, _stamp: tuple) -> pd.DataFrame:
+    return fronts.read_results(path)
+
+
+def cells_of(table: pd.DataFrame, method: str, x: str, value: float) -> pd.DataFrame:
+    return table[(table["method"] == method) & (table[x].astype(float) == float(value))]
+
+
+def open_cells(table: pd.DataFrame, sel: tuple[str, str, float]) -> None:
+    """The cells behind a point of the front: their rows, and the curves of their run folders when present."""
+    method, x, value = sel
+    part = cells_of(table, method, x, value)
+    st.subheader(f"{state.md(method)} at {x} {value:g}: {len(part)} cells")
+    st.dataframe(part[["cell", "seed", "data", "accuracy", "loss", "distance", "seconds", "steps", "length",
+                       "status", "error"]], hide_index=True)
+    frames = []
+    for cell in part["cell"]:
+        d = folder / "cells" / str(cell)
+        try:
+            from geodesic.runs import load_run
+
+            run = load_run(d, readonly=True)
+        except (OSError, ValueError):
+            continue
+        if len(run.metrics):
+            frames.append(run.metrics.assign(run=str(cell)))
+    if frames:
+        df = pd.concat(frames, ignore_index=True)
+        st.plotly_chart(figures.path_curves(df, f"the run folders of {len(frames)} cells"), key="sw-cell-curves")
+    else:
+        st.caption("No run folders beside this table (a shipped example keeps its results only).")
+
+
+@st.fragment(run_every=5)
+def show() -> None:
+    try:
+        table = results(str(folder), stamp(folder))
+    except (OSError, ValueError) as e:
+        st.warning(state.md(f"{folder}: {e}"))
+        return
+    if table.empty:
+        st.info("No cell has finished yet.")
+        return
+    done, failed = fronts.ok(table), table[table["status"] == "error"]
+    st.caption(f"{state.md(folder)}: {len(table)} cells finished, {len(failed)} failed; re-read every 5 s. "
+               f"CPU seconds per cell: {done['seconds'].max():.0f} at most.")
+    budgets = sorted(table["data"].unique())
+    data = st.radio("Training images per cell", budgets, horizontal=True, key="sw-data",
+                    format_func=lambda d: "the whole split" if d == 0 else f"{d:,}") if len(budgets) > 1 else budgets[0]
+    part = table[table["data"] == data]
+    x = "fraction" if part["filters"].nunique() < part["fraction"].nunique() else "filters"
+    stats = fronts.front(part, ("method", x))
+    event = st.plotly_chart(sweep_figures.front(stats, x, f"{len(fronts.ok(part))} cells; click a point to open its "
+                                                          "cells"), key="sw-front", on_select="rerun",
+                            selection_mode="points")
+    points = (event or {}).get("selection", {}).get("points", []) if isinstance(event, dict) else \
+        getattr(getattr(event, "selection", None), "points", [])
+    if points:
+        method, value = points[0]["customdata"]
+        open_cells(part, (method, x, float(value)))
+    best = fronts.winners(part)
+    if len(best):
+        st.dataframe(best.rename(columns={"margin": "ahead of the next by"}), hide_index=True)
+    c = st.columns(2)
+    if len(budgets) > 1:
+        c[0].plotly_chart(sweep_figures.data_budgets(fronts.front(table, ("method", "data")),
+                                                     "labels: finetune only"), key="sw-data-fig")
+    rec = fronts.recipe(part)
+    geo = fronts.ok(part)
+    geo = geo[(geo["method"] == "geodesic") & geo["length"].notna()]
+    if len(geo):
+        c[1].plotly_chart(sweep_figures.recipe(geo, "geodesic cells, one path per seed"), key="sw-recipe")
+        if len(rec):
+            c[1].dataframe(rec, hide_index=True)
+    if len(failed):
+        with st.expander(f"{len(failed)} failed cells"):
+            st.dataframe(failed[["cell", "error"]], hide_index=True)
+
+
+show()

@@ -1,0 +1,77 @@
+"""What a sweep's results table says (pandas only; the app, the CLI and the benchmarks read it the same way).
+
+- front: accuracy against sparsity per method, mean and sd over seeds (cells that failed left out);
+- data budgets: the same per number of training images;
+- recipe: over the geodesic paths to one sparsity (one per seed), does the shortest end most accurate?
+  Pearson r of path length, and of the final functional distance D to the dense net, with accuracy.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .sweep import RESULTS
+
+
+def read_results(folder: str | os.PathLike) -> pd.DataFrame:
+    """A sweep folder's results table (parquet, else csv); FileNotFoundError when it has none yet."""
+    folder = Path(folder)
+    if (folder / RESULTS).is_file():
+        return pd.read_parquet(folder / RESULTS)
+    if (folder / "results.csv").is_file():
+        return pd.read_csv(folder / "results.csv")
+    raise FileNotFoundError(f"{folder} has no results table yet")
+
+
+def ok(table: pd.DataFrame) -> pd.DataFrame:
+    """Cells that ended with a score (no error)."""
+    return table[(table["status"] != "error") & table["accuracy"].notna()]
+
+
+def front(table: pd.DataFrame, by: tuple[str, ...] = ("method", "filters")) -> pd.DataFrame:
+    """Per group: accuracy mean, sd (0 for one seed), seeds, and mean CPU seconds and steps."""
+    g = ok(table).groupby(list(by))
+    out = g.agg(mean=("accuracy", "mean"), sd=("accuracy", "std"), seeds=("accuracy", "size"),
+                seconds=("seconds", "mean"), steps=("steps", "mean")).reset_index()
+    out["sd"] = out["sd"].fillna(0.0)
+    return out
+
+
+def winners(table: pd.DataFrame) -> pd.DataFrame:
+    """Per sparsity (and data budget): the method of highest mean accuracy and its margin over the next."""
+    rows = []
+    for key, part in front(table, ("data", "filters", "method")).groupby(["data", "filters"]):
+        part = part.sort_values("mean", ascending=False)
+        second = part["mean"].iloc[1] if len(part) > 1 else np.nan
+        rows.append({"data": key[0], "filters": key[1], "best": part["method"].iloc[0],
+                     "accuracy": part["mean"].iloc[0], "margin": part["mean"].iloc[0] - second})
+    return pd.DataFrame(rows)
+
+
+def recipe(table: pd.DataFrame) -> pd.DataFrame:
+    """Per sparsity with ≥ 3 geodesic paths: is the shortest the most accurate, and r(length, accuracy),
+    r(D, accuracy) over those paths (negative: shorter / closer is more accurate)."""
+    geo = ok(table)
+    geo = geo[(geo["method"] == "geodesic") & geo["length"].notna()]
+    rows = []
+    for (f, d), part in geo.groupby(["filters", "data"]):
+        if len(part) < 3:
+            continue
+        shortest = part.loc[part["length"].idxmin()]
+        rows.append({"filters": int(f), "data": int(d), "paths": len(part),
+                     "shortest is most accurate": bool(shortest["accuracy"] >= part["accuracy"].max()),
+                     "accuracy of shortest": float(shortest["accuracy"]), "best accuracy": float(part["accuracy"].max()),
+                     "r(length, accuracy)": _r(part["length"], part["accuracy"]),
+                     "r(D, accuracy)": _r(part["distance"], part["accuracy"])})
+    return pd.DataFrame(rows)
+
+
+def _r(x: pd.Series, y: pd.Series) -> float:
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    if len(x) < 3 or np.std(x) == 0 or np.std(y) == 0:
+        return float("nan")
+    return float(np.corrcoef(x, y)[0, 1])
