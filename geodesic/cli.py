@@ -24,15 +24,19 @@ ARCH_HELP = ("your own architecture: FILE.py:FACTORY or package.module:FACTORY, 
 # --- shared wiring ---------------------------------------------------------------------------------------
 
 
-def common_options(c: argparse.ArgumentParser, eval_default: int, checkpoint: bool = True) -> None:
+def common_options(c: argparse.ArgumentParser, eval_default: int, checkpoint: bool = True,
+                   source_flag: str = "--data", threads_option: bool = True) -> None:
     if checkpoint:
         c.add_argument("--checkpoint", required=True, help=".safetensors checkpoint with its .json card")
     c.add_argument("--model", choices=sorted(models.ZOO), help="architecture, for a checkpoint without a .json card")
     c.add_argument("--arch", help=ARCH_HELP)
     c.add_argument("--dataset", choices=sorted(data.FOLDERS), help="data of the metric and evaluation (default: the card's)")
-    c.add_argument("--data", choices=DATA_SOURCES, default="auto", help="full sets, or the bundled subsets (auto: full when installed)")
+    c.add_argument(source_flag, dest="data", choices=DATA_SOURCES, default="auto",
+                   help="full sets, or the bundled subsets (auto: full when installed)")
     c.add_argument("--eval-size", type=int, default=eval_default, help=f"test images for accuracy (0: all; default {eval_default})")
-    c.add_argument("--threads", type=int, default=None, help=f"torch CPU threads (default {threads.DEFAULT}, or $GEODESIC_THREADS)")
+    if threads_option:
+        c.add_argument("--threads", type=int, default=None,
+                       help=f"torch CPU threads (default {threads.DEFAULT}, or $GEODESIC_THREADS)")
 
 
 def start(args: argparse.Namespace) -> tuple[inputs.Checkpoint, str, data.Split, data.Split]:
@@ -674,7 +678,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 def sweep_source(args: argparse.Namespace):
     from .source import Source
 
-    return Source(str(args.checkpoint), args.dataset, args.data_source, args.eval_size, args.model, args.arch)
+    return Source(str(args.checkpoint), args.dataset, args.data, args.eval_size, args.model, args.arch)
 
 
 def add_sweep(sub) -> None:
@@ -685,12 +689,7 @@ def add_sweep(sub) -> None:
                                    "CPU budget on one thread, as Ray tasks; each cell is a run folder under "
                                    "OUT/cells and a row of OUT/results.csv (and .parquet). Rerun the same command "
                                    "to resume: finished cells are kept.")
-    w.add_argument("--checkpoint", required=True, help=".safetensors checkpoint with its .json card")
-    w.add_argument("--model", choices=sorted(models.ZOO), help="architecture, for a checkpoint without a .json card")
-    w.add_argument("--arch", help=ARCH_HELP)
-    w.add_argument("--dataset", choices=sorted(data.FOLDERS), help="data of the runs and evaluation (default: the card's)")
-    w.add_argument("--data-source", choices=DATA_SOURCES, default="auto",
-                   help="full sets, or the bundled subsets (auto: full when installed)")
+    common_options(w, eval_default=0, source_flag="--data-source", threads_option=False)  # one thread per cell
     w.add_argument("--filters", type=numbers(int, "--filters"), help="groups to zero, e.g. 30,40,50")
     w.add_argument("--fractions", type=numbers(float, "--fractions"), help="fractions of the groups, e.g. 0.25,0.5")
     w.add_argument("--methods", type=lambda t: tuple(x.strip() for x in t.split(",") if x.strip()),
@@ -699,7 +698,6 @@ def add_sweep(sub) -> None:
     w.add_argument("--data", dest="images", type=numbers(int, "--data"), default=(0,),
                    help="training images per cell, e.g. 1000,100 (0: the whole training split; default 0)")
     w.add_argument("--seconds", type=float, default=60.0, help="CPU seconds per cell, one thread (default 60)")
-    w.add_argument("--eval-size", type=int, default=0, help="test images scoring each cell (0: all; default 0)")
     w.add_argument("--out", required=True, help="sweep folder (created, or resumed when it holds the same sweep)")
     backend_options(w)
     w.set_defaults(fn=cmd_sweep)
