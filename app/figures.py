@@ -3,6 +3,10 @@
 Every figure carries a subtitle saying what is measured, on which data, and how many samples.
 Inputs are the rows the engine writes (`geodesic.path.Step.row()`, metrics.parquet) or frames from
 `geodesic.embed` / `app.jobs` / `app.playground`.
+
+Each figure is built in one go, `go.Figure(data=[…], layout={…})`, from numpy arrays: plotly validates a whole
+layout given to the constructor in well under a millisecond, where update_layout / add_hline / update_xaxes each
+cost ~10 ms, and a pandas column costs it more than its array. The live pages rebuild a figure several times a second.
 """
 
 from __future__ import annotations
@@ -24,19 +28,49 @@ def plain(text: object) -> str:
     return str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
-def _layout(fig: go.Figure, title: str, note: str, height: int = 420) -> go.Figure:
+def _figure(data: list, title: str, note: str, height: int = 420, **layout) -> go.Figure:
     # no template: streamlit applies its theme, and a template deep-copy costs ~50 ms per figure
-    fig.update_layout(title=dict(text=title, subtitle=dict(text=plain(note))), height=height, margin=dict(t=80, b=40, l=50, r=20),
-                      legend=dict(orientation="h", y=-0.15))
+    return go.Figure(data=data, layout=dict(title=dict(text=title, subtitle=dict(text=plain(note))), height=height,
+                                            margin=dict(t=80, b=40, l=50, r=20), legend=dict(orientation="h", y=-0.15),
+                                            **layout))
+
+
+def _layout(fig: go.Figure, title: str, note: str, height: int = 420) -> go.Figure:
+    """Title, subtitle and frame of a figure built elsewhere (update_layout: ~10 ms; the builders use _figure)."""
+    fig.update_layout(title=dict(text=title, subtitle=dict(text=plain(note))), height=height,
+                      margin=dict(t=80, b=40, l=50, r=20), legend=dict(orientation="h", y=-0.15))
     return fig
 
 
 def empty(title: str, note: str = "no data yet") -> go.Figure:
-    return _layout(go.Figure(), title, note, height=250)
+    return _figure([], title, note, height=250)
 
 
 def _runs(df: pd.DataFrame) -> list:
     return list(dict.fromkeys(df["run"])) if "run" in df.columns else [None]
+
+
+def _values(d: pd.DataFrame, col: str) -> np.ndarray:
+    """A column as floats (anything not a number reads NaN)."""
+    v = d[col].to_numpy()
+    if v.dtype.kind in "fiub":
+        return v.astype(float, copy=False)
+    return pd.to_numeric(d[col], errors="coerce").to_numpy(dtype=float)
+
+
+def _pairs(d: pd.DataFrame, x: str, y: str) -> tuple[np.ndarray, np.ndarray]:
+    """(x, y) of the rows where both are numbers (rows not evaluated hold NaN)."""
+    xs, ys = _values(d, x), _values(d, y)
+    keep = ~(np.isnan(xs) | np.isnan(ys))
+    return xs[keep], ys[keep]
+
+
+def _hline(y: float, text: str) -> dict:
+    """A dashed horizontal line across the plot with its label at the right end (add_hline, without its cost)."""
+    return {"shapes": [dict(type="line", xref="x domain", yref="y", x0=0, x1=1, y0=y, y1=y,
+                            line=dict(color="black", dash="dash"))],
+            "annotations": [dict(text=text, xref="x domain", yref="y", x=1, y=y, showarrow=False,
+                                 xanchor="right", yanchor="bottom")]}
 
 
 def path_curves(df: pd.DataFrame, note: str = "", highlight: str | None = None) -> go.Figure:
@@ -46,25 +80,27 @@ def path_curves(df: pd.DataFrame, note: str = "", highlight: str | None = None) 
     """
     if df.empty:
         return empty("Path curves", note or "no steps yet")
-    fig = grid_2x2([t for _, t in CURVES])
-    for i, run in enumerate(_runs(df)):
-        d = df if run is None else df[df["run"] == run]
+    data = []
+    runs = _runs(df)
+    names = df["run"].to_numpy() if runs != [None] else None
+    for i, run in enumerate(runs):
+        d = df if run is None else df[names == run]
         colour = PALETTE[i % len(PALETTE)]
         width = 4 if highlight is not None and run == highlight else 2
         for j, (col, _) in enumerate(CURVES):
             if col not in d.columns:
                 continue
-            dd = d[["step", col]].dropna()
-            fig.add_trace(go.Scatter(x=dd["step"], y=dd[col], mode="lines+markers" if col in ("accuracy", "loss") else "lines",
-                                     name=plain(run) if run is not None else col, legendgroup=str(run),
-                                     showlegend=run is not None and j == 0, line=dict(color=colour, width=width),
-                                     marker=dict(size=4)))
-            fig.data[-1].update(xaxis=f"x{j + 1 if j else ''}", yaxis=f"y{j + 1 if j else ''}")
-    return _layout(fig, "Along the path", note, height=520)
+            x, y = _pairs(d, "step", col)
+            sfx = str(j + 1) if j else ""
+            data.append(go.Scatter(x=x, y=y, mode="lines+markers" if col in ("accuracy", "loss") else "lines",
+                                   name=plain(run) if run is not None else col, legendgroup=str(run),
+                                   showlegend=run is not None and j == 0, line=dict(color=colour, width=width),
+                                   marker=dict(size=4), xaxis=f"x{sfx}", yaxis=f"y{sfx}"))
+    return _figure(data, "Along the path", note, height=520, **grid_2x2_layout([t for _, t in CURVES]))
 
 
-def grid_2x2(titles: list[str]) -> go.Figure:
-    """An empty 2×2 panel figure (axes x, x2, x3, x4), laid out by hand: make_subplots costs ~70 ms."""
+def grid_2x2_layout(titles: list[str]) -> dict:
+    """The layout of a 2×2 panel figure (axes x, x2, x3, x4), laid out by hand: make_subplots costs ~70 ms."""
     cols, rows = ((0, 0.45), (0.55, 1)), ((0.6, 0.93), (0, 0.4))
     layout, notes = {}, []
     for j, title in enumerate(titles):
@@ -74,7 +110,12 @@ def grid_2x2(titles: list[str]) -> go.Figure:
         layout[f"yaxis{sfx}"] = dict(domain=[y0, y1], anchor=f"x{sfx}")
         notes.append(dict(text=title, x=(x0 + x1) / 2, y=y1, xref="paper", yref="paper", showarrow=False,
                           xanchor="center", yanchor="bottom"))
-    return go.Figure(layout=dict(**layout, annotations=notes))
+    return dict(**layout, annotations=notes)
+
+
+def grid_2x2(titles: list[str]) -> go.Figure:
+    """An empty 2×2 panel figure (axes x, x2, x3, x4)."""
+    return go.Figure(layout=grid_2x2_layout(titles))
 
 
 def group_norm_matrix(df: pd.DataFrame, max_columns: int = 200) -> tuple[np.ndarray, np.ndarray]:
@@ -96,18 +137,17 @@ def filter_heatmap(df: pd.DataFrame, names: list[str] | None = None, note: str =
         return empty("Per-filter norms", note or "no group norms recorded")
     rel = M / np.where(M[:, :1] > 0, M[:, :1], 1.0)
     names = names if names is not None and len(names) == M.shape[0] else [f"group {i}" for i in range(M.shape[0])]
-    fig = go.Figure(go.Heatmap(z=rel, x=steps, y=names, colorscale="Viridis", zmin=0, zmax=max(1.0, float(rel.max())),
-                               colorbar=dict(title="|w_g| / |w_g(0)|"),
-                               hovertemplate="%{y} step %{x}<br>relative norm %{z:.3f}<extra></extra>"))
     zero = np.where(M == 0, 1.0, np.nan)
-    fig.add_trace(go.Heatmap(z=zero, x=steps, y=names, colorscale=[[0, "black"], [1, "black"]], showscale=False,
-                             hovertemplate="%{y} step %{x}: exactly zero<extra></extra>", name="zero"))
+    data = [go.Heatmap(z=rel.astype(np.float32), x=steps, y=names, colorscale="Viridis", zmin=0,  # float32: half the bytes sent
+                       zmax=max(1.0, float(rel.max())), colorbar=dict(title="|w_g| / |w_g(0)|"),
+                       hovertemplate="%{y} step %{x}<br>relative norm %{z:.3f}<extra></extra>"),
+            go.Heatmap(z=zero.astype(np.float32), x=steps, y=names, colorscale=[[0, "black"], [1, "black"]],
+                       showscale=False, hovertemplate="%{y} step %{x}: exactly zero<extra></extra>", name="zero")]
     n_zero = int((M[:, -1] == 0).sum())
     title = f"Per-filter norms: {n_zero} of {M.shape[0]} exactly zero at step {int(steps[-1])}"
     note = f"{note}; black = exactly zero" if note else "black = exactly zero"
-    fig.update_yaxes(autorange="reversed", tickfont=dict(size=8))
-    fig.update_xaxes(title_text="step")
-    return _layout(fig, title, note, height=max(360, 9 * M.shape[0] + 140))
+    return _figure(data, title, note, height=max(360, 9 * M.shape[0] + 140),
+                   yaxis=dict(autorange="reversed", tickfont=dict(size=8)), xaxis=dict(title=dict(text="step")))
 
 
 def candidate_table(metrics: dict[str, pd.DataFrame], meta: dict[str, dict]) -> pd.DataFrame:
@@ -141,24 +181,24 @@ def trajectory(emb: pd.DataFrame, color: str = "step", method: str = "PCA", note
     """Snapshots in the joint 2-D embedding: one line per run, markers coloured by `color`, hover shows metrics."""
     if emb.empty:
         return empty(f"Trajectories ({method})", note or "no snapshots")
-    fig = go.Figure()
+    data = []
     hover_cols = [c for c in ("step", "accuracy", "distance", "length", "groups_zero") if c in emb.columns]
     cmin, cmax = (float(emb[color].min()), float(emb[color].max())) if color in emb.columns else (0, 1)
     for i, run in enumerate(_runs(emb)):
         d = emb[emb["run"] == run].sort_values("step")
         custom = d[hover_cols].to_numpy()
         tmpl = "<br>".join(f"{c}: %{{customdata[{k}]:.4g}}" for k, c in enumerate(hover_cols))
-        fig.add_trace(go.Scatter(x=d["x"], y=d["y"], mode="lines+markers", name=plain(run),
-                                 line=dict(color=PALETTE[i % len(PALETTE)], width=1),
-                                 marker=dict(size=8, color=d[color] if color in d.columns else None, colorscale="Plasma",
-                                             cmin=cmin, cmax=cmax, showscale=i == 0,
-                                             colorbar=dict(title=color, x=1.02)),
-                                 customdata=custom, hovertemplate=f"<b>{plain(run)}</b><br>{tmpl}<extra></extra>"))
-        fig.add_trace(go.Scatter(x=d["x"].iloc[-1:], y=d["y"].iloc[-1:], mode="markers", showlegend=False,
-                                 marker=dict(symbol="x", size=12, color=PALETTE[i % len(PALETTE)]), hoverinfo="skip"))
-    fig.update_xaxes(title_text=f"{method} 1")
-    fig.update_yaxes(title_text=f"{method} 2")
-    return _layout(fig, f"Weight trajectories, {method}, fitted jointly on {len(emb)} snapshots (× = end)", note, 560)
+        x, y = d["x"].to_numpy(), d["y"].to_numpy()
+        data.append(go.Scatter(x=x, y=y, mode="lines+markers", name=plain(run),
+                               line=dict(color=PALETTE[i % len(PALETTE)], width=1),
+                               marker=dict(size=8, color=d[color].to_numpy() if color in d.columns else None,
+                                           colorscale="Plasma", cmin=cmin, cmax=cmax, showscale=i == 0,
+                                           colorbar=dict(title=color, x=1.02)),
+                               customdata=custom, hovertemplate=f"<b>{plain(run)}</b><br>{tmpl}<extra></extra>"))
+        data.append(go.Scatter(x=x[-1:], y=y[-1:], mode="markers", showlegend=False,
+                               marker=dict(symbol="x", size=12, color=PALETTE[i % len(PALETTE)]), hoverinfo="skip"))
+    return _figure(data, f"Weight trajectories, {method}, fitted jointly on {len(emb)} snapshots (× = end)", note, 560,
+                   xaxis=dict(title=dict(text=f"{method} 1")), yaxis=dict(title=dict(text=f"{method} 2")))
 
 
 def ellipse_xy(row: pd.Series, scale: float) -> tuple[np.ndarray, np.ndarray]:
@@ -172,49 +212,51 @@ def ellipse_xy(row: pd.Series, scale: float) -> tuple[np.ndarray, np.ndarray]:
 
 def playground(contours: pd.DataFrame, ellipses: pd.DataFrame, path: pd.DataFrame, note: str = "") -> go.Figure:
     """Contours of D(w, w_start) over (w1, w2), metric ellipses at grid points (long axis = cheap direction),
-    the tangent steps and the path to the sparse axis w2 = 0."""
+    the tangent steps and the path to the sparse axis w2 = 0. The ellipses are one trace (NaN between them)."""
     w1s, w2s = np.sort(contours["w1"].unique()), np.sort(contours["w2"].unique())
     Z = contours.pivot(index="w2", columns="w1", values="distance").loc[w2s, w1s].to_numpy()
-    fig = go.Figure(go.Contour(x=w1s, y=w2s, z=np.sqrt(Z), colorscale="Blues", ncontours=18,
-                               colorbar=dict(title="√D"), hovertemplate="w1 %{x:.2f}, w2 %{y:.2f}<br>√D %{z:.3f}<extra></extra>",
-                               name="√D(w, w₀)"))
+    data = [go.Contour(x=w1s, y=w2s, z=np.sqrt(Z), colorscale="Blues", ncontours=18, colorbar=dict(title="√D"),
+                       hovertemplate="w1 %{x:.2f}, w2 %{y:.2f}<br>√D %{z:.3f}<extra></extra>", name="√D(w, w₀)")]
     spacing = float(np.diff(np.sort(ellipses["w1"].unique()))[0]) if ellipses["w1"].nunique() > 1 else 0.5
-    for k, (_, row) in enumerate(ellipses.iterrows()):
-        x, y = ellipse_xy(row, 0.4 * spacing)
-        fig.add_trace(go.Scatter(x=x, y=y, mode="lines", line=dict(color="#555", width=1), hoverinfo="skip",
-                                 name="metric ellipse (θᵀGθ = c)", legendgroup="ell", showlegend=k == 0))
-    fig.add_trace(go.Scatter(x=path["w1"], y=path["w2"], mode="lines+markers", name="geodesic path (tangent steps)",
-                             line=dict(color="#d62728", width=2), marker=dict(size=5),
-                             customdata=path[["step", "length", "distance"]].to_numpy(),
-                             hovertemplate="step %{customdata[0]}<br>length %{customdata[1]:.3f}<br>D %{customdata[2]:.4f}<extra></extra>"))
+    if len(ellipses):
+        xy = [ellipse_xy(row, 0.4 * spacing) for _, row in ellipses.iterrows()]
+        gap = np.array([np.nan])
+        data.append(go.Scatter(x=np.concatenate([np.concatenate([x, gap]) for x, _ in xy]),
+                               y=np.concatenate([np.concatenate([y, gap]) for _, y in xy]), mode="lines",
+                               line=dict(color="#555", width=1), hoverinfo="skip", name="metric ellipse (θᵀGθ = c)",
+                               legendgroup="ell"))
+    w1, w2 = path["w1"].to_numpy(dtype=float), path["w2"].to_numpy(dtype=float)
+    data.append(go.Scatter(x=w1, y=w2, mode="lines+markers", name="geodesic path (tangent steps)",
+                           line=dict(color="#d62728", width=2), marker=dict(size=5),
+                           customdata=path[["step", "length", "distance"]].to_numpy(),
+                           hovertemplate="step %{customdata[0]}<br>length %{customdata[1]:.3f}<br>D %{customdata[2]:.4f}<extra></extra>"))
     if len(path) > 1:
-        d = path[["w1", "w2"]].diff().shift(-1).dropna()
-        p = path.loc[d.index]
-        fig.add_trace(go.Scatter(x=np.ravel(np.column_stack([p["w1"], p["w1"] + 3 * d["w1"], np.full(len(d), np.nan)])),
-                                 y=np.ravel(np.column_stack([p["w2"], p["w2"] + 3 * d["w2"], np.full(len(d), np.nan)])),
-                                 mode="lines", line=dict(color="#ff7f0e", width=1), name="tangent θ (×3)", hoverinfo="skip"))
-    fig.add_hline(y=0, line=dict(color="black", dash="dash"), annotation_text="sparse axis w2 = 0")
-    fig.add_trace(go.Scatter(x=path["w1"].iloc[:1], y=path["w2"].iloc[:1], mode="markers", name="start w₀",
-                             marker=dict(size=12, color="#2ca02c", symbol="star")))
-    fig.update_xaxes(title_text="w1", range=[w1s[0], w1s[-1]])
-    fig.update_yaxes(title_text="w2", range=[w2s[0], w2s[-1]], scaleanchor="x", scaleratio=1)
-    return _layout(fig, "Two-weight landscape: f(x, w) = tanh(w1·x + w2·x²)", note, height=620)
+        d1, d2 = np.diff(w1), np.diff(w2)
+        nan = np.full(len(d1), np.nan)
+        data.append(go.Scatter(x=np.ravel(np.column_stack([w1[:-1], w1[:-1] + 3 * d1, nan])),
+                               y=np.ravel(np.column_stack([w2[:-1], w2[:-1] + 3 * d2, nan])),
+                               mode="lines", line=dict(color="#ff7f0e", width=1), name="tangent θ (×3)", hoverinfo="skip"))
+    data.append(go.Scatter(x=w1[:1], y=w2[:1], mode="markers", name="start w₀",
+                           marker=dict(size=12, color="#2ca02c", symbol="star")))
+    return _figure(data, "Two-weight landscape: f(x, w) = tanh(w1·x + w2·x²)", note, height=620,
+                   xaxis=dict(title=dict(text="w1"), range=[w1s[0], w1s[-1]]),
+                   yaxis=dict(title=dict(text="w2"), range=[w2s[0], w2s[-1]], scaleanchor="x", scaleratio=1),
+                   **_hline(0, "sparse axis w2 = 0"))
 
 
 def race(df: pd.DataFrame, x: str = "step", before: float | None = None, note: str = "") -> go.Figure:
     """Accuracy of each recovery method against `x` ("step", "seconds" or "grad_evals"); the pre-damage accuracy dashed."""
     if df.empty:
         return empty("Recovery race", note or "no steps yet")
-    fig = go.Figure()
+    data = []
     for i, (method, d) in enumerate(df.groupby("method", sort=False)):
-        fig.add_trace(go.Scatter(x=d[x], y=d["accuracy"], mode="lines+markers" if len(d) > 1 else "markers",
-                                 name=str(method), line=dict(color=PALETTE[i % len(PALETTE)]),
-                                 marker=dict(size=9 if len(d) == 1 else 5)))
-    if before is not None:
-        fig.add_hline(y=before, line=dict(color="black", dash="dash"), annotation_text=f"before damage {before:.3f}")
-    fig.update_xaxes(title_text={"seconds": "wall seconds (steps only)", "grad_evals": "per-image gradient evaluations"}.get(x, "step"))
-    fig.update_yaxes(title_text="test accuracy")
-    return _layout(fig, "Recovery after damage: " + " vs ".join(map(str, df["method"].unique())), note)
+        data.append(go.Scatter(x=_values(d, x), y=_values(d, "accuracy"), mode="lines+markers" if len(d) > 1 else "markers",
+                               name=str(method), line=dict(color=PALETTE[i % len(PALETTE)]),
+                               marker=dict(size=9 if len(d) == 1 else 5)))
+    xtitle = {"seconds": "wall seconds (steps only)", "grad_evals": "per-image gradient evaluations"}.get(x, "step")
+    return _figure(data, "Recovery after damage: " + " vs ".join(map(str, df["method"].unique())), note,
+                   xaxis=dict(title=dict(text=xtitle)), yaxis=dict(title=dict(text="test accuracy")),
+                   **(_hline(before, f"before damage {before:.3f}") if before is not None else {}))
 
 
 def two_tasks(df: pd.DataFrame, names: tuple[str, str], note: str = "") -> go.Figure:
@@ -224,13 +266,13 @@ def two_tasks(df: pd.DataFrame, names: tuple[str, str], note: str = "") -> go.Fi
     d = df.dropna(subset=["accuracy"])
     if "phase" in d.columns:
         d = d[d["phase"] == "walk"]
-    fig = go.Figure()
-    fig.add_trace(go.Scatter(x=d["step"], y=d["accuracy"], mode="lines+markers", name=f"task A: {names[0]} (kept)"))
+    steps = _values(d, "step")
+    data = [go.Scatter(x=steps, y=_values(d, "accuracy"), mode="lines+markers", name=f"task A: {names[0]} (kept)")]
     if "accuracy_b" in d.columns:
-        fig.add_trace(go.Scatter(x=d["step"], y=d["accuracy_b"], mode="lines+markers", name=f"task B: {names[1]} (learned)"))
-    fig.update_xaxes(title_text="step")
-    fig.update_yaxes(title_text="test accuracy", range=[0, 1])
-    return _layout(fig, "Two tasks along the walk", note)
+        data.append(go.Scatter(x=steps, y=_values(d, "accuracy_b"), mode="lines+markers",
+                               name=f"task B: {names[1]} (learned)"))
+    return _figure(data, "Two tasks along the walk", note, xaxis=dict(title=dict(text="step")),
+                   yaxis=dict(title=dict(text="test accuracy"), range=[0, 1]))
 
 
 PHASE_NAMES = {"walk": "geodesic walk", "line": "straight line A→B (weight averaging)", "relax-path": "relaxed path A→B",
@@ -243,13 +285,14 @@ def two_task_plane(df: pd.DataFrame, names: tuple[str, str], note: str = "") -> 
     if df.empty or "phase" not in df.columns:
         return empty("Both tasks at once", note or "no points yet")
     d = df.dropna(subset=["accuracy", "accuracy_b"])
-    fig = go.Figure()
+    data = []
     for i, (phase, g) in enumerate((p, g) for p, g in d.groupby("phase", sort=False) if p in PHASE_NAMES):
         color = PALETTE[i % len(PALETTE)]
         sizes = [11 if j in (0, len(g) - 1) else 5 for j in range(len(g))]
-        fig.add_trace(go.Scatter(x=g["accuracy"], y=g["accuracy_b"], mode="lines+markers", name=PHASE_NAMES[phase],
-                                 line=dict(color=color), marker=dict(size=sizes), customdata=g["step"],
-                                 hovertemplate="step %{customdata}<br>A %{x:.4f}<br>B %{y:.4f}<extra></extra>"))
-    fig.update_xaxes(title_text=f"accuracy on task A: {names[0]}", range=[0, 1.02])
-    fig.update_yaxes(title_text=f"accuracy on task B: {names[1]}", range=[0, 1.02])
-    return _layout(fig, "Both tasks at once: each method's path", note)
+        data.append(go.Scatter(x=_values(g, "accuracy"), y=_values(g, "accuracy_b"), mode="lines+markers",
+                               name=PHASE_NAMES[phase], line=dict(color=color), marker=dict(size=sizes),
+                               customdata=g["step"].to_numpy(),
+                               hovertemplate="step %{customdata}<br>A %{x:.4f}<br>B %{y:.4f}<extra></extra>"))
+    return _figure(data, "Both tasks at once: each method's path", note,
+                   xaxis=dict(title=dict(text=f"accuracy on task A: {names[0]}"), range=[0, 1.02]),
+                   yaxis=dict(title=dict(text=f"accuracy on task B: {names[1]}"), range=[0, 1.02]))

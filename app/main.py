@@ -25,10 +25,12 @@ nav = st.navigation({
              st.Page(PAGES / "two_tasks.py", title="Two tasks", icon=":material/balance:")],
     "Learn": [st.Page(PAGES / "playground.py", title="Playground", icon=":material/science:"),
               st.Page(PAGES / "theory.py", title="Theory", icon=":material/functions:")],
-    "Data": [st.Page(PAGES / "runs.py", title="Runs", icon=":material/folder_open:")],
+    "Data": [st.Page(PAGES / "runs.py", title="Runs", icon=":material/folder_open:"),
+             st.Page(PAGES / "sweeps.py", title="Sweeps", icon=":material/grid_view:")],
 })
 st.sidebar.caption("Raghavan & Thomson, *Sparsifying networks by traversing geodesics*. "
                    f"Run folders: {state.md(state.runs_root())}")
+state.begin_page(nav.url_path)  # the first run of a visit to a page draws its controls first (state.after_paint)
 try:
     nav.run()  # every page draws its controls without torch, and most without pandas (app/state.py)
 finally:  # also after st.stop() or a rerun request

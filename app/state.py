@@ -1,10 +1,11 @@
 """Shared app state: the job registry (st.cache_resource), checkpoints, run folders, the live job panel.
 
-Torch-free and pandas-free at import, and so is the first draw of a page's controls: they come from JSON cards
-and the small tables below (run folders are read with pandas, on the pages that list them), while
-`warm_engine` imports torch and the engine in a background thread. What needs the engine (starting a job,
-validating an upload, an embedding) calls `await_engine()` first, which shows "Loading the engine…" until
-it is there.
+Torch-free and pandas-free at import, and so is the first draw of a page's controls: they come from JSON cards,
+the small tables below and the run folders' meta.json files (`list_runs`), while `warm_engine` imports torch and
+the engine in a background thread. What needs the engine (starting a job, validating an upload, an embedding)
+calls `await_engine()` first, which shows "Loading the engine…" until it is there. What a page shows of saved
+runs (read with pandas, drawn with plotly) comes after its controls, and on the first run of a visit only once
+the browser has drawn them (`after_paint`).
 """
 
 from __future__ import annotations
@@ -36,6 +37,9 @@ ENGINE_ERROR: list[str] = []  # the traceback, when importing the engine failed
 ENGINE_HURRY = threading.Event()  # set by await_engine: a press is waiting, import now
 WARM_DELAY_S = 3.0  # the torch import holds the GIL for long stretches: let the first page reach the browser first
 POLL_S = 0.25  # the browser asks every 0.25 s; measured ~2-3 refreshes/s on the loaded 2-core machine
+# While a job runs, its worker thread and the server's threads share the GIL: a thread that gets it back after a
+# torch op waits up to the switch interval (5 ms by default) while a page is being drawn, many times per step.
+LIVE_SWITCH_S = 0.001
 OUTPUT_MAPS = ("sqrt_probs", "probs", "logits")
 DATASETS = ("mnist", "fashion-mnist")
 
@@ -167,6 +171,42 @@ def registry() -> jobs.Registry:
     from app import jobs
 
     return jobs.Registry()
+
+
+# --- a page's first paint ---------------------------------------------------------------------------------
+
+PAINT_S = 0.3  # after the controls of a visit's first run reach the browser, it asks for the rest this much later
+VISIT = "page-visit"  # session_state: (the page of the last full run, whether that run was its visit's first)
+
+
+def begin_page(name: str) -> None:
+    """Called by app/main.py on every full run, `name` the page's: marks the first run of a visit to it (a new
+    tab, a reload, a page chosen in the sidebar), where `after_paint` leaves the saved runs' charts for later."""
+    last = st.session_state.get(VISIT)
+    st.session_state[VISIT] = (name, last is None or last[0] != name)
+
+
+def after_paint(draw: Callable[[], None], note: str) -> None:
+    """`draw()` here, except in the first run of a visit to the page (begin_page): there only a caption `note`
+    stands in, and the browser asks for a rerun PAINT_S after it has drawn what came before (a fragment's timer,
+    which runs once the browser has handled the controls), which draws it. So the controls of a page are drawn
+    and usable before reading run folders and building charts takes the server's time, and before drawing those
+    charts takes the browser's. Any other run (a widget changed, the rerun) draws in place at once."""
+    visit = st.session_state.get(VISIT)
+    if visit is None or not visit[1]:
+        draw()
+        return
+    inline = [True]
+
+    @st.fragment(run_every=PAINT_S)
+    def rest() -> None:
+        if inline[0]:  # the call below, in this run
+            inline[0] = False
+            st.caption(md(note))
+            return
+        st.rerun()  # the browser's first request: a full rerun (not the visit's first) draws the rest and ends the timer
+
+    rest()
 
 
 # --- text ------------------------------------------------------------------------------------------------
@@ -366,27 +406,60 @@ class Folder:
         return Folder(load_run(self.dir, self.readonly), self.notes)
 
 
+def _file_stamp(p: Path) -> tuple:
+    try:
+        st_ = p.stat()
+        return str(p), st_.st_mtime_ns, st_.st_size
+    except OSError:
+        return str(p), None, None
+
+
 def _stamp(root: Path) -> tuple:
     """What the run listing depends on: every run folder's meta.json and metrics.parquet (size, mtime)."""
     from geodesic.runs import gallery_root
 
-    stamp = []
-    for meta in [*root.glob("*/meta.json"), *gallery_root().glob("*/meta.json")]:
-        for p in (meta, meta.parent / "metrics.parquet"):
-            try:
-                st_ = p.stat()
-                stamp.append((str(p), st_.st_mtime_ns, st_.st_size))
-            except OSError:
-                stamp.append((str(p), None, None))
-    return tuple(sorted(stamp, key=lambda t: t[0]))
+    metas = [*root.glob("*/meta.json"), *gallery_root().glob("*/meta.json")]
+    return tuple(sorted((_file_stamp(p) for m in metas for p in (m, m.parent / "metrics.parquet")), key=lambda t: t[0]))
 
 
-@st.cache_data(show_spinner=False, max_entries=8)
-def _scan(root: str, stamp: tuple) -> tuple[list, list[str]]:
-    """geodesic.runs.scan_with_gallery, read again only when a run folder changed (a new tab reuses it)."""
+def folder_stamp(folder: Folder) -> tuple:
+    """What a run's table and charts depend on: its meta.json and metrics.parquet (size, mtime)."""
+    return _file_stamp(folder.dir / "meta.json"), _file_stamp(folder.dir / "metrics.parquet")
+
+
+_SCANS: dict[tuple, tuple] = {}  # (root, stamp) → scan_with_gallery's result: the last few, shared by every session
+_SCANS_LOCK = threading.Lock()
+
+
+def _scan(root: str, stamp: tuple, read: bool = True) -> tuple[list, list[str]] | None:
+    """geodesic.runs.scan_with_gallery, read again only when a run folder changed (a new tab reuses it); with
+    read=False, None unless it is held. Held as read (no copy per rerun, where st.cache_data unpickles every
+    run's metrics on each call): the pages only read it."""
+    with _SCANS_LOCK:
+        hit = _SCANS.get((root, stamp))
+    if hit is not None or not read:
+        return hit
     from geodesic.runs import scan_with_gallery
 
-    return scan_with_gallery(Path(root))
+    result = scan_with_gallery(Path(root))
+    with _SCANS_LOCK:
+        _SCANS[(root, stamp)] = result
+        while len(_SCANS) > 8:
+            _SCANS.pop(next(iter(_SCANS)))
+    return result
+
+
+def _with_notes(folders: list[Folder]) -> list[Folder]:
+    """A folder whose meta.json repeats another's id (a copy) gets a note: the examples, then the oldest folder
+    name keep the id, later ones are its copies."""
+    first: dict[str, Folder] = {}
+    for f in reversed(folders):
+        ident = str(f.meta.get("id", f.name))
+        if ident in first:
+            f.notes.append(f"same id as {first[ident].name} in meta.json (a copy?)")
+        else:
+            first[ident] = f
+    return folders
 
 
 def scan_runs(root: Path | None = None) -> tuple[list[Folder], list[str]]:
@@ -395,15 +468,74 @@ def scan_runs(root: Path | None = None) -> tuple[list[Folder], list[str]]:
     repeats another's id (a copy) is listed, with a note."""
     root = Path(root or runs_root())
     found, problems = _scan(str(root), _stamp(root))
-    folders = [Folder(r) for r in found]
-    first: dict[str, Folder] = {}
-    for f in reversed(folders):  # examples, then the oldest folder name keep the id; later ones are its copies
-        ident = str(f.meta.get("id", f.name))
-        if ident in first:
-            f.notes.append(f"same id as {first[ident].name} in meta.json (a copy?)")
-        else:
-            first[ident] = f
-    return folders, problems
+    return _with_notes([Folder(r) for r in found]), list(problems)
+
+
+def _meta_of(folder: Path) -> dict | None:
+    """meta.json as geodesic.runs.load_run accepts it (a JSON object; summary and config objects or absent), else
+    None."""
+    try:
+        meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(meta, dict) or any(meta.get(k) is not None and not isinstance(meta[k], dict)
+                                         for k in ("summary", "config")):
+        return None
+    return meta
+
+
+@st.cache_resource(show_spinner=False, max_entries=8)
+def _listing(root: str, stamp: tuple) -> list:
+    """(folder, meta, readonly) of every run folder whose meta.json reads, in scan_with_gallery's order."""
+    from geodesic.runs import gallery_root
+
+    out = []
+    for where, readonly in ((Path(root), False), (gallery_root(), True)):
+        for m in sorted(where.glob("*/meta.json"), reverse=True):
+            meta = _meta_of(m.parent)
+            if meta is not None:
+                out.append((m.parent, meta, readonly))
+    return out
+
+
+def list_runs(root: Path | None = None) -> list[Folder]:
+    """The runs as scan_runs lists them, for a page's pickers. Before pandas is imported (the first page of a
+    fresh server: importing it takes a second or more) and while no scan is held, from the meta.json files alone:
+    a folder's `metrics` is then None, and a folder whose metrics.parquet is unreadable is listed too (scan_runs,
+    drawn after the controls, names it)."""
+    root = Path(root or runs_root())
+    stamp = _stamp(root)
+    held = _scan(str(root), stamp, read="pandas" in sys.modules)
+    if held is not None:
+        return _with_notes([Folder(r) for r in held[0]])
+    from geodesic.runs import Run
+
+    return _with_notes([Folder(Run(d, meta, None, readonly)) for d, meta, readonly in _listing(str(root), stamp)])
+
+
+@st.cache_resource(show_spinner=False, max_entries=64)
+def _load(folder: str, readonly: bool, stamp: tuple):
+    from geodesic.runs import load_run
+
+    return load_run(Path(folder), readonly)
+
+
+def fresh(folder: Folder) -> Folder:
+    """The folder as it is on disk now (a run still being written), read again only when its meta.json or
+    metrics.parquet changed; ValueError or OSError as geodesic.runs.load_run."""
+    return Folder(_load(str(folder.dir), folder.readonly, folder_stamp(folder)), folder.notes)
+
+
+@st.cache_resource(show_spinner=False, max_entries=64)
+def _figure(key: tuple, _build: Callable[[], object]):
+    return _build()
+
+
+def saved_figure(key: tuple, build: Callable[[], object]):
+    """build() once per `key` on this server (a new tab, a rerun reuse it): the figure of saved runs, with their
+    folder_stamp in `key` (a run still being written is drawn again when it changes). Shared by every session:
+    the pages only read it."""
+    return _figure(key, build)
 
 
 def recover_method(folder: Folder) -> str:
@@ -584,15 +716,40 @@ def figure(name: str, job: jobs.Job, df: pd.DataFrame, build: Callable[[], objec
     return fig
 
 
+def extend_frame(held: tuple[int, pd.DataFrame] | None, rows: list[dict]) -> tuple[int, pd.DataFrame]:
+    """(len(rows), pd.DataFrame(rows)), from `held` = (n, the frame of rows[:n]) when rows only grew since: the
+    rows after n are converted and appended (building the frame of every row again costs more each step of a
+    long run); built anew when the new rows' columns or types differ from the held frame's."""
+    import pandas as pd
+
+    n = len(rows)
+    if held is not None and held[0] == n:
+        return held
+    if held is not None and 0 < held[0] < n:
+        new, old = pd.DataFrame(rows[held[0]:n]), held[1]
+        if list(new.columns) == list(old.columns) and (new.dtypes == old.dtypes).all():
+            return n, pd.concat([old, new], ignore_index=True)
+    return n, pd.DataFrame(rows[:n])
+
+
+def rows_frame(job: jobs.Job) -> pd.DataFrame:
+    """job.frame(), kept per session and extended at each refresh by the rows added since (extend_frame)."""
+    key = f"frame-{job.id}"
+    held = st.session_state[key] = extend_frame(st.session_state.get(key), job.rows)  # rows are only appended
+    return held[1]
+
+
 def live(job: jobs.Job, render: Callable[[jobs.Job, pd.DataFrame], None]) -> None:
     """Draw `render(job, rows)` now and, while the job is active, every POLL_S seconds (a fragment rerun)."""
     polling = job.active
+    if polling and sys.getswitchinterval() > LIVE_SWITCH_S:
+        sys.setswitchinterval(LIVE_SWITCH_S)  # for the rest of the server's life: jobs come and go
 
     @st.fragment(run_every=POLL_S if polling else None)
     def panel() -> None:
         t0 = time.perf_counter()
         controls(job)
-        render(job, job.frame())
+        render(job, rows_frame(job))
         if polling and not job.active:
             st.rerun()  # the job ended: one full rerun turns polling off
         if polling:

@@ -43,15 +43,18 @@ def fresh_root(tmp_path, monkeypatch):
 # the first heading of each page (app/views/<stem>.py)
 TITLES = {"sparsify": "Sparsify", "candidates": "Candidate paths", "trajectories": "Weight trajectories",
           "runs": "Runs on disk", "theory": "Theory", "playground": "Playground", "damage": "Damage",
-          "two_tasks": "Two tasks"}
+          "two_tasks": "Two tasks", "sweeps": "Sweeps"}
 
 
 def page(name: str) -> AppTest:
+    """Page `name` as a browser opens it: the visit's first run (its controls), then the rerun the browser asks for
+    once it has drawn them (state.after_paint), which draws the saved runs' tables and charts."""
     at = AppTest.from_file(MAIN, default_timeout=90)
     at.run()
     if name != "sparsify":
         at.switch_page(f"views/{name}.py")
         at.run()
+    at.run()
     assert not at.exception, [e.value for e in at.exception]
     assert at.title[0].value.startswith(TITLES[name])
     return at
@@ -110,7 +113,7 @@ def test_no_pages_directory_beside_main():
     """A `pages/` folder next to main.py switches Streamlit to v1 multipage mode until st.navigation first runs:
     on a fresh server a direct URL such as /damage would run that file alone, without navigation."""
     assert not (state.REPO / "app" / "pages").exists()
-    assert len(list((state.REPO / "app" / "views").glob("*.py"))) == 8
+    assert len(list((state.REPO / "app" / "views").glob("*.py"))) == 9
 
 
 def navigation_in_main() -> dict[str, str]:
@@ -378,6 +381,34 @@ def test_two_tasks_walk_completes():
     assert job.frame()["accuracy_b"].notna().sum() >= 1 and charts(at) == 2
 
 
+def test_a_visits_first_run_draws_the_controls_and_leaves_the_charts_to_the_next(a_run):
+    """The first run of a visit to a page draws its controls and a caption where the saved runs go; the rerun the
+    browser asks for once it has drawn them (state.after_paint's timer) draws the table and the charts."""
+    at = AppTest.from_file(MAIN, default_timeout=90).run()
+    at.switch_page("views/runs.py").run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert at.multiselect[0].label == "Open / compare" and a_run.name in at.multiselect[0].options
+    assert not at.dataframe and charts(at) == 0 and any("Reading the run folders" in c.value for c in at.caption)
+    at.run()
+    assert not at.exception and len(at.dataframe) == 1 and charts(at) >= 1
+    at.switch_page("views/playground.py").run()  # a new visit: again the controls first
+    assert len(at.slider) >= 3 and charts(at) == 0
+    at.run()
+    assert charts(at) == 1
+
+
+def test_extend_frame_matches_the_frame_built_at_once():
+    """The live panel's frame, extended refresh by refresh, is the frame of all the rows (types included)."""
+    rows = [{"step": i, "accuracy": 0.5 if i % 3 == 0 else float("nan"), "phase": "walk", "group_norms": [1.0, i]}
+            for i in range(7)]
+    held = None
+    for n in (0, 1, 1, 4, 7):
+        held = state.extend_frame(held, rows[:n])
+        pd.testing.assert_frame_equal(held[1], pd.DataFrame(rows[:n]))
+    odd = rows + [{"step": 7, "accuracy": None, "phase": None, "group_norms": []}]  # other types: built anew
+    pd.testing.assert_frame_equal(state.extend_frame(held, odd)[1], pd.DataFrame(odd))
+
+
 # --- damaged run folders ----------------------------------------------------------------------------------
 
 
@@ -454,6 +485,16 @@ def test_bad_run_folders_cost_one_line_each(name, damaged_root):
     if name == "candidates":
         assert set(at.dataframe[0].value["run"]) == {"0-good", "0-good-copy"}
     assert len(at.warning) <= len(BAD) + len(BAD_SNAPSHOTS) + 2
+
+
+def test_a_listing_from_meta_alone_keeps_the_scans_order(damaged_root):
+    """Before pandas is loaded, the pickers list the runs from their meta.json files: the folders the scan reads,
+    in its order, plus those whose metrics.parquet is unreadable (the scan names them below the controls)."""
+    scanned = [f.label for f in state.scan_runs()[0]]
+    root = state.runs_root()
+    listed = [state.Folder(runs.Run(d, m, None, ro)).label for d, m, ro in state._listing(str(root), state._stamp(root))]
+    assert [n for n in listed if n not in ("no-step-column", "metrics-garbage")] == scanned
+    assert {"no-step-column", "metrics-garbage"} <= set(listed) and not {"meta-is-a-list", "meta-not-json"} & set(listed)
 
 
 # --- user strings shown as plain text ---------------------------------------------------------------------

@@ -168,6 +168,7 @@ def test_page_shows_the_gallery_with_no_runs_of_ones_own(view, tmp_path, monkeyp
     at.run()
     at.switch_page(f"views/{view}.py")
     at.run()
+    at.run()  # the rerun the browser asks for once the controls are drawn (state.after_paint): the charts
     assert not at.exception, [e.value for e in at.exception]
     assert at.title[0].value.startswith(PAGES[view])
     assert len(at.get("plotly_chart")) >= 1, f"{view}: no chart with only the gallery"

@@ -45,20 +45,11 @@ with st.expander("Run new candidates", expanded=not state.any_runs()):  # drawn 
                                              {"model": model_name, "dataset": card["dataset"]})
                 st.session_state["cand-job"] = job.id
 
-# after the controls: pandas is the slowest import of a fresh server's first page
-import pandas as pd  # noqa: E402
-
-from app import figures  # noqa: E402
-
 job = state.pick_job("candidates", "cand-job")
 if job is not None:
     def progress(job, df):
         st.caption(f"candidate group {state.md(job.info.get('group', '…'))}: runs appear below as they are written")
     state.live(job, progress)
-
-folders, problems = state.scan_runs()
-state.show_problems(problems)
-sparsify_runs = [f for f in folders if f.meta.get("kind") == "sparsify"]
 
 
 def group_of(f: state.Folder) -> str:
@@ -66,32 +57,39 @@ def group_of(f: state.Folder) -> str:
     return f"example · {f.meta['group']}" if f.readonly else str(f.meta["group"])
 
 
-grouped = [f for f in sparsify_runs if f.meta.get("group")]
-groups = sorted({group_of(f) for f in grouped if not f.readonly}, reverse=True)
-groups += sorted({group_of(f) for f in grouped if f.readonly} - set(groups))  # the user's first, then the examples
-mode = st.radio("Compare", ["a candidate group", "runs I pick"], horizontal=True,
-                index=0 if groups else 1)
-if mode == "a candidate group" and groups:
-    current = str(job.info.get("group")) if job is not None else None
-    group = st.selectbox("Group", groups, index=groups.index(current) if current in groups else 0)
-    chosen = [f for f in grouped if group_of(f) == group]
-else:
-    labels = [f.label for f in sparsify_runs]  # a user's folder by its name, an example as "example · <title>"
-    sel = st.multiselect("Runs", labels, default=labels[:3])
-    chosen = [f for f in sparsify_runs if f.label in sel]
+def compare() -> None:
+    """Saved candidate runs: a group, or runs picked by hand; their table, the shortest, their curves."""
+    import pandas as pd  # after the controls: pandas is the slowest import of a fresh server's first page
 
-fresh = []
-for f in chosen:  # read again: candidates may still be writing
-    try:
-        fresh.append(f.reload())
-    except (ValueError, OSError) as e:
-        state.show_problems([f"{f.label}: {e}"])
-chosen = fresh
-if not chosen:
-    st.info("No sparsify runs to compare yet.")
-else:
-    metrics = {f.label: f.metrics for f in chosen if len(f.metrics)}
-    table = figures.candidate_table(metrics, {f.label: {**f.meta, "status": f.status} for f in chosen})
+    from app import figures
+
+    folders, problems = state.scan_runs()
+    state.show_problems(problems)
+    sparsify_runs = [f for f in folders if f.meta.get("kind") == "sparsify"]
+    grouped = [f for f in sparsify_runs if f.meta.get("group")]
+    groups = sorted({group_of(f) for f in grouped if not f.readonly}, reverse=True)
+    groups += sorted({group_of(f) for f in grouped if f.readonly} - set(groups))  # the user's first, then the examples
+    mode = st.radio("Compare", ["a candidate group", "runs I pick"], horizontal=True, index=0 if groups else 1)
+    if mode == "a candidate group" and groups:
+        current = str(job.info.get("group")) if job is not None else None
+        group = st.selectbox("Group", groups, index=groups.index(current) if current in groups else 0)
+        chosen = [f for f in grouped if group_of(f) == group]
+    else:
+        labels = [f.label for f in sparsify_runs]  # a user's folder by its name, an example as "example · <title>"
+        sel = st.multiselect("Runs", labels, default=labels[:3])
+        chosen = [f for f in sparsify_runs if f.label in sel]
+
+    now = []
+    for f in chosen:  # as on disk now: candidates may still be writing (read again only when a file changed)
+        try:
+            now.append(state.fresh(f))
+        except (ValueError, OSError) as e:
+            state.show_problems([f"{f.label}: {e}"])
+    if not now:
+        st.info("No sparsify runs to compare yet.")
+        return
+    metrics = {f.label: f.metrics for f in now if len(f.metrics)}
+    table = figures.candidate_table(metrics, {f.label: {**f.meta, "status": f.status} for f in now})
     best = table.loc[table["shortest"], "run"].iloc[0] if table["shortest"].any() else None
     if best is not None:
         row = table[table["run"] == best].iloc[0]
@@ -99,10 +97,19 @@ else:
                    f"final D {row['final distance']:.4g}, accuracy {row['accuracy']:.4f}, status {state.md(row['status'])}")
     st.dataframe(table.style.apply(lambda r: ["background-color: #d4f7d4" if r["shortest"] else "" for _ in r], axis=1),
                  hide_index=True)
-    df = pd.concat([m.assign(run=k) for k, m in metrics.items()], ignore_index=True) if metrics else None
-    models_ = {str(f.meta.get("model")) for f in chosen}
-    n_eval = {str(f.meta.get("eval_images")) for f in chosen}
-    note = (f"{', '.join(sorted(models_))} on {', '.join(sorted({str(f.meta.get('dataset')) for f in chosen}))}; "
-            f"accuracy on {', '.join(sorted(n_eval))} test images; {len(chosen)} paths (thick = shortest)")
-    if df is not None:
-        st.plotly_chart(figures.path_curves(df, note, highlight=best), key="cand-curves")
+    if not metrics:
+        return
+    models_ = {str(f.meta.get("model")) for f in now}
+    n_eval = {str(f.meta.get("eval_images")) for f in now}
+    note = (f"{', '.join(sorted(models_))} on {', '.join(sorted({str(f.meta.get('dataset')) for f in now}))}; "
+            f"accuracy on {', '.join(sorted(n_eval))} test images; {len(now)} paths (thick = shortest)")
+
+    def curves():
+        return figures.path_curves(pd.concat([m.assign(run=k) for k, m in metrics.items()], ignore_index=True),
+                                   note, highlight=best)
+
+    key = ("candidates", tuple((f.label, state.folder_stamp(f)) for f in now), note, best)
+    st.plotly_chart(state.saved_figure(key, curves), key="cand-curves")
+
+
+state.after_paint(compare, "Reading the saved runs…")

@@ -52,15 +52,10 @@ if picked is not None:
                                                           "kind": kind, "level": level})
             st.session_state["dmg-job"] = job.id
 
-# after the controls: pandas is the slowest import of a fresh server's first page
-import pandas as pd  # noqa: E402
-
-from app import figures  # noqa: E402
-
 job = state.pick_job("damage", "dmg-job")
 
 
-def race(df, key, before, damaged, note, counts=None, cached=None):
+def race(df, key, before, damaged, note, counts, cached):
     """The race of a live job or of a saved one, drawn the same way: accuracies before and after the damage, the
     chart against the chosen axis, and each method's first evaluation back within 1 point."""
     if before is not None:
@@ -73,8 +68,12 @@ def race(df, key, before, damaged, note, counts=None, cached=None):
     axis = st.radio("x axis", ["step", "seconds", "grad_evals"], horizontal=True, key=f"axis-{key}",
                     help="seconds: wall time of the steps alone (evaluations excluded); grad_evals: per-image "
                          "backward passes (a geodesic step counts its restore batch and the rows of J)")
+    import pandas as pd  # after the controls: pandas is the slowest import of a fresh server's first page
+
+    from app import figures
+
     build = lambda: figures.race(df, axis, before, note)  # noqa: E731
-    st.plotly_chart(cached(f"race-{axis}", build) if cached else build(), key=f"race-{key}")
+    st.plotly_chart(cached(f"race-{axis}", build), key=f"race-{key}")
     if not df.empty and before is not None:
         state.await_engine(hurry=False)  # a saved race's chart is drawn above while the engine loads
         from geodesic.recovery import first_within
@@ -116,13 +115,14 @@ def saved(runs):
             f"{meta.get('data_source', '?')} test images every {cfg.get('eval_every', '?')} steps; baseline batch "
             f"{cfg.get('batch', '?')}, SGD momentum {cfg.get('momentum', '?')}")
     number = lambda v: v if isinstance(v, (int, float)) and not isinstance(v, bool) else None  # noqa: E731
+    stamps = tuple(state.folder_stamp(f) for f in runs)
     race(state.race_frame(runs), f"saved-{first.key}", number(summary.get("accuracy_before")),
-         number(summary.get("accuracy_damaged")), note, counts)
+         number(summary.get("accuracy_damaged")), note, counts,
+         cached=lambda name, build: state.saved_figure(("race", name, stamps, note), build))
 
 
-if job is not None:
-    state.live(job, render)
-else:
+def newest_saved() -> None:
+    """The newest saved race (the user's, else the shipped example), or a line saying there is none."""
     folders, _ = state.scan_runs()  # torch-free: meta.json and metrics.parquet only
     newest = state.newest_race(folders)
     if newest:
@@ -132,3 +132,9 @@ else:
             st.warning(state.md(f"cannot draw the saved race {newest[0].label}: {type(e).__name__}: {e}"))
     else:
         st.info("Nothing damaged yet: choose a damage and press the button.")
+
+
+if job is not None:
+    state.live(job, render)
+else:
+    state.after_paint(newest_saved, "Reading the saved races…")

@@ -23,11 +23,23 @@ w2 = c[1].slider("start w2", -2.0, 2.0, 1.2, 0.1)
 beta = c[2].select_slider("β", [0.001, 0.01, 0.1, 0.5, 1.0, 5.0, 50.0], value=0.5)
 eps = c[3].select_slider("ε", [0.0004, 0.001, 0.0025, 0.01, 0.04], value=0.0025)
 points = c[4].slider("inputs x", 2, 32, 8)
-state.await_engine(hurry=False)  # the sliders above are usable meanwhile
-from app import figures  # noqa: E402 — after the controls: it loads pandas, the slowest import of a fresh server
-out = landscape(w1, w2, beta, eps, points)
-path, status = out["path"], out["status"].iloc[0]
-st.plotly_chart(figures.playground(out["contours"], out["ellipses"], path,
-                                   f"D measured on the {points} fixed inputs, φ = identity; {status['status']} after "
-                                   f"{status['steps']} steps, path length {path['length'].iloc[-1]:.3f}, "
-                                   f"final √D {path['distance'].iloc[-1] ** 0.5:.3f}"), key="pg")
+
+
+def landscape_chart() -> None:
+    """The landscape of the chosen start, β, ε and inputs (computed once per setting on this server)."""
+    state.await_engine(hurry=False)  # the sliders above are usable meanwhile
+    from app import figures  # after the controls: it loads pandas, the slowest import of a fresh server
+
+    out = landscape(w1, w2, beta, eps, points)
+    path, status = out["path"], out["status"].iloc[0]
+
+    def build():
+        return figures.playground(out["contours"], out["ellipses"], path,
+                                  f"D measured on the {points} fixed inputs, φ = identity; {status['status']} after "
+                                  f"{status['steps']} steps, path length {path['length'].iloc[-1]:.3f}, "
+                                  f"final √D {path['distance'].iloc[-1] ** 0.5:.3f}")
+
+    st.plotly_chart(state.saved_figure(("playground", w1, w2, beta, eps, points), build), key="pg")
+
+
+state.after_paint(landscape_chart, "Walking the two-weight path…")

@@ -2,13 +2,12 @@
 
 import io
 
-import pandas as pd
 import streamlit as st
 
-from app import figures, state
+from app import state
 
 
-def parquet_bytes(df: pd.DataFrame) -> bytes:
+def parquet_bytes(df) -> bytes:
     buf = io.BytesIO()
     df.to_parquet(buf, index=False)
     return buf.getvalue()
@@ -18,12 +17,12 @@ st.title("Runs on disk")
 st.caption(f"Run folders under {state.md(state.runs_root())} (written by the app, the CLI and the benchmarks alike), "
            "then the shipped examples of assets/gallery, named \"example · …\": read-only, never deleted.")
 
-folders, problems = state.scan_runs()  # torch-free: meta.json and metrics.parquet only; the examples last
-state.show_problems(problems)
-if not folders:
+listed = state.list_runs()  # torch-free, and pandas-free on a fresh server's first page; the examples last
+if not listed:
+    state.show_problems(state.scan_runs()[1])
     st.info("No runs yet.")
     st.stop()
-for f in folders:
+for f in listed:
     for note in f.notes:
         st.warning(state.md(f"{f.label}: {note}"), icon=":material/content_copy:")
 
@@ -74,37 +73,56 @@ def steps(f: state.Folder) -> int:
     """The last step; for runs whose rows are not steps (damage: one row per net, level and seed), the rows."""
     if "step" not in f.metrics.columns:
         return len(f.metrics)
+    import pandas as pd
+
     s = f.metrics["step"].max() if len(f.metrics) else 0
     return 0 if pd.isna(s) else int(s)
 
 
-table_slot = st.empty()  # the table shows above the picker, but is sent after it: the picker's code loads first
-by_label = {f.label: f for f in folders}  # a user's folder by its name, an example as "example · <title>"
-chosen = st.multiselect("Open / compare", list(by_label), default=list(by_label)[:1])
-table = pd.DataFrame([{
-    "run": f.label, "kind": str(f.meta.get("kind")), "model": str(f.meta.get("model")),
-    "dataset": str(f.meta.get("dataset")), "status": f.status, "steps": steps(f),
-    "accuracy": f.summary.get("accuracy"), "length": f.summary.get("length"), "created": str(f.meta.get("created"))}
-    for f in folders])
-for col in ("accuracy", "length"):  # a summary field that is not a number shows empty
-    table[col] = pd.to_numeric(table[col], errors="coerce")
-table_slot.dataframe(table, hide_index=True)
-sel = [by_label[n] for n in chosen if n in by_label]
-if sel:
-    frames = [f.metrics.assign(run=f.label) for f in sel if len(f.metrics) and "step" in f.metrics.columns]
+table_slot = st.empty()  # the table shows above the picker, but is filled after it (state.after_paint)
+chosen = st.multiselect("Open / compare", [f.label for f in listed], default=[f.label for f in listed][:1])
+
+
+def opened() -> None:
+    """The table of every run, then the chosen runs: their curves, and per run its filter norms, meta, downloads,
+    compact net and deletion."""
+    import pandas as pd  # after the picker: pandas is the slowest import of a fresh server's first page
+
+    from app import figures
+
+    folders, problems = state.scan_runs()  # torch-free: meta.json and metrics.parquet only
+    state.show_problems(problems)
+    by_label = {f.label: f for f in folders}  # a user's folder by its name, an example as "example · <title>"
+    table = pd.DataFrame([{
+        "run": f.label, "kind": str(f.meta.get("kind")), "model": str(f.meta.get("model")),
+        "dataset": str(f.meta.get("dataset")), "status": f.status, "steps": steps(f),
+        "accuracy": f.summary.get("accuracy"), "length": f.summary.get("length"), "created": str(f.meta.get("created"))}
+        for f in folders])
+    for col in ("accuracy", "length"):  # a summary field that is not a number shows empty
+        table[col] = pd.to_numeric(table[col], errors="coerce") if len(table) else []
+    table_slot.dataframe(table, hide_index=True)
+    sel = [by_label[n] for n in chosen if n in by_label]
+    if not sel:
+        return
+    frames = [f for f in sel if len(f.metrics) and "step" in f.metrics.columns]
     if frames:
-        df = pd.concat(frames, ignore_index=True)
         note = "; ".join(f"{f.label}: {f.meta.get('model')} on {f.meta.get('dataset')}, "
                          f"{f.meta.get('eval_images', '?')} test images" for f in sel)
+        build = lambda: figures.path_curves(pd.concat([f.metrics.assign(run=f.label) for f in frames],  # noqa: E731
+                                                      ignore_index=True), note)
         try:
-            st.plotly_chart(figures.path_curves(df, note), key="runs-curves")
+            fig = state.saved_figure(("runs", tuple((f.label, state.folder_stamp(f)) for f in frames), note), build)
         except (KeyError, TypeError, ValueError) as e:
             st.warning(state.md(f"cannot draw the curves of these runs: {type(e).__name__}: {e}"))
+        else:
+            st.plotly_chart(fig, key="runs-curves")
     for f in sel:
         with st.expander(state.md(f"{f.label}: {f.status}"), expanded=len(sel) == 1):
             if len(sel) == 1 and "group_norms" in f.metrics.columns:
                 try:
-                    fig = figures.filter_heatmap(f.metrics, None, f"{f.meta.get('model')}, run {f.label}")
+                    fig = state.saved_figure(("runs-heat", f.key, state.folder_stamp(f), f.label),
+                                             lambda f=f: figures.filter_heatmap(f.metrics, None,
+                                                                                f"{f.meta.get('model')}, run {f.label}"))
                 except (KeyError, TypeError, ValueError) as e:
                     st.warning(state.md(f"cannot draw the filter norms of {f.label}: {type(e).__name__}: {e}"))
                 else:
@@ -136,3 +154,6 @@ if sel:
                     st.rerun()
             if refusal is not None:
                 st.info(state.md(f"cannot be deleted now: {refusal}"), icon=":material/lock:")
+
+
+state.after_paint(opened, "Reading the run folders…")

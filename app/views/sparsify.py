@@ -2,6 +2,7 @@
 
 from dataclasses import replace
 
+import numpy as np
 import streamlit as st
 
 from app import state
@@ -83,8 +84,8 @@ def render(job, df):
         m[4].metric("accuracy", f"{acc.iloc[-1]:.4f}" if len(acc) else "–",
                     delta=f"{acc.iloc[-1] - acc.iloc[0]:+.4f}" if len(acc) > 1 else None)
         if len(df) > 2:
-            secs = df[["t_jacobian", "t_solve", "t_other"]].sum(axis=1)
-            secs = secs[secs > 0].tail(20)
+            secs = np.nansum(df[["t_jacobian", "t_solve", "t_other"]].to_numpy(dtype=float), axis=1)
+            secs = secs[secs > 0][-20:]
             if len(secs):
                 st.caption(f"{1 / max(secs.mean(), 1e-9):.1f} steps/s (metric + solve + evaluation, last {len(secs)} steps)")
     left, right = st.columns([3, 2])

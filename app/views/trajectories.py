@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from app import figures, state
+from app import state
 
 
 @st.cache_resource(show_spinner=False)
@@ -18,17 +18,17 @@ st.title("Weight trajectories")
 st.markdown("Every k-th weight vector of each run (its snapshots), embedded **jointly** so that paths can be "
             "compared in one picture. PCA is exact and fast; UMAP keeps local neighbourhoods (first call compiles).")
 
-folders, problems = state.scan_runs()  # torch-free: the controls draw while the engine loads; the examples last
-with_snaps = []
+folders = state.list_runs()  # torch- and pandas-free: the controls draw while the engine loads; the examples last
+with_snaps, snapshot_problems = [], []
 for f in folders:
     if f.has_snapshots():
         why = state.snapshot_problem(f)  # header checks only: a damaged file costs one line, not the page
         if why:
-            problems.append(f"{f.label}: {why}")
+            snapshot_problems.append(f"{f.label}: {why}")
         else:
             with_snaps.append(f)
-state.show_problems(problems)
 if not with_snaps:
+    state.show_problems(snapshot_problems + state.scan_runs()[1])
     st.info("No run with snapshots yet: start one on the Sparsify page.")
     st.stop()
 by_model: dict[str, list] = {}
@@ -43,20 +43,33 @@ method = c[0].radio("Method", ["PCA", "UMAP"], horizontal=True)
 color = c[1].radio("Colour by", ["step", "accuracy", "distance"], horizontal=True)
 seed = c[2].number_input("UMAP seed", 0, 1000, 0)
 
-if chosen:
+
+def embedded() -> None:
+    """The chosen runs' snapshots in one joint embedding (PCA, or UMAP on request)."""
+    from app import figures  # after the controls: it loads pandas, the slowest import of a fresh server
+
+    readable, problems = state.scan_runs()  # the folders that cannot be read at all, named once each
+    state.show_problems(snapshot_problems + problems)
+    readable = {f.key for f in readable}
+    if not chosen:
+        st.info("Pick at least one run.")
+        return
     # the engine names each run's points by meta["id"]: of several folders with one id (copies), embed the first
-    dirs, ids = [], {}
+    picked, ids = [], {}
     for f in by_model[model]:
-        if f.label not in chosen:
+        if f.label not in chosen or f.key not in readable:
             continue
         ident = str(f.meta.get("id", f.name))
         if ident in ids:
             st.warning(state.md(f"{f.label} has the same id as {ids[ident]} (a copy?): shown once"))
             continue
         ids[ident] = f.label
-        dirs.append(f.dir)
+        picked.append(f)
+    if not picked:
+        return
+    dirs = [f.dir for f in picked]
     state.await_engine(hurry=False)  # the embedding needs torch; the controls above are usable meanwhile
-    from geodesic import embed
+    from geodesic import embed  # embed_runs keeps its embeddings per folder, snapshot files, method and seed
 
     try:
         if method == "UMAP":
@@ -72,9 +85,11 @@ if chosen:
             emb = embed.embed_runs(dirs, "pca")
     except (ValueError, OSError, KeyError) as e:  # a folder changed or broke since it was checked above
         st.warning(state.md(f"cannot embed these runs: {e}"))
-    else:
-        note = (f"{len(emb)} snapshots of {len(dirs)} {model} runs; colour: {color} "
-                f"(accuracy carried from the last evaluated step, on each run's test images)")
-        st.plotly_chart(figures.trajectory(emb, color, method, note), key="traj")
-else:
-    st.info("Pick at least one run.")
+        return
+    note = (f"{len(emb)} snapshots of {len(dirs)} {model} runs; colour: {color} "
+            f"(accuracy carried from the last evaluated step, on each run's test images)")
+    key = ("trajectories", tuple((str(f.dir), state.folder_stamp(f)) for f in picked), method, int(seed), color, note)
+    st.plotly_chart(state.saved_figure(key, lambda: figures.trajectory(emb, color, method, note)), key="traj")
+
+
+state.after_paint(embedded, "Embedding the snapshots…")

@@ -54,19 +54,16 @@ if picked is not None:
             job = state.registry().start("two-tasks", body, {"model": model_name, "task_a": task_a, "task_b": task_b})
             st.session_state["tt-job"] = job.id
 
-from app import figures  # noqa: E402 — after the controls: it loads pandas, the slowest import of a fresh server
-
 job = state.pick_job("two-tasks", "tt-job")
 
 
-def walk(df, key, names, note, plane_note, cached=None):
+def walk(df, key, names, note, plane_note, cached):
     """A live walk or a saved one, drawn the same way: both accuracies along the walk, then each method in the
     plane (accuracy on A, accuracy on B)."""
-    def fig(name, build):
-        return cached(name, build) if cached else build()
+    from app import figures  # after the controls: it loads pandas, the slowest import of a fresh server
 
-    st.plotly_chart(fig("tt", lambda: figures.two_tasks(df, names, note)), key=f"tt-{key}")
-    st.plotly_chart(fig("tt-plane", lambda: figures.two_task_plane(df, names, plane_note)), key=f"tt-plane-{key}")
+    st.plotly_chart(cached("tt", lambda: figures.two_tasks(df, names, note)), key=f"tt-{key}")
+    st.plotly_chart(cached("tt-plane", lambda: figures.two_task_plane(df, names, plane_note)), key=f"tt-plane-{key}")
 
 
 def render(job, df):
@@ -96,12 +93,13 @@ def saved(run):
             f"ε decays to {path.get('eps_final', '?')}; probe batch from {names[0]}")
     plane_note = (f"saved run: accuracy on {images}; walk every {path.get('eval_every', '?')} steps, the straight line "
                   f"at {points + 1 if isinstance(points, int) else '?'} points t = 0 … 1")
-    walk(run.metrics, f"saved-{run.key}", names, note, plane_note)
+    stamp = state.folder_stamp(run)
+    walk(run.metrics, f"saved-{run.key}", names, note, plane_note,
+         cached=lambda name, build: state.saved_figure(("two-tasks", name, stamp, note, plane_note), build))
 
 
-if job is not None:
-    state.live(job, render)
-else:
+def newest_saved() -> None:
+    """The newest saved two-task walk (the user's, else the shipped example), or a line saying there is none."""
     folders, _ = state.scan_runs()  # torch-free: meta.json and metrics.parquet only
     merge = next((f for f in folders if f.meta.get("kind") == "merge"), None)
     if merge is not None:
@@ -111,3 +109,9 @@ else:
             st.warning(state.md(f"cannot draw the saved run {merge.label}: {type(e).__name__}: {e}"))
     else:
         st.info("No walk yet.")
+
+
+if job is not None:
+    state.live(job, render)
+else:
+    state.after_paint(newest_saved, "Reading the saved walk…")
