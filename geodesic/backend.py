@@ -84,7 +84,8 @@ def import_ray(address: str | None = None):
 
 class RayPool:
     """Ray tasks with one CPU each: on a local Ray of `workers` CPUs (default: this machine's cores) started on
-    127.0.0.1, or on the cluster at `address`."""
+    127.0.0.1 for this pool (address "local": never a cluster that `ray start` left running, which a bare
+    ray.init() would join), or on the cluster at `address`."""
 
     def __init__(self, address: str | None = None, workers: int | None = None):
         if workers is not None and workers < 1:
@@ -97,7 +98,7 @@ class RayPool:
     def __enter__(self) -> "RayPool":
         ray = self.ray
         if self.address is None:
-            ray.init(num_cpus=self.workers_asked or os.cpu_count() or 1, include_dashboard=False,
+            ray.init(address="local", num_cpus=self.workers_asked or os.cpu_count() or 1, include_dashboard=False,
                      _node_ip_address="127.0.0.1", object_store_memory=OBJECT_STORE_BYTES, log_to_driver=False,
                      configure_logging=False)
             self.started = True
