@@ -77,8 +77,11 @@ def run_front(a: argparse.Namespace) -> None:
                       "--address", address], env=dict(os.environ))
     finally:
         stop_cluster(pgids)
-    (RESULTS / f"sweep-front-{a.dataset}.meta").write_text(
-        f"wall_s={wall:.0f}\nload_start={load0}\nload_end={load()}\nseconds={a.seconds}\n")
+    meta = RESULTS / f"sweep-front-{a.dataset}.meta"
+    if meta.is_file():  # a resumed sweep: the first pass's wall time stays, this pass's is added
+        meta.write_text(meta.read_text() + f"rerun_s={wall:.0f}\n")
+    else:
+        meta.write_text(f"wall_s={wall:.0f}\nload_start={load0}\nload_end={load()}\nseconds={a.seconds}\n")
     report_front(a.dataset)
 
 
@@ -107,7 +110,9 @@ def report_front(dataset: str) -> None:
             f"thread (geodesic: the recommended setting, its relaxation fitted to what the budget leaves after the "
             f"walk). `geodesic sweep --address` on two Ray nodes started on this 2-core machine with `ray start` "
             f"(127.0.0.1 only, one CPU each): {node_note}. Wall time of the whole sweep {float(meta['wall_s']) / 60:.1f}"
-            f" min (target ≤ 90). Load average {meta['load_start']} at the start, {meta['load_end']} at the end.")
+            f" min (target ≤ 90). Load average {meta['load_start']} at the start, {meta['load_end']} at the end."
+            + (f" Cells run again after a change, resuming the same command: {float(meta['rerun_s']) / 60:.1f} min."
+               if "rerun_s" in meta else ""))
     md = save(f"sweep-front-{dataset}", front_table(table), note)
     print(md)
     rec = fronts.recipe(table)

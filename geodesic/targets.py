@@ -22,9 +22,22 @@ def layer_normalized_norms(w: torch.Tensor, groups: list[Group]) -> torch.Tensor
 
 
 def smallest_groups(w: torch.Tensor, groups: list[Group], count: int) -> list[Group]:
-    """The `count` groups of smallest layer-normalized norm."""
-    order = layer_normalized_norms(w, groups).argsort()
-    return [groups[i] for i in order[:count].tolist()]
+    """The `count` groups of smallest layer-normalized norm, leaving every layer at least one group while
+    count allows (a layer with all its groups at zero disconnects the net: its outputs become constant)."""
+    order = layer_normalized_norms(w, groups).argsort().tolist()
+    left = {layer: sum(g.layer == layer for g in groups) for layer in {g.layer for g in groups}}
+    spare = len(groups) - count  # groups that stay; one per layer is kept while there are enough
+    chosen, skipped = [], []
+    for i in order:
+        g = groups[i]
+        if len(chosen) == count:
+            break
+        if left[g.layer] == 1 and spare >= len(left):
+            skipped.append(g)
+            continue
+        chosen.append(g)
+        left[g.layer] -= 1
+    return chosen + skipped[: count - len(chosen)]
 
 
 def within_layer_quantiles(w: torch.Tensor, groups: list[Group]) -> torch.Tensor:

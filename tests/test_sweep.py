@@ -327,3 +327,24 @@ def test_fronts_read_a_table_as_by_hand():
     r = fronts.recipe(table).iloc[0]
     assert bool(r["shortest is most accurate"]) and r["accuracy of shortest"] == 0.90
     assert r["r(length, accuracy)"] == pytest.approx(-1.0)  # lengths 3, 1, 2 against 0.80, 0.90, 0.85
+
+
+def test_magnitude_never_empties_a_layer_while_the_count_allows():
+    """lenet60 (20 + 40 filters): up to 50 zeroed, the global layer-normalized order as before; at 55 and 58 the
+    last filter of conv1 stays (a layer at zero makes the outputs constant); at 59 and 60 it cannot."""
+    from collections import Counter
+
+    from geodesic import models
+    from geodesic.params import flatten
+    from geodesic.targets import layer_normalized_norms, smallest_groups
+
+    model, _ = models.load(CKPT / "lenet60-fashion-mnist.safetensors")
+    groups, w = models.filter_groups(model), flatten(model)
+    order = [groups[i].name for i in layer_normalized_norms(w, groups).argsort().tolist()]
+    assert [g.name for g in smallest_groups(w, groups, 50)] == order[:50]
+    for count in (55, 58):
+        chosen = smallest_groups(w, groups, count)
+        layers = Counter(g.layer for g in chosen)
+        assert len({g.name for g in chosen}) == count and layers["conv1"] == 19 and layers["conv2"] == count - 19
+    assert len({g.name for g in smallest_groups(w, groups, 59)}) == 59  # one stays: no layer can keep one each
+    assert len(smallest_groups(w, groups, 60)) == 60
