@@ -105,6 +105,8 @@ def report_front(dataset: str) -> None:
                 if "=" in line)
     nodes = table.groupby("node")["cell"].count()
     node_note = ", ".join(f"node {n[:8]}…: {c} cells" for n, c in nodes.items())
+    if "first_pass_nodes" in meta:  # rows kept on resume lost their node before the cells recorded it
+        node_note = f"first pass {meta['first_pass_nodes']}; cells run again: {node_note}"
     note = (f"lenet60 on {dataset}, full training split (geodesic, distill and fip use no labels), full test set; "
             f"{len(table)} cells (5 sparsities × 5 methods × 3 seeds), each {meta['seconds']} CPU seconds on one "
             f"thread (geodesic: the recommended setting, its relaxation fitted to what the budget leaves after the "

@@ -128,6 +128,7 @@ def run_cell(spec: SweepSpec, cell: Cell, root: str) -> dict:
     writer = RunWriter({"kind": "sweep-cell", "cell": asdict(cell), "sweep": spec.as_dict()}, root=root,
                        run_id=cell.id)
     base = {**asdict(cell), "cell": cell.id, "node": node(), "host": platform.node()}
+    writer.update(node=base["node"])  # where it ran, kept for a resumed sweep's table
     try:
         return {**base, **_run(spec, cell, writer), "wall": time.perf_counter() - t0}
     except Exception as e:  # noqa: BLE001 — recorded in the row and the folder; the sweep goes on

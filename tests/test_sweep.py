@@ -119,7 +119,7 @@ def test_a_sweep_writes_results_resumes_and_keeps_finished_cells(tmp_path):
     runs.write_json(victim / "meta.json", {**meta, "status": "interrupted"})
     kept = {c: (out / "cells" / c / "meta.json").stat().st_mtime_ns for c in table["cell"][1:]}
     again = run_sweep(spec, out, backend="loop")
-    assert len(again) == 4 and set(again["status"]) == {"done"}
+    assert len(again) == 4 and set(again["status"]) == {"done"} and set(again["node"]) == {"local"}
     assert {c: (out / "cells" / c / "meta.json").stat().st_mtime_ns for c in table["cell"][1:]} == kept
     assert (victim / "meta.json").stat().st_mtime_ns != 0 and runs.load_run(victim).meta["status"] == "done"
     with pytest.raises(ValueError, match="holds another sweep"):
