@@ -18,7 +18,7 @@ MERGE_PHASES = {"walk", "relax", "line", "finetune"}
 
 
 def folders() -> list[Path]:
-    return sorted(p for p in GALLERY.iterdir() if p.is_dir())
+    return sorted(p for p in GALLERY.iterdir() if p.is_dir() and p.name != "sweeps")  # sweeps/: the Sweeps page's tables
 
 
 @pytest.fixture(scope="module")
