@@ -32,7 +32,6 @@ from .path import Evaluation
 from .targets import choose_groups, smallest_groups
 
 METHODS = ("geodesic", "magnitude", "finetune", "distill", "fip")
-LABELS = {"geodesic": False, "magnitude": False, "finetune": True, "distill": False, "fip": False}  # uses labels?
 BATCH = 128  # images per fine-tuning / distillation step
 FIP_BATCH = 200
 
@@ -111,8 +110,8 @@ def one_shot(name: str, work: Callable[[], torch.Tensor], done: Callable[[], int
 
 @dataclass
 class Task:
-    """What every method is given: the dense net, its groups, how many to zero, unlabeled or labeled training
-    images, the evaluation set, a seed and a CPU budget."""
+    """What every method is given: the dense net, its groups, how many to zero, training images (labels read by
+    finetune only), the evaluation set and a seed; the CPU budget comes as a `Budget`."""
 
     model: nn.Module
     w0: torch.Tensor
@@ -121,7 +120,6 @@ class Task:
     train: Split
     evaluation: Evaluation
     seed: int
-    seconds: float
 
 
 def geodesic_phases(t: Task, budget: Budget, counter: Counter) -> tuple[list[Group], Iterator[Phase]]:
@@ -213,4 +211,4 @@ def _remember(phase: Phase, box: dict) -> Callable[[], torch.Tensor | None]:
     return weights
 
 
-__all__ = ["METHODS", "LABELS", "Budget", "Counter", "Task", "method_phases", "within"]
+__all__ = ["METHODS", "Budget", "Counter", "Task", "method_phases", "within"]

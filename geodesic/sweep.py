@@ -145,7 +145,7 @@ def _run(spec: SweepSpec, cell: Cell, writer) -> dict:
 
     ckpt, dataset, train, test = spec.source.open()
     task = Task(ckpt.model, ckpt.w, ckpt.groups, cell.filters, training_images(train, cell.data),
-                Evaluation(test.x, test.y), cell.seed, spec.seconds)
+                Evaluation(test.x, test.y), cell.seed)
     writer.update(**ckpt.meta(), dataset=dataset, data_source=train.source, eval_images=len(test))
     budget, counter = Budget(spec.seconds), Counter()
     chosen, phases = method_phases(cell.method, task, budget, counter)

@@ -41,7 +41,7 @@ def opened():
 def run_method(method, opened, seconds=1.0, labels=None):
     ckpt, _, train, test = opened
     train = replace(train, y=labels) if labels is not None else train
-    task = Task(ckpt.model, ckpt.w, ckpt.groups, 5, train, Evaluation(test.x, test.y), 0, seconds)
+    task = Task(ckpt.model, ckpt.w, ckpt.groups, 5, train, Evaluation(test.x, test.y), 0)
     budget, counter = Budget(seconds), Counter()
     chosen, phases = method_phases(method, task, budget, counter)
     rec = execute(phases)
