@@ -4,9 +4,10 @@ Every figure carries a subtitle saying what is measured, on which data, and how 
 Inputs are the rows the engine writes (`geodesic.path.Step.row()`, metrics.parquet) or frames from
 `geodesic.embed` / `app.jobs` / `app.playground`.
 
-Each figure is built in one go, `go.Figure(data=[…], layout={…})`, from numpy arrays: plotly validates a whole
-layout given to the constructor in well under a millisecond, where update_layout / add_hline / update_xaxes each
-cost ~10 ms, and a pandas column costs it more than its array. The live pages rebuild a figure several times a second.
+Each figure is built in one go, `go.Figure(data=[dict(type=…), …], layout={…})`, from numpy arrays: plotly
+validates a whole layout given to the constructor in well under a millisecond, where update_layout / add_hline /
+update_xaxes each cost ~10 ms; a trace given as a dict is validated once (a go.Scatter is built, then copied by the
+figure), and a pandas column costs it more than its array. The live pages rebuild a figure several times a second.
 """
 
 from __future__ import annotations
@@ -92,7 +93,7 @@ def path_curves(df: pd.DataFrame, note: str = "", highlight: str | None = None) 
                 continue
             x, y = _pairs(d, "step", col)
             sfx = str(j + 1) if j else ""
-            data.append(go.Scatter(x=x, y=y, mode="lines+markers" if col in ("accuracy", "loss") else "lines",
+            data.append(dict(type="scatter", x=x, y=y, mode="lines+markers" if col in ("accuracy", "loss") else "lines",
                                    name=plain(run) if run is not None else col, legendgroup=str(run),
                                    showlegend=run is not None and j == 0, line=dict(color=colour, width=width),
                                    marker=dict(size=4), xaxis=f"x{sfx}", yaxis=f"y{sfx}"))
@@ -138,10 +139,10 @@ def filter_heatmap(df: pd.DataFrame, names: list[str] | None = None, note: str =
     rel = M / np.where(M[:, :1] > 0, M[:, :1], 1.0)
     names = names if names is not None and len(names) == M.shape[0] else [f"group {i}" for i in range(M.shape[0])]
     zero = np.where(M == 0, 1.0, np.nan)
-    data = [go.Heatmap(z=rel.astype(np.float32), x=steps, y=names, colorscale="Viridis", zmin=0,  # float32: half the bytes sent
+    data = [dict(type="heatmap", z=rel.astype(np.float32), x=steps, y=names, colorscale="Viridis", zmin=0,  # float32: half the bytes sent
                        zmax=max(1.0, float(rel.max())), colorbar=dict(title="|w_g| / |w_g(0)|"),
                        hovertemplate="%{y} step %{x}<br>relative norm %{z:.3f}<extra></extra>"),
-            go.Heatmap(z=zero.astype(np.float32), x=steps, y=names, colorscale=[[0, "black"], [1, "black"]],
+            dict(type="heatmap", z=zero.astype(np.float32), x=steps, y=names, colorscale=[[0, "black"], [1, "black"]],
                        showscale=False, hovertemplate="%{y} step %{x}: exactly zero<extra></extra>", name="zero")]
     n_zero = int((M[:, -1] == 0).sum())
     title = f"Per-filter norms: {n_zero} of {M.shape[0]} exactly zero at step {int(steps[-1])}"
@@ -189,13 +190,13 @@ def trajectory(emb: pd.DataFrame, color: str = "step", method: str = "PCA", note
         custom = d[hover_cols].to_numpy()
         tmpl = "<br>".join(f"{c}: %{{customdata[{k}]:.4g}}" for k, c in enumerate(hover_cols))
         x, y = d["x"].to_numpy(), d["y"].to_numpy()
-        data.append(go.Scatter(x=x, y=y, mode="lines+markers", name=plain(run),
+        data.append(dict(type="scatter", x=x, y=y, mode="lines+markers", name=plain(run),
                                line=dict(color=PALETTE[i % len(PALETTE)], width=1),
                                marker=dict(size=8, color=d[color].to_numpy() if color in d.columns else None,
                                            colorscale="Plasma", cmin=cmin, cmax=cmax, showscale=i == 0,
                                            colorbar=dict(title=color, x=1.02)),
                                customdata=custom, hovertemplate=f"<b>{plain(run)}</b><br>{tmpl}<extra></extra>"))
-        data.append(go.Scatter(x=x[-1:], y=y[-1:], mode="markers", showlegend=False,
+        data.append(dict(type="scatter", x=x[-1:], y=y[-1:], mode="markers", showlegend=False,
                                marker=dict(symbol="x", size=12, color=PALETTE[i % len(PALETTE)]), hoverinfo="skip"))
     return _figure(data, f"Weight trajectories, {method}, fitted jointly on {len(emb)} snapshots (× = end)", note, 560,
                    xaxis=dict(title=dict(text=f"{method} 1")), yaxis=dict(title=dict(text=f"{method} 2")))
@@ -215,28 +216,28 @@ def playground(contours: pd.DataFrame, ellipses: pd.DataFrame, path: pd.DataFram
     the tangent steps and the path to the sparse axis w2 = 0. The ellipses are one trace (NaN between them)."""
     w1s, w2s = np.sort(contours["w1"].unique()), np.sort(contours["w2"].unique())
     Z = contours.pivot(index="w2", columns="w1", values="distance").loc[w2s, w1s].to_numpy()
-    data = [go.Contour(x=w1s, y=w2s, z=np.sqrt(Z), colorscale="Blues", ncontours=18, colorbar=dict(title="√D"),
+    data = [dict(type="contour", x=w1s, y=w2s, z=np.sqrt(Z), colorscale="Blues", ncontours=18, colorbar=dict(title="√D"),
                        hovertemplate="w1 %{x:.2f}, w2 %{y:.2f}<br>√D %{z:.3f}<extra></extra>", name="√D(w, w₀)")]
     spacing = float(np.diff(np.sort(ellipses["w1"].unique()))[0]) if ellipses["w1"].nunique() > 1 else 0.5
     if len(ellipses):
         xy = [ellipse_xy(row, 0.4 * spacing) for _, row in ellipses.iterrows()]
         gap = np.array([np.nan])
-        data.append(go.Scatter(x=np.concatenate([np.concatenate([x, gap]) for x, _ in xy]),
+        data.append(dict(type="scatter", x=np.concatenate([np.concatenate([x, gap]) for x, _ in xy]),
                                y=np.concatenate([np.concatenate([y, gap]) for _, y in xy]), mode="lines",
                                line=dict(color="#555", width=1), hoverinfo="skip", name="metric ellipse (θᵀGθ = c)",
                                legendgroup="ell"))
     w1, w2 = path["w1"].to_numpy(dtype=float), path["w2"].to_numpy(dtype=float)
-    data.append(go.Scatter(x=w1, y=w2, mode="lines+markers", name="geodesic path (tangent steps)",
+    data.append(dict(type="scatter", x=w1, y=w2, mode="lines+markers", name="geodesic path (tangent steps)",
                            line=dict(color="#d62728", width=2), marker=dict(size=5),
                            customdata=path[["step", "length", "distance"]].to_numpy(),
                            hovertemplate="step %{customdata[0]}<br>length %{customdata[1]:.3f}<br>D %{customdata[2]:.4f}<extra></extra>"))
     if len(path) > 1:
         d1, d2 = np.diff(w1), np.diff(w2)
         nan = np.full(len(d1), np.nan)
-        data.append(go.Scatter(x=np.ravel(np.column_stack([w1[:-1], w1[:-1] + 3 * d1, nan])),
+        data.append(dict(type="scatter", x=np.ravel(np.column_stack([w1[:-1], w1[:-1] + 3 * d1, nan])),
                                y=np.ravel(np.column_stack([w2[:-1], w2[:-1] + 3 * d2, nan])),
                                mode="lines", line=dict(color="#ff7f0e", width=1), name="tangent θ (×3)", hoverinfo="skip"))
-    data.append(go.Scatter(x=w1[:1], y=w2[:1], mode="markers", name="start w₀",
+    data.append(dict(type="scatter", x=w1[:1], y=w2[:1], mode="markers", name="start w₀",
                            marker=dict(size=12, color="#2ca02c", symbol="star")))
     return _figure(data, "Two-weight landscape: f(x, w) = tanh(w1·x + w2·x²)", note, height=620,
                    xaxis=dict(title=dict(text="w1"), range=[w1s[0], w1s[-1]]),
@@ -250,7 +251,7 @@ def race(df: pd.DataFrame, x: str = "step", before: float | None = None, note: s
         return empty("Recovery race", note or "no steps yet")
     data = []
     for i, (method, d) in enumerate(df.groupby("method", sort=False)):
-        data.append(go.Scatter(x=_values(d, x), y=_values(d, "accuracy"), mode="lines+markers" if len(d) > 1 else "markers",
+        data.append(dict(type="scatter", x=_values(d, x), y=_values(d, "accuracy"), mode="lines+markers" if len(d) > 1 else "markers",
                                name=str(method), line=dict(color=PALETTE[i % len(PALETTE)]),
                                marker=dict(size=9 if len(d) == 1 else 5)))
     xtitle = {"seconds": "wall seconds (steps only)", "grad_evals": "per-image gradient evaluations"}.get(x, "step")
@@ -267,9 +268,9 @@ def two_tasks(df: pd.DataFrame, names: tuple[str, str], note: str = "") -> go.Fi
     if "phase" in d.columns:
         d = d[d["phase"] == "walk"]
     steps = _values(d, "step")
-    data = [go.Scatter(x=steps, y=_values(d, "accuracy"), mode="lines+markers", name=f"task A: {names[0]} (kept)")]
+    data = [dict(type="scatter", x=steps, y=_values(d, "accuracy"), mode="lines+markers", name=f"task A: {names[0]} (kept)")]
     if "accuracy_b" in d.columns:
-        data.append(go.Scatter(x=steps, y=_values(d, "accuracy_b"), mode="lines+markers",
+        data.append(dict(type="scatter", x=steps, y=_values(d, "accuracy_b"), mode="lines+markers",
                                name=f"task B: {names[1]} (learned)"))
     return _figure(data, "Two tasks along the walk", note, xaxis=dict(title=dict(text="step")),
                    yaxis=dict(title=dict(text="test accuracy"), range=[0, 1]))
@@ -289,7 +290,7 @@ def two_task_plane(df: pd.DataFrame, names: tuple[str, str], note: str = "") -> 
     for i, (phase, g) in enumerate((p, g) for p, g in d.groupby("phase", sort=False) if p in PHASE_NAMES):
         color = PALETTE[i % len(PALETTE)]
         sizes = [11 if j in (0, len(g) - 1) else 5 for j in range(len(g))]
-        data.append(go.Scatter(x=_values(g, "accuracy"), y=_values(g, "accuracy_b"), mode="lines+markers",
+        data.append(dict(type="scatter", x=_values(g, "accuracy"), y=_values(g, "accuracy_b"), mode="lines+markers",
                                name=PHASE_NAMES[phase], line=dict(color=color), marker=dict(size=sizes),
                                customdata=g["step"].to_numpy(),
                                hovertemplate="step %{customdata}<br>A %{x:.4f}<br>B %{y:.4f}<extra></extra>"))

@@ -107,7 +107,8 @@ CONTROLS = {"": ("Sparsify", "button", "Start", False),
             "two_tasks": ("Two tasks", "button", "Start walk", False),
             "playground": ("Playground", "stSlider", "start w1", False),
             "trajectories": ("Trajectories", "stMultiSelect", "Runs", True),
-            "runs": ("Runs", "stMultiSelect", "Open / compare", True)}
+            "runs": ("Runs", "stMultiSelect", "Open / compare", True),
+            "sweeps": ("Sweeps", "stSelectbox", "Sweep", False)}
 
 # true once the main area shows `label` on a visible, enabled, current (not stale) control of `kind`
 USABLE = """([kind, label]) => {

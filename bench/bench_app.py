@@ -3,7 +3,7 @@ live refresh rate, and how fast a lenet60 path advances in the app against the s
 
 Time to interactive (TTI): from navigation start until the page's primary control is drawn, visible, enabled and
 current: the Start / Run button (Sparsify, Candidate paths, Damage & recovery, Two tasks), else its first input
-(Playground: a slider; Trajectories, Runs: the run picker, with one run on disk). Each page is opened on a
+(Playground: a slider; Trajectories, Runs: the run picker, with one run on disk; Sweeps: the sweep picker). Each page is opened on a
 fresh server with one core kept busy by a spinning process (the machine's other work): first visit right after
 the server starts, then a new tab at once (the engine still loading in the background), then a new tab once
 the server is quiet (engine loaded).
@@ -157,8 +157,8 @@ def tti_table(trials: int) -> tuple[pd.DataFrame, str]:
             f"beside. Each page on a fresh `streamlit run app/main.py` in headless Chromium (1400×1600) on this 2-core "
             f"machine with one core kept busy by a spinning process: a first visit right after the server starts, "
             f"then a new tab at once (torch and the engine still loading in the background), then a new tab once the "
-            f"server is quiet (engine loaded). Trajectories and Runs with one mlp run on disk. Theory has no control "
-            f"(text only). Load average {load0:.1f} at the start, {os.getloadavg()[0]:.1f} at the end.")
+            f"server is quiet (engine loaded). Trajectories and Runs with one mlp run on disk. Sweeps shows its shipped "
+            f"example's picker. Theory has no control (text only). Load average {load0:.1f} at the start, {os.getloadavg()[0]:.1f} at the end.")
     return table, note
 
 
