@@ -32,7 +32,9 @@ def open_page(root, monkeypatch) -> AppTest:
     at = AppTest.from_file(MAIN, default_timeout=90)
     at.run()
     at.switch_page("views/sweeps.py")
-    at.run()
+    at.run()  # the visit's first run: the picker (state.after_paint)
+    assert at.selectbox(key="sw-pick") is not None and not at.get("plotly_chart")
+    at.run()  # the rerun the browser asks for once it has drawn it: the front
     assert not at.exception, [e.value for e in at.exception]
     assert at.title[0].value.startswith("Sweeps")
     return at
@@ -70,6 +72,15 @@ def test_a_sweep_in_progress_shows_what_finished(sweep_root, tmp_path, monkeypat
     table.iloc[:4].to_parquet(part / "results.parquet", index=False)  # 4 of 18 cells so far
     at = open_page(tmp_path, monkeypatch)
     assert "4 cells finished" in " ".join(c.value for c in at.caption)
+    assert at.session_state["sw-drawn"] == (str(part), stamp(part))  # what the 5-s watcher compares with
+    table.to_parquet(part / "results.parquet", index=False)  # the other 14 finish
+    assert at.session_state["sw-drawn"][1] != stamp(part)
+    at.run()
+    assert "18 cells finished" in " ".join(c.value for c in at.caption)
+
+
+def stamp(folder):
+    return tuple(f.stat().st_mtime_ns if f.is_file() else None for f in (folder / "results.parquet", folder / "results.csv"))
 
 
 def test_the_shipped_example_shows_on_a_first_visit(tmp_path, monkeypatch):
