@@ -1,6 +1,7 @@
 """Sweeps: the sparsity–accuracy front per method, data budgets, the paper's recipe, Ray's overhead.
 
     python bench/bench_sweep.py front [--dataset fashion-mnist] [--seconds 120]   # 2 loopback nodes, `geodesic sweep --address`
+    python bench/bench_sweep.py front --model resnet8 --fractions 0.5 --seconds 240
     python bench/bench_sweep.py data  [--seconds 60]     # 1,000 and 100 training images at 50 of 60 filters
     python bench/bench_sweep.py overhead                 # the same cells in a plain loop and on a local Ray
     python bench/bench_sweep.py report                   # the tables again from the sweep folders
@@ -65,24 +66,31 @@ def front_table(table: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def front_name(a: argparse.Namespace) -> str:
+    """front-<dataset> for lenet60 (its table names predate other models), else front-<model>-<dataset>."""
+    return f"front-{a.dataset}" if a.model == "lenet60" else f"front-{a.model}-{a.dataset}"
+
+
 def run_front(a: argparse.Namespace) -> None:
     from ray_cluster import start_cluster, stop_cluster
 
-    out = OUT / f"front-{a.dataset}"
+    name = front_name(a)
+    out = OUT / name
     load0 = load()
+    levels = ["--fractions", a.fractions] if a.fractions else ["--filters", LEVELS]
     address, pgids = start_cluster(nodes=2, cpus_per_node=1, port=a.port)
     try:
-        wall = sweep(["--checkpoint", str(CKPT / f"lenet60-{a.dataset}.safetensors"), "--filters", LEVELS,
+        wall = sweep(["--checkpoint", str(CKPT / f"{a.model}-{a.dataset}.safetensors"), *levels,
                       "--methods", METHODS, "--seeds", "0,1,2", "--seconds", str(a.seconds), "--out", str(out),
                       "--address", address], env=dict(os.environ))
     finally:
         stop_cluster(pgids)
-    meta = RESULTS / f"sweep-front-{a.dataset}.meta"
+    meta = RESULTS / f"sweep-{name}.meta"
     if meta.is_file():  # a resumed sweep: the first pass's wall time stays, this pass's is added
         meta.write_text(meta.read_text() + f"rerun_s={wall:.0f}\n")
     else:
         meta.write_text(f"wall_s={wall:.0f}\nload_start={load0}\nload_end={load()}\nseconds={a.seconds}\n")
-    report_front(a.dataset)
+    report_front(a)
 
 
 def ship(out, name: str) -> None:
@@ -96,30 +104,35 @@ def ship(out, name: str) -> None:
         shutil.copy2(out / f, dest / f)
 
 
-def report_front(dataset: str) -> None:
-    out = OUT / f"front-{dataset}"
-    ship(out, f"front-lenet60-{dataset}")
+def report_front(a: argparse.Namespace) -> None:
+    name = front_name(a)
+    out = OUT / name
+    ship(out, f"front-{a.model}-{a.dataset}")
     table = pd.read_csv(out / "results.csv")
-    table.to_csv(RESULTS / f"sweep-front-{dataset}-cells.csv", index=False)
-    meta = dict(line.split("=", 1) for line in (RESULTS / f"sweep-front-{dataset}.meta").read_text().split("\n")
+    table.to_csv(RESULTS / f"sweep-{name}-cells.csv", index=False)
+    meta = dict(line.split("=", 1) for line in (RESULTS / f"sweep-{name}.meta").read_text().split("\n")
                 if "=" in line)
     nodes = table.groupby("node")["cell"].count()
     node_note = ", ".join(f"node {n[:8]}…: {c} cells" for n, c in nodes.items())
     if "first_pass_nodes" in meta:  # rows kept on resume lost their node before the cells recorded it
         node_note = f"first pass {meta['first_pass_nodes']}; cells run again: {node_note}"
-    note = (f"lenet60 on {dataset}, full training split (geodesic, distill and fip use no labels), full test set; "
-            f"{len(table)} cells (5 sparsities × 5 methods × 3 seeds), each {meta['seconds']} CPU seconds on one "
+    grid = (f"{table['filters'].nunique()} sparsities × {table['method'].nunique()} methods × "
+            f"{table['seed'].nunique()} seeds")
+    levels = (f"fractions {', '.join(f'{x:g}' for x in sorted(table['fraction'].dropna().unique()))} of the groups"
+              if "fraction" in table and table["fraction"].notna().any() else "filters zeroed as in the first column")
+    note = (f"{a.model} on {a.dataset}, full training split (geodesic, distill and fip use no labels), full test set; "
+            f"{len(table)} cells ({grid}; {levels}), each {meta['seconds']} CPU seconds on one "
             f"thread (geodesic: the recommended setting, its relaxation fitted to what the budget leaves after the "
             f"walk). `geodesic sweep --address` on two Ray nodes started on this 2-core machine with `ray start` "
             f"(127.0.0.1 only, one CPU each): {node_note}. Wall time of the whole sweep {float(meta['wall_s']) / 60:.1f}"
-            f" min (target ≤ 90). Load average {meta['load_start']} at the start, {meta['load_end']} at the end."
+            f" min{' (target ≤ 90)' if a.model == 'lenet60' else ''}. Load average {meta['load_start']} at the start, {meta['load_end']} at the end."
             + (f" Cells run again after a change, resuming the same command: {float(meta['rerun_s']) / 60:.1f} min."
                if "rerun_s" in meta else ""))
-    md = save(f"sweep-front-{dataset}", front_table(table), note)
+    md = save(f"sweep-{name}", front_table(table), note)
     print(md)
     rec = fronts.recipe(table)
     if len(rec):
-        print(save(f"sweep-recipe-{dataset}", rec,
+        print(save(f"sweep-recipe-{name.removeprefix('front-')}", rec,
                    "Geodesic cells of the front, one path per seed at each sparsity (3 paths): the paper's recipe "
                    "keeps the shortest. r: Pearson correlation over the 3 paths (negative: shorter is more "
                    "accurate)."))
@@ -172,6 +185,9 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("part", choices=("front", "data", "overhead", "report"))
     p.add_argument("--dataset", default="fashion-mnist", choices=("fashion-mnist", "mnist"))
+    p.add_argument("--model", default="lenet60", choices=("lenet60", "resnet8"), help="the front's shipped net")
+    p.add_argument("--fractions", default=None, help="front: fractions of the groups (e.g. 0.25,0.5) instead of "
+                                                       "lenet60's filters " + LEVELS)
     p.add_argument("--seconds", type=float, default=None, help="CPU seconds per cell (front 120, data 60)")
     p.add_argument("--port", type=int, default=6390)
     a = p.parse_args()
@@ -185,7 +201,7 @@ def main() -> None:
     elif a.part == "overhead":
         run_overhead(a)
     else:
-        report_front(a.dataset)
+        report_front(a)
 
 
 if __name__ == "__main__":
