@@ -96,6 +96,7 @@ class Phase:
     end: Callable[[], Status] = lambda: Status.DONE
     snapshots: Callable[[], list[Snapshot]] = list
     weights: Callable[[], Optional["torch.Tensor"]] = lambda: None
+    final: bool = False  # runs even after an earlier phase diverged (a method's scoring of its last weights)
 
 
 class Sink:
@@ -124,17 +125,22 @@ def execute(phases: Iterable[Phase], sink: Optional[Sink] = None, stop: Optional
             summary: Callable[[Record], dict] = lambda r: {}) -> Record:
     """Run the phases in order (a generator of phases may decide the next one from how the last ended).
 
-    A phase that ends STOPPED, DIVERGED or INTERRUPTED ends the run. The sink gets every row and snapshot as it
-    comes and, at the end, `finish(status, last weights, summary(record))`.
+    A phase that ends STOPPED or INTERRUPTED ends the run; after one that ends DIVERGED only `final` phases run
+    (the run stays DIVERGED). The sink gets every row and snapshot as it comes and, at the end,
+    `finish(status, last weights, summary(record))`.
     """
     rec = Record(status=Status.DONE)
+    diverged = False
     try:
         for phase in phases:
+            if diverged and not phase.final:
+                continue
             ended = _run_phase(phase, rec, sink, stop, on_row)
             rec.phases[phase.name] = ended
             rec.status = combine(rec.status, ended)
-            if ended in (Status.STOPPED, Status.DIVERGED):
+            if ended is Status.STOPPED:
                 break
+            diverged = diverged or ended is Status.DIVERGED
     except BaseException:
         rec.status = Status.INTERRUPTED
         if sink is not None:

@@ -84,7 +84,8 @@ def within(phase: Phase, budget: Budget, cut: Status) -> Phase:
 
 def mask_phase(model: nn.Module, w0: torch.Tensor, target: torch.Tensor, current: Callable[[], torch.Tensor],
                evaluation: Evaluation, last_step: Callable[[], int]) -> Phase:
-    """The last phase of every method: w_T := 0, then accuracy, loss and D(w, w0) on the evaluation set."""
+    """The last phase of every method: w_T := 0, then accuracy, loss and D(w, w0) on the evaluation set. It runs
+    also after the method diverged, on its last weights (NaN scores when those are not finite)."""
     box: dict[str, torch.Tensor] = {}
 
     def rows():
@@ -94,7 +95,7 @@ def mask_phase(model: nn.Module, w0: torch.Tensor, target: torch.Tensor, current
         yield {"step": last_step(), "phase": "mask", "accuracy": acc, "loss": loss,
                "distance": functional_distance(model, w, w0, evaluation.x), "target_norm": 0.0}
 
-    return Phase("mask", rows(), lambda: Status.DONE, list, lambda: box.get("w"))
+    return Phase("mask", rows(), lambda: Status.DONE, list, lambda: box.get("w"), final=True)
 
 
 def one_shot(name: str, work: Callable[[], torch.Tensor], done: Callable[[], int]) -> Phase:

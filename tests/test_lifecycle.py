@@ -91,6 +91,14 @@ def test_a_failing_phase_ends_the_run_and_wins_over_earlier_statuses():
     assert combine(Status.MISSED, Status.DONE) is Status.MISSED
 
 
+def test_after_a_divergence_only_final_phases_run_and_the_run_stays_diverged():
+    """A method's scoring mask (a final phase) still runs on the weights a diverged phase left."""
+    last = counting_phase("d", 1)
+    final = Phase("mask", last.rows, weights=lambda: torch.tensor(7.0), final=True)
+    rec = execute([counting_phase("walk", 2, Status.DIVERGED), counting_phase("relax", 3), final])
+    assert list(rec.phases) == ["walk", "mask"] and rec.status is Status.DIVERGED and float(rec.w) == 7.0
+
+
 @pytest.mark.parametrize("text,status", [("arrived, relaxed", Status.ARRIVED), ("max steps", Status.MISSED),
                                          ("distance budget", Status.MISSED), ("budget", Status.DONE),
                                          ("recovered", Status.ARRIVED), ("stopped", Status.STOPPED),
