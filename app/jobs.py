@@ -42,14 +42,6 @@ def runs_root() -> Path:
     return default_root()
 
 
-def default_threads() -> int:
-    """Torch threads for app jobs: the engine's policy (`geodesic.threads.default`: $GEODESIC_THREADS, else 1;
-    the server and the browser need the other cores). Imports the engine: call it where torch is loading."""
-    from geodesic import threads
-
-    return threads.default()
-
-
 @dataclass
 class Job:
     """One background run. `rows` grow while it runs; read them with `frame()` from any thread."""
@@ -355,5 +347,5 @@ def task_b_weights(a, phases: tuple[str, ...], checkpoint_b: str | None, arch: s
     return b.w
 
 
-__all__ = ["Job", "Registry", "wait", "runs_root", "default_threads", "Source", "sparsify_job", "candidates_job",
+__all__ = ["Job", "Registry", "wait", "runs_root", "Source", "sparsify_job", "candidates_job",
            "damage_job", "two_tasks_job"]

@@ -101,11 +101,12 @@ def warm_engine() -> threading.Thread:
         sys.setswitchinterval(min(interval, 0.001))  # the server's threads get the GIL more often meanwhile
         try:
             import pandas  # noqa: F401 — before torch, in one thread (see app/main.py)
-            import torch
+            import torch  # noqa: F401 — the engine's largest import, here in the background
 
-            from app import jobs, playground
+            from app import playground
+            from geodesic import threads
 
-            torch.set_num_threads(jobs.default_threads())
+            threads.configure()  # the engine's policy: $GEODESIC_THREADS, else 1 (and its allocator's)
             import geodesic.embed  # noqa: F401
             import geodesic.experiments  # noqa: F401
             import geodesic.inputs  # noqa: F401

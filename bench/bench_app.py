@@ -41,10 +41,10 @@ TARGETS = {"first paint, first visit (s)": "< 5", "time to interactive, first vi
 ENGINE_ALONE = """
 import dataclasses, sys, tempfile, time
 from pathlib import Path
-import torch
 from app import jobs, playground
+from geodesic import threads
 from geodesic.experiments import SparsifyConfig
-torch.set_num_threads(jobs.default_threads())
+threads.configure()
 playground.warm_metric()
 seconds, after = float(sys.argv[1]), int(sys.argv[2])
 cfg = SparsifyConfig()  # the page's default preset; Max steps 2000 as bench_app sets it in the page
