@@ -10,7 +10,7 @@ what it bounds:
   and 32: one gram_jvp with the route rule and one with every layer explicit, each in a fresh process between
   two floor runs (× floor against their mean), with the peak resident memory (ru_maxrss) after the first floor
   and after gram_jvp (J itself would be 320 × 11.2 M floats = 14 GB at probe 32).
-All on one torch thread; the load average before and after goes into the note.
+All on one torch thread with the engine's allocator policy (threads.configure); the load average before and after goes into the note.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from torch.func import functional_call
 
 from common import ROOT, save
 
-from geodesic import data, metric, models
+from geodesic import data, metric, models, threads
 from geodesic.objectives import BatchSampler, sparsify
 from geodesic.params import flatten, group_mask, output_unit_groups, spec_of, unflatten
 from geodesic.path import Evaluation, Path, PathConfig
@@ -121,7 +121,7 @@ def resnet18() -> nn.Module:
 def child(route: str, probe: int) -> None:
     """In this fresh process: the floor, one gram_jvp with `route`, the floor again; prints a JSON line with the
     gram_jvp's time, the mean floor time, and the peak resident memory after the first floor and after gram_jvp."""
-    torch.set_num_threads(1)
+    threads.configure(1)  # the engine's policy: one thread, freed memory kept (geodesic.allocator)
     torch.manual_seed(0)
     model = resnet18()
     w, x = flatten(model), data.load("mnist", "train", "bundled").x[:probe]
@@ -172,7 +172,7 @@ def main() -> None:
     args = ap.parse_args()
     if args.child:
         return child(args.child[0], int(args.child[1]))
-    torch.set_num_threads(1)
+    threads.configure(1)  # the engine's policy: one thread, freed memory kept (geodesic.allocator)
     load0 = os.getloadavg()
     t0 = time.perf_counter()
     rows = resnet8_rows(args.repeats, args.steps) + resnet18_rows(args.probes)
