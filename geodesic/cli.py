@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import signal
 import sys
 from pathlib import Path
 
@@ -649,6 +650,7 @@ def numbers(kind: type, what: str):
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
+    from .lifecycle import Stop
     from .sweep import SweepSpec, run_sweep
 
     threads.configure(1)
@@ -662,10 +664,22 @@ def cmd_sweep(args: argparse.Namespace) -> int:
                         refresh=False)
         bar.update(done - bar.n)
 
+    stop = Stop()
+
+    def on_ctrl_c(signum, frame) -> None:  # the first Ctrl-C stops the sweep; a second one interrupts at once
+        stop.set()
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    # a Stop rather than KeyboardInterrupt: raised inside Ray's client code, the latter was sometimes lost
+    previous = signal.signal(signal.SIGINT, on_ctrl_c)
     try:
-        table = run_sweep(spec, args.out, args.backend, args.address, args.workers, on_cell)
+        table = run_sweep(spec, args.out, args.backend, args.address, args.workers, on_cell, stop)
     finally:
+        signal.signal(signal.SIGINT, previous)
         bar.close()
+    if stop.is_set():
+        print(f"interrupted; every finished cell is kept in {args.out}: run the same command to resume", file=sys.stderr)
+        return 130
     cols = ["method", "filters", "seed", "data", "accuracy", "seconds", "steps", "status"]
     print(table[cols].to_string(index=False))
     errors = table[table["status"] == "error"]

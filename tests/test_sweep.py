@@ -240,6 +240,7 @@ def test_sweep_cli_on_ray_resumes_after_ctrl_c(tmp_path):
     # while the running tasks were cancelled (a C++ stack from NormalTaskSubmitter, exit 1). What must hold
     # either way: every finished cell intact, and the same command resumes.
     assert proc.returncode in (130, 1), err[-2000:]
+    assert proc.returncode == 1 or "run the same command to resume" in err, err[-2000:]
     kept = _finished_cells(out)
     assert set(first) <= set(kept) and len(kept) < 6
     stamps = {c: (out / "cells" / c / "final.safetensors").stat().st_mtime_ns for c in kept}
