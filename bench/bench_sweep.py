@@ -113,11 +113,11 @@ def report_front(a: argparse.Namespace) -> None:
     meta = dict(line.split("=", 1) for line in (RESULTS / f"sweep-{name}.meta").read_text().split("\n")
                 if "=" in line)
     nodes = table.groupby("node")["cell"].count()
-    node_note = ", ".join(f"node {n[:8]}…: {c} cells" for n, c in nodes.items())
+    node_note = ", ".join(f"node {n[:8]}…: {c} cell{'s' * (c != 1)}" for n, c in nodes.items())
     if "first_pass_nodes" in meta:  # rows kept on resume lost their node before the cells recorded it
         node_note = f"first pass {meta['first_pass_nodes']}; cells run again: {node_note}"
-    grid = (f"{table['filters'].nunique()} sparsities × {table['method'].nunique()} methods × "
-            f"{table['seed'].nunique()} seeds")
+    counts = [(table[c].nunique(), w) for c, w in (("filters", "sparsit"), ("method", "method"), ("seed", "seed"))]
+    grid = " × ".join(f"{n} {w}{('ies' if n != 1 else 'y') if w == 'sparsit' else 's' * (n != 1)}" for n, w in counts)
     levels = (f"fractions {', '.join(f'{x:g}' for x in sorted(table['fraction'].dropna().unique()))} of the groups"
               if "fraction" in table and table["fraction"].notna().any() else "filters zeroed as in the first column")
     note = (f"{a.model} on {a.dataset}, full training split (geodesic, distill and fip use no labels), full test set; "
@@ -126,7 +126,8 @@ def report_front(a: argparse.Namespace) -> None:
             f"walk). `geodesic sweep --address` on two Ray nodes started on this 2-core machine with `ray start` "
             f"(127.0.0.1 only, one CPU each): {node_note}. Wall time of the whole sweep {float(meta['wall_s']) / 60:.1f}"
             f" min{' (target ≤ 90)' if a.model == 'lenet60' else ''}. Load average {meta['load_start']} at the start, {meta['load_end']} at the end."
-            + (f" Cells run again after a change, resuming the same command: {float(meta['rerun_s']) / 60:.1f} min."
+            + (f" Cells run again after a change, resuming the same command (a new cluster, so new node ids): "
+               f"{float(meta['rerun_s']) / 60:.1f} min."
                if "rerun_s" in meta else ""))
     md = save(f"sweep-{name}", front_table(table), note)
     print(md)
