@@ -16,12 +16,15 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 from typing import Any, Callable, Iterable, Iterator
 
 LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 OBJECT_STORE_BYTES = 256 * 2**20  # runs exchange file paths and small rows, never weights
-CANCEL_GRACE_S = 20.0
-POLL_S = 0.5  # how long cancelled tasks get to close their run folders
+CANCEL_GRACE_S = 20.0  # how long cancelled tasks get to close their run folders
+POLL_S = 0.5  # how often map() looks at its `stop`
+_LOCAL_LOCK = threading.Lock()
+_LOCAL = {"users": 0, "owned": False}  # the local Ray of this process: pools using it, whether a pool started it
 
 Result = tuple[int, Any]  # (index of the arguments, return value or the exception raised)
 
@@ -85,7 +88,8 @@ def import_ray(address: str | None = None):
 class RayPool:
     """Ray tasks with one CPU each: on a local Ray of `workers` CPUs (default: this machine's cores) started on
     127.0.0.1 for this pool (address "local": never a cluster that `ray start` left running, which a bare
-    ray.init() would join), or on the cluster at `address`."""
+    ray.init() would join), or on the cluster at `address`. Pools open at once in one process share the local
+    Ray the first one started (the first one's `workers` holds), and the last one out stops it."""
 
     def __init__(self, address: str | None = None, workers: int | None = None):
         if workers is not None and workers < 1:
@@ -98,9 +102,14 @@ class RayPool:
     def __enter__(self) -> "RayPool":
         ray = self.ray
         if self.address is None:
-            ray.init(address="local", num_cpus=self.workers_asked or os.cpu_count() or 1, include_dashboard=False,
-                     _node_ip_address="127.0.0.1", object_store_memory=OBJECT_STORE_BYTES, log_to_driver=False,
-                     configure_logging=False)
+            with _LOCAL_LOCK:  # pools open at once in one process (two app jobs) share one local Ray
+                if _LOCAL["users"] == 0:
+                    _LOCAL["owned"] = not ray.is_initialized()  # else: the caller's own ray.init, left running
+                    if _LOCAL["owned"]:
+                        ray.init(address="local", num_cpus=self.workers_asked or os.cpu_count() or 1,
+                                 include_dashboard=False, _node_ip_address="127.0.0.1",
+                                 object_store_memory=OBJECT_STORE_BYTES, log_to_driver=False, configure_logging=False)
+                _LOCAL["users"] += 1
             self.started = True
         elif not ray.is_initialized():
             ray.init(address=self.address, log_to_driver=False, configure_logging=False)
@@ -143,7 +152,11 @@ class RayPool:
         finally:
             self.pending = []
             if self.started:
-                ray.shutdown()
+                self.started = False
+                with _LOCAL_LOCK:  # the last pool out stops the local Ray it started
+                    _LOCAL["users"] -= 1
+                    if _LOCAL["users"] == 0 and _LOCAL["owned"]:
+                        ray.shutdown()
 
 
 def open_backend(backend: str = "ray", address: str | None = None, workers: int | None = None) -> Loop | RayPool:

@@ -194,7 +194,7 @@ def descendants(pid: int) -> set[int]:
 
 def test_ray_backend_runs_cells_on_loopback_and_stops_what_it_started(tmp_path):
     """A local Ray: two workers, every socket its processes listen on is on loopback, cells record their node,
-    and leaving the backend stops every process it started."""
+    a second pool opened meanwhile shares it, and leaving the first backend stops every process it started."""
     from geodesic.backend import open_backend, where
 
     def sockets_now():
@@ -203,7 +203,9 @@ def test_ray_backend_runs_cells_on_loopback_and_stops_what_it_started(tmp_path):
     with open_backend("ray", workers=2) as pool:
         started = descendants(os.getpid())
         assert pool.workers == 2 and len(started) >= 3 and sockets_now() == []
-        seen = [r for _, r in pool.map(where, [()] * 4)]
+        with open_backend("ray", workers=1) as second:  # a second job of this process (the app) shares this Ray
+            assert second.workers == 2 and len(list(second.map(where, [()] * 2))) == 2
+        seen = [r for _, r in pool.map(where, [()] * 4)]  # still up after the second one left
     pids, nodes = {p for p, _ in seen}, {n for _, n in seen}
     assert len(seen) == 4 and os.getpid() not in pids and pids <= started
     assert len(nodes) == 1 and "local" not in nodes
