@@ -116,8 +116,8 @@ def report_front(a: argparse.Namespace) -> None:
     node_note = ", ".join(f"node {n[:8]}…: {c} cell{'s' * (c != 1)}" for n, c in nodes.items())
     if "first_pass_nodes" in meta:  # rows kept on resume lost their node before the cells recorded it
         node_note = f"first pass {meta['first_pass_nodes']}; cells run again: {node_note}"
-    counts = [(table[c].nunique(), w) for c, w in (("filters", "sparsit"), ("method", "method"), ("seed", "seed"))]
-    grid = " × ".join(f"{n} {w}{('ies' if n != 1 else 'y') if w == 'sparsit' else 's' * (n != 1)}" for n, w in counts)
+    words = (("filters", "sparsity", "sparsities"), ("method", "method", "methods"), ("seed", "seed", "seeds"))
+    grid = " × ".join(f"{n} {one if n == 1 else many}" for n, one, many in ((table[c].nunique(), o, m) for c, o, m in words))
     levels = (f"fractions {', '.join(f'{x:g}' for x in sorted(table['fraction'].dropna().unique()))} of the groups"
               if "fraction" in table and table["fraction"].notna().any() else "filters zeroed as in the first column")
     note = (f"{a.model} on {a.dataset}, full training split (geodesic, distill and fip use no labels), full test set; "

@@ -27,6 +27,13 @@ def read_results(folder: str | os.PathLike) -> pd.DataFrame:
     raise FileNotFoundError(f"{folder} has no results table yet")
 
 
+def version(folder: str | os.PathLike) -> tuple:
+    """The modification times of a sweep folder's results tables (None where absent): a finished cell makes a
+    new one, so readers cache the table per version."""
+    folder = Path(folder)
+    return tuple(f.stat().st_mtime_ns if f.is_file() else None for f in (folder / RESULTS, folder / "results.csv"))
+
+
 def ok(table: pd.DataFrame) -> pd.DataFrame:
     """Cells that ended with a score (no error)."""
     return table[(table["status"] != "error") & table["accuracy"].notna()]

@@ -72,15 +72,11 @@ def test_a_sweep_in_progress_shows_what_finished(sweep_root, tmp_path, monkeypat
     table.iloc[:4].to_parquet(part / "results.parquet", index=False)  # 4 of 18 cells so far
     at = open_page(tmp_path, monkeypatch)
     assert "4 cells finished" in " ".join(c.value for c in at.caption)
-    assert at.session_state["sw-drawn"] == (str(part), stamp(part))  # what the 5-s watcher compares with
+    assert at.session_state["sw-drawn"] == (str(part), fronts.version(part))  # what the 5-s watcher compares with
     table.to_parquet(part / "results.parquet", index=False)  # the other 14 finish
-    assert at.session_state["sw-drawn"][1] != stamp(part)
+    assert at.session_state["sw-drawn"][1] != fronts.version(part)
     at.run()
     assert "18 cells finished" in " ".join(c.value for c in at.caption)
-
-
-def stamp(folder):
-    return tuple(f.stat().st_mtime_ns if f.is_file() else None for f in (folder / "results.parquet", folder / "results.csv"))
 
 
 def test_the_shipped_example_shows_on_a_first_visit(tmp_path, monkeypatch):

@@ -42,11 +42,6 @@ from app import figures, sweep_figures  # noqa: E402
 from geodesic import fronts  # noqa: E402
 
 
-def stamp(p: Path) -> tuple:
-    files = [p / fronts.RESULTS, p / "results.csv"]
-    return tuple((f.stat().st_mtime_ns if f.is_file() else None) for f in files)
-
-
 @st.cache_data(max_entries=16, show_spinner=False)
 def results(path: str, version: tuple) -> pd.DataFrame:
     """The table, cached per `version` (its files' modification times: a finished cell makes a new one)."""
@@ -82,7 +77,7 @@ def open_cells(table: pd.DataFrame, sel: tuple[str, str, float]) -> None:
         st.caption("No run folders beside this table (a shipped example keeps its results only).")
 
 
-DRAWN = "sw-drawn"  # session_state: (folder, stamp) of the table the page last drew
+DRAWN = "sw-drawn"  # session_state: (folder, fronts.version) of the table the page last drew
 
 
 @st.fragment(run_every=5)
@@ -90,12 +85,12 @@ def watch() -> None:
     """Every 5 s, a look at the table's modification time; the page is drawn again only when it changed (a cell
     finished). Redrawing the charts every 5 s instead held back every other tab of this server."""
     drawn = st.session_state.get(DRAWN)
-    if drawn is not None and drawn[0] == str(folder) and drawn[1] != stamp(folder):
+    if drawn is not None and drawn[0] == str(folder) and drawn[1] != fronts.version(folder):
         st.rerun()
 
 
 def show() -> None:
-    st.session_state[DRAWN] = (str(folder), stamp(folder))
+    st.session_state[DRAWN] = (str(folder), fronts.version(folder))
     try:
         table = results(str(folder), st.session_state[DRAWN][1])
     except (OSError, ValueError) as e:
