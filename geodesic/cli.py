@@ -90,13 +90,14 @@ def cmd_fetch_data(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     import torch
 
+    from .arch import normalize as normalize_arch
     from .train import evaluate, train
 
     out = models.check_out(args.out, args.force)  # before hours of training, not after
     threads.configure(args.threads)
+    model, name = train_model(args)
     train_set, test_set = data.load(args.dataset, "train", "full"), data.load(args.dataset, "test", "full")
-    model = models.build(args.model, seed=args.seed)
-    bar = progress(1, f"train {args.model} on {args.dataset}")
+    bar = progress(1, f"train {name} on {args.dataset}")
 
     def on_step(step: int, total: int, loss: float) -> None:
         bar.total = total
@@ -108,14 +109,31 @@ def cmd_train(args: argparse.Namespace) -> int:
     finally:
         bar.close()
     loss, acc = evaluate(model, test_set)
-    card = {"model": args.model, "dataset": args.dataset, "seed": args.seed, "epochs": args.epochs,
-            "batch": args.batch, "lr": args.lr, "optimizer": "Adam, cosine schedule",
+    card = {"model": name, **({"arch": normalize_arch(args.arch)} if args.arch else {}), "dataset": args.dataset,
+            "seed": args.seed, "epochs": args.epochs, "batch": args.batch, "lr": args.lr, "optimizer": "Adam, cosine schedule",
             "test_accuracy": round(acc, 6), "test_loss": round(loss, 6), "test_set": f"full ({len(test_set)} images)",
             "train_seconds": round(summary["seconds"], 1), "torch": torch.__version__,
             "command": "python -m geodesic " + " ".join(sys.argv[1:])}
     models.save(model, out, card)
     print(f"test accuracy {acc:.4f} (loss {loss:.4f}) after {summary['seconds']:.0f} s; wrote {out}")
     return 0
+
+
+def train_model(args: argparse.Namespace):
+    """(fresh model, its name): a zoo model, or the user's --arch (its factory's name; its code runs). The seed
+    fixes the initialization either way."""
+    import torch
+
+    from . import arch
+
+    if (args.model is None) == (args.arch is None):
+        raise ValueError("give the architecture to train: --model NAME (the zoo) or --arch FILE.py:FACTORY")
+    if args.model is not None:
+        return models.build(args.model, seed=args.seed), args.model
+    torch.manual_seed(args.seed)
+    model = arch.build(args.arch)
+    model.train()
+    return model, arch.split_spec(args.arch)[1]
 
 
 # --- sparsify ------------------------------------------------------------------------------------------
@@ -500,8 +518,12 @@ def add_fetch_data(sub) -> None:
 
 
 def add_train(sub) -> None:
-    t = sub.add_parser("train", help="train a zoo model on a full dataset and write a checkpoint + card")
-    t.add_argument("--model", choices=sorted(models.ZOO), required=True, help="architecture")
+    t = sub.add_parser("train", help="train a zoo model, or your own architecture, on a full dataset and write a "
+                                     "checkpoint + card")
+    t.add_argument("--model", choices=sorted(models.ZOO), help="a zoo architecture")
+    t.add_argument("--arch", help="your own architecture instead: FILE.py:FACTORY or package.module:FACTORY, a "
+                                  "function with no arguments returning the nn.Module (the file's code runs); its "
+                                  "checkpoint then loads with the same --arch")
     t.add_argument("--dataset", choices=sorted(data.FOLDERS), required=True, help="training data")
     t.add_argument("--epochs", type=int, default=8, help="passes over the 60,000 training images (default 8)")
     t.add_argument("--seed", type=int, default=0, help="initialization and data-order seed (default 0)")

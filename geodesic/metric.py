@@ -65,6 +65,24 @@ OUTPUT_MAPS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
 }
 
 
+def row_basis(y: torch.Tensor, phi: str) -> torch.Tensor | None:
+    """Q: (B, m − 1, m), per sample an orthonormal basis of the outputs' directions that can move, or None.
+
+    φ = √softmax keeps Σ_c y_c² = 1 and φ = softmax keeps Σ_c y_c = 1, so u_bᵀ J_b = 0 exactly for the unit
+    vector u_b = φ(f(x_b)) (resp. 1/√m): one of each sample's m rows of J is a combination of the others, and
+    J_bᵀ J_b = (Q_b J_b)ᵀ (Q_b J_b). Q_b is the Householder reflector taking u_b to −e_0, less its first row
+    (h = u_b + e_0, |h|² = 2 + 2u_{b,0} ≥ 2: stable). None for the logits, which have no such constraint."""
+    B, m = y.shape
+    if phi == "logits" or m < 2:
+        return None
+    u = y * math.sqrt(B) if phi == "sqrt_probs" else y.new_full((B, m), 1 / math.sqrt(m))
+    u = u / u.norm(dim=1, keepdim=True)  # exactly unit, for the reflector
+    h = u.clone()
+    h[:, 0] += 1
+    H = torch.eye(m, dtype=y.dtype, device=y.device) - 2 * h[:, :, None] * h[:, None, :] / (h * h).sum(1)[:, None, None]
+    return H[:, 1:].contiguous()
+
+
 def output_map(name: str) -> Callable[[torch.Tensor], torch.Tensor]:
     if name not in OUTPUT_MAPS:
         raise ValueError(f"unknown output map {name!r}; choose one of {sorted(OUTPUT_MAPS)}")
@@ -198,7 +216,7 @@ class LayerTape:
     need nothing: autograd carries the output gradients through them.
     """
 
-    def __init__(self, model: nn.Module, w: torch.Tensor, x: torch.Tensor, phi: str):
+    def __init__(self, model: nn.Module, w: torch.Tensor, x: torch.Tensor, phi: str, reduce: bool = False):
         _check_eval(model)
         self.model, self.spec = model, spec_of(model)
         self.owners = _param_owner(model, self.spec)
@@ -218,6 +236,9 @@ class LayerTape:
         if changed:
             raise ValueError(f"the inputs of {changed} were modified in place after the layer used them")
         self.B, self.m = self.y.shape
+        # reduce: the rows of J in the basis Q (row_basis), m − 1 per sample where φ allows: one backward pass less
+        self.Q = row_basis(self.y.detach(), phi) if reduce else None
+        self.rows = self.m if self.Q is None else self.Q.shape[1]
 
     def _hook(self, name: str):
         def hook(mod, inp, out):
@@ -248,17 +269,21 @@ class LayerTape:
         return (x - mod.running_mean.view(shape)) * torch.rsqrt(mod.running_var.view(shape) + mod.eps)
 
     def output_grads(self) -> dict[str, list[torch.Tensor]]:
-        """Per layer, one entry per output class c (m backward passes): the output gradients g_c (B, *out) of a
+        """Per layer, one entry per row c of a sample (`rows` backward passes: the output classes, or with `reduce`
+        the basis Q_b's rows): the output gradients g_c (B, *out) of a
         Linear/Conv2d layer; for BatchNorm already its rows (B, parts·C), parts = (Σ_positions g·x̂ for γ,
         Σ_positions g for β) as present. The gradients are autograd's own tensors (no copies)."""
         names = list(self.layers)
         outs = [self.outputs[n] for n in names]
         bn = {n: (self._xhat(n), None) for n in names if isinstance(self.layers[n], _BatchNorm)}
         store: dict[str, list[torch.Tensor]] = {n: [] for n in names}
-        for c in range(self.m):
-            seed = torch.zeros_like(self.y)
-            seed[:, c] = 1.0
-            grads = torch.autograd.grad(self.y, outs, seed, retain_graph=c < self.m - 1, allow_unused=True)
+        for c in range(self.rows):
+            if self.Q is None:
+                seed = torch.zeros_like(self.y)
+                seed[:, c] = 1.0
+            else:  # row c of every sample's basis Q_b: the rows Q_b J_b
+                seed = self.Q[:, c].to(self.y.dtype)
+            grads = torch.autograd.grad(self.y, outs, seed, retain_graph=c < self.rows - 1, allow_unused=True)
             for n, g in zip(names, grads):
                 g = torch.zeros_like(self.outputs[n]) if g is None else g
                 if n in bn:
@@ -379,6 +404,31 @@ class LayerTape:
         dz = (F.linear(x, vw, vb) if isinstance(mod, nn.Linear) else mod._conv_forward(x, vw, vb)).reshape(B, -1)
         return torch.cat([(g.reshape(B, -1) * dz).sum(1) for g in gs])
 
+    def pulled(self, layer: str, gs: list[torch.Tensor], u: torch.Tensor) -> torch.Tensor:
+        """J_lᵀu for u: (B, rows) in the tape's rows, in the order of `columns(layer)`: the layer's parameter
+        gradient for the combined output gradient ĝ_b = Σ_c u_{b,c} g_{b,c} (one weight-gradient product, no
+        backward pass through the net); BatchNorm: Σ_{b,c} u_{b,c} row_{b,c}."""
+        mod, x = self.layers[layer], self.inputs[layer]
+        if isinstance(mod, _BatchNorm):
+            return torch.einsum("bc,cbk->k", u.to(gs[0].dtype), torch.stack(gs))
+        ghat = sum(u[:, c].to(g.dtype).view(-1, *[1] * (g.dim() - 1)) * g for c, g in enumerate(gs))
+        # z is linear in (W, b): its gradient does not depend on their values, zeros serve
+        params = [torch.zeros_like(mod.weight, requires_grad=True)]
+        params += [torch.zeros_like(mod.bias, requires_grad=True)] if mod.bias is not None else []
+        wb = params + [None] * (2 - len(params))
+        with torch.enable_grad():
+            z = F.linear(x, *wb) if isinstance(mod, nn.Linear) else mod._conv_forward(x, *wb)
+            grads = torch.autograd.grad(z, params, ghat)
+        return torch.cat([g.reshape(-1) for g in grads])
+
+    def to_rows(self, u: torch.Tensor) -> torch.Tensor:
+        """u: (B, m) in output coordinates as (B, rows) in the tape's rows (Q_b u_b when reduced)."""
+        return u if self.Q is None else torch.einsum("bjc,bc->bj", self.Q.to(u.dtype), u)
+
+    def from_rows(self, r: torch.Tensor) -> torch.Tensor:
+        """r: (B, rows) in the tape's rows as (B, m) output coordinates (Q_bᵀ r_b when reduced)."""
+        return r if self.Q is None else torch.einsum("bjc,bj->bc", self.Q.to(r.dtype), r)
+
     def route(self, layer: str, max_elems: int, free: bool = True, prefer: str = "auto") -> str:
         """'gram' or 'explicit' for K_l, by the cost rule in the module docstring (multiply-adds); `prefer`
         'explicit' or 'gram' forces a route wherever it applies (the Gram trick needs a fully free layer of
@@ -451,6 +501,8 @@ class Metric:
         self.routes: dict[str, str] = {}  # layer -> route taken by the last gram_jvp
         self._fn = lambda w_: scaled_outputs(model, w_, x, phi)
         self._vjp = None
+        self._tape: LayerTape | None = None  # the last gram_jvp's tape and output gradients, for vjp
+        self._grads: dict[str, list[torch.Tensor]] = {}
 
     def _m(self) -> int:
         with torch.no_grad():
@@ -464,10 +516,24 @@ class Metric:
         return jvp(self._fn, (self.w,), (self._mask(theta.to(self.w.dtype)),))[1]
 
     def vjp(self, u: torch.Tensor) -> torch.Tensor:
-        """Jᵀu, shape (n,): one backward pass (the forward is shared across calls)."""
+        """Jᵀu, shape (n,). After gram_jvp: from its tape, one weight-gradient product per layer (no pass
+        through the net); before: one backward pass (the forward shared across calls)."""
+        if self._tape is not None:
+            return self._pull(u)
         if self._vjp is None:
             _, self._vjp = vjp(self._fn, self.w)
         return self._mask(self._vjp(u.to(self.w.dtype))[0])
+
+    def _pull(self, u: torch.Tensor) -> torch.Tensor:
+        """Jᵀu from the tape: Σ_l J_lᵀ u with u in the tape's rows (Q u_b: exact, Q_bᵀQ_b = I − u_bu_bᵀ and
+        J_bᵀu_b = 0)."""
+        tape = self._tape
+        ur = tape.to_rows(u.to(self.w.dtype).view(tape.B, tape.m))
+        out = torch.zeros_like(self.w)
+        for layer, gs in self._grads.items():
+            if self.routes.get(layer) != "frozen":
+                out[tape.columns(layer)] = tape.pulled(layer, gs, ur)
+        return self._mask(out)
 
     def G(self, theta: torch.Tensor) -> torch.Tensor:
         """Gθ = Jᵀ(Jθ), shape (n,)."""
@@ -480,46 +546,57 @@ class Metric:
     def gram_jvp(self, v: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(K, Jv): K = JJᵀ (k, k) in float64 and, when v is given, Jv (k,) from the same layer pass (no jvp).
 
+        The rows are those of the basis Q (row_basis: m − 1 per sample for φ = √softmax or softmax, whose last
+        row is exactly zero), so m − 1 backward passes serve, and K's products shrink by ((m − 1)/m)²; K and Jv
+        come back in output coordinates, K = Qᵀ K_Q Q (exact: the dropped rows of J are zero).
         Per layer: route 'explicit' adds J_c J_cᵀ (float32 syrk: 4× faster than float64, ~1e-7 relative; float64
-        for chunks of at most EXACT_BLOCK entries) and J_c v_c for each column chunk J_c; route 'gram' adds
-        LayerTape.gram_trick (float64 for layers as small) and LayerTape.linearized.
+        for chunks of at most EXACT_BLOCK entries) for each column chunk J_c; route 'gram' adds
+        LayerTape.gram_trick (float64 for layers as small). Jv: LayerTape.linearized (one product of the layer
+        with v), BatchNorm from its rows. The tape and its output gradients stay for `vjp` (no backward pass).
         """
-        tape = LayerTape(self.model, self.w, self.x, self.phi)
-        B, m = tape.B, tape.m
+        tape = LayerTape(self.model, self.w, self.x, self.phi, reduce=True)
+        B, m, r = tape.B, tape.m, tape.rows
         max_elems = max(1, self.block_bytes // self.w.element_size())
-        K = torch.zeros(B, m, B, m, dtype=torch.float64, device=self.w.device)  # Gram-trick layers, (b, c) rows
-        # Σ J_c J_cᵀ (upper triangles) and Σ J_c v_c, for sample-major (b, c) and class-major (c, b) chunks
-        U = torch.zeros(2, B * m, B * m, dtype=torch.float64, device=self.w.device)
-        Jv = None if v is None else torch.zeros(2, B * m, dtype=self.w.dtype, device=self.w.device)
+        K = torch.zeros(B, r, B, r, dtype=torch.float64, device=self.w.device)  # Gram-trick layers, (b, c) rows
+        # Σ J_c J_cᵀ (upper triangles) for sample-major (b, c) and class-major (c, b) chunks
+        U = torch.zeros(2, B * r, B * r, dtype=torch.float64, device=self.w.device)
+        Jv = None if v is None else torch.zeros(r, B, dtype=self.w.dtype, device=self.w.device)  # class-major
         v = None if v is None else self._mask(v.to(self.w.dtype))
         grads = tape.output_grads()
         buffer = None
         self.routes = {}
-        for layer in list(grads):
-            gs = grads.pop(layer)  # dropped after its layer: peak memory is the stored gradients
+        for layer, gs in grads.items():
             free = None if self.free is None else self.free[tape.columns(layer)]
             if free is not None and not bool(free.any()):
                 self.routes[layer] = "frozen"
                 continue
             route = self.routes[layer] = tape.route(layer, max_elems, free is None or bool(free.all()), self.route)
+            if v is not None:
+                Jv += self._layer_jv(tape, layer, gs, v).view(r, B)
             if route == "gram":
                 K += tape.gram_trick(layer, gs, max_elems)
-                if v is not None:
-                    Jv[1] += tape.linearized(layer, gs, v)
                 continue
             if buffer is None:  # one block buffer for every chunk: no fresh pages per chunk
-                buffer = self.w.new_empty(min(max_elems, m * B * self.n))
+                buffer = self.w.new_empty(min(max_elems, r * B * self.n))
             for idx, Jc, class_major in tape.blocks(layer, gs, max_elems, buffer):
                 if self.free is not None:
                     keep = self.free[idx]
                     if not bool(keep.all()):
                         if not bool(keep.any()):
                             continue
-                        Jc, idx = Jc[:, keep], idx[keep]
+                        Jc = Jc[:, keep]
                 U[int(class_major)] += gram(Jc.double() if Jc.numel() <= EXACT_BLOCK else Jc, upper=True)
-                if v is not None:
-                    Jv[int(class_major)] += Jc @ v[idx]
+        self._tape, self._grads = tape, grads
         U = U + U.triu(1).transpose(1, 2)
-        K += U[0].view(B, m, B, m) + U[1].view(m, B, m, B).permute(1, 0, 3, 2)
-        Jv = None if Jv is None else Jv[0] + Jv[1].view(m, B).T.reshape(-1)
+        K += U[0].view(B, r, B, r) + U[1].view(r, B, r, B).permute(1, 0, 3, 2)
+        if tape.Q is not None:  # back to output coordinates: K[b,c,b′,c′] = Σ Q[b,j,c] K_Q[b,j,b′,j′] Q[b′,j′,c′]
+            Q = tape.Q.to(K.dtype)
+            K = torch.einsum("bjc,bjdk,dke->bcde", Q, K, Q)
+        Jv = None if Jv is None else tape.from_rows(Jv.T).reshape(-1)
         return K.reshape(B * m, B * m), Jv
+
+    def _layer_jv(self, tape: "LayerTape", layer: str, gs: list[torch.Tensor], v: torch.Tensor) -> torch.Tensor:
+        """J_l v_l, (rows·B,) class-major: BatchNorm from its rows, other layers by linearization."""
+        if isinstance(tape.layers[layer], _BatchNorm):
+            return torch.cat(gs) @ v[tape.columns(layer)]
+        return tape.linearized(layer, gs, v)

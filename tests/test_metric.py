@@ -273,6 +273,8 @@ def test_layer_types_gram_jvp(layer_net, route, block_bytes):
     M = metric.Metric(m, w, x, "sqrt_probs", block_bytes=block_bytes, route=route)
     K, Jv = M.gram_jvp(v)
     assert close(K, J @ J.T) and close(Jv, J @ v.double(), 1e-4)
+    u = torch.randn(J.shape[0], generator=torch.Generator().manual_seed(8))
+    assert close(M.vjp(u), J.T @ u.double(), 1e-4)  # from gram_jvp's tape: no backward pass
     assert set(M.routes) == {name for name, mod in m.named_modules() if list(mod.parameters(recurse=False))}
     if route != "auto":
         kinds = {r for layer, r in M.routes.items() if isinstance(m.get_submodule(layer), (nn.Linear, nn.Conv2d))
@@ -291,8 +293,38 @@ def test_layer_types_free_mask(layer_net):
     Jf = J * free.double()
     v = torch.randn(n, generator=torch.Generator().manual_seed(7))
     for block_bytes in (metric.BLOCK_BYTES, 256):
-        K, Jv = metric.Metric(m, w, x, "sqrt_probs", free=free, block_bytes=block_bytes).gram_jvp(v)
+        M = metric.Metric(m, w, x, "sqrt_probs", free=free, block_bytes=block_bytes)
+        K, Jv = M.gram_jvp(v)
         assert close(K, Jf @ Jf.T) and close(Jv, Jf @ v.double(), 1e-4)
+        u = torch.randn(J.shape[0], generator=torch.Generator().manual_seed(9))
+        out = M.vjp(u)
+        assert torch.all(out[~free] == 0) and close(out, Jf.T @ u.double(), 1e-4)
+
+
+@pytest.mark.parametrize("phi", sorted(metric.OUTPUT_MAPS))
+@pytest.mark.parametrize("name", ["conv_bn", "residual"])
+def test_rows_of_each_output_map(name, phi):
+    """K, Jv and Jᵀu for every output map. √softmax and softmax keep Σ_c y_c² resp. Σ_c y_c fixed, so the tape
+    works in m − 1 rows per sample (row_basis) and maps back; the logits keep all m rows."""
+    cls, shape = NETS[name]
+    torch.manual_seed(3)
+    m = randomize_batchnorm(cls()).eval()
+    x = torch.rand(*shape, generator=torch.Generator().manual_seed(4))
+    w = flatten(m)
+    J = oracle_J(m, w, x, phi).double()
+    g = torch.Generator().manual_seed(5)
+    v, u = torch.randn(w.numel(), generator=g), torch.randn(J.shape[0], generator=g)
+    M = metric.Metric(m, w, x, phi)
+    K, Jv = M.gram_jvp(v)
+    assert close(K, J @ J.T) and close(Jv, J @ v.double(), 1e-4) and close(M.vjp(u), J.T @ u.double(), 1e-4)
+    tape = metric.LayerTape(m, w, x, phi, reduce=True)
+    B, k = x.shape[0], tape.m
+    assert tape.rows == (k if phi == "logits" else k - 1)
+    if tape.Q is not None:  # an orthonormal basis of the directions the outputs can move in
+        Q = tape.Q.double()
+        assert torch.allclose(Q @ Q.transpose(1, 2), torch.eye(k - 1, dtype=torch.float64).expand(B, -1, -1), atol=1e-6)
+        Jb = J.view(B, k, -1)  # the dropped direction's row of J is zero: J_bᵀJ_b = (Q_bJ_b)ᵀ(Q_bJ_b)
+        assert close(torch.einsum("bjc,bcn->bjn", Q, Jb).pow(2).sum(), Jb.pow(2).sum(), 1e-6)
 
 
 def test_chunks_respect_the_budget():
