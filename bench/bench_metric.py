@@ -50,8 +50,29 @@ def floor(model: nn.Module, w: torch.Tensor, x: torch.Tensor) -> None:
 
 
 def tape(model: nn.Module, w: torch.Tensor, x: torch.Tensor) -> None:
-    """What gram_jvp runs before its per-layer work: forward + m backward passes to the layer outputs."""
-    metric.LayerTape(model, w, x, PHI).output_grads()
+    """What gram_jvp runs before its per-layer work: forward + m − 1 backward passes to the layer outputs (the
+    rows of J in the basis of directions √softmax can move in, metric.row_basis)."""
+    metric.LayerTape(model, w, x, PHI, reduce=True).output_grads()
+
+
+def blocks_and_products(model: nn.Module, w: torch.Tensor, x: torch.Tensor) -> tuple[callable, callable, int]:
+    """(form every layer's blocks J_c, K's products alone on blocks formed beforehand, multiply-adds of those
+    products): the two parts of gram_jvp after the tape, every layer explicit."""
+    tp = metric.LayerTape(model, w, x, PHI, reduce=True)
+    grads = tp.output_grads()
+    kept = [Jc.clone() for layer, gs in grads.items() for _, Jc, _ in tp.blocks(layer, gs)]
+    k = kept[0].shape[0]
+
+    def form() -> None:
+        for layer, gs in grads.items():
+            for _ in tp.blocks(layer, gs):
+                pass
+
+    def products() -> None:
+        for Jc in kept:
+            metric.gram(Jc, upper=True)
+
+    return form, products, k * k * w.numel() // 2
 
 
 def median_seconds(fns: dict, repeats: int) -> dict[str, float]:
@@ -77,7 +98,8 @@ def path_step(model: nn.Module, steps: int) -> dict[str, float]:
     recs = [s for s in p if s.step > 0 and s.phase == "walk"]
     return {"metric": statistics.median(s.t_jacobian for s in recs),
             "solve": statistics.median(s.t_solve for s in recs), "other": statistics.median(s.t_other for s in recs),
-            "step": statistics.median(s.t_jacobian + s.t_solve + s.t_other for s in recs)}
+            "step": statistics.median(s.t_jacobian + s.t_solve + s.t_other for s in recs),
+            "tangent": statistics.median(s.t_jacobian + s.t_solve for s in recs)}
 
 
 def resnet8_rows(repeats: int, steps: int) -> list[dict]:
@@ -85,9 +107,12 @@ def resnet8_rows(repeats: int, steps: int) -> list[dict]:
     model = models.ResNet8().eval()
     w, x = flatten(model), data.load("mnist", "train", "bundled").x[:32]
     v = torch.randn(w.numel())
+    form, products, macs = blocks_and_products(model, w, x)
     t = median_seconds({
         "floor": lambda: floor(model, w, x),
         "tape": lambda: tape(model, w, x),
+        "form": form,
+        "products": products,
         "auto": lambda: metric.Metric(model, w, x, PHI).gram_jvp(v),
         "explicit": lambda: metric.Metric(model, w, x, PHI, route="explicit").gram_jvp(v),
     }, repeats)
@@ -96,16 +121,23 @@ def resnet8_rows(repeats: int, steps: int) -> list[dict]:
     gram_layers = [k for k, r in M.routes.items() if r == "gram"]
     step = path_step(model, steps)
     base = dict(net="ResNet8", weights=w.numel(), probe=32)
-    f = t["floor"]
+    f, form_s = t["floor"], t["form"]
     return [
         {**base, "what": "floor: forward + 10 backward passes", "seconds": f, "× floor": 1.0},
-        {**base, "what": "forward + 10 backward passes to the layer outputs (gram_jvp's first part)",
-         "seconds": t["tape"], "× floor": t["tape"] / f},
+        {**base, "what": "forward + 9 backward passes to the layer outputs (gram_jvp's first part: m − 1 rows per "
+                         "sample, √softmax's outputs move in 9 directions)", "seconds": t["tape"], "× floor": t["tape"] / f},
+        {**base, "what": "every layer's blocks J_l formed (gram_jvp's second part)", "seconds": form_s,
+         "× floor": form_s / f},
+        {**base, "what": f"K's products alone, J_l J_lᵀ by syrk ({macs / 1e9:.2f} G multiply-adds: (B·9)²·n/2)",
+         "seconds": t["products"], "× floor": t["products"] / f},
         {**base, "what": f"gram_jvp, route rule (Gram trick: {', '.join(gram_layers) or 'none'})",
          "seconds": t["auto"], "× floor": t["auto"] / f},
         {**base, "what": "gram_jvp, every layer explicit", "seconds": t["explicit"], "× floor": t["explicit"] / f},
         {**base, "what": f"path step, median of {steps} (metric {step['metric']:.2f} s, solve {step['solve']:.2f} s, "
-                         f"other {step['other']:.2f} s)", "seconds": step["step"], "× floor": step["step"] / f},
+                         f"other {step['other']:.2f} s: the record, D on 256 held-out images)", "seconds": step["step"],
+         "× floor": step["step"] / f},
+        {**base, "what": "path step's tangent alone (metric + solve: K, Jv, eigh, 2 Jᵀu)", "seconds": step["tangent"],
+         "× floor": step["tangent"] / f},
     ]
 
 

@@ -724,7 +724,8 @@ def add_sweep(sub) -> None:
                        description="Run every cell (method × sparsity × seed × training images), each with the same "
                                    "CPU budget on one thread, as Ray tasks; each cell is a run folder under "
                                    "OUT/cells and a row of OUT/results.csv (and .parquet). Rerun the same command "
-                                   "to resume: finished cells are kept.")
+                                   "to resume: finished cells are kept; add sparsities, methods, seeds or data "
+                                   "budgets (same checkpoint, data and --seconds) to grow the sweep.")
     common_options(w, eval_default=0, source_flag="--data-source", threads_option=False)  # one thread per cell
     w.add_argument("--filters", type=numbers(int, "--filters"), help="groups to zero, e.g. 30,40,50")
     w.add_argument("--fractions", type=numbers(float, "--fractions"), help="fractions of the groups, e.g. 0.25,0.5")
@@ -734,7 +735,8 @@ def add_sweep(sub) -> None:
     w.add_argument("--data", dest="images", type=numbers(int, "--data"), default=(0,),
                    help="training images per cell, e.g. 1000,100 (0: the whole training split; default 0)")
     w.add_argument("--seconds", type=float, default=60.0, help="CPU seconds per cell, one thread (default 60)")
-    w.add_argument("--out", required=True, help="sweep folder (created, or resumed when it holds the same sweep)")
+    w.add_argument("--out", required=True, help="sweep folder (created; resumed or grown when it holds a sweep of the "
+                                                    "same checkpoint, data and --seconds)")
     backend_options(w)
     w.set_defaults(fn=cmd_sweep)
 

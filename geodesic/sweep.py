@@ -6,6 +6,8 @@
 
 Each cell gets the same budget of CPU seconds on one thread (geodesic.methods). Rerunning the same sweep into
 the same folder resumes it: cells whose run folder ended are kept, the others (interrupted, failed) run again.
+Running it with more sparsities, methods, seeds or data budgets (the same checkpoint, data and seconds) grows
+it: the new cells run, the finished ones are kept, and sweep.json records the grown grid.
 A cell that raises records its error in its folder and row; the others go on.
 """
 
@@ -68,6 +70,13 @@ class SweepSpec:
             (len(set(self.methods)) == len(self.methods), "a method is listed twice"),
         ])
         return self
+
+    def grown(self, other: "SweepSpec") -> "SweepSpec":
+        """This sweep with `other`'s grid values added (same source and budget): the folder's record when a
+        sweep grows by more sparsities, methods, seeds or data budgets."""
+        add = lambda a, b: a + tuple(x for x in b if x not in a)  # noqa: E731
+        return replace(self, **{f: add(getattr(self, f), getattr(other, f))
+                                for f in ("filters", "fractions", "methods", "seeds", "data")})
 
     def as_dict(self) -> dict:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
@@ -216,9 +225,13 @@ def prepare(spec: SweepSpec, out: str | Path) -> tuple[Path, list[Cell], dict[st
     todo = cells(spec, len(ckpt.groups))
     saved = out / SPEC
     if saved.is_file():
-        old = json.loads(saved.read_text(encoding="utf-8"))
-        if old != spec.as_dict():
-            raise ValueError(f"{out} holds another sweep ({saved}); give a new --out, or the same options to resume")
+        old = SweepSpec.from_dict(json.loads(saved.read_text(encoding="utf-8")))
+        if (old.source, old.seconds) != (spec.source, spec.seconds):
+            raise ValueError(f"{out} holds another sweep ({saved}: another checkpoint, data or budget per cell); "
+                             "give a new --out, or the same checkpoint, data and --seconds to resume or grow it")
+        grown = old.grown(spec)
+        if grown != old:
+            write_json(saved, grown.as_dict())
     else:
         out.mkdir(parents=True, exist_ok=True)
         check_writable(out, "sweep folder")

@@ -282,6 +282,19 @@ def test_layer_types_gram_jvp(layer_net, route, block_bytes):
         assert kinds == {route}
 
 
+@pytest.mark.parametrize("min_t", [1, 10**9])
+def test_layer_types_both_ways_to_conv_blocks(layer_net, min_t, monkeypatch):
+    """Every one-group convolution's blocks by the convolution's weight-gradient kernel (min_t 1: stride,
+    dilation, 'same' reflect padding, bias or none) and by unfold + matmul (min_t huge), whole and in chunks."""
+    m, w, x, J = layer_net
+    monkeypatch.setattr(metric, "CONV_BLOCKS_MIN_T", min_t)
+    assert close(metric.jacobian_fast(m, w, x, "sqrt_probs"), J)
+    v = torch.randn(w.numel(), generator=torch.Generator().manual_seed(5))
+    for block_bytes in (metric.BLOCK_BYTES, 256):
+        K, Jv = metric.Metric(m, w, x, "sqrt_probs", block_bytes=block_bytes, route="explicit").gram_jvp(v)
+        assert close(K, J @ J.T) and close(Jv, J @ v.double(), 1e-4)
+
+
 def test_layer_types_free_mask(layer_net):
     """J·diag(free): coordinates frozen at random in the first half of w, a whole tensor frozen, the second
     half free (so that some layers keep the Gram route and others are masked chunk by chunk)."""

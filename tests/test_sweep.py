@@ -3,6 +3,7 @@ loopback; candidate paths on the same backend."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -124,6 +125,14 @@ def test_a_sweep_writes_results_resumes_and_keeps_finished_cells(tmp_path):
     assert (victim / "meta.json").stat().st_mtime_ns != 0 and runs.load_run(victim).meta["status"] == "done"
     with pytest.raises(ValueError, match="holds another sweep"):
         run_sweep(replace(spec, seconds=2.0), out, backend="loop")
+    # more sparsities and seeds grow the sweep: only the new cells run, the finished ones are kept untouched
+    before = {c: (out / "cells" / c / "meta.json").stat().st_mtime_ns for c in again["cell"]}
+    bigger = replace(spec, filters=(*spec.filters, spec.filters[0] + 1), seeds=(1, 2))
+    grown = run_sweep(bigger, out, backend="loop")
+    assert len(grown) == 10 and set(grown["status"]) == {"done"}  # the 4 kept + 6 of the new command's 8
+    assert {c: (out / "cells" / c / "meta.json").stat().st_mtime_ns for c in again["cell"]} == before
+    saved = SweepSpec.from_dict(json.loads((out / "sweep.json").read_text()))
+    assert saved.seeds == (0, 1, 2) and saved.filters == bigger.filters and saved.methods == spec.methods
 
 
 def test_a_failing_cell_records_its_error_and_the_others_finish(tmp_path, monkeypatch):
