@@ -49,10 +49,11 @@ def front(table: pd.DataFrame, by: tuple[str, ...] = ("method", "filters")) -> p
 
 
 def winners(table: pd.DataFrame) -> pd.DataFrame:
-    """Per sparsity (and data budget): the method of highest mean accuracy and its margin over the next."""
+    """Per sparsity (and data budget): the method of highest mean accuracy (of tied ones, the first by name)
+    and its margin over the next."""
     rows = []
     for key, part in front(table, ("data", "filters", "method")).groupby(["data", "filters"]):
-        part = part.sort_values("mean", ascending=False)
+        part = part.sort_values(["mean", "method"], ascending=[False, True], kind="stable")
         second = part["mean"].iloc[1] if len(part) > 1 else np.nan
         rows.append({"data": key[0], "filters": key[1], "best": part["method"].iloc[0],
                      "accuracy": part["mean"].iloc[0], "margin": part["mean"].iloc[0] - second})
