@@ -41,8 +41,8 @@ On ResNet-18 (probe 32) the gram route takes layer4, the 256-channel convs of la
 one the rest; bench/results/metric.md has whole-net timings and peak memory against the floor of
 m backward passes.
 
-Memory of gram_jvp: the stored output gradients (m × the parametrized layers' outputs, one layer at a time
-released after use) + one BLOCK_BYTES buffer + the gram route's blocks; never k × n.
+Memory of gram_jvp: the stored output gradients (rows × the parametrized layers' outputs, kept until the
+Metric is dropped: `vjp` reads them) + one BLOCK_BYTES buffer + the gram route's blocks; never k × n.
 """
 
 from __future__ import annotations
