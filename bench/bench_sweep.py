@@ -78,6 +78,7 @@ def run_front(a: argparse.Namespace) -> None:
     out = OUT / name
     load0 = load()
     levels = ["--fractions", a.fractions] if a.fractions else ["--filters", LEVELS]
+    before = set(pd.read_csv(out / "results.csv")["cell"]) if (out / "results.csv").is_file() else set()
     address, pgids = start_cluster(nodes=2, cpus_per_node=1, port=a.port)
     try:
         wall = sweep(["--checkpoint", str(CKPT / f"{a.model}-{a.dataset}.safetensors"), *levels,
@@ -86,7 +87,10 @@ def run_front(a: argparse.Namespace) -> None:
     finally:
         stop_cluster(pgids)
     meta = RESULTS / f"sweep-{name}.meta"
-    if meta.is_file():  # a resumed sweep: the first pass's wall time stays, this pass's is added
+    new = len(set(pd.read_csv(out / "results.csv")["cell"]) - before)
+    if meta.is_file() and before and new:  # a grown sweep (more sparsities): its cells and wall time are added
+        meta.write_text(meta.read_text() + f"grown={' '.join(levels)}|{new}|{wall:.0f}|{load0}|{load()}\n")
+    elif meta.is_file():  # a resumed sweep: the first pass's wall time stays, this pass's is added
         meta.write_text(meta.read_text() + f"rerun_s={wall:.0f}\n")
     else:
         meta.write_text(f"wall_s={wall:.0f}\nload_start={load0}\nload_end={load()}\nseconds={a.seconds}\n")
@@ -110,8 +114,9 @@ def report_front(a: argparse.Namespace) -> None:
     ship(out, f"front-{a.model}-{a.dataset}")
     table = pd.read_csv(out / "results.csv")
     table.to_csv(RESULTS / f"sweep-{name}-cells.csv", index=False)
-    meta = dict(line.split("=", 1) for line in (RESULTS / f"sweep-{name}.meta").read_text().split("\n")
-                if "=" in line)
+    lines = (RESULTS / f"sweep-{name}.meta").read_text().split("\n")
+    meta = dict(line.split("=", 1) for line in lines if "=" in line)
+    grown = [line.split("=", 1)[1].split("|") for line in lines if line.startswith("grown=")]
     nodes = table.groupby("node")["cell"].count()
     node_note = ", ".join(f"node {n[:8]}…: {c} cell{'s' * (c != 1)}" for n, c in nodes.items())
     if "first_pass_nodes" in meta:  # rows kept on resume lost their node before the cells recorded it
@@ -128,7 +133,10 @@ def report_front(a: argparse.Namespace) -> None:
             f" min{' (target ≤ 90)' if a.model == 'lenet60' else ''}. Load average {meta['load_start']} at the start, {meta['load_end']} at the end."
             + (f" Cells run again after a change, resuming the same command (a new cluster, so new node ids): "
                f"{float(meta['rerun_s']) / 60:.1f} min."
-               if "rerun_s" in meta else ""))
+               if "rerun_s" in meta else "")
+            + "".join(f" Grown later by `{g[0]}` (the same command with more sparsities): {g[1]} new cells in "
+                      f"{float(g[2]) / 60:.1f} min, load average {g[3]} at the start, {g[4]} at the end."
+                      for g in grown))
     md = save(f"sweep-{name}", front_table(table), note)
     print(md)
     rec = fronts.recipe(table)
