@@ -67,7 +67,7 @@ def main() -> None:
     walk = rows[rows["phase"] == "walk"]
     df = pd.DataFrame([{
         "weights": sum(p.numel() for p in arch.build(ARCH).parameters()),
-        "groups zeroed": f"{summary['groups_zero']} (target {r.meta['target_groups']}, half of all)",
+        "groups zeroed": f"{summary['groups_zero']} (target {len(r.meta['target_groups'])}, half of all)",
         "dense accuracy": card["test_accuracy"],
         "sparse accuracy": summary["accuracy"],
         "status": r.meta["status"],
@@ -79,7 +79,7 @@ def main() -> None:
     }])
     note = (f"bench/archs/resnet5m.py on {a.dataset}, brought with --arch: trained {card['epochs']} epochs "
             f"(`geodesic train --arch`, {a.threads} threads), then `geodesic sparsify --fraction 0.5 --threads "
-            f"{a.threads} --eval-size 0 {' '.join(setting)}`; accuracy on the full test set (10,000 images). "
+            f"{a.threads} --eval-size 0 {' '.join(setting)}`; accuracy on {r.meta['eval_images']} test images. "
             f"Load average {load0} at the start of sparsify, {load1} at its end, on {os.cpu_count()} cores.")
     print(save(f"scale-{a.dataset}", df, note))
 
