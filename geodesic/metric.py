@@ -449,15 +449,11 @@ class LayerTape:
         mod, x = self.layers[layer], self.inputs[layer]
         if isinstance(mod, _BatchNorm):
             return torch.einsum("bc,cbk->k", u.to(gs[0].dtype), torch.stack(gs))
-        ghat = sum(u[:, c].to(g.dtype).view(-1, *[1] * (g.dim() - 1)) * g for c, g in enumerate(gs))
-        # z is linear in (W, b): its gradient does not depend on their values, zeros serve
-        params = [torch.zeros_like(mod.weight, requires_grad=True)]
-        params += [torch.zeros_like(mod.bias, requires_grad=True)] if mod.bias is not None else []
-        wb = params + [None] * (2 - len(params))
-        with torch.enable_grad():
-            z = F.linear(x, *wb) if isinstance(mod, nn.Linear) else mod._conv_forward(x, *wb)
-            grads = torch.autograd.grad(z, params, ghat)
-        return torch.cat([g.reshape(-1) for g in grads])
+        shape = (-1,) + (1,) * (gs[0].dim() - 1)
+        ghat = gs[0] * u[:, 0].to(gs[0].dtype).view(shape)
+        for c in range(1, len(gs)):
+            ghat.addcmul_(gs[c], u[:, c].to(gs[c].dtype).view(shape))
+        return torch.cat([g.reshape(-1) for g in _parameter_grads(mod, x, ghat)])
 
     def to_rows(self, u: torch.Tensor) -> torch.Tensor:
         """u: (B, m) in output coordinates as (B, rows) in the tape's rows (Q_b u_b when reduced)."""
@@ -497,6 +493,24 @@ EXACT_BLOCK = 1 << 18
 # (probe 8) 14.7 / 33.3: the kernel wins from 14×14 outputs up, loses at 7×7.
 CONV_BLOCKS_MIN_T = 196
 GRAM_SLOWDOWN = 4.0  # a multiply-add of the trick (small products, inner dimension T) costs ~4 of the explicit route
+
+
+def _parameter_grads(mod: nn.Module, x: torch.Tensor, g: torch.Tensor) -> list[torch.Tensor]:
+    """The gradients of Σ g·z for a Linear/Conv2d layer z = layer(x) with respect to its weight (and bias): the
+    weight-gradient product alone, without the layer's forward pass."""
+    g, x = g.detach(), x.detach()
+    if isinstance(mod, nn.Linear):
+        g2, x2 = g.reshape(-1, g.shape[-1]), x.reshape(-1, x.shape[-1])
+        return [g2.T @ x2] + ([g2.sum(0)] if mod.bias is not None else [])
+    pad = mod.padding
+    if mod.padding_mode != "zeros" or isinstance(pad, str):  # reflect/circular, 'same'/'valid'
+        mode = "constant" if mod.padding_mode == "zeros" else mod.padding_mode
+        x, pad = F.pad(x, mod._reversed_padding_repeated_twice, mode=mode), (0, 0)
+    bias = mod.bias is not None
+    _, gw, gb = torch.ops.aten.convolution_backward(g, x, mod.weight.detach(), [mod.out_channels] if bias else None,
+                                                    mod.stride, pad, mod.dilation, False, [0, 0], mod.groups,
+                                                    [False, True, bias])
+    return [gw] + ([gb] if bias else [])
 
 
 def _channel_chunks(groups: int, per_group: int, per_chunk: int) -> Iterator[tuple[int, int, int, int]]:

@@ -274,7 +274,8 @@ def test_layer_types_gram_jvp(layer_net, route, block_bytes):
     K, Jv = M.gram_jvp(v)
     assert close(K, J @ J.T) and close(Jv, J @ v.double(), 1e-4)
     u = torch.randn(J.shape[0], generator=torch.Generator().manual_seed(8))
-    assert close(M.vjp(u), J.T @ u.double(), 1e-4)  # from gram_jvp's tape: no backward pass
+    pulled = M.vjp(u)  # from gram_jvp's tape: no backward pass, and no graph left behind
+    assert close(pulled, J.T @ u.double(), 1e-4) and not pulled.requires_grad
     assert set(M.routes) == {name for name, mod in m.named_modules() if list(mod.parameters(recurse=False))}
     if route != "auto":
         kinds = {r for layer, r in M.routes.items() if isinstance(m.get_submodule(layer), (nn.Linear, nn.Conv2d))
