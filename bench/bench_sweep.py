@@ -19,6 +19,7 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pandas as pd
 
@@ -102,10 +103,16 @@ def ship(out, name: str) -> None:
     assets/gallery/sweeps/<name>: the Sweeps page shows it on a first visit."""
     import shutil
 
+    import json
+
     dest = ROOT / "assets" / "gallery" / "sweeps" / name
     dest.mkdir(parents=True, exist_ok=True)
-    for f in ("sweep.json", "results.csv", "results.parquet"):
+    for f in ("results.csv", "results.parquet"):
         shutil.copy2(out / f, dest / f)
+    spec = json.loads((out / "sweep.json").read_text())  # the checkpoint as a path in this repository
+    ckpt = Path(spec["source"]["checkpoint"])
+    spec["source"]["checkpoint"] = str(ckpt.relative_to(ROOT)) if ckpt.is_relative_to(ROOT) else ckpt.name
+    (dest / "sweep.json").write_text(json.dumps(spec, indent=2) + "\n")
 
 
 def report_front(a: argparse.Namespace) -> None:
