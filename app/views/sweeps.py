@@ -16,14 +16,14 @@ st.markdown(
     "its zeroed groups exactly zero, on the test set.")
 
 def sweep_folders() -> dict[str, Path]:
-    """Sweeps under the runs folder (and its sweeps/), then the shipped examples (assets/gallery/sweeps), by the
-    name the picker shows."""
+    """Sweeps under the runs folder (and its sweeps/), newest first, then the shipped examples
+    (assets/gallery/sweeps) by name (file times differ from clone to clone), by the name the picker shows."""
     from geodesic.sweep import find_sweeps
     from geodesic.runs import gallery_root
 
     root, gallery = state.runs_root(), gallery_root() / "sweeps"
     mine = {str(p.relative_to(root)): p for r in (root, root / "sweeps") for p in find_sweeps(r)}
-    return mine | {f"example · {p.name}": p for p in find_sweeps(gallery)}
+    return mine | {f"example · {p.name}": p for p in sorted(find_sweeps(gallery), key=lambda p: p.name)}
 
 
 found = sweep_folders()
