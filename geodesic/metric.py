@@ -79,8 +79,8 @@ def row_basis(y: torch.Tensor, phi: str) -> torch.Tensor | None:
     u = u / u.norm(dim=1, keepdim=True)  # exactly unit, for the reflector
     h = u.clone()
     h[:, 0] += 1
-    H = torch.eye(m, dtype=y.dtype, device=y.device) - 2 * h[:, :, None] * h[:, None, :] / (h * h).sum(1)[:, None, None]
-    return H[:, 1:].contiguous()
+    reflect = 2 * h[:, :, None] * h[:, None, :] / (h * h).sum(1)[:, None, None]
+    return (torch.eye(m, dtype=y.dtype, device=y.device) - reflect)[:, 1:].contiguous()
 
 
 def output_map(name: str) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -604,8 +604,8 @@ class Metric:
     def gram_jvp(self, v: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(K, Jv): K = JJᵀ (k, k) in float64 and, when v is given, Jv (k,) from the same layer pass (no jvp).
 
-        The rows are those of the basis Q (row_basis: m − 1 per sample for φ = √softmax or softmax, whose last
-        row is exactly zero), so m − 1 backward passes serve, and K's products shrink by ((m − 1)/m)²; K and Jv
+        The rows are those of the basis Q (row_basis: m − 1 per sample for φ = √softmax or softmax, whose row
+        along u_b is exactly zero), so m − 1 backward passes serve, and K's products shrink by ((m − 1)/m)²; K and Jv
         come back in output coordinates, K = Qᵀ K_Q Q (exact: the dropped rows of J are zero).
         Per layer: route 'explicit' adds J_c J_cᵀ (float32 syrk: 4× faster than float64, ~1e-7 relative; float64
         for chunks of at most EXACT_BLOCK entries) for each column chunk J_c; route 'gram' adds
