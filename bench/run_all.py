@@ -19,8 +19,10 @@ SCRIPTS = [
     ["bench_sparsify.py", "--dataset", "mnist", "--variants", "literal (β=0.01, ε=0.01, no pull);pull ρ=2 + relax 100;"
      f"balanced, ε=0.1, β=0.001, pull ρ=2 + relax 200 from ε=0.3;{RECOMMENDED}"],
     ["bench_sparsify.py", "--model", "resnet8", "--dataset", "fashion-mnist", "--fraction", "0.5", "--variants",
-     "balanced, ε=0.1, β=0.001, pull ρ=2 + relax 200 from ε=0.3",
-     "--baselines", "1"],
+     "balanced, ε=0.1, β=0.001, pull ρ=2 + relax 200 from ε=0.3;"
+     "balanced, ε=0.01, β=0.001, pull ρ=2 + relax 200 from ε=0.3",
+     "--max-steps", "400", "--baselines", "2"],
+    ["bench_linearity.py"],
     ["bench_export.py"],
     ["bench_damage.py", "--dataset", "fashion-mnist"],
     ["bench_damage.py", "--dataset", "mnist"],
