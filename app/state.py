@@ -702,6 +702,11 @@ def controls(job: jobs.Job) -> None:
         cols[1].button("Resume", key=f"resume-{job.id}", on_click=job.resume)
     if status in ACTIVE:
         cols[2].button("Stop", key=f"stop-{job.id}", on_click=job.stop, type="primary")
+    ended = job.result.get("status") if isinstance(job.result, dict) else None
+    if ended == "diverged":  # the job ran to its end, but its path did not: say so, and what to try
+        from geodesic.lifecycle import DIVERGED_HINT
+
+        st.warning(md(f"The path diverged: {DIVERGED_HINT} (the ε setting)."))
     if status == "error":
         st.error(md(f"The job failed: {job.error.splitlines()[0]}"))
         with st.expander("traceback"):

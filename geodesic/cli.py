@@ -70,6 +70,10 @@ def finished(status, what: str, where: Path) -> int:
     """Exit code of a run: 0 unless it failed (diverged), with a message saying so."""
     if status.failed:
         print(f"error: the {what} {status.value}; what was done is in {where}", file=sys.stderr)
+        from .lifecycle import DIVERGED_HINT, Status
+
+        if status is Status.DIVERGED:
+            print(f"hint: {DIVERGED_HINT} (--eps)", file=sys.stderr)
         return 1
     return 0
 

@@ -62,6 +62,12 @@ class Status(str, Enum):
         return cls.INTERRUPTED
 
 
+# what to try after a path diverged (the CLI prints it, the app shows it): measured in bench/results/
+# linearity-fashion-mnist.md, where resnet8's walk at ε = 0.1 leaves the linear regime and ends with a dead net
+DIVERGED_HINT = ("the path's steps left the region where the net is close to linear; a smaller trust region ε "
+                 "keeps them in it (resnet8 at half its groups needs ε = 0.01 where lenet60 walks at 0.1)")
+
+
 # which status wins when phases end differently: a later phase never hides an earlier failure
 _RANK = {Status.DONE: 0, Status.ARRIVED: 1, Status.MISSED: 2, Status.STOPPED: 3, Status.DIVERGED: 4,
          Status.INTERRUPTED: 5}

@@ -104,7 +104,8 @@ def test_a_diverging_walk_ends_with_a_clear_status_and_a_nonzero_exit(tmp_path, 
     save_file(big, str(tmp_path / "big.safetensors"))
     code = cli.main(mlp_args(tmp_path / "r", "--checkpoint", str(tmp_path / "big.safetensors"), "--model", "mlp",
                              "--dataset", "mnist"))
-    assert code == 1 and "diverged" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert code == 1 and "diverged" in err and "hint:" in err and "--eps" in err
     assert runs.load_run(tmp_path / "r").meta["status"] == "diverged"
 
 
