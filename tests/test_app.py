@@ -779,7 +779,11 @@ at.button(key="sp-start").click().run()
 job = state.registry().get(at.session_state["sp-job"]) if "sp-job" in at.session_state else None
 status = jobs.wait(job, 120).status if job else None
 print(json.dumps({"torch_before": before, "labels": labels, "status": status,
-                  "exception": [e.value for e in at.exception], "loaded": state.engine_loaded()}))
+                  "exception": [e.value for e in at.exception], "loaded": state.engine_loaded()}), flush=True)
+# leave without interpreter teardown: AppTest's script thread may still be alive, and a torch thread pool
+# destroyed under it aborts the process ("terminate called without an active exception") after the answer
+import os
+os._exit(0)
 """
 
 
