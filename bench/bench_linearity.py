@@ -23,7 +23,7 @@ from common import ROOT, save
 from geodesic import models
 from geodesic.data import load
 from geodesic.experiments import recommended
-from geodesic.metric import Metric, functional_distance, mapped_outputs
+from geodesic.metric import Metric, functional_distance
 from geodesic.objectives import PROBE, PULL, BatchSampler, sparsify, with_pull
 from geodesic.params import flatten, group_mask
 from geodesic.path import Evaluation
@@ -49,8 +49,8 @@ def walk(model, w0, groups, count: int, train, test, eps: float, max_steps: int,
         m = Metric(model, w, x, phi)
         K, Jv = m.gram_jvp(v)
         res = solve_exact_gram(K, Jv, m.vjp, v, beta, eps)
-        real = (mapped_outputs(model, w + res.theta, x, phi) - mapped_outputs(model, w, x, phi)).pow(2).sum() / len(x)
-        ratios.append(float(real) / max(res.quad, 1e-30))
+        real = functional_distance(model, w + res.theta, w, x, phi)
+        ratios.append(real / max(res.quad, 1e-30))
         w, steps = w + res.theta, steps + 1
     arrived = float(w[target].norm()) <= tol
     w = torch.where(target, torch.zeros_like(w), w)
