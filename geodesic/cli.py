@@ -73,7 +73,7 @@ def finished(status, what: str, where: Path) -> int:
         from .lifecycle import DIVERGED_HINT, Status
 
         if status is Status.DIVERGED:
-            print(f"hint: {DIVERGED_HINT} (--eps)", file=sys.stderr)
+            print(f"hint: {DIVERGED_HINT}", file=sys.stderr)
         return 1
     return 0
 
@@ -156,9 +156,12 @@ def sparsify_options() -> list[Option]:
         Option("--relax-steps", "relax_steps", "geodesic restore steps inside the hyperplane after arrival"),
         Option("--relax-eps", "relax_eps", "trust region ε of the first relaxation step"),
         Option("--relax-eps-final", "relax_eps_final", "ε of the last relaxation step (cosine decay)"),
+        Option("--seconds", "seconds", "CPU seconds for the walk and the relaxation: the walk is cut there, the "
+                                       "relaxation sized to what the walk leaves"),
         Option("--phi", "path.phi", "output map of the metric", tuple(sorted(OUTPUT_MAPS))),
         Option("--beta", "path.beta", "weight β of the direction term"),
-        Option("--eps", "path.eps", "trust region ε of the walk (|θ|² ≤ ε)"),
+        Option("--eps", "path.eps", "trust region ε of the walk's first step and its cap (|θ|² ≤ ε); each step "
+                                    "measures itself and shrinks or grows it"),
         Option("--probe", "path.probe", "probe batch size B (J has B·classes rows)"),
         Option("--seed", "path.seed", "probe-batch and choice seed"),
         Option("--max-steps", "path.max_steps", "step cap of the walk"),

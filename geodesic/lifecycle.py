@@ -13,6 +13,7 @@ damage, recovery and the two-task walk all run through it.
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Optional
@@ -62,10 +63,10 @@ class Status(str, Enum):
         return cls.INTERRUPTED
 
 
-# what to try after a path diverged (the CLI prints it, the app shows it): measured in bench/results/
-# linearity-fashion-mnist.md, where resnet8's walk at ε = 0.1 leaves the linear regime and ends with a dead net
-DIVERGED_HINT = ("the path's steps left the region where the net is close to linear; a smaller trust region ε "
-                 "keeps them in it (resnet8 at half its groups needs ε = 0.01 where lenet60 walks at 0.1)")
+# what to try after a path diverged (the CLI prints it, the app shows it). Every step measures itself and shrinks ε
+# long before a net's outputs overflow (geodesic.trust), so a divergence points at the start point or a fixed ε
+DIVERGED_HINT = ("the weights or the net's outputs stopped being finite numbers; check that the checkpoint's own "
+                 "outputs are finite, and with a fixed trust region (the literal preset) try a smaller ε")
 
 
 # which status wins when phases end differently: a later phase never hides an earlier failure
@@ -200,3 +201,39 @@ def _safe_summary(summary: Callable[[Record], dict], rec: Record) -> dict:
         return summary(rec)
     except Exception:  # noqa: BLE001 — the run is already failing; keep its rows rather than a second error
         return {"rows": len(rec.rows)}
+
+
+class Budget:
+    """CPU seconds this process may spend from now on."""
+
+    def __init__(self, seconds: float):
+        if not seconds > 0:
+            raise ValueError(f"the budget must be > 0 seconds, got {seconds}")
+        self.seconds, self.start = float(seconds), time.process_time()
+
+    def spent(self) -> float:
+        return time.process_time() - self.start
+
+    def left(self) -> float:
+        return max(self.seconds - self.spent(), 0.0)
+
+    def exhausted(self) -> bool:
+        return self.spent() >= self.seconds
+
+
+def within(phase: Phase, budget: Budget, cut: Status) -> Phase:
+    """`phase` ending when the budget is spent: then its status is `cut` unless it ended by itself first."""
+    state = {"cut": False}
+
+    def rows():
+        for row in phase.rows:
+            yield row
+            if budget.exhausted():
+                state["cut"] = True
+                return
+
+    def end() -> Status:
+        ended = phase.end()
+        return cut if state["cut"] and ended is Status.RUNNING else ended
+
+    return Phase(phase.name, rows(), end, phase.snapshots, phase.weights)

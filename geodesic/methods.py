@@ -25,7 +25,7 @@ from .baselines import finetune, magnitude_prune
 from .data import Split
 from .experiments import recommended, sparsify_phases
 from .fip import fip
-from .lifecycle import Phase, Status
+from .lifecycle import Budget, Phase, Status, within
 from .metric import functional_distance
 from .params import Group, group_mask
 from .path import Evaluation
@@ -36,24 +36,6 @@ BATCH = 128  # images per fine-tuning / distillation step
 FIP_BATCH = 200
 
 
-class Budget:
-    """CPU seconds this process may spend from now on."""
-
-    def __init__(self, seconds: float):
-        if not seconds > 0:
-            raise ValueError(f"the budget must be > 0 seconds, got {seconds}")
-        self.seconds, self.start = float(seconds), time.process_time()
-
-    def spent(self) -> float:
-        return time.process_time() - self.start
-
-    def left(self) -> float:
-        return max(self.seconds - self.spent(), 0.0)
-
-    def exhausted(self) -> bool:
-        return self.spent() >= self.seconds
-
-
 @dataclass
 class Counter:
     """What a method did: optimizer or path steps, and images through a backward pass (gradient evaluations;
@@ -62,24 +44,6 @@ class Counter:
     steps: int = 0
     grads: int = 0
     seconds: float = 0.0  # CPU seconds spent before the final mask and evaluation
-
-
-def within(phase: Phase, budget: Budget, cut: Status) -> Phase:
-    """`phase` ending when the budget is spent: then its status is `cut` unless it ended by itself first."""
-    state = {"cut": False}
-
-    def rows():
-        for row in phase.rows:
-            yield row
-            if budget.exhausted():
-                state["cut"] = True
-                return
-
-    def end() -> Status:
-        ended = phase.end()
-        return cut if state["cut"] and ended is Status.RUNNING else ended
-
-    return Phase(phase.name, rows(), end, phase.snapshots, phase.weights)
 
 
 def mask_phase(model: nn.Module, w0: torch.Tensor, target: torch.Tensor, current: Callable[[], torch.Tensor],

@@ -593,6 +593,21 @@ class Metric:
                 out[tape.columns(layer)] = tape.pulled(layer, gs, ur)
         return self._mask(out)
 
+    def outputs(self) -> torch.Tensor:
+        """y(w) = vec(φ f(x, w)) / √B, (k,): the outputs whose Jacobian is J (from the last gram_jvp's forward pass
+        when there is one)."""
+        if self._tape is not None:
+            return self._tape.y.detach().reshape(-1)
+        with torch.no_grad():
+            return self._fn(self.w)
+
+    def change(self, theta: torch.Tensor, y0: torch.Tensor | None = None) -> float:
+        """|y(w + θ) − y(w)|² = mean_x |φ f(x, w + θ) − φ f(x, w)|² on the probe batch, measured (one forward pass):
+        what the metric predicts as θᵀGθ = |Jθ|² to first order."""
+        y0 = self.outputs() if y0 is None else y0
+        with torch.no_grad():
+            return float((self._fn(self.w + self._mask(theta.to(self.w.dtype))) - y0).pow(2).sum())
+
     def G(self, theta: torch.Tensor) -> torch.Tensor:
         """Gθ = Jᵀ(Jθ), shape (n,)."""
         return self.vjp(self.jvp(theta))

@@ -1,8 +1,11 @@
 """A path: repeated tangent steps from a start point along a direction field, one `Step` record per step.
 
-At w_t, on a fresh probe batch, solve θ_t = argmin θᵀG θ − β θᵀv(w_t) s.t. |θ|² ≤ ε and move
-w_{t+1} = w_t + θ_t. Stop rules: arrival (|w_T| ≤ arrive_tol, then w_T := 0 exactly), max steps, distance
-budget, a stop request; a non-finite step is rejected and ε halved.
+At w_t, on a fresh probe batch, solve θ_t = argmin θᵀG θ − β θᵀv(w_t) s.t. |θ|² ≤ ε_t, measure what θ_t does to
+the probe's outputs against what the metric predicted, and either move w_{t+1} = w_t + θ_t or shrink ε_t and solve
+again from the same eigendecomposition (`geodesic.trust`: the step checks itself; cfg.eps is the starting radius and
+the cap). Stop rules: arrival (|w_T| ≤ arrive_tol, then w_T := 0 exactly), a zero direction (nothing left to change:
+arrived, or done), max steps, distance budget, a stop request; DIVERGED only when the weights, the outputs or the
+direction are no longer finite numbers.
 """
 
 from __future__ import annotations
@@ -16,16 +19,18 @@ import torch
 from torch import nn
 
 from .lifecycle import Status
-from .metric import Metric, functional_distance, jacobian_fast, mapped_outputs, model_fn
+from .metric import Metric, functional_distance, gram, jacobian_fast, mapped_outputs, model_fn, scaled_outputs
 from .objectives import Field, Sampler
 from .params import Group, group_norms
-from .tangent import solve_exact, solve_exact_gram
+from .tangent import prepare_exact_gram
 from .train import scores
+from .trust import MAX_REJECTS, Check, next_eps
 
 SOLVERS = ("gram", "explicit")
 MAX_BETA = 1e6  # beyond this β·v overflows float32 in the solve; steps are Euclidean long before
 MAX_EPS = 1e4  # |θ| ≤ 100: any larger step leaves every trained net's finite range
 MAX_PROBE = 1024
+MAX_SKIPPED = 3  # consecutive steps whose direction is not finite before the path counts as diverged
 
 
 def require(checks: list[tuple[bool, str]]) -> None:
@@ -41,7 +46,7 @@ class PathConfig:
 
     phi: str = "sqrt_probs"  # output map of the metric
     beta: float = 0.01  # weight of the direction term
-    eps: float = 0.01  # trust region |θ|² ≤ ε
+    eps: float = 0.01  # trust region |θ|² ≤ ε: the starting radius and the cap of the self-checking step
     eps_final: float = 0.0  # > 0: ε decays from eps to eps_final over max_steps (cosine); 0: constant
     probe: int = 32  # probe batch size B (k = B·m rows of J)
     seed: int = 0  # probe-batch sampling seed
@@ -51,6 +56,7 @@ class PathConfig:
     eval_every: int = 10  # loss/accuracy on the evaluation set every k steps
     snapshot_every: int = 5  # keep the weight vector every k steps
     solver: str = "gram"  # "gram": K = JJᵀ layer by layer, J never stored; "explicit": J from jacobian_fast
+    adaptive: bool = True  # ε set by measuring each step (geodesic.trust); False: a fixed ε, as in the paper
 
     def validate(self) -> "PathConfig":
         checks = [
@@ -82,11 +88,15 @@ class Step:
     accuracy: float  # on the evaluation set every eval_every steps, NaN otherwise
     loss: float
     mu: float
-    eps: float
+    eps: float  # the trust region of the accepted step
     t_jacobian: float  # seconds: metric (K or J), solve, everything else
     t_solve: float
     t_other: float
     group_norms: list[float] = field(default_factory=list)
+    rho: float = math.nan  # real / predicted gain of the accepted step (geodesic.trust)
+    linearity: float = math.nan  # measured functional change / |Jθ|² on the probe (1: linear over the step)
+    rejected: int = 0  # steps tried and rejected (ε shrunk) before this one
+    t_check: float = 0.0  # seconds measuring the tried steps (one forward pass of the probe each)
 
     def row(self) -> dict:
         return asdict(self)
@@ -106,15 +116,34 @@ class Evaluation:
         return scores(lambda xb: f(w, xb), self.x, self.y)
 
 
+@dataclass
+class Tried:
+    """The accepted step of one path step: θ, its solve and its check, and what it cost."""
+
+    theta: torch.Tensor
+    step_length: float  # |Jθ|
+    mu: float
+    eps: float
+    check: Check
+    rejected: int
+    t_metric: float
+    t_solve: float
+    t_check: float
+
+
 class Path:
     """Iterate to walk; `w` is the current point, `snapshots` the kept (step, w) pairs, `status` how it ended
     (ARRIVED; MISSED when a path with a target ran out of steps or distance, DONE for one without; DIVERGED) and
-    `reason` the stop rule in words. To stop early, stop iterating (the run loop closes the generator)."""
+    `reason` the stop rule in words. To stop early, stop iterating (the run loop closes the generator).
+
+    `keep_best` (w ↦ a score, lower is better), when given, is measured at the start and every eval_every steps;
+    a path that ends worse than its best point goes back to it (one more row, phase "best")."""
 
     def __init__(self, model: nn.Module, w_start: torch.Tensor, field: Field, cfg: PathConfig, probe: Sampler,
                  evaluation: Evaluation, groups: list[Group], target: torch.Tensor | None = None,
                  frozen: torch.Tensor | None = None, phase: str = "walk", w_ref: torch.Tensor | None = None,
-                 step0: int = 0, length0: float = 0.0, watch: torch.Tensor | None = None):
+                 step0: int = 0, length0: float = 0.0, watch: torch.Tensor | None = None,
+                 keep_best=None):
         self.model, self.field, self.cfg = model.eval(), field, cfg.validate()
         self.probe, self.evaluation, self.groups = probe, evaluation, groups
         self.w = w_start.detach().clone()
@@ -123,13 +152,17 @@ class Path:
         watch = watch if watch is not None else target  # coordinates whose norm each Step records as |w_T|
         self.watch = watch.to(torch.bool) if watch is not None else None
         self.frozen = frozen.to(torch.bool) if frozen is not None else None
-        self.phase, self.eps, self.eps_halvings = phase, cfg.eps, 0
+        self.phase, self.eps = phase, cfg.eps
         self.step0 = step0
         self.snapshots: list[tuple[int, torch.Tensor]] = [(step0, self.w.clone())]
         self.frozen_values = self.w[self.frozen].clone() if self.frozen is not None else None
         self.status, self.reason = Status.RUNNING, ""
         self.length = length0
         self._ref_out: torch.Tensor | None = None  # φ f(x, w_ref) on the distance batch, computed once
+        self.keep_best = keep_best
+        self.best: tuple[float, int, torch.Tensor] | None = None  # (score, step, w)
+        self.at = step0  # the last step taken
+        self.skipped = 0  # consecutive steps skipped for a non-finite direction
 
     @property
     def tol(self) -> float:
@@ -149,34 +182,52 @@ class Path:
         return Step(step, phase, self.length, step_length, dist, self.target_norm(), int((norms == 0).sum()),
                     acc, loss, mu, self.eps, *times, group_norms=norms.tolist())
 
-    def tangent(self, w: torch.Tensor) -> tuple[torch.Tensor, float, float, float, float]:
-        """(θ, |Jθ|, μ, seconds for the metric, seconds for the solve) at w on a fresh probe batch."""
-        x, _ = self.probe(self.cfg.probe)
+    def cap(self, step: int) -> float:
+        """The largest trust region at this step: cfg.eps, or its cosine decay to eps_final over max_steps."""
+        cfg = self.cfg
+        if cfg.eps_final <= 0:
+            return cfg.eps
+        frac = (step - self.step0 - 1) / max(cfg.max_steps - 1, 1)
+        return cfg.eps_final + (cfg.eps - cfg.eps_final) * 0.5 * (1 + math.cos(math.pi * frac))
+
+    def direction(self, w: torch.Tensor) -> torch.Tensor:
+        """v(w), zero on the frozen coordinates."""
         v = self.field(w)
-        rejected = (torch.full_like(w, float("nan")), float("nan"), float("nan"), 0.0, 0.0)
-        if not torch.isfinite(v).all():
-            return rejected
-        if self.frozen is not None:
-            v = torch.where(self.frozen, torch.zeros_like(v), v)
+        return v if self.frozen is None else torch.where(self.frozen, torch.zeros_like(v), v)
+
+    def tangent(self, w: torch.Tensor, v: torch.Tensor, cap: float) -> Tried | None:
+        """The self-checked step at w toward v on a fresh probe batch: solve at ε, measure, shrink ε and solve again
+        until a step holds (at most MAX_REJECTS times; then the smallest is taken). None when the metric is not
+        finite at w."""
+        cfg = self.cfg
+        x, _ = self.probe(cfg.probe)
         t0 = time.perf_counter()
-        if self.cfg.solver == "gram":
-            M = Metric(self.model, w, x, self.cfg.phi, free=None if self.frozen is None else ~self.frozen)
+        if cfg.solver == "gram":
+            M = Metric(self.model, w, x, cfg.phi, free=None if self.frozen is None else ~self.frozen)
             K, Jv = M.gram_jvp(v)
-            t1 = time.perf_counter()
-            if not (torch.isfinite(K).all() and torch.isfinite(Jv).all()):  # w left the model's finite range
-                return rejected
-            res = solve_exact_gram(K, Jv, M.vjp, v, self.cfg.beta, self.eps)
-            step_len = math.sqrt(max(res.quad, 0.0))  # |Jθ| from the solve's eigenbasis
+            JT, y0, forward = M.vjp, M.outputs(), lambda t: M.change(t, y0)
         else:
-            J = jacobian_fast(self.model, w, x, self.cfg.phi)
+            J = jacobian_fast(self.model, w, x, cfg.phi)
             if self.frozen is not None:
                 J[:, self.frozen] = 0
-            t1 = time.perf_counter()
-            if not torch.isfinite(J).all():
-                return rejected
-            res = solve_exact(J, v, self.cfg.beta, self.eps)
-            step_len = float((J @ res.theta).norm())
-        return res.theta, step_len, res.mu, t1 - t0, time.perf_counter() - t1
+            K, Jv, JT = gram(J.double()), J.double() @ v.double(), (lambda u: J.T @ u.to(J.dtype))
+            y0 = scaled_outputs(self.model, w, x, cfg.phi).detach()
+            forward = lambda t: float((scaled_outputs(self.model, w + t, x, cfg.phi).detach() - y0).pow(2).sum())  # noqa: E731
+        if not (torch.isfinite(K).all() and torch.isfinite(Jv).all()):  # w left the model's finite range
+            return None
+        t1 = time.perf_counter()
+        solve, t_check, eps = prepare_exact_gram(K, Jv, JT, v, cfg.beta), 0.0, min(self.eps, cap)
+        for rejected in range(MAX_REJECTS + 1):
+            res = solve(eps)
+            t2 = time.perf_counter()
+            check = Check(cfg.beta * float(res.theta.double() @ v.double()), max(res.quad, 0.0), forward(res.theta))
+            t_check += time.perf_counter() - t2
+            if not cfg.adaptive or check.accepted or rejected == MAX_REJECTS:
+                break
+            eps = next_eps(eps, check, cap)
+        t_solve = time.perf_counter() - t1 - t_check
+        self.eps = eps if not (cfg.adaptive and check.accepted) else next_eps(eps, check, cap)
+        return Tried(res.theta, math.sqrt(check.predicted), res.mu, eps, check, rejected, t1 - t0, t_solve, t_check)
 
     def __iter__(self) -> Iterator[Step]:
         cfg = self.cfg
@@ -185,49 +236,91 @@ class Path:
             yield start
             if not self._finite(start):
                 return
+        self._score(self.step0)
         last = self.step0 + cfg.max_steps
         for step in range(self.step0 + 1, last + 1):
             rec = self.step(step, last)
-            if rec is None:  # rejected: ε halved
-                if self.status is Status.DIVERGED:
-                    return
+            if rec is None and self.status is Status.RUNNING:  # skipped: a non-finite direction
                 continue
+            if rec is None:  # diverged, or nothing left to change
+                if self.status is Status.ARRIVED and self.target is not None:
+                    yield self._snap(step - 1)
+                break
+            self.at = step
             yield rec
             if not self._finite(rec):
                 return
             if self.target is not None and self.target_norm() <= self.tol:
-                self.w[self.target] = 0.0
-                self.snapshots.append((step, self.w.clone()))
                 self.status, self.reason = Status.ARRIVED, "arrived"
-                yield self.record(step, "snap", 0.0, float("nan"), (0.0, 0.0, 0.0), True)
+                yield self._snap(step)
                 return
+            if step % cfg.eval_every == 0:
+                self._score(step)
             if rec.distance > cfg.max_distance:
                 self.status, self.reason = self._out_of_budget(), "distance budget"
-                return
-        self.status, self.reason = self._out_of_budget(), "max steps"
+                break
+        else:
+            self.status, self.reason = self._out_of_budget(), "max steps"
+        if self.status is not Status.DIVERGED:
+            yield from self._back_to_best()
+
+    def _snap(self, step: int) -> Step:
+        """w_T := 0 exactly, and its record."""
+        self.w[self.target] = 0.0
+        self.snapshots.append((step, self.w.clone()))
+        return self.record(step, "snap", 0.0, float("nan"), (0.0, 0.0, 0.0), True)
+
+    def _score(self, step: int) -> None:
+        if self.keep_best is None:
+            return
+        score = float(self.keep_best(self.w))
+        if self.best is None or score < self.best[0]:
+            self.best = (score, step, self.w.clone())
+
+    def _back_to_best(self) -> Iterator[Step]:
+        """When `keep_best` is given and the end scores worse than the best point seen: go back to that point."""
+        if self.keep_best is None or self.best is None:
+            return
+        step = self.at
+        end = float(self.keep_best(self.w))
+        if end <= self.best[0]:
+            return
+        self.w = self.best[2].clone()
+        self.snapshots.append((step, self.w.clone()))
+        self.reason += f"; back to step {self.best[1]} (score {self.best[0]:.4g} against {end:.4g} at the end)"
+        yield self.record(step, "best", 0.0, float("nan"), (0.0, 0.0, 0.0), True)
 
     def step(self, step: int, last: int) -> Step | None:
-        """One tangent step w ← w + θ and its record; None when θ is not finite (ε is halved, and the status is
-        DIVERGED once ε < 1e-12)."""
+        """One self-checked tangent step w ← w + θ and its record; None when the direction is zero (nothing left to
+        change: status ARRIVED on a path with a target, DONE otherwise), when it is not finite (the step is skipped;
+        DIVERGED after MAX_SKIPPED in a row) or when the metric is not finite (DIVERGED)."""
         cfg, t0 = self.cfg, time.perf_counter()
-        if cfg.eps_final > 0 and self.eps_halvings == 0:
-            frac = (step - self.step0 - 1) / max(cfg.max_steps - 1, 1)
-            self.eps = cfg.eps_final + (cfg.eps - cfg.eps_final) * 0.5 * (1 + math.cos(math.pi * frac))
-        theta, step_len, mu, t_jac, t_solve = self.tangent(self.w)
-        if not (torch.isfinite(theta).all() and math.isfinite(step_len)):
-            self.eps /= 2
-            self.eps_halvings += 1
-            if self.eps < 1e-12:
-                self.status, self.reason = Status.DIVERGED, "no finite step at any ε"
+        v = self.direction(self.w)
+        if not torch.isfinite(v).all():  # a field's fresh batch overflowed: skip the step, draw again next one
+            self.skipped += 1
+            if self.skipped > MAX_SKIPPED:
+                self.status, self.reason = Status.DIVERGED, "the direction is not finite at these weights"
             return None
-        self.w = self.w + theta
+        self.skipped = 0
+        if not bool(v.any()):
+            self.status = Status.ARRIVED if self.target is not None else Status.DONE
+            self.reason = "nothing left to change (the direction is zero)"
+            return None
+        tried = self.tangent(self.w, v, self.cap(step))
+        if tried is None or not (torch.isfinite(tried.theta).all() and math.isfinite(tried.step_length)):
+            self.status, self.reason = Status.DIVERGED, "the metric is not finite at these weights"
+            return None
+        self.w = self.w + tried.theta
         if self.frozen is not None:
             self.w[self.frozen] = self.frozen_values  # θ is 0 there already; guard against drift
-        self.length += step_len
+        self.length += tried.step_length
         arrived = self.target is not None and self.target_norm() <= self.tol
         evaluate = step % cfg.eval_every == 0 or step == last or arrived
-        rec = self.record(step, self.phase, step_len, mu, (t_jac, t_solve, 0.0), evaluate)
-        rec.t_other = time.perf_counter() - t0 - t_jac - t_solve  # field, update and this record
+        rec = self.record(step, self.phase, tried.step_length, tried.mu, (tried.t_metric, tried.t_solve, 0.0),
+                          evaluate)
+        rec.eps, rec.rho, rec.linearity = tried.eps, tried.check.rho, tried.check.linearity
+        rec.rejected, rec.t_check = tried.rejected, tried.t_check
+        rec.t_other = time.perf_counter() - t0 - tried.t_metric - tried.t_solve - tried.t_check
         if step % cfg.snapshot_every == 0:
             self.snapshots.append((step, self.w.clone()))
         return rec

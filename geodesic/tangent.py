@@ -193,21 +193,8 @@ def solve_exact_gram(
     analytically (|Jθ|² = (β/2)² Σ aᵢ²/(λᵢ+μ)²), to ~1e-9 relative on ill-conditioned K.
     Cost: one eigh O(k³), O(k) per secular iteration, two calls of JT. G: (n, n) is never formed.
     """
-    _check_problem(v, beta, eps)
-    _check_tensor("K", K, 2)
-    _check_tensor("Jv", Jv, 1)
-    k = Jv.shape[0]
-    if K.shape != (k, k):
-        raise ValueError(f"K must be (k, k) with k = len(Jv) = {k}, got {tuple(K.shape)}")
-    if beta == 0 or not bool(v.any()):
-        return _zero_result(v)
-    rank_rtol = 10 * max(k, 1) * torch.finfo(K.dtype).eps if rank_rtol is None else rank_rtol
-    JT64 = lambda u: JT(u).to(F64)  # noqa: E731
-    # JT usually computes in v's precision (a float32 model): v⊥ then carries ~eps₃₂·|v| of rounding
-    null_rtol = max(NULL_RTOL, 100 * torch.finfo(v.dtype).eps)
-    v64 = v.to(F64)
-    theta, mu, quad, iters = _exact(K.to(F64), Jv.to(F64), JT64, v64, beta, eps, tol, max_iter, rank_rtol, null_rtol)
-    return TangentResult(theta.to(v.dtype), mu, quad - beta * float(theta @ v64), iters, quad)
+    _check_scalars(beta, eps)
+    return prepare_exact_gram(K, Jv, JT, v, beta, tol=tol, max_iter=max_iter, rank_rtol=rank_rtol)(eps)
 
 
 def solve_exact(
@@ -235,27 +222,82 @@ def solve_exact(
     return TangentResult(theta.to(v.dtype), mu, tangent_objective(J64, theta, v64, beta), iters, quad)
 
 
+class ExactTangent:
+    """The exact solver with K = JJᵀ = U diag(λ) Uᵀ decomposed once: `solve(ε)` for any trust region.
+
+    Only the secular equation depends on ε, so a step rejected by a trust-region check re-solves here at O(k)
+    per secular iteration plus one call of JT, with no new metric and no new eigh. All in float64 without checks
+    (solve_exact_gram checks its arguments before building one).
+    """
+
+    def __init__(self, K: Tensor, Jv: Tensor, JT: Callable[[Tensor], Tensor], v: Tensor, beta: float,
+                 tol: float = 1e-10, max_iter: int = 100, rank_rtol: float = 0.0, null_rtol: float = NULL_RTOL):
+        self.v, self.JT, self.h, self.tol, self.max_iter = v, JT, beta / 2, tol, max_iter
+        self.zero = beta == 0 or not bool(v.any())
+        if self.zero:
+            return
+        k = Jv.shape[0]
+        lam, self.U = torch.linalg.eigh(0.5 * (K + K.T))
+        self.lam = lam = lam.clamp_min(0.0)
+        self.split = split = lam > rank_rtol * (float(lam.max()) if k else 0.0)
+        self.a = a = self.U.T @ Jv
+        self.lam_s, self.a_s = lam[split], a[split]
+        self.v_perp = v - JT(self.U[:, split] @ (self.a_s / self.lam_s)) if bool(split.any()) else v
+        self.p2 = float(self.v_perp @ self.v_perp)
+        self.in_row_space = self.p2 <= null_rtol**2 * float(v @ v)
+        self.secular = _Secular(self.lam_s, self.a_s**2 / self.lam_s, self.p2, lam[~split], a[~split] ** 2)
+
+    def solve(self, eps: float) -> tuple[Tensor, float, float, int]:
+        """(θ, μ, θᵀGθ, secular iterations) for |θ|² ≤ ε."""
+        if self.zero:
+            return torch.zeros_like(self.v), 0.0, 0.0, 0
+        h, a, lam, U = self.h, self.a, self.lam, self.U
+        if self.in_row_space and h**2 * float((self.a_s**2 / self.lam_s**3).sum()) <= eps:
+            theta = h * self.JT(U[:, self.split] @ (self.a_s / self.lam_s**2))  # θ(0) = (β/2) G⁺v, inside the ball
+            return theta, 0.0, h**2 * float((self.a_s**2 / self.lam_s**2).sum()), 0
+        mu, iters = _secular_root(self.secular, h, eps, self.tol, self.max_iter)
+        coef = torch.where(self.split, a / (lam * (lam + mu)), -a / (mu * (lam + mu)))
+        theta = h * (self.v_perp / mu + self.JT(U @ coef))
+        scale = math.sqrt(eps) / float(theta.norm())
+        Jtheta2 = (scale * h) ** 2 * float((a**2 / (lam + mu) ** 2).sum())  # Uᵀ Jθ = scale·h·a/(λ+μ)
+        return scale * theta, mu, Jtheta2, iters
+
+
 def _exact(
     K: Tensor, Jv: Tensor, JT: Callable[[Tensor], Tensor], v: Tensor,
     beta: float, eps: float, tol: float, max_iter: int, rank_rtol: float, null_rtol: float = NULL_RTOL,
 ) -> tuple[Tensor, float, float, int]:
     """solve_exact_gram in float64 without checks; returns (θ, μ, θᵀGθ, iterations)."""
-    k, h = Jv.shape[0], beta / 2
-    lam, U = torch.linalg.eigh(0.5 * (K + K.T))
-    lam = lam.clamp_min(0.0)
-    split = lam > rank_rtol * (float(lam.max()) if k else 0.0)
-    a = U.T @ Jv
-    lam_s, a_s = lam[split], a[split]
-    v_perp = v - JT(U[:, split] @ (a_s / lam_s)) if bool(split.any()) else v
-    p2 = float(v_perp @ v_perp)
-    if p2 <= null_rtol**2 * float(v @ v) and h**2 * float((a_s**2 / lam_s**3).sum()) <= eps:
-        theta = h * JT(U[:, split] @ (a_s / lam_s**2))  # θ(0) = (β/2) G⁺v, inside the ball
-        return theta, 0.0, h**2 * float((a_s**2 / lam_s**2).sum()), 0
-    mu, iters = _secular_root(_Secular(lam_s, a_s**2 / lam_s, p2, lam[~split], a[~split] ** 2), h, eps, tol, max_iter)
-    theta = h * (v_perp / mu + JT(U @ torch.where(split, a / (lam * (lam + mu)), -a / (mu * (lam + mu)))))
-    scale = math.sqrt(eps) / float(theta.norm())
-    Jtheta2 = (scale * h) ** 2 * float((a**2 / (lam + mu) ** 2).sum())  # Uᵀ Jθ = scale·h·a/(λ+μ)
-    return scale * theta, mu, Jtheta2, iters
+    return ExactTangent(K, Jv, JT, v, beta, tol, max_iter, rank_rtol, null_rtol).solve(eps)
+
+
+def prepare_exact_gram(
+    K: Tensor, Jv: Tensor, JT: Callable[[Tensor], Tensor], v: Tensor, beta: float, *,
+    tol: float = 1e-10, max_iter: int = 100, rank_rtol: float | None = None,
+) -> Callable[[float], TangentResult]:
+    """solve_exact_gram as a function of ε, K decomposed once: `prepare_exact_gram(K, Jv, JT, v, β)(ε)` equals
+    `solve_exact_gram(K, Jv, JT, v, β, ε)` for every ε, at O(k) per secular iteration and one call of JT."""
+    _check_problem(v, beta, 1.0)
+    _check_tensor("K", K, 2)
+    _check_tensor("Jv", Jv, 1)
+    k = Jv.shape[0]
+    if K.shape != (k, k):
+        raise ValueError(f"K must be (k, k) with k = len(Jv) = {k}, got {tuple(K.shape)}")
+    rank_rtol = 10 * max(k, 1) * torch.finfo(K.dtype).eps if rank_rtol is None else rank_rtol
+    JT64 = lambda u: JT(u).to(F64)  # noqa: E731
+    # JT usually computes in v's precision (a float32 model): v⊥ then carries ~eps₃₂·|v| of rounding
+    null_rtol = max(NULL_RTOL, 100 * torch.finfo(v.dtype).eps)
+    v64 = v.to(F64)
+    solver = ExactTangent(K.to(F64), Jv.to(F64), JT64, v64, beta, tol, max_iter, rank_rtol, null_rtol)
+
+    def solve(eps: float) -> TangentResult:
+        _check_scalars(beta, eps)
+        theta, mu, quad, iters = solver.solve(eps)
+        if solver.zero:
+            return _zero_result(v)
+        return TangentResult(theta.to(v.dtype), mu, quad - beta * float(theta @ v64), iters, quad)
+
+    return solve
 
 
 # ----------------------------------------------------------------------------- matrix-free (GLTR)

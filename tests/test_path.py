@@ -85,7 +85,7 @@ def test_two_weight_path_arrives_on_the_sparse_axis():
     assert steps[-1].distance < naive
 
 
-def test_non_finite_step_is_rejected_and_eps_halved():
+def test_non_finite_direction_skips_the_step_and_keeps_eps():
     m = TwoWeights().eval()
     calls = {"n": 0}
 
@@ -96,7 +96,7 @@ def test_non_finite_step_is_rejected_and_eps_halved():
     cfg = PathConfig(phi="logits", beta=1.0, eps=0.01, probe=3, max_steps=3)
     p = Path(m, flatten(m), field, cfg, lambda b: (X, None), Evaluation(X, torch.zeros(3, dtype=torch.long)), groups=[])
     steps = list(p)
-    assert p.eps == 0.005 and torch.isfinite(p.w).all()
+    assert torch.isfinite(p.w).all() and p.status is not Status.DIVERGED
     assert [s.step for s in steps] == [0, 2, 3]
 
 

@@ -1,0 +1,159 @@
+"""The self-checking step (geodesic.trust) on nets whose real change is known in closed form, the re-solve from one
+eigendecomposition, and the degenerate cases that are not failures."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from geodesic import objectives
+from geodesic.lifecycle import Status
+from geodesic.params import flatten
+from geodesic.path import Evaluation, Path, PathConfig
+from geodesic.tangent import prepare_exact_gram, solve_cvxpy, solve_exact_gram
+from geodesic.trust import GROW_ABOVE, REJECT_BELOW, Check, next_eps
+
+X = torch.tensor([[1.0], [2.0], [-1.0]])
+MX = float(X.pow(2).mean())  # mean x² = 2
+
+
+class Product(nn.Module):
+    """f(x, w) = a·b·x (two 1×1 linear layers, w = (b, a)): J = (a x, b x)/√B, and a step θ = (θ_b, θ_a) changes
+    f by (a θ_b + b θ_a + θ_a θ_b) x exactly, against (a θ_b + b θ_a) x predicted: the second-order term is known."""
+
+    def __init__(self, a: float = 1.0, b: float = 1.0):
+        super().__init__()
+        self.inner, self.outer = nn.Linear(1, 1, bias=False), nn.Linear(1, 1, bias=False)
+        with torch.no_grad():
+            self.inner.weight.fill_(b)
+            self.outer.weight.fill_(a)
+
+    def forward(self, x):
+        return self.outer(self.inner(x))
+
+
+def hand_theta(w: np.ndarray, v: np.ndarray, beta: float, eps: float) -> np.ndarray:
+    """θ* of min θᵀGθ − βθᵀv, |θ|² ≤ ε for the product net, by a fine search on the circle (G is singular)."""
+    b, a = w
+    G = MX * np.array([[a * a, a * b], [a * b, b * b]])
+    t = np.linspace(0, 2 * np.pi, 2_000_001)
+    th = math.sqrt(eps) * np.stack([np.cos(t), np.sin(t)], 1)
+    return th[(np.einsum("ij,jk,ik->i", th, G, th) - beta * th @ v).argmin()]
+
+
+def hand_check(w: np.ndarray, v: np.ndarray, beta: float, eps: float) -> Check:
+    b, a = w
+    tb, ta = hand_theta(w, v, beta, eps)
+    predicted = MX * (a * tb + b * ta) ** 2
+    real = MX * (a * tb + b * ta + ta * tb) ** 2
+    return Check(beta * float(np.array([tb, ta]) @ v), predicted, real)
+
+
+def product_path(beta: float, eps: float, steps: int = 1, adaptive: bool = True) -> Path:
+    m = Product().eval()
+    target = torch.tensor([False, True])  # walk a to 0
+    cfg = PathConfig(phi="logits", beta=beta, eps=eps, probe=3, max_steps=steps, solver="explicit",
+                     arrive_tol=1e-9, adaptive=adaptive)
+    return Path(m, flatten(m), objectives.sparsify(target), cfg, lambda b: (X, None),
+                Evaluation(X, torch.zeros(3, dtype=torch.long)), groups=[], target=target)
+
+
+def test_a_step_that_leaves_the_linear_regime_is_rejected_and_the_one_that_holds_grows_eps():
+    w, v, beta = np.array([1.0, 1.0]), np.array([0.0, -1.0]), 0.1
+    # by hand: at ε = 1 and ε/4 the second-order term outweighs the gain (ρ < ¼), at ε/16 the step holds (ρ > ¾)
+    rhos = [hand_check(w, v, beta, e).rho for e in (1.0, 0.25, 0.0625)]
+    assert rhos[0] < REJECT_BELOW and rhos[1] < REJECT_BELOW and rhos[2] > GROW_ABOVE
+    p = product_path(beta, 1.0)
+    rows = list(p)
+    step = rows[1]
+    assert step.rejected == 2 and step.eps == pytest.approx(0.0625)
+    np.testing.assert_allclose((p.w - flatten(Product())).double().numpy(), hand_theta(w, v, beta, 0.0625), atol=2e-5)
+    assert step.rho == pytest.approx(rhos[2], rel=1e-3)
+    assert step.linearity == pytest.approx(hand_check(w, v, beta, 0.0625).linearity, rel=1e-3)
+    assert p.eps == pytest.approx(0.125)  # grown ×2 for the next step, still under the cap ε = 1
+
+
+def test_a_step_in_the_middle_band_keeps_eps():
+    w, v, beta = np.array([1.0, 1.0]), np.array([0.0, -1.0]), 0.3
+    assert REJECT_BELOW < hand_check(w, v, beta, 0.25).rho < GROW_ABOVE
+    p = product_path(beta, 0.25)
+    step = list(p)[1]
+    assert step.rejected == 0 and step.eps == pytest.approx(0.25) and p.eps == pytest.approx(0.25)
+
+
+def test_fixed_eps_records_the_check_but_takes_the_step():
+    p = product_path(0.1, 1.0, adaptive=False)
+    step = list(p)[1]
+    assert step.rejected == 0 and step.eps == 1.0 and p.eps == 1.0
+    assert step.rho == pytest.approx(hand_check(np.array([1.0, 1.0]), np.array([0.0, -1.0]), 0.1, 1.0).rho, rel=1e-3)
+
+
+def test_a_linear_net_never_rejects_and_stays_at_the_cap():
+    m = nn.Sequential(nn.Linear(2, 1, bias=False)).eval()
+    with torch.no_grad():
+        m[0].weight.copy_(torch.tensor([[0.8, -0.6]]))
+    x = torch.tensor([[1.0, 0.5], [0.2, 1.0], [-0.7, 0.4]])
+    target = torch.tensor([False, True])
+    cfg = PathConfig(phi="logits", beta=1.0, eps=0.01, probe=3, max_steps=100)
+    p = Path(m, flatten(m), objectives.sparsify(target), cfg, lambda b: (x, None),
+             Evaluation(x, torch.zeros(3, dtype=torch.long)), groups=[], target=target)
+    walk = [s for s in p if s.phase == "walk" and s.step > 0]
+    assert p.status is Status.ARRIVED
+    assert all(s.rejected == 0 and s.eps == 0.01 for s in walk)
+    assert all(s.linearity == pytest.approx(1.0, rel=1e-3) for s in walk if s.step_length > 1e-4)
+
+
+def test_rho_and_next_eps_by_hand():
+    assert Check(1.0, 0.1, 0.1).rho == 1.0 and Check(1.0, 0.1, 0.1).linearity == pytest.approx(1.0)
+    assert Check(1.0, 0.0, 0.8).rho == pytest.approx(0.2)  # predicted no change: ρ still defined by the gain
+    assert Check(1.0, 0.1, math.inf).rho == -math.inf  # outputs overflowed: reject
+    assert next_eps(0.1, Check(1.0, 0.1, 2.0), cap=0.1) == pytest.approx(0.025)
+    assert next_eps(0.05, Check(1.0, 0.1, 0.1), cap=0.08) == pytest.approx(0.08)  # grows to the cap, not past it
+    assert next_eps(0.05, Check(1.0, 0.1, 0.5), cap=0.1) == 0.05
+
+
+def test_a_re_solve_from_one_eigendecomposition_is_the_exact_step_at_every_eps():
+    g = torch.Generator().manual_seed(0)
+    J = torch.randn(12, 40, generator=g, dtype=torch.float64)
+    v = torch.randn(40, generator=g, dtype=torch.float64)
+    K, Jv = J @ J.T, J @ v
+    solve = prepare_exact_gram(K, Jv, lambda u: J.T @ u, v, 0.5)
+    for eps in (1.0, 0.1, 1e-3, 1e-6):
+        once, fresh = solve(eps), solve_exact_gram(K, Jv, lambda u: J.T @ u, v, 0.5, eps)
+        assert torch.allclose(once.theta, fresh.theta, atol=1e-12) and once.mu == fresh.mu
+    ref = solve_cvxpy(J, v, 0.5, 0.1, solver="CLARABEL")  # and it solves the tangent problem
+    assert solve(0.1).objective == pytest.approx(ref.objective, rel=1e-6)
+
+
+def test_a_zero_direction_ends_a_walk_as_arrived_at_once():
+    m = Product(a=0.0).eval()  # the target coordinate is already zero, and there is no pull
+    target = torch.tensor([False, True])
+    cfg = PathConfig(phi="logits", beta=0.1, eps=0.1, probe=3, max_steps=50, solver="explicit")
+    p = Path(m, flatten(m), objectives.sparsify(target), cfg, lambda b: (X, None),
+             Evaluation(X, torch.zeros(3, dtype=torch.long)), groups=[], target=target)
+    rows = list(p)
+    assert p.status is Status.ARRIVED and [r.phase for r in rows] == ["walk", "snap"]
+    assert torch.equal(p.w, flatten(m))
+
+
+def test_a_zero_direction_ends_a_phase_without_target_as_done():
+    m = Product().eval()
+    cfg = PathConfig(phi="logits", beta=0.1, eps=0.1, probe=3, max_steps=50, solver="explicit")
+    p = Path(m, flatten(m), lambda w: torch.zeros_like(w), cfg, lambda b: (X, None),
+             Evaluation(X, torch.zeros(3, dtype=torch.long)), groups=[])
+    rows = list(p)
+    assert p.status is Status.DONE and len(rows) == 1 and "nothing left" in p.reason
+    assert not p.status.failed
+
+
+def test_the_best_point_is_kept_when_the_end_scores_worse():
+    m = Product().eval()
+    w0 = flatten(m)
+    cfg = PathConfig(phi="logits", beta=1.0, eps=0.01, probe=3, max_steps=20, solver="explicit", eval_every=5)
+    # the walk moves a toward 0; the score prefers the start: the path must end back there
+    p = Path(m, w0, objectives.sparsify(torch.tensor([False, True])), cfg, lambda b: (X, None),
+             Evaluation(X, torch.zeros(3, dtype=torch.long)), groups=[], keep_best=lambda w: float((w - w0).norm()))
+    rows = list(p)
+    assert rows[-1].phase == "best" and torch.equal(p.w, w0) and torch.equal(p.snapshots[-1][1], w0)
