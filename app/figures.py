@@ -100,6 +100,53 @@ def path_curves(df: pd.DataFrame, note: str = "", highlight: str | None = None) 
     return _figure(data, "Along the path", note, height=520, **grid_2x2_layout([t for _, t in CURVES]))
 
 
+def has_linearity(df: pd.DataFrame) -> bool:
+    """Whether rows carry the self-checking step's record (runs made before it do not)."""
+    return "linearity" in df.columns and "eps" in df.columns and bool(np.isfinite(_values(df, "linearity")).any())
+
+
+def linearity(df: pd.DataFrame, note: str = "") -> go.Figure:
+    """Two panels against step, one trace per `run`: the measured change of the probe's outputs over the metric's
+    prediction |Jθ|² (log scale; 1 = the net is linear over the step), and the trust region ε of each taken step
+    (log scale), with the steps whose first tries were rejected marked ×."""
+    if df.empty or not has_linearity(df):
+        return empty("Linearity of the steps", note or "no checked steps yet")
+    data, runs = [], _runs(df)
+    names = df["run"].to_numpy() if runs != [None] else None
+    for i, run in enumerate(runs):
+        d = df if run is None else df[names == run]
+        d = d[_values(d, "step_length") > 0] if "step_length" in d.columns else d
+        colour, label = PALETTE[i % len(PALETTE)], plain(run) if run is not None else None
+        x, y = _pairs(d, "step", "linearity")
+        data.append(dict(type="scatter", x=x, y=y, mode="lines", name=label or "real / predicted",
+                         legendgroup=str(run), showlegend=run is not None, line=dict(color=colour, width=1.5),
+                         xaxis="x", yaxis="y"))
+        x, y = _pairs(d, "step", "eps")
+        data.append(dict(type="scatter", x=x, y=y, mode="lines", name=label or "ε", legendgroup=str(run),
+                         showlegend=False, line=dict(color=colour, width=1.5, shape="hv"), xaxis="x2", yaxis="y2"))
+        if "rejected" in d.columns:
+            hit = d[_values(d, "rejected") > 0]
+            x, y = _pairs(hit, "step", "eps")
+            data.append(dict(type="scatter", x=x, y=y, mode="markers", name="rejected first", legendgroup="rejected",
+                             showlegend=i == 0 and len(x) > 0, marker=dict(symbol="x", size=7, color=colour),
+                             xaxis="x2", yaxis="y2"))
+    layout = dict(xaxis=dict(domain=[0, 1], anchor="y", matches="x2", showticklabels=False),
+                  yaxis=dict(domain=[0.55, 1], type="log", title=dict(text="real / predicted")),
+                  xaxis2=dict(domain=[0, 1], anchor="y2", title=dict(text="step")),
+                  yaxis2=dict(domain=[0, 0.45], type="log", title=dict(text="ε of the step")),
+                  shapes=[dict(type="line", xref="x domain", yref="y", x0=0, x1=1, y0=1, y1=1,
+                               line=dict(color="black", dash="dash"))])
+    return _figure(data, "Linearity of the steps", note, height=420, **layout)
+
+
+def rejections(df: pd.DataFrame, last: int = 20) -> tuple[int, int]:
+    """(steps among the last `last` taken whose first tries were rejected, how many steps that is)."""
+    if "rejected" not in df.columns or "step_length" not in df.columns:
+        return 0, 0
+    taken = df[_values(df, "step_length") > 0].tail(last)
+    return int((_values(taken, "rejected") > 0).sum()), len(taken)
+
+
 def grid_2x2_layout(titles: list[str]) -> dict:
     """The layout of a 2×2 panel figure (axes x, x2, x3, x4), laid out by hand: make_subplots costs ~70 ms."""
     cols, rows = ((0, 0.45), (0.55, 1)), ((0.6, 0.93), (0, 0.4))

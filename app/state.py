@@ -56,11 +56,11 @@ DAMAGE_KINDS = ("zero", "ablate", "noise")  # damage.KINDS
 # the Sparsify page's presets (experiments.PRESETS, the first is the engine's default) as its widgets show them
 PRESETS = {
     "benchmarked for lenet60": {"engine": "recommended", "strategy": "balanced", "pull": 2.0, "relax_steps": 600,
-                                "relax_eps": 0.3, "relax_eps_final": 0.002, "phi": "sqrt_probs", "beta": 0.001,
-                                "eps": 0.1, "probe": 32, "seed": 0},
+                                "relax_eps": 0.3, "relax_eps_final": 0.002, "seconds": 900.0, "phi": "sqrt_probs",
+                                "beta": 0.001, "eps": 0.1, "probe": 32, "seed": 0},
     "the paper's algorithm (literal)": {"engine": "literal", "strategy": "norm", "pull": 0.0, "relax_steps": 0,
-                                        "relax_eps": 0.3, "relax_eps_final": 0.002, "phi": "sqrt_probs",
-                                        "beta": 0.01, "eps": 0.01, "probe": 32, "seed": 0},
+                                        "relax_eps": 0.3, "relax_eps_final": 0.002, "seconds": 900.0,
+                                        "phi": "sqrt_probs", "beta": 0.01, "eps": 0.01, "probe": 32, "seed": 0},
 }
 
 

@@ -93,8 +93,7 @@ class Step:
     t_solve: float
     t_other: float
     group_norms: list[float] = field(default_factory=list)
-    rho: float = math.nan  # real / predicted gain of the accepted step (geodesic.trust)
-    linearity: float = math.nan  # measured functional change / |Jθ|² on the probe (1: linear over the step)
+    linearity: float = math.nan  # measured change of the probe's outputs / |Jθ|² (1: linear over the step; trust)
     rejected: int = 0  # steps tried and rejected (ε shrunk) before this one
     t_check: float = 0.0  # seconds measuring the tried steps (one forward pass of the probe each)
 
@@ -220,7 +219,7 @@ class Path:
         for rejected in range(MAX_REJECTS + 1):
             res = solve(eps)
             t2 = time.perf_counter()
-            check = Check(cfg.beta * float(res.theta.double() @ v.double()), max(res.quad, 0.0), forward(res.theta))
+            check = Check(max(res.quad, 0.0), forward(res.theta))
             t_check += time.perf_counter() - t2
             if not cfg.adaptive or check.accepted or rejected == MAX_REJECTS:
                 break
@@ -318,7 +317,7 @@ class Path:
         evaluate = step % cfg.eval_every == 0 or step == last or arrived
         rec = self.record(step, self.phase, tried.step_length, tried.mu, (tried.t_metric, tried.t_solve, 0.0),
                           evaluate)
-        rec.eps, rec.rho, rec.linearity = tried.eps, tried.check.rho, tried.check.linearity
+        rec.eps, rec.linearity = tried.eps, tried.check.linearity
         rec.rejected, rec.t_check = tried.rejected, tried.t_check
         rec.t_other = time.perf_counter() - t0 - tried.t_metric - tried.t_solve - tried.t_check
         if step % cfg.snapshot_every == 0:

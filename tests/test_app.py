@@ -184,6 +184,7 @@ def test_sparsify_presets_fill_in_the_settings():
         values = {w.label: w.value for w in at.number_input}
         assert values["Pull ρ toward the start's function"] == cfg.pull
         assert values["Relax steps (after arrival)"] == cfg.relax_steps
+        assert values["CPU seconds (walk + relaxation)"] == cfg.seconds
         assert values["ε (|θ|² ≤ ε)"] == cfg.path.eps and values["β"] == cfg.path.beta
         assert values["Probe batch B"] == cfg.path.probe and values["Seed"] == cfg.path.seed
         assert [w for w in at.selectbox if w.label == "Which filters"][0].value == cfg.strategy
@@ -712,7 +713,8 @@ def test_torch_free_tables_match_the_engine():
     assert state.preset_config(list(state.PRESETS)[0]) == experiments.SparsifyConfig()  # the first is the default
     for name, shown in state.PRESETS.items():
         cfg = state.preset_config(name)
-        engine = {**{k: getattr(cfg, k) for k in ("strategy", "pull", "relax_steps", "relax_eps", "relax_eps_final")},
+        engine = {**{k: getattr(cfg, k) for k in ("strategy", "pull", "relax_steps", "relax_eps", "relax_eps_final",
+                                                          "seconds")},
                   **{k: getattr(cfg.path, k) for k in ("phi", "beta", "eps", "probe", "seed")}}
         assert {k: v for k, v in shown.items() if k != "engine"} == engine, name
     assert state.CHECKPOINTS == jobs.CHECKPOINTS and state.runs_root() == jobs.runs_root()

@@ -105,7 +105,7 @@ def test_a_diverging_walk_ends_with_a_clear_status_and_a_nonzero_exit(tmp_path, 
     code = cli.main(mlp_args(tmp_path / "r", "--checkpoint", str(tmp_path / "big.safetensors"), "--model", "mlp",
                              "--dataset", "mnist"))
     err = capsys.readouterr().err
-    assert code == 1 and "diverged" in err and "hint:" in err and "--eps" in err
+    assert code == 1 and "diverged" in err and "hint:" in err and "checkpoint" in err
     assert runs.load_run(tmp_path / "r").meta["status"] == "diverged"
 
 

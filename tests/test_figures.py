@@ -123,3 +123,27 @@ def test_two_task_plane_one_trace_per_method_with_ends_marked():
     assert [t.name for t in fig.data] == ["geodesic walk", "straight line A→B (weight averaging)"]  # relax rows: energy
     assert list(fig.data[0].x) == [0.99, 0.97] and list(fig.data[0].y) == [0.1, 0.8]  # rows without scores dropped
     assert list(fig.data[0].marker.size) == [11, 11] and "mnist" in fig.layout.xaxis.title.text
+
+
+def checked_frame(run="r"):
+    return pd.DataFrame([
+        {"step": 0, "run": run, "step_length": 0.0, "linearity": math.nan, "eps": 0.1, "rejected": 0},
+        {"step": 1, "run": run, "step_length": 0.2, "linearity": 30.0, "eps": 0.025, "rejected": 1},
+        {"step": 2, "run": run, "step_length": 0.1, "linearity": 2.0, "eps": 0.05, "rejected": 0},
+        {"step": 3, "run": run, "step_length": 0.1, "linearity": 1.5, "eps": 0.1, "rejected": 0}])
+
+
+def test_linearity_draws_ratio_eps_and_rejected_steps():
+    fig = figures.linearity(pd.concat([checked_frame("a"), checked_frame("b")]), "note")
+    ratio = [t for t in fig.data if t.yaxis == "y"]
+    assert [list(t.y) for t in ratio] == [[30.0, 2.0, 1.5]] * 2  # the start row (no step) is not drawn
+    marks = [t for t in fig.data if t.mode == "markers"]
+    assert [list(t.x) for t in marks] == [[1], [1]] and list(marks[0].y) == [0.025]
+    assert fig.layout.yaxis.type == "log" and fig.layout.yaxis2.type == "log"
+    assert figures.rejections(checked_frame()) == (1, 3)
+
+
+def test_linearity_of_runs_made_before_the_check_is_empty():
+    old = steps_frame()
+    assert not figures.has_linearity(old) and len(figures.linearity(old).data) == 0
+    assert figures.rejections(old) == (0, 0)

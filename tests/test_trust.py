@@ -13,7 +13,7 @@ from geodesic.lifecycle import Status
 from geodesic.params import flatten
 from geodesic.path import Evaluation, Path, PathConfig
 from geodesic.tangent import prepare_exact_gram, solve_cvxpy, solve_exact_gram
-from geodesic.trust import GROW_ABOVE, REJECT_BELOW, Check, next_eps
+from geodesic.trust import FLOOR, REJECT, TARGET, Check, next_eps
 
 X = torch.tensor([[1.0], [2.0], [-1.0]])
 MX = float(X.pow(2).mean())  # mean x² = 2
@@ -44,11 +44,10 @@ def hand_theta(w: np.ndarray, v: np.ndarray, beta: float, eps: float) -> np.ndar
 
 
 def hand_check(w: np.ndarray, v: np.ndarray, beta: float, eps: float) -> Check:
+    """The predicted and the real change of the product net's output for the tangent step at ε, in closed form."""
     b, a = w
     tb, ta = hand_theta(w, v, beta, eps)
-    predicted = MX * (a * tb + b * ta) ** 2
-    real = MX * (a * tb + b * ta + ta * tb) ** 2
-    return Check(beta * float(np.array([tb, ta]) @ v), predicted, real)
+    return Check(MX * (a * tb + b * ta) ** 2, MX * (a * tb + b * ta + ta * tb) ** 2)
 
 
 def product_path(beta: float, eps: float, steps: int = 1, adaptive: bool = True) -> Path:
@@ -60,34 +59,43 @@ def product_path(beta: float, eps: float, steps: int = 1, adaptive: bool = True)
                 Evaluation(X, torch.zeros(3, dtype=torch.long)), groups=[], target=target)
 
 
-def test_a_step_that_leaves_the_linear_regime_is_rejected_and_the_one_that_holds_grows_eps():
-    w, v, beta = np.array([1.0, 1.0]), np.array([0.0, -1.0]), 0.1
-    # by hand: at ε = 1 and ε/4 the second-order term outweighs the gain (ρ < ¼), at ε/16 the step holds (ρ > ¾)
-    rhos = [hand_check(w, v, beta, e).rho for e in (1.0, 0.25, 0.0625)]
-    assert rhos[0] < REJECT_BELOW and rhos[1] < REJECT_BELOW and rhos[2] > GROW_ABOVE
-    p = product_path(beta, 1.0)
-    rows = list(p)
-    step = rows[1]
-    assert step.rejected == 2 and step.eps == pytest.approx(0.0625)
-    np.testing.assert_allclose((p.w - flatten(Product())).double().numpy(), hand_theta(w, v, beta, 0.0625), atol=2e-5)
-    assert step.rho == pytest.approx(rhos[2], rel=1e-3)
-    assert step.linearity == pytest.approx(hand_check(w, v, beta, 0.0625).linearity, rel=1e-3)
-    assert p.eps == pytest.approx(0.125)  # grown ×2 for the next step, still under the cap ε = 1
+W0, V0 = np.array([1.0, 1.0]), np.array([0.0, -1.0])  # the product net's start and its direction toward a = 0
 
 
-def test_a_step_in_the_middle_band_keeps_eps():
-    w, v, beta = np.array([1.0, 1.0]), np.array([0.0, -1.0]), 0.3
-    assert REJECT_BELOW < hand_check(w, v, beta, 0.25).rho < GROW_ABOVE
-    p = product_path(beta, 0.25)
+def test_a_step_that_leaves_the_linear_regime_is_rejected_and_solved_again_smaller():
+    # by hand: at ε = 1 and ε/4 the second-order term θ_a θ_b dominates (r > REJECT); at ε/16 the step is taken
+    r = [hand_check(W0, V0, 0.1, e).linearity for e in (1.0, 0.25, 0.0625)]
+    assert r[0] > REJECT and r[1] > REJECT and TARGET < r[2] < REJECT
+    p = product_path(0.1, 1.0)
     step = list(p)[1]
-    assert step.rejected == 0 and step.eps == pytest.approx(0.25) and p.eps == pytest.approx(0.25)
+    assert step.rejected == 2 and step.eps == pytest.approx(0.0625)
+    np.testing.assert_allclose((p.w - flatten(Product())).double().numpy(), hand_theta(W0, V0, 0.1, 0.0625), atol=2e-5)
+    assert step.linearity == pytest.approx(r[2], rel=1e-3)
+    assert p.eps == pytest.approx(0.03125)  # taken above TARGET: the next step starts at half
+
+
+@pytest.mark.parametrize("beta,eps,after", [(1.0, 1.0, 0.5), (1.0, 0.25, 0.25)])  # halved; kept
+def test_a_step_taken_sets_the_next_eps_by_its_ratio(beta, eps, after):
+    r = hand_check(W0, V0, beta, eps).linearity
+    p = product_path(beta, eps)
+    step = list(p)[1]
+    assert step.rejected == 0 and step.eps == eps and step.linearity == pytest.approx(r, rel=1e-3)
+    assert p.eps == pytest.approx(after) and p.eps == next_eps(eps, Check(1.0, r), cap=eps)
+
+
+def test_a_step_that_stays_linear_grows_eps_up_to_the_cap():
+    assert hand_check(W0, V0, 1.0, 0.0625).linearity < TARGET / 4
+    p = product_path(1.0, 1.0)
+    p.eps = 0.0625  # as after earlier rejections: under the cap ε = 1
+    step = list(p)[1]
+    assert step.eps == 0.0625 and p.eps == pytest.approx(0.125)
 
 
 def test_fixed_eps_records_the_check_but_takes_the_step():
     p = product_path(0.1, 1.0, adaptive=False)
     step = list(p)[1]
     assert step.rejected == 0 and step.eps == 1.0 and p.eps == 1.0
-    assert step.rho == pytest.approx(hand_check(np.array([1.0, 1.0]), np.array([0.0, -1.0]), 0.1, 1.0).rho, rel=1e-3)
+    assert step.linearity == pytest.approx(hand_check(W0, V0, 0.1, 1.0).linearity, rel=1e-3)
 
 
 def test_a_linear_net_never_rejects_and_stays_at_the_cap():
@@ -105,13 +113,15 @@ def test_a_linear_net_never_rejects_and_stays_at_the_cap():
     assert all(s.linearity == pytest.approx(1.0, rel=1e-3) for s in walk if s.step_length > 1e-4)
 
 
-def test_rho_and_next_eps_by_hand():
-    assert Check(1.0, 0.1, 0.1).rho == 1.0 and Check(1.0, 0.1, 0.1).linearity == pytest.approx(1.0)
-    assert Check(1.0, 0.0, 0.8).rho == pytest.approx(0.2)  # predicted no change: ρ still defined by the gain
-    assert Check(1.0, 0.1, math.inf).rho == -math.inf  # outputs overflowed: reject
-    assert next_eps(0.1, Check(1.0, 0.1, 2.0), cap=0.1) == pytest.approx(0.025)
-    assert next_eps(0.05, Check(1.0, 0.1, 0.1), cap=0.08) == pytest.approx(0.08)  # grows to the cap, not past it
-    assert next_eps(0.05, Check(1.0, 0.1, 0.5), cap=0.1) == 0.05
+def test_ratio_and_next_eps_by_hand():
+    assert Check(0.1, 0.1).linearity == pytest.approx(1.0) and Check(0.1, 0.1).accepted
+    assert Check(0.1, math.inf).linearity == math.inf and not Check(0.1, math.inf).accepted  # outputs overflowed
+    assert Check(0.0, FLOOR / 2).accepted  # a step in the metric's null space that changes next to nothing
+    assert not Check(0.0, 1e-3).accepted  # one that predicts nothing and changes the outputs
+    assert next_eps(0.1, Check(1.0, 40.0), cap=0.1) == pytest.approx(0.025)  # rejected
+    assert next_eps(0.1, Check(1.0, 10.0), cap=0.1) == pytest.approx(0.05)  # taken, far from linear
+    assert next_eps(0.05, Check(1.0, 1.0), cap=0.08) == pytest.approx(0.08)  # grows to the cap, not past it
+    assert next_eps(0.05, Check(1.0, 4.0), cap=0.1) == 0.05
 
 
 def test_a_re_solve_from_one_eigendecomposition_is_the_exact_step_at_every_eps():

@@ -116,6 +116,17 @@ def opened() -> None:
             st.warning(state.md(f"cannot draw the curves of these runs: {type(e).__name__}: {e}"))
         else:
             st.plotly_chart(fig, key="runs-curves")
+        checked = [f for f in frames if figures.has_linearity(f.metrics)]
+        if checked:
+            lin = lambda: figures.linearity(pd.concat([f.metrics.assign(run=f.label) for f in checked],  # noqa: E731
+                                                      ignore_index=True),
+                                            "each step's measured change of its probe's outputs over |Jθ|², and ε")
+            try:
+                fig = state.saved_figure(("runs-lin", tuple((f.label, state.folder_stamp(f)) for f in checked)), lin)
+            except (KeyError, TypeError, ValueError) as e:
+                st.warning(state.md(f"cannot draw the linearity of these runs: {type(e).__name__}: {e}"))
+            else:
+                st.plotly_chart(fig, key="runs-linearity")
     for f in sel:
         with st.expander(state.md(f"{f.label}: {f.status}"), expanded=len(sel) == 1):
             if len(sel) == 1 and "group_norms" in f.metrics.columns:

@@ -34,7 +34,10 @@ if picked is not None:  # every widget from torch-free tables (app/state.py); th
     phi = c[3].selectbox("Output map φ", state.OUTPUT_MAPS, index=state.OUTPUT_MAPS.index(base["phi"]), key=f"{k}-phi")
     c = st.columns(4)
     beta = c[0].number_input("β", 1e-5, 10.0, base["beta"], format="%.4g", key=f"{k}-beta")
-    eps = c[1].number_input("ε (|θ|² ≤ ε)", 1e-6, 1.0, base["eps"], format="%.4g", key=f"{k}-eps")
+    eps = c[1].number_input("ε (|θ|² ≤ ε)", 1e-6, 1.0, base["eps"], format="%.4g", key=f"{k}-eps",
+                            help="the trust region of the first step and the most it grows to: each step measures "
+                                 "its real change against the metric's prediction and shrinks ε when it left the "
+                                 "linear regime")
     probe = c[2].number_input("Probe batch B", 1, 256, base["probe"], key=f"{k}-probe")
     seed = c[3].number_input("Seed", 0, 10_000, base["seed"], key=f"{k}-seed")
     c = st.columns(4)
@@ -45,11 +48,16 @@ if picked is not None:  # every widget from torch-free tables (app/state.py); th
                                    f"{base['relax_eps']:g} to {base['relax_eps_final']:g}")
     max_steps = c[2].number_input("Max steps", 1, 5000, 200, key=f"{k}-max")
     eval_size = c[3].number_input("Test images for accuracy", 100, 2000, 500, step=100, key=f"{k}-eval")
+    seconds = st.number_input("CPU seconds (walk + relaxation)", 1.0, 10**6 * 1.0, base["seconds"], step=60.0,
+                              key=f"{k}-seconds", help="the walk is cut when they are spent; the relaxation is sized to "
+                                                       "what the walk leaves (every step checks itself: ε above is "
+                                                       "where it starts and the most it grows to)")
 
     if state.start_button("Start", "sp-start"):  # a press before the engine is loaded waits for it here
         cfg = state.preset_config(preset)
         try:
             cfg = replace(cfg, filters=int(filters), strategy=strategy, pull=float(pull), relax_steps=int(relax),
+                          seconds=float(seconds),
                           path=replace(cfg.path, phi=phi, beta=float(beta), eps=float(eps), probe=int(probe),
                                        seed=int(seed), max_steps=int(max_steps))).validate()
         except ValueError as e:
@@ -88,6 +96,10 @@ def render(job, df):
             secs = secs[secs > 0][-20:]
             if len(secs):
                 st.caption(f"{1 / max(secs.mean(), 1e-9):.1f} steps/s (metric + solve + evaluation, last {len(secs)} steps)")
+        hit, of = figures.rejections(df)
+        if hit:
+            st.warning(f"Steps are being rejected: {hit} of the last {of} steps left the linear regime at first and "
+                       f"were solved again at a smaller trust region (ε now {last['eps']:.3g}).")
     left, right = st.columns([3, 2])
     curves = state.figure("curves", job, df, lambda: figures.path_curves(df, note))
     heat = state.figure("heat", job, df, lambda: figures.filter_heatmap(df, job.info.get("groups"),
@@ -95,6 +107,11 @@ def render(job, df):
                         every=5)  # the heatmap is the costliest chart to redraw: every 5 steps
     left.plotly_chart(curves, key=f"curves-{job.id}")
     right.plotly_chart(heat, key=f"heat-{job.id}")
+    if figures.has_linearity(df):
+        lin = state.figure("linearity", job, df, lambda: figures.linearity(
+            df, f"each step's measured change of its probe's outputs over |Jθ|² and its trust region ε, "
+                f"{note.split(':')[0]}"), every=5)
+        st.plotly_chart(lin, key=f"linearity-{job.id}")
 
 
 if job is None:
