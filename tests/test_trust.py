@@ -65,13 +65,13 @@ W0, V0 = np.array([1.0, 1.0]), np.array([0.0, -1.0])  # the product net's start 
 def test_a_step_that_leaves_the_linear_regime_is_rejected_and_solved_again_smaller():
     # by hand: at ε = 1 and ε/4 the second-order term θ_a θ_b dominates (r > REJECT); at ε/16 the step is taken
     r = [hand_check(W0, V0, 0.1, e).linearity for e in (1.0, 0.25, 0.0625)]
-    assert r[0] > REJECT and r[1] > REJECT and TARGET < r[2] < REJECT
+    assert r[0] > REJECT and r[1] > REJECT and TARGET / 4 < r[2] < TARGET
     p = product_path(0.1, 1.0)
     step = list(p)[1]
     assert step.rejected == 2 and step.eps == pytest.approx(0.0625)
     np.testing.assert_allclose((p.w - flatten(Product())).double().numpy(), hand_theta(W0, V0, 0.1, 0.0625), atol=2e-5)
     assert step.linearity == pytest.approx(r[2], rel=1e-3)
-    assert p.eps == pytest.approx(0.03125)  # taken above TARGET: the next step starts at half
+    assert p.eps == pytest.approx(0.0625)  # taken between TARGET / 4 and TARGET: the next step starts there too
 
 
 @pytest.mark.parametrize("beta,eps,after", [(1.0, 1.0, 0.5), (1.0, 0.25, 0.25)])  # halved; kept
@@ -118,10 +118,10 @@ def test_ratio_and_next_eps_by_hand():
     assert Check(0.1, math.inf).linearity == math.inf and not Check(0.1, math.inf).accepted  # outputs overflowed
     assert Check(0.0, FLOOR / 2).accepted  # a step in the metric's null space that changes next to nothing
     assert not Check(0.0, 1e-3).accepted  # one that predicts nothing and changes the outputs
-    assert next_eps(0.1, Check(1.0, 40.0), cap=0.1) == pytest.approx(0.025)  # rejected
-    assert next_eps(0.1, Check(1.0, 10.0), cap=0.1) == pytest.approx(0.05)  # taken, far from linear
+    assert next_eps(0.1, Check(1.0, REJECT + 1), cap=0.1) == pytest.approx(0.025)  # rejected
+    assert next_eps(0.1, Check(1.0, TARGET + 1), cap=0.1) == pytest.approx(0.05)  # taken, far from linear
     assert next_eps(0.05, Check(1.0, 1.0), cap=0.08) == pytest.approx(0.08)  # grows to the cap, not past it
-    assert next_eps(0.05, Check(1.0, 4.0), cap=0.1) == 0.05
+    assert next_eps(0.05, Check(1.0, TARGET / 2), cap=0.1) == 0.05
 
 
 def test_a_re_solve_from_one_eigendecomposition_is_the_exact_step_at_every_eps():
