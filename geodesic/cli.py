@@ -722,7 +722,7 @@ def sweep_source(args: argparse.Namespace):
 
 
 def add_sweep(sub) -> None:
-    from .methods import METHODS
+    from .methods import METHODS, RECAL
 
     w = sub.add_parser("sweep", help="every method × sparsity × seed × data budget as Ray tasks; a results table",
                        description="Run every cell (method × sparsity × seed × training images), each with the same "
@@ -734,7 +734,9 @@ def add_sweep(sub) -> None:
     w.add_argument("--filters", type=numbers(int, "--filters"), help="groups to zero, e.g. 30,40,50")
     w.add_argument("--fractions", type=numbers(float, "--fractions"), help="fractions of the groups, e.g. 0.25,0.5")
     w.add_argument("--methods", type=lambda t: tuple(x.strip() for x in t.split(",") if x.strip()),
-                   default=METHODS, help=f"comma-separated, among {','.join(METHODS)} (default all)")
+                   default=METHODS, help=f"comma-separated, among {','.join(METHODS)} (default all); {RECAL} after "
+                                         f"any, e.g. magnitude{RECAL}: BatchNorm statistics re-estimated on "
+                                         "unlabeled training images before the scoring")
     w.add_argument("--seeds", type=numbers(int, "--seeds"), default=(0,), help="e.g. 0,1,2 (default 0)")
     w.add_argument("--data", dest="images", type=numbers(int, "--data"), default=(0,),
                    help="training images per cell, e.g. 1000,100 (0: the whole training split; default 0)")
