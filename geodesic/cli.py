@@ -109,12 +109,15 @@ def cmd_train(args: argparse.Namespace) -> int:
         bar.set_postfix(loss=f"{loss:.3f}")
 
     try:
-        summary = train(model, train_set, args.epochs, args.seed, lr=args.lr, batch=args.batch, progress=on_step)
+        summary = train(model, train_set, args.epochs, args.seed, lr=args.lr, batch=args.batch, progress=on_step,
+                        warmup=args.warmup)
     finally:
         bar.close()
     loss, acc = evaluate(model, test_set)
     card = {"model": name, **({"arch": normalize_arch(args.arch)} if args.arch else {}), "dataset": args.dataset,
-            "seed": args.seed, "epochs": args.epochs, "batch": args.batch, "lr": args.lr, "optimizer": "Adam, cosine schedule",
+            "seed": args.seed, "epochs": args.epochs, "batch": args.batch, "lr": args.lr,
+            **({"warmup": args.warmup} if args.warmup else {}),
+            "optimizer": "Adam, linear warmup, cosine schedule" if args.warmup else "Adam, cosine schedule",
             "test_accuracy": round(acc, 6), "test_loss": round(loss, 6), "test_set": f"full ({len(test_set)} images)",
             "train_seconds": round(summary["seconds"], 1), "torch": torch.__version__,
             "command": "python -m geodesic " + " ".join(sys.argv[1:])}
@@ -533,6 +536,9 @@ def add_train(sub) -> None:
     t.add_argument("--seed", type=int, default=0, help="initialization and data-order seed (default 0)")
     t.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate, cosine-decayed (default 0.001)")
     t.add_argument("--batch", type=int, default=128, help="minibatch size (default 128)")
+    t.add_argument("--warmup", type=int, default=0, help="steps of linear learning-rate warmup before the cosine "
+                                                         "decay (default 0: none); keeps Adam's first steps from "
+                                                         "killing ReLU units")
     t.add_argument("--threads", type=int, default=None, help=f"torch CPU threads (default {threads.DEFAULT})")
     t.add_argument("--out", required=True, help="output .safetensors path (its .json card is written beside it)")
     t.add_argument("--force", action="store_true", help="replace an existing checkpoint and its card")
