@@ -37,7 +37,7 @@ def main() -> None:
     note = ("Full 10,000-image test sets; training on the 2-core CPU, Adam, cosine schedule (after a linear warmup "
             "where given), seed 0. Dead hidden units: units of the mlp's hidden layer that are 0 on every test "
             "image; least-firing unit: the smallest share of the test images on which one of them is > 0.")
-    print(save("checkpoints", pd.DataFrame(rows).fillna("-"), note))  # "-": not an mlp
+    print(save("checkpoints", pd.DataFrame(rows).astype(object).fillna("-"), note))  # "-": not an mlp
 
 
 if __name__ == "__main__":

@@ -11,8 +11,8 @@ fip, is projected onto {w_T = 0} there) and the net scored on the full evaluatio
 A variant "<method>+recal" (e.g. "magnitude+recal") is the same method whose mask phase first re-estimates every
 BatchNorm's running statistics for the masked net on recalibrate.IMAGES unlabeled training images
 (geodesic.recalibrate), also outside the budget: like the mask and the scoring it is a fixed cost of one forward
-pass, the same for every method and budget (on resnet8 about a second of CPU, under 1% of a 240 s cell; the mask
-row records it as recal_seconds). The distance to the dense net is measured against the dense net with its own
+pass, the same for every method and budget (on resnet8 0.4–0.5 CPU s, bench/results/recal-resnet8-fashion-mnist.md;
+the mask row records it as recal_seconds). The distance to the dense net is measured against the dense net with its own
 statistics. Without BatchNorm the variant equals its method.
 The budget is CPU seconds of this process (time.process_time), which other load on the machine does not eat;
 give each run one torch thread so that CPU seconds are comparable.
