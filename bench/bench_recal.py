@@ -74,8 +74,8 @@ def main() -> None:
             f"magnitude pruning without any training; full test set ({len(test):,} images), one thread. recal "
             "images 0: the dense net's BatchNorm statistics; otherwise re-estimated on that many unlabeled training "
             f"images (draw: the seed of the images' permutation), one train-mode forward pass. D to dense: mean "
-            f"|√softmax f(x, w) − √softmax f(x, w0)|² over the first {DISTANCE_IMAGES:,} test images, the dense net "
-            "with its own statistics. "
+            f"|√softmax f(x, w) − √softmax f(x, w0)|² over the first {DISTANCE_IMAGES:,} test images, the dense "
+            "net with its own statistics. "
             "Mean ± sd over the three draws: "
             + "; ".join(f"{r['groups zeroed']} with {r['recal images']} images {r['mean']:.4f} ± {r['std']:.4f}"
                         for _, r in summary.iterrows())

@@ -43,7 +43,8 @@ FINISHED = (Status.ARRIVED, Status.MISSED, Status.DONE, Status.DIVERGED)  # kept
 class SweepSpec:
     """What a sweep runs. Sparsity as `filters` (groups to zero) and/or `fractions` of the model's groups;
     `data`: training images per cell (0: the whole training split), the same images for every method
-    (labels used by finetune only); `methods` may name "+recal" variants (geodesic.methods); `seconds`: each cell's CPU budget; the source's test images score each cell."""
+    (labels used by finetune only); `methods` may name "+recal" variants (geodesic.methods); `seconds`: each
+    cell's CPU budget; the source's test images score each cell."""
 
     source: Source
     filters: tuple[int, ...] = ()

@@ -49,7 +49,8 @@ def by_hand(net: nn.Module, w: torch.Tensor, x: torch.Tensor) -> dict[str, torch
 
 def test_recalibration_restores_the_exact_statistics_of_the_net_at_w():
     net = tiny()
-    w = flatten(net) + 0.3 * torch.randn(spec_of(net).n, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    noise = torch.randn(spec_of(net).n, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    w = flatten(net) + 0.3 * noise  # not the module's parameters: the statistics must be those of the net at w
     params_before = {k: v.clone() for k, v in net.named_parameters()}
     x = torch.rand(40, 1, 6, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
     stats = recal.recalibrate(net, w, x)

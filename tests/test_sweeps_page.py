@@ -91,7 +91,8 @@ def test_a_recal_variant_draws_dashed_in_its_methods_colour():
     from app import sweep_figures
 
     stats = pd.DataFrame({"method": ["magnitude", "magnitude", "magnitude+recal", "magnitude+recal"],
-                          "filters": [5, 10, 5, 10], "mean": [0.9, 0.8, 0.92, 0.85], "sd": [0.01] * 4, "seeds": [3] * 4})
+                          "filters": [5, 10, 5, 10], "mean": [0.9, 0.8, 0.92, 0.85], "sd": [0.01] * 4,
+                          "seeds": [3] * 4})
     lines = {t.name: t.line for t in sweep_figures.front(stats).data}
     assert lines["magnitude+recal"].color == lines["magnitude"].color == sweep_figures.COLORS["magnitude"]
     assert (lines["magnitude"].dash, lines["magnitude+recal"].dash) == ("solid", "dash")
