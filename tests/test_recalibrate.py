@@ -118,3 +118,19 @@ def test_a_recal_cell_scores_and_saves_the_recalibrated_net(tmp_path):
 
     assert evaluate(net, test)[1] == pytest.approx(table.loc["magnitude+recal", "accuracy"], abs=1e-9)
     assert table.loc["magnitude+recal", "accuracy"] != table.loc["magnitude", "accuracy"]
+
+
+@pytest.mark.parametrize("method", VARIANTS)
+def test_every_variant_ends_on_the_masked_net_and_records_its_recalibration(method):
+    """On the mlp (no BatchNorm) a variant runs its method and ends with the mask, recalibration timed there."""
+    from geodesic.lifecycle import execute
+    from geodesic.methods import Budget, Counter, Task, method_phases
+    from geodesic.params import group_mask
+    from geodesic.path import Evaluation
+
+    ckpt, _, train, test = Source(str(CKPT / "mlp-mnist.safetensors"), "mnist", "bundled", 300).open()
+    task = Task(ckpt.model, ckpt.w, ckpt.groups, 5, train, Evaluation(test.x, test.y), 0)
+    chosen, phases = method_phases(method, task, Budget(0.5), Counter())
+    rec = execute(phases)
+    assert bool((rec.w[group_mask(chosen, ckpt.w.numel())] == 0).all())
+    assert rec.rows[-1]["phase"] == "mask" and rec.rows[-1]["recal_seconds"] >= 0
