@@ -13,7 +13,13 @@ COLORS = {"geodesic": PALETTE[0], "magnitude": PALETTE[7], "finetune": PALETTE[1
 
 
 def _color(method: str, i: int) -> str:
-    return COLORS.get(method, PALETTE[i % len(PALETTE)])
+    """A method's colour; a variant "base+what" (e.g. magnitude+recal) takes its base method's."""
+    return COLORS.get(method.split("+")[0], PALETTE[i % len(PALETTE)])
+
+
+def _dash(method: str) -> str:
+    """Variants ("base+what") draw dashed beside their base method's solid line."""
+    return "dash" if "+" in method else "solid"
 
 
 def front(stats: pd.DataFrame, x: str = "filters", note: str = "") -> go.Figure:
@@ -26,7 +32,7 @@ def front(stats: pd.DataFrame, x: str = "filters", note: str = "") -> go.Figure:
         data.append(go.Scatter(
             x=xs, y=part["mean"].to_numpy(float), mode="lines+markers", name=plain(method),
             error_y=dict(type="data", array=part["sd"].to_numpy(float), visible=True),
-            line=dict(color=_color(method, i), width=3 if method == "geodesic" else 2),
+            line=dict(color=_color(method, i), width=3 if method == "geodesic" else 2, dash=_dash(method)),
             customdata=np.stack([np.full(len(xs), method, dtype=object), xs], axis=1),
             hovertemplate=f"{plain(method)}<br>{x} %{{x}}<br>accuracy %{{y:.4f}} ± %{{error_y.array:.4f}}"
                           "<br>(%{meta} seeds)<extra></extra>", meta=int(part["seeds"].max())))
@@ -44,7 +50,7 @@ def data_budgets(stats: pd.DataFrame, note: str = "") -> go.Figure:
         xs = np.where(part["data"].to_numpy(float) == 0, top, part["data"].to_numpy(float))
         data.append(go.Scatter(x=xs, y=part["mean"].to_numpy(float), mode="lines+markers", name=plain(method),
                                error_y=dict(type="data", array=part["sd"].to_numpy(float), visible=True),
-                               line=dict(color=_color(method, i))))
+                               line=dict(color=_color(method, i), dash=_dash(method))))
     return _figure(data, "Who keeps more with little data", note, height=360,
                    xaxis=dict(title="training images (the rightmost point: the whole split)", type="log"),
                    yaxis=dict(title="test accuracy"))

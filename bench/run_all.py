@@ -23,6 +23,7 @@ SCRIPTS = [
      "balanced, ε=0.01, β=0.001, pull ρ=2 + relax 200 from ε=0.3",
      "--max-steps", "400", "--baselines", "2"],
     ["bench_linearity.py"],
+    ["bench_recal.py"],
     ["bench_export.py"],
     ["bench_damage.py", "--dataset", "fashion-mnist"],
     ["bench_damage.py", "--dataset", "mnist"],

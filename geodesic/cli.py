@@ -109,12 +109,15 @@ def cmd_train(args: argparse.Namespace) -> int:
         bar.set_postfix(loss=f"{loss:.3f}")
 
     try:
-        summary = train(model, train_set, args.epochs, args.seed, lr=args.lr, batch=args.batch, progress=on_step)
+        summary = train(model, train_set, args.epochs, args.seed, lr=args.lr, batch=args.batch, progress=on_step,
+                        warmup=args.warmup)
     finally:
         bar.close()
     loss, acc = evaluate(model, test_set)
     card = {"model": name, **({"arch": normalize_arch(args.arch)} if args.arch else {}), "dataset": args.dataset,
-            "seed": args.seed, "epochs": args.epochs, "batch": args.batch, "lr": args.lr, "optimizer": "Adam, cosine schedule",
+            "seed": args.seed, "epochs": args.epochs, "batch": args.batch, "lr": args.lr,
+            **({"warmup": args.warmup} if args.warmup else {}),
+            "optimizer": "Adam, linear warmup, cosine schedule" if args.warmup else "Adam, cosine schedule",
             "test_accuracy": round(acc, 6), "test_loss": round(loss, 6), "test_set": f"full ({len(test_set)} images)",
             "train_seconds": round(summary["seconds"], 1), "torch": torch.__version__,
             "command": "python -m geodesic " + " ".join(sys.argv[1:])}
@@ -536,6 +539,9 @@ def add_train(sub) -> None:
     t.add_argument("--seed", type=int, default=0, help="initialization and data-order seed (default 0)")
     t.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate, cosine-decayed (default 0.001)")
     t.add_argument("--batch", type=int, default=128, help="minibatch size (default 128)")
+    t.add_argument("--warmup", type=int, default=0, help="steps of linear learning-rate warmup before the cosine "
+                                                         "decay (default 0: none); keeps Adam's first steps from "
+                                                         "killing ReLU units")
     t.add_argument("--threads", type=int, default=None, help=f"torch CPU threads (default {threads.DEFAULT})")
     t.add_argument("--out", required=True, help="output .safetensors path (its .json card is written beside it)")
     t.add_argument("--force", action="store_true", help="replace an existing checkpoint and its card")
@@ -725,7 +731,7 @@ def sweep_source(args: argparse.Namespace):
 
 
 def add_sweep(sub) -> None:
-    from .methods import METHODS
+    from .methods import METHODS, RECAL
 
     w = sub.add_parser("sweep", help="every method × sparsity × seed × data budget as Ray tasks; a results table",
                        description="Run every cell (method × sparsity × seed × training images), each with the same "
@@ -737,7 +743,9 @@ def add_sweep(sub) -> None:
     w.add_argument("--filters", type=numbers(int, "--filters"), help="groups to zero, e.g. 30,40,50")
     w.add_argument("--fractions", type=numbers(float, "--fractions"), help="fractions of the groups, e.g. 0.25,0.5")
     w.add_argument("--methods", type=lambda t: tuple(x.strip() for x in t.split(",") if x.strip()),
-                   default=METHODS, help=f"comma-separated, among {','.join(METHODS)} (default all)")
+                   default=METHODS, help=f"comma-separated, among {','.join(METHODS)} (default all); {RECAL} after "
+                                         f"any, e.g. magnitude{RECAL}: BatchNorm statistics re-estimated on "
+                                         "unlabeled training images before the scoring")
     w.add_argument("--seeds", type=numbers(int, "--seeds"), default=(0,), help="e.g. 0,1,2 (default 0)")
     w.add_argument("--data", dest="images", type=numbers(int, "--data"), default=(0,),
                    help="training images per cell, e.g. 1000,100 (0: the whole training split; default 0)")

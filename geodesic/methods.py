@@ -8,6 +8,12 @@
 
 Every method ends with the phase "mask": its target set to exactly 0 (a geodesic walk cut before it arrived, or
 fip, is projected onto {w_T = 0} there) and the net scored on the full evaluation set, outside the budget.
+A variant "<method>+recal" (e.g. "magnitude+recal") is the same method whose mask phase first re-estimates every
+BatchNorm's running statistics for the masked net on recalibrate.IMAGES unlabeled training images
+(geodesic.recalibrate), also outside the budget: like the mask and the scoring it is a fixed cost of one forward
+pass, the same for every method and budget (on resnet8 0.4–0.5 CPU s, bench/results/recal-resnet8-fashion-mnist.md;
+the mask row records it as recal_seconds). The distance to the dense net is measured against the dense net with its own
+statistics. Without BatchNorm the variant equals its method.
 The budget is CPU seconds of this process (time.process_time), which other load on the machine does not eat;
 give each run one torch thread so that CPU seconds are comparable.
 """
@@ -26,12 +32,16 @@ from .data import Split
 from .experiments import recommended, sparsify_phases
 from .fip import fip
 from .lifecycle import Budget, Phase, Status, within
-from .metric import functional_distance
+from .metric import functional_distance, mapped_outputs
 from .params import Group, group_mask
 from .path import Evaluation
+from .recalibrate import images as recal_images
+from .recalibrate import recalibrate
 from .targets import choose_groups, smallest_groups
 
 METHODS = ("geodesic", "magnitude", "finetune", "distill", "fip")
+RECAL = "+recal"  # suffix of a method's variant with BatchNorm recalibration before the mask's scoring
+VARIANTS = tuple(m + RECAL for m in METHODS)
 BATCH = 128  # images per fine-tuning / distillation step
 FIP_BATCH = 200
 
@@ -46,18 +56,36 @@ class Counter:
     seconds: float = 0.0  # CPU seconds spent before the final mask and evaluation
 
 
+def parse_method(name: str) -> tuple[str, bool]:
+    """(method, recalibrate BatchNorm?) of a sweep method name: "magnitude" → ("magnitude", False),
+    "magnitude+recal" → ("magnitude", True); ValueError for a name that is neither."""
+    base = name.removesuffix(RECAL)
+    if base not in METHODS:
+        raise ValueError(f"unknown method {name!r}; choose from {', '.join(METHODS)}, each also with {RECAL}")
+    return base, base != name
+
+
 def mask_phase(model: nn.Module, w0: torch.Tensor, target: torch.Tensor, current: Callable[[], torch.Tensor],
-               evaluation: Evaluation, last_step: Callable[[], int]) -> Phase:
-    """The last phase of every method: w_T := 0, then accuracy, loss and D(w, w0) on the evaluation set. It runs
-    also after the method diverged, on its last weights (NaN scores when those are not finite)."""
+               evaluation: Evaluation, last_step: Callable[[], int], recal: torch.Tensor | None = None) -> Phase:
+    """The last phase of every method: w_T := 0, then (given images `recal`) the BatchNorm statistics
+    re-estimated on them for the masked net, then accuracy, loss and D(w, w0) on the evaluation set, w0 with the
+    dense net's statistics. It runs also after the method diverged, on its last weights (NaN scores when those
+    are not finite)."""
     box: dict[str, torch.Tensor] = {}
 
     def rows():
         w = torch.where(target, torch.zeros_like(current()), current())
         box["w"] = w
+        dense = mapped_outputs(model, w0, evaluation.x)  # before the statistics change
+        extra = {}
+        if recal is not None:
+            t0 = time.process_time()
+            recalibrate(model, w, recal)
+            extra["recal_seconds"] = time.process_time() - t0
         loss, acc = evaluation.scores(model, w)
         yield {"step": last_step(), "phase": "mask", "accuracy": acc, "loss": loss,
-               "distance": functional_distance(model, w, w0, evaluation.x), "target_norm": 0.0}
+               "distance": functional_distance(model, w, None, evaluation.x, ref=dense), "target_norm": 0.0,
+               **extra}
 
     return Phase("mask", rows(), lambda: Status.DONE, list, lambda: box.get("w"), final=True)
 
@@ -147,9 +175,8 @@ def baseline_phases(method: str, t: Task, budget: Budget, counter: Counter) -> t
 
 
 def method_phases(method: str, t: Task, budget: Budget, counter: Counter) -> tuple[list[Group], Iterator[Phase]]:
-    """(the groups the method zeroes, its phases ending with "mask")."""
-    if method not in METHODS:
-        raise ValueError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
+    """(the groups the method zeroes, its phases ending with "mask"); `method` may be a "+recal" variant."""
+    method, recal = parse_method(method)
     chosen, phases = (geodesic_phases if method == "geodesic" else
                       lambda *a: baseline_phases(method, *a))(t, budget, counter)
     target = group_mask(chosen, t.w0.numel())
@@ -159,7 +186,8 @@ def method_phases(method: str, t: Task, budget: Budget, counter: Counter) -> tup
         for phase in phases:
             yield Phase(phase.name, phase.rows, phase.end, phase.snapshots, _remember(phase, box))
         counter.seconds = budget.spent()
-        yield mask_phase(t.model, t.w0, target, lambda: box["w"], t.evaluation, lambda: counter.steps)
+        yield mask_phase(t.model, t.w0, target, lambda: box["w"], t.evaluation, lambda: counter.steps,
+                         recal_images(t.train, t.seed) if recal else None)
 
     start_w = t.w0 if method in ("geodesic", "fip") else torch.where(target, torch.zeros_like(t.w0), t.w0)
     box["w"] = start_w
@@ -176,4 +204,4 @@ def _remember(phase: Phase, box: dict) -> Callable[[], torch.Tensor | None]:
     return weights
 
 
-__all__ = ["METHODS", "Budget", "Counter", "Task", "method_phases", "within"]
+__all__ = ["METHODS", "RECAL", "VARIANTS", "Budget", "Counter", "Task", "method_phases", "parse_method", "within"]

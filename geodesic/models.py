@@ -154,7 +154,7 @@ def sha256_file(path: str | os.PathLike) -> str:
 _NUMBER = (int, float)
 CARD_FIELDS: dict[str, tuple[type, ...]] = {
     "model": (str,), "dataset": (str,), "sha256": (str,), "optimizer": (str,), "test_set": (str,),
-    "torch": (str,), "command": (str,), "seed": (int,), "epochs": (int,), "batch": (int,),
+    "torch": (str,), "command": (str,), "seed": (int,), "epochs": (int,), "batch": (int,), "warmup": (int,),
     "lr": _NUMBER, "test_accuracy": _NUMBER, "test_loss": _NUMBER, "train_seconds": _NUMBER,
 }
 _TYPE_NAMES = {str: "a string", int: "an integer", float: "a number"}

@@ -43,7 +43,8 @@ FINISHED = (Status.ARRIVED, Status.MISSED, Status.DONE, Status.DIVERGED)  # kept
 class SweepSpec:
     """What a sweep runs. Sparsity as `filters` (groups to zero) and/or `fractions` of the model's groups;
     `data`: training images per cell (0: the whole training split), the same images for every method
-    (labels used by finetune only); `seconds`: each cell's CPU budget; the source's test images score each cell."""
+    (labels used by finetune only); `methods` may name "+recal" variants (geodesic.methods); `seconds`: each
+    cell's CPU budget; the source's test images score each cell."""
 
     source: Source
     filters: tuple[int, ...] = ()
@@ -54,15 +55,15 @@ class SweepSpec:
     seconds: float = 60.0
 
     def validate(self) -> "SweepSpec":
-        from .methods import METHODS
+        from .methods import METHODS, RECAL, VARIANTS
         from .path import require
 
         require([
             (bool(self.filters or self.fractions), "give the sparsity: filters and/or fractions"),
             (all(f >= 1 for f in self.filters), f"filters must be >= 1, got {list(self.filters)}"),
             (all(0 < f <= 1 for f in self.fractions), f"fractions must be in (0, 1], got {list(self.fractions)}"),
-            (bool(self.methods) and all(m in METHODS for m in self.methods),
-             f"methods must be among {', '.join(METHODS)}, got {list(self.methods)}"),
+            (bool(self.methods) and all(m in METHODS + VARIANTS for m in self.methods),
+             f"methods must be among {', '.join(METHODS)}, each also with {RECAL}, got {list(self.methods)}"),
             (bool(self.seeds) and all(s >= 0 for s in self.seeds), f"seeds must be >= 0, got {list(self.seeds)}"),
             (bool(self.data) and all(d >= 0 for d in self.data), f"data must be >= 0 images, got {list(self.data)}"),
             (0 < self.seconds <= 86_400, f"seconds must be in (0, 86400], got {self.seconds}"),

@@ -35,9 +35,9 @@ def evaluate(model: nn.Module, data: Split, batch: int = 2000) -> tuple[float, f
     return scores(model, data.x, data.y, batch)
 
 
-def check_settings(data: Split, epochs: int, batch: int, lr: float) -> None:
+def check_settings(data: Split, epochs: int, batch: int, lr: float, warmup: int = 0) -> None:
     """ValueError for settings that cannot train: no data, epochs or batch not a positive integer, lr not a
-    positive finite number."""
+    positive finite number, warmup not an integer >= 0."""
     if len(data) == 0:
         raise ValueError("no training images")
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
@@ -46,21 +46,34 @@ def check_settings(data: Split, epochs: int, batch: int, lr: float) -> None:
         raise ValueError(f"batch must be a positive integer, got {batch!r}")
     if not (isinstance(lr, (int, float)) and 0 < lr < math.inf):
         raise ValueError(f"lr must be a positive finite number, got {lr!r}")
+    if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
+        raise ValueError(f"warmup must be an integer >= 0 (steps), got {warmup!r}")
+
+
+def schedule(total: int, warmup: int = 0) -> Callable[[int], float]:
+    """The learning rate of step s (from 0) over lr: min(1, (s + 1) / warmup) · ½(1 + cos(π s / total)), a linear
+    warmup over the first `warmup` steps (0: none) times a cosine decay over all `total`.
+
+    Why a warmup: Adam's first steps move every weight by about lr whatever its gradient's size; on the mlp
+    (784 non-negative inputs per hidden unit) they push whole ReLU units below zero for every image within ten
+    steps at lr 3e-3 (12 of 32 on Fashion-MNIST), and a dead unit gets no gradient to come back."""
+    return lambda s: min(1.0, (s + 1) / warmup if warmup else 1.0) * 0.5 * (1 + math.cos(math.pi * s / total))
 
 
 def train_steps(model: nn.Module, data: Split, epochs: int, seed: int, lr: float = 1e-3,
-                batch: int = 128) -> Iterator[tuple[int, int, float]]:
-    """Adam with a cosine learning-rate schedule, data order fixed by `seed`: yields (step, total, loss) after
-    every step; the model is back in eval mode when the steps end or are abandoned.
+                batch: int = 128, warmup: int = 0) -> Iterator[tuple[int, int, float]]:
+    """Adam with a cosine learning-rate schedule after `warmup` steps of linear warmup (`schedule`), data order
+    fixed by `seed`: yields (step, total, loss) after every step; the model is back in eval mode when the steps
+    end or are abandoned.
 
     Raises ValueError for settings that cannot train (`check_settings`) and as soon as the loss is NaN or inf,
     rather than train on to a net of NaN weights.
     """
-    check_settings(data, epochs, batch, lr)
+    check_settings(data, epochs, batch, lr, warmup)
     g = torch.Generator().manual_seed(seed)
     total = epochs * math.ceil(len(data) / batch)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * s / total)))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule(total, warmup))
     step = 0
     model.train()
     try:
@@ -84,11 +97,11 @@ def train_steps(model: nn.Module, data: Split, epochs: int, seed: int, lr: float
 
 
 def train(model: nn.Module, data: Split, epochs: int, seed: int, lr: float = 1e-3, batch: int = 128,
-          progress: Callable[[int, int, float], None] | None = None) -> dict:
+          progress: Callable[[int, int, float], None] | None = None, warmup: int = 0) -> dict:
     """`train_steps` to the end; returns a summary (steps, seconds). `progress(step, total, loss)` is called
     every step."""
     t0, step = time.perf_counter(), 0
-    for step, total, loss in train_steps(model, data, epochs, seed, lr, batch):
+    for step, total, loss in train_steps(model, data, epochs, seed, lr, batch, warmup):
         if progress:
             progress(step, total, loss)
     return {"steps": step, "seconds": time.perf_counter() - t0}

@@ -367,7 +367,8 @@ def test_training_refuses_what_cannot_train(mnist_test):
     for kwargs, message in [({"epochs": 0}, "epochs must be a positive integer"),
                             ({"epochs": 1, "batch": 0}, "batch must be a positive integer"),
                             ({"epochs": 1, "lr": float("nan")}, "lr must be a positive finite"),
-                            ({"epochs": 1, "lr": -1.0}, "lr must be a positive finite")]:
+                            ({"epochs": 1, "lr": -1.0}, "lr must be a positive finite"),
+                            ({"epochs": 1, "warmup": -1}, "warmup must be an integer >= 0")]:
         with pytest.raises(ValueError, match=message):
             train(m, mnist_test, seed=0, **kwargs)
     empty = data.Split(mnist_test.x[:0], mnist_test.y[:0], "mnist", "test", "bundled")
@@ -375,6 +376,14 @@ def test_training_refuses_what_cannot_train(mnist_test):
         train(m, empty, 1, 0)
     with pytest.raises(ValueError, match="no images to score"):
         scores(m, empty.x, empty.y)
+
+
+def test_the_schedule_warms_up_linearly_then_decays_by_a_cosine():
+    from geodesic.train import schedule
+
+    f, plain = schedule(100, warmup=10), schedule(100)
+    assert [f(s) for s in (0, 4, 9)] == pytest.approx([0.1 * plain(0), 0.5 * plain(4), plain(9)])
+    assert all(f(s) == plain(s) for s in range(9, 100)) and plain(0) == 1.0 and plain(50) == pytest.approx(0.5)
 
 
 def test_training_stops_when_the_loss_is_nan(mnist_test):

@@ -85,3 +85,14 @@ def test_the_shipped_example_shows_on_a_first_visit(tmp_path, monkeypatch):
     at = open_page(tmp_path, monkeypatch)  # an empty runs folder
     assert at.selectbox(key="sw-pick").value == "example · front-lenet60-fashion-mnist"  # by name, not file time
     assert "Accuracy against sparsity" in at.get("plotly_chart")[0].proto.spec
+
+
+def test_a_recal_variant_draws_dashed_in_its_methods_colour():
+    from app import sweep_figures
+
+    stats = pd.DataFrame({"method": ["magnitude", "magnitude", "magnitude+recal", "magnitude+recal"],
+                          "filters": [5, 10, 5, 10], "mean": [0.9, 0.8, 0.92, 0.85], "sd": [0.01] * 4,
+                          "seeds": [3] * 4})
+    lines = {t.name: t.line for t in sweep_figures.front(stats).data}
+    assert lines["magnitude+recal"].color == lines["magnitude"].color == sweep_figures.COLORS["magnitude"]
+    assert (lines["magnitude"].dash, lines["magnitude+recal"].dash) == ("solid", "dash")

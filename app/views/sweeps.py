@@ -12,8 +12,10 @@ st.markdown(
     "thread, as Ray tasks: `geodesic sweep --checkpoint CKPT --filters 30,40,50 --seeds 0,1,2 --seconds 120 "
     "--out runs/sweeps/NAME` (add `--address HOST:PORT` for a cluster). Methods: **geodesic** (the recommended "
     "path), **magnitude** pruning alone, magnitude + **finetune** on labels, magnitude + **distill** toward the "
-    "dense outputs (no labels), and **fip**, the authors' published method (no labels). Every net is scored with "
-    "its zeroed groups exactly zero, on the test set.")
+    "dense outputs (no labels), and **fip**, the authors' published method (no labels); each also as a "
+    "**+recal** variant (`--methods magnitude+recal,…`, drawn dashed), whose BatchNorm statistics are re-estimated "
+    "on unlabeled training images before scoring. Every net is scored with its zeroed groups exactly zero, on the "
+    "test set.")
 
 def sweep_folders() -> dict[str, Path]:
     """Sweeps under the runs folder (and its sweeps/), newest first, then the shipped examples
