@@ -5,6 +5,7 @@
     python bench/bench_sweep.py data  [--seconds 60]     # 1,000 and 100 training images at 50 of 60 filters
     python bench/bench_sweep.py overhead                 # the same cells in a plain loop and on a local Ray
     python bench/bench_sweep.py report                   # the tables again from the sweep folders
+    python bench/bench_sweep.py checked --model resnet8  # geodesic cells of a front rerun with the self-checking step
 
 Every cell is `geodesic sweep`'s: the same CPU budget on one thread per task, full test sets. The front runs the
 command unchanged against a two-node Ray cluster simulated on this machine (bench/ray_cluster.py: `ray start`
@@ -197,9 +198,44 @@ def run_overhead(a: argparse.Namespace) -> None:
                f"noise under load. Load average {load0} at the start, {load()} at the end."))
 
 
+def checked_front(a: argparse.Namespace) -> None:
+    """The geodesic cells of a front run again with the self-checking step (geodesic.trust) in
+    bench/out/sweeps/<front>-checked (`geodesic sweep --methods geodesic[,geodesic+recal] --backend loop` or on Ray),
+    beside the front's stored cells of the other methods, whose code did not change: one row per sparsity, the
+    geodesic before and after, the best other method, and the verdict (level: the means differ by less than the two
+    spreads together)."""
+    name = front_name(a)
+    new = pd.read_csv(OUT / f"{name}-checked" / "results.csv")
+    old = pd.read_csv(RESULTS / f"sweep-{name}-cells.csv")
+    before = fronts.front(old[old["method"] == "geodesic"]).set_index("filters")
+    others = fronts.front(old[old["method"] != "geodesic"])
+    after = fronts.front(new)
+    rows = []
+    for filters, part in after.groupby("filters"):
+        best = others[others["filters"] == filters].sort_values("mean").iloc[-1]
+        row = {"filters zeroed": int(filters), "geodesic before": _ms(before.loc[filters])}
+        for _, r in part.iterrows():
+            row[f"{r['method']} (checked)"] = f"{_ms(r)} ({int(r['seeds'])} seeds)"
+        g = part[part["method"] == "geodesic"].iloc[0]
+        gap = g["mean"] - best["mean"]
+        verdict = "ahead" if gap > g["sd"] + best["sd"] else "level" if gap >= -(g["sd"] + best["sd"]) else "behind"
+        rows.append({**row, "best other": f"{best['method']} {_ms(best)}", "geodesic vs best": f"{gap:+.4f} ({verdict})"})
+    note = (f"{a.model} on {a.dataset}, full test set, {new['seconds'].max():.0f} CPU s budget a cell at most "
+            f"({int(old['seconds'].max() + 0.5)} s for the stored cells), one thread. 'geodesic before': the stored "
+            f"front (fixed ε = 0.1); '(checked)': the same cells run again with every step checking itself "
+            f"(geodesic.trust); '+recal': BatchNorm statistics re-estimated on 512 unlabeled training images before "
+            f"scoring. The other methods are the stored front's cells (their code is unchanged). Level: the means differ "
+            f"by less than the two seed spreads together. Load average at the report: {load()}.")
+    print(save(f"sweep-checked-{name}", pd.DataFrame(rows), note))
+
+
+def _ms(r) -> str:
+    return f"{r['mean']:.4f} ± {r['sd']:.4f}"
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("part", choices=("front", "data", "overhead", "report"))
+    p.add_argument("part", choices=("front", "data", "overhead", "report", "checked"))
     p.add_argument("--dataset", default="fashion-mnist", choices=("fashion-mnist", "mnist"))
     p.add_argument("--model", default="lenet60", choices=("lenet60", "resnet8"), help="the front's shipped net")
     p.add_argument("--fractions", default=None, help="front: fractions of the groups (e.g. 0.25,0.5) instead of "
@@ -216,6 +252,8 @@ def main() -> None:
         run_data(a)
     elif a.part == "overhead":
         run_overhead(a)
+    elif a.part == "checked":
+        checked_front(a)
     else:
         report_front(a)
 
