@@ -12,9 +12,8 @@ import signal
 import sys
 from pathlib import Path
 
-from tqdm import tqdm
-
 from . import data, inputs, models, threads
+from .backend import ClusterError
 from .options import Option, add_options, apply_options, given
 
 DATA_SOURCES = ("auto", "full", "bundled")
@@ -62,8 +61,11 @@ def writer_for(out: Path, meta: dict):
     return RunWriter(meta, root=out.parent, run_id=out.name)
 
 
-def progress(total: int, desc: str, unit: str = "step") -> tqdm:
-    return tqdm(total=total, desc=desc, unit=unit, mininterval=0.5)
+def progress(total: int, desc: str, unit: str = "step"):
+    """A tqdm bar on a terminal, a plain line now and then on a file or pipe (geodesic.progress)."""
+    from .progress import progress as bar
+
+    return bar(total, desc, unit)
 
 
 def finished(status, what: str, where: Path) -> int:
@@ -749,7 +751,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.fn(args)
-    except (data.DataMissing, models.CheckpointError, ValueError) as e:
+    except (data.DataMissing, models.CheckpointError, ValueError, ClusterError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except OSError as e:  # a file or folder the command could not read or write

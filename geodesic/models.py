@@ -17,6 +17,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from .files import follow_umask
 from .params import Group, output_unit_groups
 
 class Normalize(nn.Module):
@@ -284,6 +285,8 @@ def save(model: nn.Module, path: str | os.PathLike, card: dict) -> dict:
             f.write(json.dumps(card, indent=2) + "\n")
             f.flush()
             os.fsync(f.fileno())
+        follow_umask(tmp)  # save_file creates it 0600
+        follow_umask(ctmp)
         os.replace(tmp, path)
         os.replace(ctmp, cpath)
     finally:

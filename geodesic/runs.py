@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from . import __version__
+from .files import follow_umask
 from .lifecycle import Status
 
 if TYPE_CHECKING:  # torch and pandas load on first use: the app draws its first page before either
@@ -54,9 +55,11 @@ def gallery_root() -> Path:
 
 
 def _atomic_write_bytes(path: Path, write) -> None:
+    """`write(tmp)` to a temporary name beside `path`, given the umask's mode, then renamed to `path`."""
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
     try:
         write(tmp)
+        follow_umask(tmp)
         os.replace(tmp, path)
     finally:
         if tmp.exists():

@@ -1,0 +1,120 @@
+"""Joining a Ray cluster started by the book (`ray start --head`) with token authentication on: a sweep with
+--address sends the configured token; without one, or with nothing listening, one line and a bounded wait.
+The cluster's processes are stopped by process group (bench/ray_cluster.stop_cluster), never by `ray stop`."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import pandas as pd
+import pytest
+
+from geodesic import backend
+
+from conftest import CKPT, ROOT
+
+sys.path.insert(0, str(ROOT / "bench"))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def geodesic(args: list[str], env: dict, timeout: float = 240) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "geodesic", *args], env=env, cwd=ROOT, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def driver_env(home, **extra) -> dict:
+    """A driver's environment: its own HOME (no ~/.ray of the user's), no auth settings but `extra`."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_AUTH") and k != "RAY_ADDRESS"}
+    return {**env, "HOME": str(home), "PYTHONPATH": str(ROOT), "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", **extra}
+
+
+def sweep_args(out, address: str) -> list[str]:
+    return ["sweep", "--checkpoint", str(CKPT / "mlp-mnist.safetensors"), "--dataset", "mnist", "--data-source",
+            "bundled", "--eval-size", "200", "--filters", "5", "--methods", "magnitude", "--seeds", "0,1",
+            "--seconds", "0.5", "--out", str(out), "--address", address]
+
+
+@pytest.fixture(scope="module")
+def token_cluster(tmp_path_factory):
+    """A stock one-node cluster on 127.0.0.1 with token auth on (RAY_AUTH_MODE=token, a token file); yields
+    (address, token file) and stops exactly its processes."""
+    from ray_cluster import start_cluster, stop_cluster
+
+    saved = dict(os.environ)
+    os.environ["PYTHONPATH"] = str(ROOT)  # the cluster's workers import geodesic from this tree
+    os.environ["HOME"] = str(tmp_path_factory.mktemp("head-home"))  # the user's ~/.ray stays untouched
+    try:
+        address, pgids = start_cluster(nodes=1, cpus_per_node=2, port=free_port(), auth="token")
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    import ray_cluster
+
+    token = ray_cluster._AUTH_ENV[ray_cluster.AUTH_TOKEN_PATH_VAR]
+    try:
+        yield address, token
+    finally:
+        stop_cluster(pgids)
+        assert not ray_cluster._cluster_procs(pgids, {})
+
+
+@pytest.mark.slow
+def test_a_sweep_joins_a_token_cluster_with_the_configured_token(token_cluster, tmp_path):
+    address, token = token_cluster
+    out = tmp_path / "sweep"
+    r = geodesic(sweep_args(out, address), driver_env(tmp_path, RAY_AUTH_TOKEN_PATH=token))
+    assert r.returncode == 0, r.stderr[-3000:]
+    table = pd.read_csv(out / "results.csv")
+    assert sorted(table["cell"]) == ["magnitude-f5-dall-s0", "magnitude-f5-dall-s1"]
+    assert set(table["status"]) == {"done"} and table["accuracy"].between(0, 1).all()
+    assert (table["node"] != "local").all()  # ran as tasks of the cluster, not in the driver
+
+
+@pytest.mark.slow
+def test_a_token_cluster_without_a_token_says_what_to_set(token_cluster, tmp_path):
+    address, _ = token_cluster
+    out = tmp_path / "sweep"
+    t0 = time.monotonic()
+    r = geodesic(sweep_args(out, address), driver_env(tmp_path))
+    assert time.monotonic() - t0 < 60
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    error = [line for line in r.stderr.splitlines() if line.startswith("error:")]
+    assert len(error) == 1 and "requires its token" in error[0] and "RAY_AUTH_TOKEN_PATH" in error[0], r.stderr
+
+
+def test_nothing_listening_fails_at_once_with_one_line(tmp_path):
+    t0 = time.monotonic()
+    r = geodesic(sweep_args(tmp_path / "sweep", f"127.0.0.1:{free_port()}"), driver_env(tmp_path), timeout=60)
+    assert time.monotonic() - t0 < 30
+    assert r.returncode == 2 and r.stderr.strip().count("\n") == 0 and "no Ray cluster answers" in r.stderr, r.stderr
+
+
+def test_the_token_is_sent_when_configured_and_the_mode_is_unset(tmp_path, monkeypatch):
+    for k in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH"):
+        monkeypatch.delenv(k, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert backend.configured_token() is None and backend.send_token_if_configured() is None
+    assert "RAY_AUTH_MODE" not in os.environ
+    (tmp_path / ".ray").mkdir()
+    (tmp_path / ".ray" / "auth_token").write_text("x" * 32)  # what any local Ray leaves behind
+    assert backend.send_token_if_configured() == str(tmp_path / ".ray" / "auth_token")
+    assert os.environ["RAY_AUTH_MODE"] == "token"
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")  # the user's explicit choice is kept
+    assert backend.send_token_if_configured() is None and os.environ["RAY_AUTH_MODE"] == "disabled"
+    monkeypatch.delenv("RAY_AUTH_MODE")
+    monkeypatch.setenv("RAY_AUTH_TOKEN_PATH", str(tmp_path / "missing"))
+    assert backend.configured_token() is None
+
+
+def test_a_bad_address_is_one_line():
+    with pytest.raises(backend.ClusterError, match="HOST:PORT"):
+        backend.split_address("nowhere")
