@@ -480,7 +480,7 @@ def _meta_of(folder: Path) -> dict | None:
     None."""
     try:
         meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return None
     if not isinstance(meta, dict) or any(meta.get(k) is not None and not isinstance(meta[k], dict)
                                          for k in ("summary", "config")):

@@ -21,7 +21,8 @@ EVERY_S = 30.0
 
 
 class Lines:
-    """The part of tqdm's interface the commands use (n, total, update, set_postfix, close), printed as lines."""
+    """The part of tqdm's interface the commands use (n, total, update, set_postfix, set_description, close),
+    printed as lines."""
 
     def __init__(self, total: int | None, desc: str, unit: str = "step", file: IO[str] | None = None,
                  every_percent: float = EVERY_PERCENT, every_s: float = EVERY_S):
@@ -36,6 +37,9 @@ class Lines:
 
     def set_postfix_str(self, text: str = "", refresh: bool = True) -> None:
         self.postfix = text
+
+    def set_description(self, desc: str | None = None, refresh: bool = True) -> None:
+        self.desc = desc or ""
 
     def update(self, n: int = 1) -> None:
         self.n += n
