@@ -111,7 +111,10 @@ def cells(spec: SweepSpec, n_groups: int) -> list[Cell]:
         if f > n_groups:
             raise ValueError(f"cannot zero {f} groups: the model has {n_groups}")
     every = [Cell(m, f, s, d, q) for f, q in levels for d in spec.data for m in spec.methods for s in spec.seeds]
-    return list({c.id: c for c in reversed(every)}.values())[::-1]
+    unique: dict[str, Cell] = {}
+    for c in every:
+        unique.setdefault(c.id, c)
+    return list(unique.values())
 
 
 # --- one cell (runs on a worker) ------------------------------------------------------------------------
