@@ -25,7 +25,8 @@ def read_results(folder: str | os.PathLike) -> pd.DataFrame:
     """A sweep folder's results table: results.parquet, or results.csv when the parquet file is missing or
     unreadable (the two hold the same rows). FileNotFoundError when it has none yet; ValueError naming the file
     when none can be read as a sweep's table. Numbers written as text are read as numbers; rows whose method,
-    filters or data is not readable are left out, and counted in `table.attrs["unreadable"]`."""
+    filters or data is not readable are left out, and counted in `table.attrs["unreadable"]`; other values that are
+    not numbers read as missing, counted per column in `table.attrs["not_numbers"]`."""
     folder = Path(folder)
     paths = [p for p in (folder / RESULTS, folder / "results.csv") if p.is_file()]
     if not paths:
@@ -48,8 +49,12 @@ def checked(table: pd.DataFrame, path: Path) -> pd.DataFrame:
         raise ValueError(f"{path}: not a sweep's results table (no {', '.join(missing)} column)")
     has_data = "data" in table.columns  # tables from before data budgets: the whole split
     table = table.reindex(columns=list(dict.fromkeys([*COLUMNS, *table.columns])))
+    not_numbers = {}
     for col in NUMBERS:
+        given = table[col].notna()
         table[col] = pd.to_numeric(table[col], errors="coerce")
+        if (given & table[col].isna()).any():
+            not_numbers[col] = int((given & table[col].isna()).sum())
     if not has_data:
         table["data"] = 0
     keep = table["method"].notna() & table["filters"].notna() & table["data"].notna()
@@ -57,6 +62,7 @@ def checked(table: pd.DataFrame, path: Path) -> pd.DataFrame:
     out["method"] = out["method"].astype(str)
     out["status"] = out["status"].fillna("").astype(str)
     out.attrs["unreadable"] = int((~keep).sum())
+    out.attrs["not_numbers"] = not_numbers
     return out
 
 

@@ -333,3 +333,133 @@ def test_meta_json_nested_too_deep_is_an_unreadable_folder(tmp_path):
         runs.load_run(folder)
     found, problems = runs.scan(tmp_path)
     assert not found and len(problems) == 1 and problems[0].startswith("deep: ")
+
+
+# --- the app's pages ---------------------------------------------------------------------------------------------
+
+MAIN = str(ROOT / "app" / "main.py")
+
+
+def page(name: str, root: Path, monkeypatch):
+    """Page app/views/<name>.py over the runs folder `root`, drawn as a browser does (controls, then the rest)."""
+    from streamlit.testing.v1 import AppTest
+
+    monkeypatch.setenv("GEODESIC_RUNS", str(root))
+    at = AppTest.from_file(MAIN, default_timeout=90)
+    at.run()
+    if name != "sparsify":
+        at.switch_page(f"views/{name}.py")
+        at.run()
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def texts(at, *kinds: str) -> str:
+    return " ".join(e.value for kind in kinds for e in getattr(at, kind)).replace("\\", "")
+
+
+@pytest.fixture(scope="module")
+def poisoned_runs(finished_sweep, tmp_path_factory) -> Path:
+    """A runs folder with one good run and the folders that broke the pages: meta.json nested 100,000 levels
+    deep, and runs "running" under pids no process can have."""
+    root = tmp_path_factory.mktemp("poisoned")
+    shutil.copytree(finished_sweep / "cells" / "magnitude-f5-dall-s0", root / "good")
+    (root / "deep").mkdir()
+    (root / "deep" / "meta.json").write_text("[" * 100_000 + "]" * 100_000)
+    for name, pid in (("pid31", 2**31), ("pid30", 10**30)):
+        shutil.copytree(root / "good", root / name)
+        meta = json.loads((root / name / "meta.json").read_text())
+        (root / name / "meta.json").write_text(json.dumps({**meta, "id": name, "status": "running", "pid": pid}))
+    return root
+
+
+@pytest.mark.parametrize("name", ["runs", "trajectories"])
+def test_run_pages_draw_past_poisoned_folders(poisoned_runs, monkeypatch, name):
+    at = page(name, poisoned_runs, monkeypatch)
+    assert "skipped run folder deep" in texts(at, "warning") and "nested too deeply" in texts(at, "warning")
+    if name == "runs":
+        table = at.dataframe[0].value.set_index("run")
+        assert set(table.index) >= {"good", "pid31", "pid30"}
+        assert table.loc["pid31", "status"] == "stale" and table.loc["pid30", "status"] == "stale"
+
+
+def sweep_with_table(finished_sweep, root: Path, change) -> Path:
+    """A copy of the finished sweep under root/sweeps/x whose results tables `change(table, folder)` rewrites."""
+    out = root / "sweeps" / "x"
+    shutil.copytree(finished_sweep, out)
+    change(pd.read_csv(out / "results.csv"), out)
+    return out
+
+
+def both(edit):
+    """Rewrite results.csv and results.parquet with edit(table)."""
+    def change(table, out):
+        t = edit(table)
+        t.to_csv(out / "results.csv", index=False)
+        t.to_parquet(out / "results.parquet", index=False)
+    return change
+
+
+@pytest.mark.parametrize("change,says", [
+    (both(lambda t: t.drop(columns=["status"])), "not a sweep's results table (no status column)"),
+    (lambda t, out: (out / "results.parquet").unlink() or t.drop(columns=["status"]).to_csv(out / "results.csv"),
+     "not a sweep's results table (no status column)"),
+    (both(lambda t: t.assign(accuracy="high")), "not numbers read as missing: accuracy (1 rows)"),
+    (both(lambda t: t.assign(filters="five")), "1 rows of the results table left out"),
+])
+def test_the_sweeps_page_says_what_is_wrong_with_a_damaged_table(finished_sweep, tmp_path, monkeypatch, change,
+                                                                  says):
+    sweep_with_table(finished_sweep, tmp_path, change)
+    at = page("sweeps", tmp_path, monkeypatch)
+    assert says in texts(at, "warning", "info")
+
+
+def test_the_sweeps_page_falls_back_to_the_csv_beside_a_garbage_parquet(finished_sweep, tmp_path, monkeypatch):
+    out = sweep_with_table(finished_sweep, tmp_path, lambda t, out: (out / "results.parquet").write_bytes(b"junk"))
+    at = page("sweeps", tmp_path, monkeypatch)
+    assert "1 cells finished" in texts(at, "caption") and not at.warning
+    assert (out / "results.parquet").read_bytes() == b"junk"  # read, never rewritten
+
+
+def test_the_sweeps_page_says_run_folders_are_unreadable_rather_than_absent(finished_sweep, tmp_path, monkeypatch):
+    out = sweep_with_table(finished_sweep, tmp_path, lambda t, out: None)
+    (out / "cells" / "magnitude-f5-dall-s0" / "meta.json").write_text("{broken")
+    at = page("sweeps", tmp_path, monkeypatch)
+    at.session_state["sw-front"] = {"selection": {"points": [{"customdata": ["magnitude", 5.0]}]}}
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert "cannot read the run folder of magnitude-f5-dall-s0" in texts(at, "warning")
+    assert "No run folders beside this table" not in texts(at, "caption")
+
+
+def test_the_picker_says_an_architecture_file_exits_and_draws_the_page(nets, tmp_path, monkeypatch):
+    from app import state
+
+    at = page("sparsify", tmp_path, monkeypatch)
+    at.selectbox(key="sp-ckpt").set_value(state.OWN_ARCH).run()
+    at.text_input(key="sp-own-path").input(str(nets / "hidden.safetensors"))
+    at.text_input(key="sp-own-arch").input(f"{nets / 'exits_on_load.py'}:hidden")
+    at.button(key="sp-own-load").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert len(at.error) == 1 and "running the file called sys.exit(0)" in at.error[0].value.replace("\\", "")
+    assert at.title[0].value.startswith("Sparsify") and at.info  # the rest of the page is drawn
+
+
+def test_the_sparsify_page_shows_the_job_just_started_not_the_one_picked_before(tmp_path, monkeypatch):
+    from app import jobs, state
+
+    done = lambda job: {"status": "done"}  # noqa: E731 — finished jobs, no engine needed
+    first, second = (state.registry().start("sparsify", done) for _ in range(2))
+    for j in (first, second):
+        jobs.wait(j, 30)
+    at = page("sparsify", tmp_path, monkeypatch)
+    at.selectbox(key="sp-job-select").set_value(first.id).run()  # the user looks at an older job
+    assert at.selectbox(key="sp-job-select").value == first.id
+    third = state.registry().start("sparsify", done)  # what pressing Start does
+    jobs.wait(third, 30)
+    at.session_state["sp-job"] = third.id
+    at.run()
+    assert at.selectbox(key="sp-job-select").value == third.id
+    at.selectbox(key="sp-job-select").set_value(second.id).run()  # and the picker still picks
+    assert at.selectbox(key="sp-job-select").value == second.id

@@ -105,6 +105,9 @@ def show() -> None:
     if table.attrs.get("unreadable"):
         st.warning(state.md(f"{folder}: {table.attrs['unreadable']} rows of the results table left out (their "
                             "method, filters or data is not readable)"))
+    if table.attrs.get("not_numbers"):
+        cols = ", ".join(f"{c} ({n} rows)" for c, n in table.attrs["not_numbers"].items())
+        st.warning(state.md(f"{folder}: values of the results table that are not numbers read as missing: {cols}"))
     if table.empty:
         st.info("No cell has finished yet.")
         return
