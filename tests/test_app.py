@@ -159,15 +159,10 @@ def test_sparsify_short_mlp_run_completes(runs_dir):
 
 
 def test_a_diverged_path_says_so_and_what_to_try(tmp_path, fresh_root):
-    """The job runs to its end but its path diverged (weights scaled past float range): the page says so."""
-    from safetensors.torch import load_file, save_file
-
-    big = {k: v * 1e37 for k, v in load_file(str(state.CHECKPOINTS / "mlp-mnist.safetensors")).items()}
-    save_file(big, str(tmp_path / "big.safetensors"))
-    source = jobs.Source(str(tmp_path / "big.safetensors"), "mnist", eval_size=200, model="mlp")
-    job = state.registry().start("sparsify", jobs.sparsify_job(source, short_cfg()))
+    """The job runs to its end but its path diverged: the page says so. (Weights already out of range, the way such
+    a path was made before, are refused when the checkpoint loads: tests/test_hostile.py.)"""
+    job = state.registry().start("sparsify", lambda job: {"status": "diverged"})
     assert jobs.wait(job, 90).status == "done", job.error
-    assert job.result["status"] == "diverged"
     at = page("sparsify")
     at.session_state["sp-job"] = job.id
     at.run()
