@@ -12,7 +12,7 @@ the local Ray by shutting down exactly the processes `ray.init` started. Tasks w
 themselves: on a multi-node cluster, give an output folder every node sees (shared storage), as for Ray Tune.
 
 Joining a cluster (`connect`): nothing listening at the address fails at once (a plain TCP connection, at most
-CONNECT_S), before Ray would retry for minutes. A cluster started with token authentication (Ray ≥ 2.52 turns
+CONNECT_S), before Ray would retry for minutes. A cluster started with token authentication (Ray 2.60 turns
 it on by itself when a token exists on the head: `~/.ray/auth_token`, written by any earlier local Ray) only
 accepts a driver that runs with RAY_AUTH_MODE=token and its token; Ray sets that mode for a local Ray but not
 for an explicit address. So when RAY_AUTH_MODE is not set and a token is configured here, as Ray looks for one
