@@ -23,8 +23,10 @@ authentication ignores it. A refusal ends in one ClusterError line saying what t
 from __future__ import annotations
 
 import os
+import re
 import socket
 import sys
+import tempfile
 import threading
 from contextlib import contextmanager
 from pathlib import Path
@@ -163,6 +165,37 @@ def _env(name: str, value: str):
             os.environ.pop(name, None)
 
 
+NATIVE_LOG = re.compile(r"^\[\d{4}-\d\d-\d\d [\d:,]+ [DIWEF] \d+ \d+\] ")  # a line of Ray's C++ log
+
+
+@contextmanager
+def _native_log_held():
+    """Hold what is written to file descriptor 2 (stderr) inside the block, where Ray's C++ core logs a failed
+    connection attempt by attempt; write it out after, except, when the block set held["failed"], Ray's own log
+    lines (the error that follows says what happened, in one line)."""
+    held: dict = {"failed": False}
+    try:
+        sys.stderr.flush()
+        saved, spool = os.dup(2), tempfile.TemporaryFile()
+    except (OSError, ValueError):  # no real stderr (a test runner's capture): nothing to hold
+        yield held
+        return
+    os.dup2(spool.fileno(), 2)
+    try:
+        yield held
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+        spool.seek(0)
+        lines = spool.read().decode(errors="replace").splitlines(keepends=True)
+        spool.close()
+        keep = [x for x in lines if not (held["failed"] and NATIVE_LOG.match(x))]
+        if keep:
+            sys.stderr.write("".join(keep))
+            sys.stderr.flush()
+
+
 def refusal(address: str, error: BaseException) -> str:
     """One line for a failed ray.init(address=…): a refused token says which to set, anything else its cause."""
     chain, e = [], error
@@ -188,8 +221,12 @@ def connect(ray, address: str) -> None:
     check_reachable(address)
     send_token_if_configured()
     try:
-        with _env("RAY_gcs_server_port_wait_time_s", GCS_ATTEMPTS):
-            ray.init(address=address, log_to_driver=False, configure_logging=False)
+        with _env("RAY_gcs_server_port_wait_time_s", GCS_ATTEMPTS), _native_log_held() as held:
+            try:
+                ray.init(address=address, log_to_driver=False, configure_logging=False)
+            except BaseException:
+                held["failed"] = True
+                raise
     except Exception as e:  # noqa: BLE001 — Ray raises ConnectionError, AuthenticationError, RuntimeError, …
         raise ClusterError(refusal(address, e)) from None
 
