@@ -305,7 +305,8 @@ class RayPool:
 
 
 def check_backend(backend: str = "ray", address: str | None = None, workers: int | None = None) -> None:
-    """ValueError for a backend that cannot be opened as asked (checked before anything is written)."""
+    """ValueError for a backend that cannot be opened as asked, ClusterError for an address that is not HOST:PORT
+    (both checked before anything is written)."""
     if backend not in ("ray", "loop"):
         raise ValueError(f"unknown backend {backend!r}; choose 'ray' or 'loop'")
     if backend == "loop" and address:

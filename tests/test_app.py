@@ -10,6 +10,7 @@ import platform
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -602,7 +603,8 @@ def delete_controls(at: AppTest, folder: Path):
 def test_runs_page_refuses_to_delete_a_run_a_live_process_writes(good_run, fresh_root):
     writer = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
     try:
-        live = copy_run(good_run, fresh_root, "live", status="running", pid=writer.pid)
+        created = time.strftime("%Y-%m-%dT%H:%M:%S")  # after the writer started, as a real run's
+        live = copy_run(good_run, fresh_root, "live", status="running", pid=writer.pid, created=created)
         at = page("runs")
         assert at.dataframe[0].value.set_index("run").loc["live", "status"] == "running"
         confirm, delete = delete_controls(at, live)
