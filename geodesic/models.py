@@ -405,12 +405,14 @@ def check_outputs(model: nn.Module, path: Path) -> None:
 
     with torch.no_grad():
         y = model(example_input(model, 2)).float()
-    if not torch.isfinite(y).all() or y.abs().max() > OUTPUT_LIMIT:
-        worst = y.abs().nan_to_num(nan=math.inf).max().item()
-        raise CheckpointError(f"{path}: the net's outputs are {'not finite' if math.isinf(worst) else f'{worst:.3g}'}"
-                              f" on ordinary images (its weights are out of range, up to "
-                              f"{max(v.abs().max().item() for v in model.state_dict().values() if v.is_floating_point()):.3g});"
-                              " this checkpoint cannot be used")
+    if torch.isfinite(y).all() and y.abs().max() <= OUTPUT_LIMIT:
+        return
+    worst = y.abs().nan_to_num(nan=math.inf).max().item()
+    said = "not finite" if math.isinf(worst) else f"as large as {worst:.3g}"
+    largest = max((v.abs().max().item() for v in model.state_dict().values() if v.is_floating_point() and v.numel()),
+                  default=0.0)
+    raise CheckpointError(f"{path}: the net's outputs are {said} on ordinary images (its weights are out of range, "
+                          f"up to {largest:.3g}); this checkpoint cannot be used")
 
 
 CHANCE_FACTOR = 2.0  # below this many times chance, a net with no accuracy on its card reads as the wrong data
