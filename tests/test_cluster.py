@@ -1,5 +1,6 @@
-"""Joining a Ray cluster started by the book (`ray start --head`) with token authentication on: a sweep with
---address sends the configured token; without one, or with nothing listening, one line and a bounded wait.
+"""Joining a Ray cluster started by the book (`ray start --head`): with token authentication on, a sweep with
+--address sends the configured token; without it, with a wrong one, or with nothing listening, one line and a
+bounded wait; a cluster without authentication ignores a token left by an earlier local Ray.
 The cluster's processes are stopped by process group (bench/ray_cluster.stop_cluster), never by `ray stop`."""
 
 from __future__ import annotations
@@ -37,34 +38,37 @@ def driver_env(home, **extra) -> dict:
     return {**env, "HOME": str(home), "PYTHONPATH": str(ROOT), "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", **extra}
 
 
-def sweep_args(out, address: str) -> list[str]:
+def sweep_args(out, address: str, seeds: str = "0,1") -> list[str]:
     return ["sweep", "--checkpoint", str(CKPT / "mlp-mnist.safetensors"), "--dataset", "mnist", "--data-source",
-            "bundled", "--eval-size", "200", "--filters", "5", "--methods", "magnitude", "--seeds", "0,1",
+            "bundled", "--eval-size", "200", "--filters", "5", "--methods", "magnitude", "--seeds", seeds,
             "--seconds", "0.5", "--out", str(out), "--address", address]
 
 
-@pytest.fixture(scope="module")
-def token_cluster(tmp_path_factory):
-    """A stock one-node cluster on 127.0.0.1 with token auth on (RAY_AUTH_MODE=token, a token file); yields
-    (address, token file) and stops exactly its processes."""
+def stock_cluster(tmp_path_factory, auth: str):
+    """A stock one-node cluster on 127.0.0.1 (`ray start --head`, auth "token" or "disabled"); yields (address,
+    token file or None) and stops exactly its processes."""
+    import ray_cluster
     from ray_cluster import start_cluster, stop_cluster
 
     saved = dict(os.environ)
     os.environ["PYTHONPATH"] = str(ROOT)  # the cluster's workers import geodesic from this tree
     os.environ["HOME"] = str(tmp_path_factory.mktemp("head-home"))  # the user's ~/.ray stays untouched
     try:
-        address, pgids = start_cluster(nodes=1, cpus_per_node=2, port=free_port(), auth="token")
+        address, pgids = start_cluster(nodes=1, cpus_per_node=2, port=free_port(), auth=auth)
     finally:
         os.environ.clear()
         os.environ.update(saved)
-    import ray_cluster
-
-    token = ray_cluster._AUTH_ENV[ray_cluster.AUTH_TOKEN_PATH_VAR]
     try:
-        yield address, token
+        yield address, ray_cluster._AUTH_ENV.get(ray_cluster.AUTH_TOKEN_PATH_VAR)
     finally:
         stop_cluster(pgids)
         assert not ray_cluster._cluster_procs(pgids, {})
+
+
+@pytest.fixture(scope="module")
+def token_cluster(tmp_path_factory):
+    """Token auth on (RAY_AUTH_MODE=token on the head, a token file), as a cluster's owner runs it."""
+    yield from stock_cluster(tmp_path_factory, "token")
 
 
 @pytest.mark.slow
@@ -91,6 +95,18 @@ def test_a_token_cluster_that_refuses_us_says_what_to_set(token_cluster, tmp_pat
     assert r.returncode == 2 and r.stderr.strip().count("\n") == 0, r.stderr  # one line, Ray's own log held back
     assert r.stderr.startswith(f"error: the Ray cluster at {address} ") and says in r.stderr
     assert "RAY_AUTH_TOKEN_PATH=FILE" in r.stderr and not out.exists()
+
+
+@pytest.mark.slow
+def test_a_cluster_without_auth_ignores_the_token_a_local_ray_left(tmp_path_factory, tmp_path):
+    """The second day: an earlier local Ray wrote ~/.ray/auth_token here, the cluster runs without auth."""
+    (tmp_path / ".ray").mkdir()
+    (tmp_path / ".ray" / "auth_token").write_text("1" * 64)
+    for address, _ in stock_cluster(tmp_path_factory, "disabled"):
+        out = tmp_path / "sweep"
+        r = geodesic(sweep_args(out, address, seeds="0"), driver_env(tmp_path))
+        assert r.returncode == 0, r.stderr[-3000:]
+        assert list(pd.read_csv(out / "results.csv")["status"]) == ["done"]
 
 
 def test_nothing_listening_fails_at_once_with_one_line(tmp_path):
