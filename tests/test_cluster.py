@@ -6,6 +6,7 @@ The cluster's processes are stopped by process group (bench/ray_cluster.stop_clu
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -63,6 +64,7 @@ def stock_cluster(tmp_path_factory, auth: str):
     finally:
         stop_cluster(pgids)
         assert not ray_cluster._cluster_procs(pgids, {})
+        shutil.rmtree(f"/tmp/ray_lb{address.rsplit(':', 1)[1]}", ignore_errors=True)  # its logs and token
 
 
 @pytest.fixture(scope="module")
