@@ -480,7 +480,7 @@ def _meta_of(folder: Path) -> dict | None:
     None."""
     try:
         meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return None
     if not isinstance(meta, dict) or any(meta.get(k) is not None and not isinstance(meta[k], dict)
                                          for k in ("summary", "config")):
@@ -673,17 +673,21 @@ def delete_run(folder: Folder) -> None:
 
 
 def pick_job(kind: str, key: str):
-    """The job this page shows: the one started here, else the newest of its kind (a reload or a new tab)."""
+    """The job this page shows: the one started here (a new one replaces the picker's choice), else the one picked,
+    else the newest of its kind (a reload or a new tab)."""
     all_jobs = registry().list(kind)
     if not all_jobs:
         return None
     ids = [j.id for j in all_jobs]
-    current = st.session_state.get(key)
-    index = ids.index(current) if current in ids else 0
+    current, select, shown = st.session_state.get(key), f"{key}-select", f"{key}-shown"
+    if current in ids and st.session_state.get(shown) != current:  # a job started here since: show it
+        st.session_state[select] = current
+        st.session_state[shown] = current
+    if st.session_state.get(select) not in ids:
+        st.session_state[select] = current if current in ids else ids[0]
     if len(ids) > 1:  # labels that do not change while a job runs (a selectbox's value is its label)
         started = lambda i: time.strftime("%H:%M:%S", time.localtime(registry().get(i).started))  # noqa: E731
-        chosen = st.selectbox("Job", ids, index=index, key=f"{key}-select",
-                              format_func=lambda i: f"{i} (started {started(i)})")
+        chosen = st.selectbox("Job", ids, key=select, format_func=lambda i: f"{i} (started {started(i)})")
     else:
         chosen = ids[0]
     return registry().get(chosen)

@@ -26,6 +26,7 @@ from geodesic import data, models
 from geodesic.baselines import finetune, magnitude_prune
 from geodesic.damage import DamageConfig, run_damage, summarize
 from geodesic.experiments import recommended, run_sparsify
+from geodesic.files import follow_umask
 from geodesic.params import flatten
 from geodesic.path import Evaluation
 
@@ -59,6 +60,7 @@ def sparse_nets(dataset: str, filters: int, rebuild: bool) -> tuple[dict[str, to
     w_ft, ft_steps = finetune(model, w_mag, mask, train, seconds=seconds)
     OUT.mkdir(parents=True, exist_ok=True)
     save_file({"geodesic": geo.w.contiguous(), "magnitude": w_ft.contiguous()}, str(path))
+    follow_umask(path)  # save_file creates it 0600
     info = {"geodesic_status": geo.status, "geodesic_seconds": seconds, "finetune_steps": ft_steps, "filters": filters,
             "config": config}
     path.with_suffix(".json").write_text(json.dumps(info, indent=2))

@@ -54,6 +54,7 @@ import torch  # noqa: E402
 from safetensors.torch import load_file, save_file  # noqa: E402
 
 from geodesic import runs  # noqa: E402
+from geodesic.files import follow_umask  # noqa: E402
 from geodesic.lifecycle import Status  # noqa: E402
 
 GALLERY = runs.gallery_root()
@@ -157,6 +158,7 @@ def half(path: Path, keep: tuple[str, ...] = ()) -> None:
     out = {k: (v.to(torch.float16) if v.is_floating_point() and k not in keep else v).contiguous() for k, v in t.items()}
     tmp = path.with_name(f".{path.name}.tmp")
     save_file(out, str(tmp))
+    follow_umask(tmp)  # save_file creates it 0600
     os.replace(tmp, path)
 
 

@@ -4,21 +4,27 @@ Every listening socket of the cluster (GCS, raylets, object managers,
 agents, task workers, the driver) is bound to 127.0.0.1; nothing listens on
 an external interface.
 
-Recipe (Ray 2.60, measured on Linux; the same as the commands this module runs):
+Recipe (Ray 2.60, measured on Linux; the same as the commands this module runs). Token authentication is
+on, as a cluster's owner runs it: one token in a file only the owner reads, given to every node.
+
+  token (once):  a random hex string in a file of mode 0600, e.g. /tmp/ray_lb6390/auth_token
+                 (`ray get-auth-token --generate` writes one to ~/.ray/auth_token instead)
 
   head (node IP 127.0.0.1 -> every C++/Python server binds loopback):
-    RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 RAY_AUTH_MODE=disabled \
+    RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 RAY_AUTH_MODE=token RAY_AUTH_TOKEN_PATH=/tmp/ray_lb6390/auth_token \
       ray start --head --port=6390 --node-ip-address=127.0.0.1 --num-cpus=1 \
         --num-gpus=0 --include-dashboard=false --disable-usage-stats \
         --temp-dir=/tmp/ray_lb6390
 
   each extra node:
-    RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=1 GRPC_DNS_RESOLVER=native RAY_AUTH_MODE=disabled \
+    RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=1 GRPC_DNS_RESOLVER=native \
+    RAY_AUTH_MODE=token RAY_AUTH_TOKEN_PATH=/tmp/ray_lb6390/auth_token \
       ray start --address=127.1:6390 --num-cpus=1 --num-gpus=0 --disable-usage-stats
 
   driver:
-    RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 RAY_AUTH_MODE=disabled  (set before `import ray`)
-    ray.init(address="127.0.0.1:6390")
+    RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 RAY_AUTH_TOKEN_PATH=/tmp/ray_lb6390/auth_token (before `import ray`);
+    `geodesic sweep … --address 127.0.0.1:6390` sends the token it finds there (geodesic.backend.connect);
+    a plain `ray.init(address="127.0.0.1:6390")` also needs RAY_AUTH_MODE=token.
 
 Why the odd worker address:
   * RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 is what makes Ray use 127.0.0.1 as the
@@ -36,10 +42,12 @@ Why the odd worker address:
     the perspective of" 127.1:6390, i.e. 127.0.0.1, so the extra node also
     binds loopback only.  gRPC's default c-ares resolver does not accept
     "127.1", hence GRPC_DNS_RESOLVER=native (getaddrinfo) for those nodes.
-  * RAY_AUTH_MODE is set explicitly for every process: left unset, the head
-    turns token auth on when ~/.ray/auth_token exists while the other
-    processes do not, which gives InvalidAuthToken.  auth="token" uses a fresh
-    random token passed through RAY_AUTH_TOKEN instead.
+  * The nodes get RAY_AUTH_MODE=token and the token file explicitly.  Left
+    unset, `ray start --head` turns token auth on by itself when a token
+    exists (~/.ray/auth_token is written by any earlier local Ray); then
+    nodes or drivers without the token get InvalidAuthToken.
+    auth="disabled" (RAY_AUTH_MODE=disabled on every process) is kept for
+    comparisons.
 
 Stopping never uses `ray stop` (that kills every Ray process on the machine).
 Each `ray start` runs in its own new session, so all the daemons it leaves
@@ -69,9 +77,10 @@ from pathlib import Path
 ENABLE_VAR = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 AUTH_MODE_VAR = "RAY_AUTH_MODE"
 AUTH_TOKEN_VAR = "RAY_AUTH_TOKEN"
+AUTH_TOKEN_PATH_VAR = "RAY_AUTH_TOKEN_PATH"
 WORKER_HOST = "127.1"  # loopback, spelled so Ray does not rewrite it
 
-# auth settings of the last start_cluster() in this process (driver_env uses them)
+# auth settings of the last start_cluster() in this process: the nodes' (driver_env gives a driver the token only)
 _AUTH_ENV: dict[str, str] = {AUTH_MODE_VAR: "disabled"}
 
 
@@ -174,7 +183,7 @@ def _wait_alive_nodes(address: str, n: int, env: dict, timeout: float) -> int:
 
 def _base_env(auth: str) -> dict[str, str]:
     env = dict(os.environ)
-    for k in ("RAY_ADDRESS", AUTH_TOKEN_VAR, "RAY_AUTH_TOKEN_PATH", "GRPC_DNS_RESOLVER"):
+    for k in ("RAY_ADDRESS", AUTH_MODE_VAR, AUTH_TOKEN_VAR, AUTH_TOKEN_PATH_VAR, "GRPC_DNS_RESOLVER"):
         env.pop(k, None)
     env.update(_AUTH_ENV)
     env["RAY_USAGE_STATS_ENABLED"] = "0"
@@ -189,7 +198,7 @@ def start_cluster(
     cpus_per_node: int = 1,
     port: int = 6390,
     *,
-    auth: str = "disabled",
+    auth: str = "token",
     object_store_mb: int | None = None,
     timeout: float = 120.0,
     check_loopback: bool = True,
@@ -199,8 +208,9 @@ def start_cluster(
     Returns (address, pgids): address is "127.0.0.1:<port>" for
     ray.init(address=...); pgids are the process-group ids (= pids of the
     `ray start` commands) that stop_cluster() needs.  Also sets this
-    process's env for a driver (see driver_env()).  auth: "disabled" or
-    "token" (fresh random token, passed via RAY_AUTH_TOKEN).
+    process's env for a driver (see driver_env()).  auth: "token" (a fresh
+    random token in <temp dir>/auth_token, mode 0600, named to every node by
+    RAY_AUTH_TOKEN_PATH) or "disabled".
     """
     if nodes < 1:
         raise ValueError("nodes must be >= 1")
@@ -209,16 +219,15 @@ def start_cluster(
     if _port_in_use(port):
         raise RuntimeError(f"127.0.0.1:{port} is already in use")
 
-    _AUTH_ENV.clear()
-    _AUTH_ENV[AUTH_MODE_VAR] = auth
-    if auth == "token":
-        _AUTH_ENV[AUTH_TOKEN_VAR] = secrets.token_hex(32)
-
     ray = _ray_exe()
     address = f"127.0.0.1:{port}"
     temp_dir = f"/tmp/ray_lb{port}"  # short: unix socket paths are limited
     log_dir = Path(temp_dir)
     log_dir.mkdir(parents=True, exist_ok=True)
+    _AUTH_ENV.clear()
+    _AUTH_ENV[AUTH_MODE_VAR] = auth
+    if auth == "token":
+        _AUTH_ENV[AUTH_TOKEN_PATH_VAR] = write_token(log_dir / "auth_token")
     common = [f"--num-cpus={cpus_per_node}", "--num-gpus=0", "--disable-usage-stats"]
     if object_store_mb:
         common.append(f"--object-store-memory={object_store_mb * 1024 * 1024}")
@@ -262,6 +271,15 @@ def start_cluster(
         raise
     driver_env(check=False)
     return address, pgids
+
+
+def write_token(path: Path) -> str:
+    """A fresh random token in `path`, readable by its owner only; the path."""
+    path.unlink(missing_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(secrets.token_hex(32))
+    return str(path)
 
 
 def _terminate(select, grace: float, deadline: float) -> None:
@@ -311,13 +329,18 @@ def stop_cluster(pgids: list[int], grace: float = 10.0, timeout: float = 60.0) -
 
 
 def driver_env(check: bool = True) -> None:
-    """Set this process's env so `import ray; ray.init(address="127.0.0.1:PORT")`
-    connects (loopback node IP, matching auth).  Must run before `import ray`
-    (check=True raises if ray was already imported with the Linux default)."""
+    """Set this process's env as a driver's on this machine: loopback node IP and, for a cluster with token
+    auth, the token file (RAY_AUTH_TOKEN_PATH) but not the mode, as a user of the cluster has it: geodesic's
+    --address sends the token it finds; a plain ray.init needs RAY_AUTH_MODE=token as well (main() sets it).
+    For a cluster without auth, RAY_AUTH_MODE=disabled.  Must run before `import ray` (check=True raises if
+    ray was already imported with the Linux default)."""
     os.environ[ENABLE_VAR] = "0"
-    os.environ.pop(AUTH_TOKEN_VAR, None)
-    os.environ.update(_AUTH_ENV)
-    os.environ.pop("RAY_ADDRESS", None)
+    for k in (AUTH_MODE_VAR, AUTH_TOKEN_VAR, AUTH_TOKEN_PATH_VAR, "RAY_ADDRESS"):
+        os.environ.pop(k, None)
+    if _AUTH_ENV.get(AUTH_MODE_VAR) == "token":
+        os.environ[AUTH_TOKEN_PATH_VAR] = _AUTH_ENV[AUTH_TOKEN_PATH_VAR]
+    else:
+        os.environ.update(_AUTH_ENV)
     if check and "ray" in sys.modules:
         from ray._private import ray_constants
 
@@ -423,7 +446,7 @@ def main() -> int:
     ap.add_argument("--nodes", type=int, default=2)
     ap.add_argument("--cpus-per-node", type=int, default=1)
     ap.add_argument("--port", type=int, default=6390)
-    ap.add_argument("--auth", choices=("disabled", "token"), default="disabled")
+    ap.add_argument("--auth", choices=("token", "disabled"), default="token")
     ap.add_argument("--tasks", type=int, default=8)
     args = ap.parse_args()
 
@@ -435,6 +458,8 @@ def main() -> int:
     node_ids: set[str] = set()
     try:
         driver_env()
+        if args.auth == "token":
+            os.environ[AUTH_MODE_VAR] = "token"  # a plain Ray driver sends its token only in token mode
         import ray
 
         ray.init(address=address, log_to_driver=False)

@@ -45,6 +45,10 @@ def _module_from_file(path: Path):
     sys.modules[name] = module
     try:
         spec.loader.exec_module(module)
+    except SystemExit as e:  # the file ended the program as it was loaded: not an architecture file
+        sys.modules.pop(name, None)
+        raise ArchError(f"{path}: running the file called sys.exit({e.code!r}); an architecture file must only "
+                        "define its factory (guard a script's code with if __name__ == '__main__')") from None
     except Exception as e:  # noqa: BLE001 — the user's file failed: say where and why
         sys.modules.pop(name, None)
         raise ArchError(f"{path}: running the file failed ({type(e).__name__}: {e})") from None
@@ -72,14 +76,44 @@ def factory(spec: str) -> Callable[[], nn.Module]:
 
 
 def build(spec: str) -> nn.Module:
-    """Call the factory; the model in eval mode."""
+    """Call the factory; the model in eval mode, checked on a batch of images (`check_forward`)."""
     fn = factory(spec)
     try:
         model = fn()
+    except SystemExit as e:
+        raise ArchError(f"{spec}: calling {split_spec(spec)[1]}() called sys.exit({e.code!r})") from None
     except Exception as e:  # noqa: BLE001
         raise ArchError(f"{spec}: calling {split_spec(spec)[1]}() failed ({type(e).__name__}: {e})") from None
     if not isinstance(model, nn.Module):
         raise ArchError(f"{spec}: {split_spec(spec)[1]}() returned a {type(model).__name__}, not a torch nn.Module")
     if not any(True for _ in model.parameters()):
         raise ArchError(f"{spec}: the model has no parameters")
-    return model.eval()
+    check_forward(model.eval(), spec)
+    return model
+
+
+def check_forward(model: nn.Module, spec: str) -> None:
+    """ArchError unless `model` (in eval mode) maps a batch of two (1, 28, 28) images in [0, 1] to logits (2, classes);
+    also for a BatchNorm without running statistics, whose output for an image depends on the rest of its batch."""
+    import torch
+    from torch.nn.modules.batchnorm import _BatchNorm
+
+    for name, mod in model.named_modules():
+        if isinstance(mod, _BatchNorm) and mod.running_mean is None:
+            raise ArchError(f"{spec}: BatchNorm {name!r} keeps no running statistics (track_running_stats=False), so "
+                            "each image's output depends on the rest of its batch; build it with "
+                            "track_running_stats=True")
+    shape = tuple(getattr(model, "input_shape", (1, 28, 28)))
+    x = torch.rand((2, *shape), generator=torch.Generator().manual_seed(0))
+    try:
+        with torch.no_grad():
+            y = model(x)
+    except SystemExit as e:
+        raise ArchError(f"{spec}: the model's forward called sys.exit({e.code!r})") from None
+    except Exception as e:  # noqa: BLE001 — the user's forward failed: say on what
+        raise ArchError(f"{spec}: the model's forward fails on a batch of {'×'.join(map(str, shape))} images "
+                        f"({type(e).__name__}: {e}); it must take (B, {', '.join(map(str, shape))}) images in [0, 1] "
+                        "and return (B, classes) logits") from None
+    if not isinstance(y, torch.Tensor) or y.dim() != 2 or y.shape[0] != 2:
+        got = tuple(y.shape) if isinstance(y, torch.Tensor) else type(y).__name__
+        raise ArchError(f"{spec}: the model returns {got} for 2 images; it must return (B, classes) logits")

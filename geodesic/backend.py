@@ -10,17 +10,34 @@ for its node, set before Ray is imported) and sends no usage statistics. Leaving
 has not finished (each task gets a KeyboardInterrupt, so its run folder is closed as interrupted) and stops
 the local Ray by shutting down exactly the processes `ray.init` started. Tasks write their run folders
 themselves: on a multi-node cluster, give an output folder every node sees (shared storage), as for Ray Tune.
+
+Joining a cluster (`connect`): nothing listening at the address fails at once (a plain TCP connection, at most
+CONNECT_S), before Ray would retry for minutes. A cluster started with token authentication (Ray 2.60 turns
+it on by itself when a token exists on the head: `~/.ray/auth_token`, written by any earlier local Ray) only
+accepts a driver that runs with RAY_AUTH_MODE=token and its token; Ray sets that mode for a local Ray but not
+for an explicit address. So when RAY_AUTH_MODE is not set and a token is configured here, as Ray looks for one
+(RAY_AUTH_TOKEN, the file RAY_AUTH_TOKEN_PATH, ~/.ray/auth_token), the driver sends it; a cluster without
+authentication ignores it. A refusal ends in one ClusterError line saying what to set.
 """
 
 from __future__ import annotations
 
 import os
+import re
+import socket
 import sys
+import tempfile
 import threading
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
 LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 OBJECT_STORE_BYTES = 256 * 2**20  # runs exchange file paths and small rows, never weights
+CONNECT_S = 5.0  # how long a cluster's address gets to accept a TCP connection
+GCS_ATTEMPTS = "2"  # Ray's attempts at its GCS once the address answers (each up to ~35 s; 20 by default)
+AUTH_MODE = "RAY_AUTH_MODE"
+TOKEN_ENV, TOKEN_PATH_ENV = "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH"
 CANCEL_GRACE_S = 20.0  # how long cancelled tasks get to close their run folders
 POLL_S = 0.5  # how often map() looks at its `stop`
 _LOCAL_LOCK = threading.Lock()
@@ -85,6 +102,135 @@ def import_ray(address: str | None = None):
     return ray
 
 
+class ClusterError(RuntimeError):
+    """A Ray cluster that cannot be joined: nothing listens at its address, or it refuses this driver."""
+
+
+def split_address(address: str) -> tuple[str, int]:
+    """(host, port) of "HOST:PORT" ("[::1]:6379" for IPv6); ClusterError when it is not one."""
+    host, sep, port = str(address).strip().rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ClusterError(f"--address {address!r}: give HOST:PORT of the cluster's head, e.g. 10.0.0.5:6379")
+    return host, int(port)
+
+
+def check_reachable(address: str, timeout: float = CONNECT_S) -> None:
+    """ClusterError unless something accepts a TCP connection at `address` within `timeout` seconds."""
+    host, port = split_address(address)
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+    except OSError as e:
+        why = "timed out" if isinstance(e, TimeoutError) else (e.strerror or str(e))
+        raise ClusterError(f"no Ray cluster answers at {address} ({why}); start its head with "
+                           f"`ray start --head --port {port}` or give the address it printed") from None
+
+
+def configured_token() -> str | None:
+    """Where this process has a Ray token, in Ray's order: the variable RAY_AUTH_TOKEN, the file named by
+    RAY_AUTH_TOKEN_PATH, ~/.ray/auth_token; None when there is none."""
+    if os.environ.get(TOKEN_ENV, "").strip():
+        return TOKEN_ENV
+    path = os.environ.get(TOKEN_PATH_ENV)
+    if path:
+        return f"{TOKEN_PATH_ENV} ({path})" if Path(path).expanduser().is_file() else None
+    default = Path.home() / ".ray" / "auth_token"
+    return str(default) if default.is_file() else None
+
+
+def send_token_if_configured() -> str | None:
+    """Set RAY_AUTH_MODE=token for this process when it is unset and a token is configured; returns where the
+    token is (None: none, or the mode was set by the user). Ray reads the mode from its config, which is
+    refreshed here when Ray is already loaded."""
+    where = configured_token()
+    if os.environ.get(AUTH_MODE) is not None or where is None:
+        return None
+    os.environ[AUTH_MODE] = "token"
+    raylet = sys.modules.get("ray._raylet")
+    if raylet is not None and hasattr(raylet, "Config"):
+        raylet.Config.initialize("")
+    return where
+
+
+@contextmanager
+def _env(name: str, value: str):
+    """`name` set to `value` inside the block unless the user set it; restored after."""
+    had = name in os.environ
+    if not had:
+        os.environ[name] = value
+    try:
+        yield
+    finally:
+        if not had:
+            os.environ.pop(name, None)
+
+
+NATIVE_LOG = re.compile(r"^\[\d{4}-\d\d-\d\d [\d:,]+ [DIWEF] \d+ \d+\] ")  # a line of Ray's C++ log
+
+
+@contextmanager
+def _native_log_held():
+    """Hold what is written to file descriptor 2 (stderr) inside the block, where Ray's C++ core logs a failed
+    connection attempt by attempt; write it out after, except, when the block set held["failed"], Ray's own log
+    lines (the error that follows says what happened, in one line)."""
+    held: dict = {"failed": False}
+    try:
+        sys.stderr.flush()
+        saved, spool = os.dup(2), tempfile.TemporaryFile()
+    except (OSError, ValueError):  # no real stderr (a test runner's capture): nothing to hold
+        yield held
+        return
+    os.dup2(spool.fileno(), 2)
+    try:
+        yield held
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+        spool.seek(0)
+        lines = spool.read().decode(errors="replace").splitlines(keepends=True)
+        spool.close()
+        keep = [x for x in lines if not (held["failed"] and NATIVE_LOG.match(x))]
+        if keep:
+            sys.stderr.write("".join(keep))
+            sys.stderr.flush()
+
+
+def refusal(address: str, error: BaseException) -> str:
+    """One line for a failed ray.init(address=…): a refused token says which to set, anything else its cause."""
+    chain, e = [], error
+    while e is not None and len(chain) < 10:
+        chain.append(e)
+        e = e.__cause__ or e.__context__
+    text = " ".join(str(x) for x in chain)
+    if any(type(x).__name__ == "AuthenticationError" for x in chain) or "InvalidAuthToken" in text:
+        where = configured_token()
+        if os.environ.get(AUTH_MODE, "").lower() != "token" or where is None:
+            return (f"the Ray cluster at {address} requires its token: copy the head's ~/.ray/auth_token to this "
+                    f"machine's ~/.ray/auth_token, or set {TOKEN_PATH_ENV}=FILE or {TOKEN_ENV}=TOKEN"
+                    + (f" (and unset {AUTH_MODE}={os.environ[AUTH_MODE]})" if os.environ.get(AUTH_MODE) else ""))
+        return (f"the Ray cluster at {address} refused the token from {where}: give the head's token (its "
+                f"~/.ray/auth_token) in {TOKEN_PATH_ENV}=FILE or {TOKEN_ENV}=TOKEN")
+    first = (str(chain[-1]).strip().splitlines() or [type(chain[-1]).__name__])[0]
+    return f"cannot join the Ray cluster at {address}: {first[:300]}"
+
+
+def connect(ray, address: str) -> None:
+    """ray.init(address=…) that ends in bounded time: ClusterError when nothing answers there or the cluster
+    refuses this driver (its token sent when one is configured)."""
+    check_reachable(address)
+    send_token_if_configured()
+    try:
+        with _env("RAY_gcs_server_port_wait_time_s", GCS_ATTEMPTS), _native_log_held() as held:
+            try:
+                ray.init(address=address, log_to_driver=False, configure_logging=False)
+            except BaseException:
+                held["failed"] = True
+                raise
+    except Exception as e:  # noqa: BLE001 — Ray raises ConnectionError, AuthenticationError, RuntimeError, …
+        raise ClusterError(refusal(address, e)) from None
+
+
 class RayPool:
     """Ray tasks with one CPU each: on a local Ray of `workers` CPUs (default: this machine's cores) started on
     127.0.0.1 for this pool (address "local": never a cluster that `ray start` left running, which a bare
@@ -92,8 +238,7 @@ class RayPool:
     Ray the first one started (the first one's `workers` holds), and the last one out stops it."""
 
     def __init__(self, address: str | None = None, workers: int | None = None):
-        if workers is not None and workers < 1:
-            raise ValueError(f"workers must be >= 1, got {workers}")
+        check_backend("ray", address, workers)
         self.address, self.workers_asked = address, workers
         self.ray = import_ray(address)
         self.started = False
@@ -112,7 +257,7 @@ class RayPool:
                 _LOCAL["users"] += 1
             self.started = True
         elif not ray.is_initialized():
-            ray.init(address=self.address, log_to_driver=False, configure_logging=False)
+            connect(ray, self.address)
         return self
 
     @property
@@ -159,12 +304,20 @@ class RayPool:
                         ray.shutdown()
 
 
+def check_backend(backend: str = "ray", address: str | None = None, workers: int | None = None) -> None:
+    """ValueError for a backend that cannot be opened as asked, ClusterError for an address that is not HOST:PORT
+    (both checked before anything is written)."""
+    if backend not in ("ray", "loop"):
+        raise ValueError(f"unknown backend {backend!r}; choose 'ray' or 'loop'")
+    if backend == "loop" and address:
+        raise ValueError("--address needs the ray backend (not --backend loop)")
+    if workers is not None and workers < 1:
+        raise ValueError(f"--workers must be >= 1, got {workers}")
+    if address:
+        split_address(address)
+
+
 def open_backend(backend: str = "ray", address: str | None = None, workers: int | None = None) -> Loop | RayPool:
     """"ray" (the default: local Ray, or the cluster at `address`) or "loop" (this process, in order)."""
-    if backend == "loop":
-        if address:
-            raise ValueError("an address needs the ray backend")
-        return Loop()
-    if backend == "ray":
-        return RayPool(address, workers)
-    raise ValueError(f"unknown backend {backend!r}; choose 'ray' or 'loop'")
+    check_backend(backend, address, workers)
+    return Loop() if backend == "loop" else RayPool(address, workers)

@@ -12,9 +12,8 @@ import signal
 import sys
 from pathlib import Path
 
-from tqdm import tqdm
-
 from . import data, inputs, models, threads
+from .backend import ClusterError
 from .options import Option, add_options, apply_options, given
 
 DATA_SOURCES = ("auto", "full", "bundled")
@@ -40,8 +39,15 @@ def common_options(c: argparse.ArgumentParser, eval_default: int, checkpoint: bo
                        help=f"torch CPU threads (default {threads.DEFAULT}, or $GEODESIC_THREADS)")
 
 
+def one_architecture(args: argparse.Namespace) -> None:
+    """ValueError when both --model and --arch name the architecture (one would be ignored)."""
+    if getattr(args, "model", None) and getattr(args, "arch", None):
+        raise ValueError("give --model (a zoo architecture) or --arch (your own), not both")
+
+
 def start(args: argparse.Namespace) -> tuple[inputs.Checkpoint, str, data.Split, data.Split]:
     """Threads, checkpoint, dataset, (train, test); warns on stderr when the net measures far below its card."""
+    one_architecture(args)
     threads.configure(args.threads)
     if args.eval_size < 0:
         raise ValueError(f"--eval-size must be >= 0 (0: all), got {args.eval_size}")
@@ -62,8 +68,11 @@ def writer_for(out: Path, meta: dict):
     return RunWriter(meta, root=out.parent, run_id=out.name)
 
 
-def progress(total: int, desc: str, unit: str = "step") -> tqdm:
-    return tqdm(total=total, desc=desc, unit=unit, mininterval=0.5)
+def progress(total: int, desc: str, unit: str = "step"):
+    """A tqdm bar on a terminal, a plain line now and then on a file or pipe (geodesic.progress)."""
+    from .progress import progress as bar
+
+    return bar(total, desc, unit)
 
 
 def finished(status, what: str, where: Path) -> int:
@@ -212,6 +221,16 @@ def sparsify_one(ckpt: inputs.Checkpoint, cfg, folder: Path, meta: dict, train_s
         bar.close()
 
 
+def check_sparsifiable(ckpt: inputs.Checkpoint) -> None:
+    """Refuse, before any folder is made, a net with no prunable groups or layers the metric has no rule for."""
+    from .metric import check_layers
+
+    if not ckpt.groups:
+        raise ValueError(f"{ckpt.path}: {ckpt.name} has no prunable groups (conv filters, hidden neurons of Linear "
+                         "layers): there is nothing to zero")
+    check_layers(ckpt.model)
+
+
 def cmd_sparsify(args: argparse.Namespace) -> int:
     from .runs import fresh_folder
 
@@ -220,6 +239,7 @@ def cmd_sparsify(args: argparse.Namespace) -> int:
         raise ValueError(f"--paths must be >= 1, got {args.paths}")
     out = fresh_folder(args.out)
     ckpt, dataset, train_set, test_set = start(args)
+    check_sparsifiable(ckpt)
     base = with_fraction(base, args, len(ckpt.groups))
     if not base.filters <= len(ckpt.groups):
         raise ValueError(f"--filters must be between 1 and {len(ckpt.groups)} for {ckpt.name}, got {base.filters}")
@@ -393,6 +413,10 @@ def cmd_recover(args: argparse.Namespace) -> int:
         w_ref, (w_d, mask) = ckpt.w, dmg.damage(ckpt.w, spec_of(ckpt.model), ckpt.groups, dcfg.kind, args.level,
                                                 args.seed, list(dcfg.layers) if dcfg.layers else None, dcfg.among)
         frozen, damage_meta = dmg.frozen(dcfg.kind, mask), dcfg.as_dict()
+    if cfg.method == "geodesic":
+        from .metric import check_layers
+
+        check_layers(ckpt.model)
     writer = writer_for(out, {"kind": "recover", **ckpt.meta(), "dataset": dataset, "data_source": train_set.source,
                               "method": cfg.method, "damage": damage_meta})
     bar = progress(cfg.steps or 0, f"recover ({cfg.method})")
@@ -452,13 +476,18 @@ def merge_options() -> list[Option]:
 
 
 def merge_inputs(args: argparse.Namespace) -> tuple[inputs.Checkpoint, inputs.Checkpoint, str, str]:
-    """Nets A and B (one architecture), their tasks; warns when a net measures far below its card."""
+    """Nets A and B (one architecture), their tasks; warns when a net measures far below its card. Refuses a net
+    whose layers the metric has no rule for."""
+    from .metric import check_layers
+
+    one_architecture(args)
     a, b = inputs.open_checkpoint(args.a, args.model, args.arch), inputs.open_checkpoint(args.b, args.model, args.arch)
     if a.name != b.name:
         raise ValueError(f"--a is a {a.name} and --b is a {b.name}: a merge needs two nets of one architecture")
     task_a, task_b = inputs.dataset_of(a, args.task_a), inputs.dataset_of(b, args.task_b)
     warn(inputs.card_warning(a, task_a))
     warn(inputs.card_warning(b, task_b))
+    check_layers(a.model)
     return a, b, task_a, task_b
 
 
@@ -727,6 +756,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 def sweep_source(args: argparse.Namespace):
     from .source import Source
 
+    one_architecture(args)
     return Source(str(args.checkpoint), args.dataset, args.data, args.eval_size, args.model, args.arch)
 
 
@@ -760,7 +790,10 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.fn(args)
-    except (data.DataMissing, models.CheckpointError, ValueError) as e:
+    except (data.DataMissing, models.CheckpointError, ValueError, ClusterError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except NotImplementedError as e:  # a layer the metric has no rule for, named
         print(f"error: {e}", file=sys.stderr)
         return 2
     except OSError as e:  # a file or folder the command could not read or write

@@ -23,6 +23,8 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from .files import follow_umask
+
 REPO = Path(__file__).resolve().parent.parent
 ASSETS = REPO / "assets"
 FETCH_HINT = "run `make data` (or `python -m geodesic fetch-data`) to install the full datasets offline"
@@ -168,6 +170,7 @@ def make_subset(name: str, split: str, seed: int = 0) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     save_file({"images": images, "labels": full.y[idx].to(torch.uint8), "index": idx},
               str(path), metadata={"dataset": name, "split": split, "seed": str(seed)})
+    follow_umask(path)  # save_file creates it 0600
     return path
 
 

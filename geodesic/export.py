@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .files import follow_umask
 from .groups import ROOT_TYPES, NORM_TYPES, dependency_graph, example_input
 from .params import Group, flatten, load_flat
 
@@ -269,6 +270,7 @@ def _write_onnx(small: nn.Module, x: torch.Tensor, want: torch.Tensor, path: Pat
         diff = max_diff(run_onnx(tmp, x), want)
         if not diff <= tolerance:
             raise ExportError(f"onnxruntime's outputs differ from the zeroed net's by {diff:.3g} (> {tolerance})")
+        follow_umask(tmp)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)

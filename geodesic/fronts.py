@@ -14,17 +14,56 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .sweep import RESULTS
+from .sweep import COLUMNS, RESULTS
+
+REQUIRED = ("method", "filters", "accuracy", "status")  # what a front needs; other columns may be missing
+NUMBERS = ("filters", "fraction", "seed", "data", "accuracy", "loss", "distance", "seconds", "steps", "grads",
+           "length", "wall")
 
 
 def read_results(folder: str | os.PathLike) -> pd.DataFrame:
-    """A sweep folder's results table (parquet, else csv); FileNotFoundError when it has none yet."""
+    """A sweep folder's results table: results.parquet, or results.csv when the parquet file is missing or
+    unreadable (the two hold the same rows). FileNotFoundError when it has none yet; ValueError naming the file
+    when none can be read as a sweep's table. Numbers written as text are read as numbers; rows whose method,
+    filters or data is not readable are left out, and counted in `table.attrs["unreadable"]`; other values that are
+    not numbers read as missing, counted per column in `table.attrs["not_numbers"]`."""
     folder = Path(folder)
-    if (folder / RESULTS).is_file():
-        return pd.read_parquet(folder / RESULTS)
-    if (folder / "results.csv").is_file():
-        return pd.read_csv(folder / "results.csv")
-    raise FileNotFoundError(f"{folder} has no results table yet")
+    paths = [p for p in (folder / RESULTS, folder / "results.csv") if p.is_file()]
+    if not paths:
+        raise FileNotFoundError(f"{folder} has no results table yet")
+    problems = []
+    for path in paths:
+        try:
+            return checked(pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path), path)
+        except Exception as e:  # noqa: BLE001 — pyarrow and pandas raise many types for a damaged file
+            problems.append(str(e) if isinstance(e, ValueError) and str(e).startswith(str(path))
+                            else f"{path}: not a readable table ({type(e).__name__})")
+    raise ValueError("; ".join(problems))
+
+
+def checked(table: pd.DataFrame, path: Path) -> pd.DataFrame:
+    """`table` with the columns a sweep writes (absent optional ones empty), numbers as numbers, and only the rows
+    a front can place; ValueError naming `path` when a required column is missing."""
+    missing = [c for c in REQUIRED if c not in table.columns]
+    if missing:
+        raise ValueError(f"{path}: not a sweep's results table (no {', '.join(missing)} column)")
+    has_data = "data" in table.columns  # tables from before data budgets: the whole split
+    table = table.reindex(columns=list(dict.fromkeys([*COLUMNS, *table.columns])))
+    not_numbers = {}
+    for col in NUMBERS:
+        given = table[col].notna()
+        table[col] = pd.to_numeric(table[col], errors="coerce")
+        if (given & table[col].isna()).any():
+            not_numbers[col] = int((given & table[col].isna()).sum())
+    if not has_data:
+        table["data"] = 0
+    keep = table["method"].notna() & table["filters"].notna() & table["data"].notna()
+    out = table[keep].reset_index(drop=True)
+    out["method"] = out["method"].astype(str)
+    out["status"] = out["status"].fillna("").astype(str)
+    out.attrs["unreadable"] = int((~keep).sum())
+    out.attrs["not_numbers"] = not_numbers
+    return out
 
 
 def version(folder: str | os.PathLike) -> tuple:

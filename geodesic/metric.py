@@ -206,6 +206,16 @@ def _check_eval(model: nn.Module) -> None:
             raise ValueError(f"dropout {name!r} is in training mode (a random net per call); call model.eval()")
 
 
+def check_layers(model: nn.Module) -> None:
+    """Refuse now, naming the layer, a model the layer-wise metric cannot take (NotImplementedError: a layer with
+    parameters it has no rule for, a layer called twice per forward pass; ValueError: batch statistics): one
+    forward pass of two images, before any run folder is made."""
+    from .groups import example_input
+    from .params import flatten
+
+    LayerTape(model, flatten(model), example_input(model, 2), "logits")
+
+
 class LayerTape:
     """One forward pass at w on x recording each parametrized layer's input and output.
 

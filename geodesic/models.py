@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import secrets
 from pathlib import Path
@@ -17,6 +18,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from .files import follow_umask
 from .params import Group, output_unit_groups
 
 class Normalize(nn.Module):
@@ -284,6 +286,8 @@ def save(model: nn.Module, path: str | os.PathLike, card: dict) -> dict:
             f.write(json.dumps(card, indent=2) + "\n")
             f.flush()
             os.fsync(f.fileno())
+        follow_umask(tmp)  # save_file creates it 0600
+        follow_umask(ctmp)
         os.replace(tmp, path)
         os.replace(ctmp, cpath)
     finally:
@@ -387,22 +391,57 @@ def _load_into(model: nn.Module, name: str, card: dict, path: Path) -> tuple[nn.
         raise CheckpointError(f"{path}: weights contain NaN or inf ({', '.join(bad)})")
     model.load_state_dict(tensors)
     model.eval()
+    check_outputs(model, path)
     return model, {"model": name, **card}
+
+
+OUTPUT_LIMIT = 1e12  # logits beyond this are no trained net's: softmax saturates, the metric overflows
+
+
+def check_outputs(model: nn.Module, path: Path) -> None:
+    """CheckpointError when the net's logits on a fixed batch of images are NaN, infinite or beyond OUTPUT_LIMIT
+    (weights scaled far out of range): no path, training or score can start from there."""
+    from .groups import example_input
+
+    with torch.no_grad():
+        y = model(example_input(model, 2)).float()
+    if torch.isfinite(y).all() and y.abs().max() <= OUTPUT_LIMIT:
+        return
+    worst = y.abs().nan_to_num(nan=math.inf).max().item()
+    said = "not finite" if math.isinf(worst) else f"as large as {worst:.3g}"
+    largest = max((v.abs().max().item() for v in model.state_dict().values() if v.is_floating_point() and v.numel()),
+                  default=0.0)
+    raise CheckpointError(f"{path}: the net's outputs are {said} on ordinary images (its weights are out of range, "
+                          f"up to {largest:.3g}); this checkpoint cannot be used")
+
+
+CHANCE_FACTOR = 2.0  # below this many times chance, a net with no accuracy on its card reads as the wrong data
+
+
+def near_chance(acc: float, test_split, card: dict, name: str | None = None) -> str | None:
+    """A warning when `acc` is less than CHANCE_FACTOR × chance (one over the classes of `test_split`), else None."""
+    classes = max(2, int(test_split.y.max().item()) + 1) if len(test_split) else 10
+    if acc >= CHANCE_FACTOR / classes:
+        return None
+    who = name or f"this {card.get('model', 'net')}"
+    said = f" (its card says {card['dataset']})" if card.get("dataset") else ""
+    return (f"{who} measures {acc:.1%} on {test_split.name} ({len(test_split)} {test_split.source} test images), near "
+            f"chance ({1 / classes:.0%}): is the dataset right{said}?")
 
 
 def check_accuracy(model: nn.Module, card: dict, test_split, tolerance: float = 0.05,
                    name: str | None = None) -> str | None:
     """A warning when `model` measures more than `tolerance` below its card's test_accuracy on `test_split`
-    (a data.Split), e.g. because the card names the wrong dataset; None when it does not, or the card
-    has no test_accuracy. `name` (say, the checkpoint's file name) starts the message."""
+    (a data.Split), e.g. because the card names the wrong dataset, or, when the card has no test_accuracy, near
+    chance (`near_chance`); None otherwise. `name` (say, the checkpoint's file name) starts the message."""
     from .train import evaluate
 
     if not tolerance >= 0:
         raise ValueError(f"tolerance must be >= 0, got {tolerance}")
     claimed = card.get("test_accuracy")
-    if claimed is None:
-        return None
     _, acc = evaluate(model, test_split)
+    if claimed is None:
+        return near_chance(acc, test_split, card, name)
     if acc >= claimed - tolerance:
         return None
     who = name or f"this {card.get('model', 'net')}"

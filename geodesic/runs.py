@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from . import __version__
+from .files import follow_umask
 from .lifecycle import Status
 
 if TYPE_CHECKING:  # torch and pandas load on first use: the app draws its first page before either
@@ -54,9 +55,11 @@ def gallery_root() -> Path:
 
 
 def _atomic_write_bytes(path: Path, write) -> None:
+    """`write(tmp)` to a temporary name beside `path`, given the umask's mode, then renamed to `path`."""
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
     try:
         write(tmp)
+        follow_umask(tmp)
         os.replace(tmp, path)
     finally:
         if tmp.exists():
@@ -213,18 +216,42 @@ class RunWriter:
         write_json(self.dir / "meta.json", self.meta)
 
 
-def _pid_alive(pid: object) -> bool | None:
-    """Whether process `pid` of this host is alive; None when that cannot be told (no pid recorded)."""
+def process_start(pid: int) -> float | None:
+    """When process `pid` of this host started, in seconds since the epoch (Linux /proc); None when unknown."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        ticks = int(stat[stat.rfind(")") + 2:].split()[19])
+        boot = next(int(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines()
+                    if line.startswith("btime "))
+        return boot + ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, StopIteration):
+        return None
+
+
+def _epoch(stamp: object) -> float | None:
+    """A meta.json time ("2026-12-04T07:00:00", local time) in seconds since the epoch; None when unreadable."""
+    try:
+        return time.mktime(time.strptime(str(stamp), "%Y-%m-%dT%H:%M:%S"))
+    except (ValueError, OverflowError):
+        return None
+
+
+def _pid_alive(pid: object, since: float | None = None) -> bool | None:
+    """Whether process `pid` of this host is alive and is the one that was running at `since` (a process that
+    started after it only reuses the number); None when that cannot be told (no pid recorded)."""
     if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:
         return None
     try:
         os.kill(pid, 0)
-    except ProcessLookupError:
+    except (ProcessLookupError, OverflowError):  # gone, or a number no process can have
         return False
     except PermissionError:  # alive, owned by someone else
-        return True
+        pass
     except OSError:
         return None
+    started = process_start(pid)
+    if since is not None and started is not None and started > since + 2:  # meta.json times are to the second
+        return False
     return True
 
 
@@ -242,9 +269,11 @@ class Run:
     @property
     def status(self) -> Status:
         """The run's status; "running" whose writing process is gone (on this host) reads as STALE. With no pid
-        recorded, or a pid of another host, that cannot be told: it stays RUNNING."""
+        recorded, or a pid of another host, that cannot be told: it stays RUNNING. A pid now held by a process
+        that started after the run was created is not its writer: STALE too."""
         s = Status.parse(self.meta.get("status"))
-        if s is Status.RUNNING and self.meta.get("host") == platform.node() and _pid_alive(self.meta.get("pid")) is False:
+        if s is Status.RUNNING and self.meta.get("host") == platform.node() and \
+                _pid_alive(self.meta.get("pid"), _epoch(self.meta.get("created"))) is False:
             return Status.STALE
         return s
 
@@ -314,6 +343,8 @@ def load_run(path: str | os.PathLike, readonly: bool = False) -> Run:
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ValueError(f"{meta_path}: not valid JSON ({e})") from None
+    except RecursionError:
+        raise ValueError(f"{meta_path}: nested too deeply to read") from None
     if not isinstance(meta, dict):
         raise ValueError(f"{meta_path}: holds a {type(meta).__name__}, not a JSON object")
     for name in ("summary", "config"):

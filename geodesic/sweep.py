@@ -36,6 +36,7 @@ SPEC = "sweep.json"
 RESULTS = "results.parquet"  # and results.csv beside it
 COLUMNS = ["method", "filters", "fraction", "seed", "data", "accuracy", "loss", "distance", "seconds", "steps",
            "grads", "length", "status", "error", "cell", "node", "host", "wall"]
+MAX_SEED = 2**32  # what every random generator of a cell accepts
 FINISHED = (Status.ARRIVED, Status.MISSED, Status.DONE, Status.DIVERGED)  # kept on resume
 
 
@@ -64,7 +65,8 @@ class SweepSpec:
             (all(0 < f <= 1 for f in self.fractions), f"fractions must be in (0, 1], got {list(self.fractions)}"),
             (bool(self.methods) and all(m in METHODS + VARIANTS for m in self.methods),
              f"methods must be among {', '.join(METHODS)}, each also with {RECAL}, got {list(self.methods)}"),
-            (bool(self.seeds) and all(s >= 0 for s in self.seeds), f"seeds must be >= 0, got {list(self.seeds)}"),
+            (bool(self.seeds) and all(0 <= s < MAX_SEED for s in self.seeds),
+             f"seeds must be in [0, 2**32), got {list(self.seeds)}"),
             (bool(self.data) and all(d >= 0 for d in self.data), f"data must be >= 0 images, got {list(self.data)}"),
             (0 < self.seconds <= 86_400, f"seconds must be in (0, 86400], got {self.seconds}"),
             (not self.source.eval_size or self.source.eval_size > 0, "eval_size must be >= 0 (0: all)"),
@@ -103,12 +105,17 @@ class Cell:
 
 
 def cells(spec: SweepSpec, n_groups: int) -> list[Cell]:
-    """Every cell, sparsity-major; ValueError when a sparsity is not possible for a model with n_groups."""
+    """Every cell once, sparsity-major (a value given twice, or a fraction that names the same number of groups
+    as --filters, is one cell: the first); ValueError when a sparsity is not possible for a model with n_groups."""
     levels = [(f, None) for f in spec.filters] + [(max(1, round(q * n_groups)), q) for q in spec.fractions]
     for f, _ in levels:
         if f > n_groups:
             raise ValueError(f"cannot zero {f} groups: the model has {n_groups}")
-    return [Cell(m, f, s, d, q) for f, q in levels for d in spec.data for m in spec.methods for s in spec.seeds]
+    every = [Cell(m, f, s, d, q) for f, q in levels for d in spec.data for m in spec.methods for s in spec.seeds]
+    unique: dict[str, Cell] = {}
+    for c in every:
+        unique.setdefault(c.id, c)
+    return list(unique.values())
 
 
 # --- one cell (runs on a worker) ------------------------------------------------------------------------
@@ -215,21 +222,47 @@ def write_results(out: Path, rows: list[dict]) -> "pd.DataFrame":
     return df
 
 
-def prepare(spec: SweepSpec, out: str | Path) -> tuple[Path, list[Cell], dict[str, dict]]:
-    """Check the spec and the folder (the same spec when resuming), list the cells, clear the cells that did
-    not end; returns (out, all cells, rows kept)."""
-    from .runs import check_writable, load_run, write_json
+def read_spec(path: Path) -> SweepSpec:
+    """The sweep recorded in `path` (sweep.json); ValueError naming the file when it does not hold one."""
+    try:
+        d = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(d, dict) or not isinstance(d.get("source"), dict):
+            raise ValueError(f"a JSON {type(d).__name__} without a source")
+        return SweepSpec.from_dict(d)
+    except (ValueError, TypeError, KeyError, RecursionError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path}: not a sweep record ({type(e).__name__}: {str(e)[:200]}); give a new --out, or "
+                         "restore that file (nothing was changed)") from None
 
+
+def plan(spec: SweepSpec, out: str | Path) -> tuple[Path, list[Cell], SweepSpec | None]:
+    """Check the spec and the folder without writing anything: (out, every cell, the spec recorded there or
+    None). ValueError when the folder holds another sweep, or files of the user's that are not a sweep."""
     spec.validate()
     out = Path(out).resolve()
     ckpt = spec.source.open()[0]
     todo = cells(spec, len(ckpt.groups))
     saved = out / SPEC
     if saved.is_file():
-        old = SweepSpec.from_dict(json.loads(saved.read_text(encoding="utf-8")))
+        old = read_spec(saved)
         if (old.source, old.seconds) != (spec.source, spec.seconds):
             raise ValueError(f"{out} holds another sweep ({saved}: another checkpoint, data or budget per cell); "
                              "give a new --out, or the same checkpoint, data and --seconds to resume or grow it")
+        return out, todo, old
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"{out} is a file; give a folder for the sweep (nothing was changed)")
+    if out.is_dir() and any(out.iterdir()):
+        raise ValueError(f"{out} holds files but no sweep ({SPEC}); give a new or empty folder for the sweep "
+                         "(nothing was changed)")
+    return out, todo, None
+
+
+def prepare(spec: SweepSpec, out: Path, todo: list[Cell], old: SweepSpec | None) -> dict[str, dict]:
+    """Write the folder's record (the grown grid when resuming), clear the cells that did not end; the rows
+    kept (cell id → row)."""
+    from .runs import check_writable, load_run, write_json
+
+    saved = out / SPEC
+    if old is not None:
         grown = old.grown(spec)
         if grown != old:
             write_json(saved, grown.as_dict())
@@ -244,13 +277,13 @@ def prepare(spec: SweepSpec, out: str | Path) -> tuple[Path, list[Cell], dict[st
         folder = root / c.id
         if c.id not in kept and folder.exists():
             try:
-                if load_run(folder).live:
-                    raise ValueError(f"{folder} is being written by a running process; stop that sweep first")
-            except (FileNotFoundError, ValueError) as e:
-                if "running process" in str(e):
-                    raise
+                live = load_run(folder).live
+            except (FileNotFoundError, ValueError):
+                live = False
+            if live:
+                raise ValueError(f"{folder} is being written by a running process; stop that sweep first")
             shutil.rmtree(folder)
-    return out, todo, kept
+    return kept
 
 
 def run_sweep(spec: SweepSpec, out: str | Path, backend: str = "ray", address: str | None = None,
@@ -259,14 +292,16 @@ def run_sweep(spec: SweepSpec, out: str | Path, backend: str = "ray", address: s
     """Run every cell not yet finished and return the results table (also in DIR/results.csv/.parquet, rewritten
     as each cell ends). on_cell(row, done, total) after each cell; `stop` (or Ctrl-C) cancels the rest, keeping
     every finished cell."""
-    from .backend import open_backend
+    from .backend import check_backend, open_backend
 
     spec = replace(spec, source=spec.source.absolute())
-    out, todo, kept = prepare(spec, out)
-    rows = dict(kept)
-    write_results(out, list(rows.values()))
-    pending = [c for c in todo if c.id not in kept]
-    with open_backend(backend, address, workers) as pool:
+    check_backend(backend, address, workers)
+    out, todo, old = plan(spec, out)
+    with open_backend(backend, address, workers) as pool:  # a cluster that refuses us: nothing written yet
+        kept = prepare(spec, out, todo, old)
+        rows = dict(kept)
+        write_results(out, list(rows.values()))
+        pending = [c for c in todo if c.id not in kept]
         for i, row in pool.map(run_cell, [(spec, c, str(out / CELLS)) for c in pending], stop=stop):
             if isinstance(row, BaseException):
                 row = {**asdict(pending[i]), "cell": pending[i].id, "status": "error", "error": repr(row)}

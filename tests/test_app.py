@@ -10,6 +10,7 @@ import platform
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -159,19 +160,16 @@ def test_sparsify_short_mlp_run_completes(runs_dir):
 
 
 def test_a_diverged_path_says_so_and_what_to_try(tmp_path, fresh_root):
-    """The job runs to its end but its path diverged (weights scaled past float range): the page says so."""
-    from safetensors.torch import load_file, save_file
+    """The job runs to its end but its path diverged: the page says so. (Weights already out of range, the way such
+    a path was made before, are refused when the checkpoint loads: tests/test_hostile.py.)"""
+    from geodesic.lifecycle import DIVERGED_HINT
 
-    big = {k: v * 1e37 for k, v in load_file(str(state.CHECKPOINTS / "mlp-mnist.safetensors")).items()}
-    save_file(big, str(tmp_path / "big.safetensors"))
-    source = jobs.Source(str(tmp_path / "big.safetensors"), "mnist", eval_size=200, model="mlp")
-    job = state.registry().start("sparsify", jobs.sparsify_job(source, short_cfg()))
+    job = state.registry().start("sparsify", lambda job: {"status": "diverged"})
     assert jobs.wait(job, 90).status == "done", job.error
-    assert job.result["status"] == "diverged"
     at = page("sparsify")
     at.session_state["sp-job"] = job.id
     at.run()
-    assert any("The path diverged" in w.value and "trust region ε" in w.value for w in at.warning)
+    assert any(w.value.replace("\\", "").startswith(f"The path diverged: {DIVERGED_HINT}") for w in at.warning)
 
 
 def test_sparsify_presets_fill_in_the_settings():
@@ -608,7 +606,8 @@ def delete_controls(at: AppTest, folder: Path):
 def test_runs_page_refuses_to_delete_a_run_a_live_process_writes(good_run, fresh_root):
     writer = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
     try:
-        live = copy_run(good_run, fresh_root, "live", status="running", pid=writer.pid)
+        created = time.strftime("%Y-%m-%dT%H:%M:%S")  # after the writer started, as a real run's
+        live = copy_run(good_run, fresh_root, "live", status="running", pid=writer.pid, created=created)
         at = page("runs")
         assert at.dataframe[0].value.set_index("run").loc["live", "status"] == "running"
         confirm, delete = delete_controls(at, live)

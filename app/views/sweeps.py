@@ -61,21 +61,27 @@ def open_cells(table: pd.DataFrame, sel: tuple[str, str, float]) -> None:
     st.subheader(f"{state.md(method)} at {x} {value:g}: {len(part)} cells")
     st.dataframe(part[["cell", "seed", "data", "accuracy", "loss", "distance", "seconds", "steps", "length",
                        "status", "error"]], hide_index=True)
-    frames = []
+    from geodesic.runs import load_run
+
+    frames, unreadable, present = [], [], 0
     for cell in part["cell"]:
         d = folder / "cells" / str(cell)
+        if not d.is_dir():
+            continue
+        present += 1
         try:
-            from geodesic.runs import load_run
-
             run = load_run(d, readonly=True)
-        except (OSError, ValueError):
+        except (OSError, ValueError) as e:
+            unreadable.append(f"{cell}: {e}")
             continue
         if len(run.metrics):
             frames.append(run.metrics.assign(run=str(cell)))
     if frames:
         df = pd.concat(frames, ignore_index=True)
         st.plotly_chart(figures.path_curves(df, f"the run folders of {len(frames)} cells"), key="sw-cell-curves")
-    else:
+    for line in unreadable[:6]:
+        st.warning(state.md(f"cannot read the run folder of {line}"), icon=":material/folder_off:")
+    if not present:
         st.caption("No run folders beside this table (a shipped example keeps its results only).")
 
 
@@ -98,6 +104,12 @@ def show() -> None:
     except (OSError, ValueError) as e:
         st.warning(state.md(f"{folder}: {e}"))
         return
+    if table.attrs.get("unreadable"):
+        st.warning(state.md(f"{folder}: {table.attrs['unreadable']} rows of the results table left out (their "
+                            "method, filters or data is not readable)"))
+    if table.attrs.get("not_numbers"):
+        cols = ", ".join(f"{c} ({n} rows)" for c, n in table.attrs["not_numbers"].items())
+        st.warning(state.md(f"{folder}: values of the results table that are not numbers read as missing: {cols}"))
     if table.empty:
         st.info("No cell has finished yet.")
         return
