@@ -3,6 +3,7 @@ damaged run folders cost one line each; user strings shown as plain text; deleti
 every page's controls drawn before the engine (torch) is loaded."""
 
 import ast
+import base64
 import dataclasses
 import json
 import os
@@ -13,6 +14,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
@@ -63,6 +65,18 @@ def page(name: str) -> AppTest:
 
 def charts(at: AppTest) -> int:
     return len(at.get("plotly_chart"))
+
+
+def plotly_array(a) -> np.ndarray:
+    """An array as a plotly figure's JSON carries it: a list, or {"dtype", "bdata": base64 of the raw values}."""
+    if isinstance(a, dict):
+        return np.frombuffer(base64.b64decode(a["bdata"]), dtype=a["dtype"])
+    return np.asarray(a, dtype=float)
+
+
+def chart_titles(at: AppTest) -> list[str]:
+    """The titles of the page's plotly charts, in order, read from the figures the page sent."""
+    return [json.loads(c.proto.spec)["layout"]["title"]["text"] for c in at.get("plotly_chart")]
 
 
 def finish(at: AppTest, key: str, timeout: float = 90) -> jobs.Job:
@@ -155,7 +169,10 @@ def test_sparsify_short_mlp_run_completes(runs_dir):
     at.button(key="sp-start").click().run()
     job = finish(at, "sp-job")
     assert len(job.rows) == 7 and runs.load_run(job.run_dir).meta["status"] == "missed"
-    assert charts(at) == 2  # curves + heatmap
+    # curves, filter norms and, since every step checks itself, each step's linearity and ε
+    assert chart_titles(at)[0] == "Along the path" and chart_titles(at)[2] == "Linearity of the steps"
+    ratios = plotly_array(json.loads(at.get("plotly_chart")[2].proto.spec)["data"][0]["y"])
+    assert len(ratios) == 6 and (ratios > 0).all()  # one measured ratio per step taken
     assert any("done" in m.value for m in at.markdown)
 
 
@@ -272,7 +289,8 @@ def test_sparsify_short_run_of_ones_own_architecture_completes_and_exports(own_a
     job = finish(at, "sp-job")
     meta = runs.load_run(job.run_dir).meta
     assert len(job.rows) == 7 and meta["arch"] == spec and meta["checkpoint"] == str(ckpt)
-    assert job.info["groups"] == at.session_state["sp-own-ok"]["groups"] and charts(at) == 2
+    assert job.info["groups"] == at.session_state["sp-own-ok"]["groups"]
+    assert chart_titles(at)[2] == "Linearity of the steps"
     zip_names = compact_zip(job.run_dir)  # the Runs page exports it as it exports a zoo net's run
     assert zip_names == ["model.onnx", "model.safetensors", "model.json"]
 
