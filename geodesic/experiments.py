@@ -93,16 +93,18 @@ def path_phase(path: Walk) -> Phase:
 
 def sparsify_phases(model: nn.Module, w0: torch.Tensor, groups: list[Group], chosen: list[Group],
                     cfg: SparsifyConfig, train: Split, evaluation: Evaluation,
-                    fit: Callable[[Walk], int] | None = None) -> Iterator[Phase]:
+                    budget: Budget | None = None) -> Iterator[Phase]:
     """The phases of a sparsify run, created lazily: the walk to {w_T = 0}, then (if it arrived) the relaxation,
-    of cfg.relax_steps steps, or at most `fit(walk)` (what a budget leaves after the walk): its ε schedule then
+    of cfg.relax_steps steps. Under a CPU `budget` the walk's ε never falls below what lets it arrive with half of
+    what is left (walk_floor), and the relaxation is at most what the walk left (relax_fit): its ε schedule then
     ends within the budget."""
     target, seed = group_mask(chosen, w0.numel()), cfg.path.seed
     pull_sampler = BatchSampler.of(train, seed + PULL)
     field_ = with_pull(sparsify(target), model, w0, pull_sampler, cfg.pull, cfg.pull_batch, cfg.path.phi, only=~target)
-    walk = Walk(model, w0, field_, cfg.path, BatchSampler.of(train, seed + PROBE), evaluation, groups, target=target)
+    walk = Walk(model, w0, field_, cfg.path, BatchSampler.of(train, seed + PROBE), evaluation, groups, target=target,
+                eps_floor=None if budget is None else walk_floor(budget))
     yield path_phase(walk)
-    steps = cfg.relax_steps if fit is None else min(cfg.relax_steps, fit(walk))
+    steps = cfg.relax_steps if budget is None else min(cfg.relax_steps, relax_fit(budget)(walk))
     if walk.status is Status.ARRIVED and steps > 0:
         relax_cfg = replace(cfg.path, max_steps=steps, eps=cfg.relax_eps, eps_final=cfg.relax_eps_final)
         field_ = restore(model, w0, pull_sampler, cfg.pull_batch, cfg.path.phi)
@@ -123,6 +125,22 @@ def budgeted(phases: Iterator[Phase], budget: Budget) -> Iterator[Phase]:
     """The phases of a sparsify run cut when the budget is spent (a cut walk has MISSED its target)."""
     for phase in phases:
         yield within(phase, budget, Status.MISSED if phase.name == "walk" else Status.DONE)
+
+
+WALK_SHARE = 0.5  # of what is left of a budget, the most the rest of a walk may take
+
+
+def walk_floor(budget: Budget) -> Callable[[Walk], float]:
+    """Walk ↦ the smallest ε that still arrives within WALK_SHARE of what is left of the budget, from the walk's
+    measured CPU seconds per step and |w_T| removed per unit of √ε: ε ≥ (|w_T| / (steps left · efficiency))².
+    0 until both are measured, or while the walk is not gaining."""
+    def floor(walk: Walk) -> float:
+        per_step, gain = walk.cpu_per_step(), walk.efficiency
+        if not (per_step > 0 and gain > 0):
+            return 0.0
+        steps = max(WALK_SHARE * budget.left() / per_step, 1.0)
+        return (max(walk.target_norm() - walk.tol, 0.0) / (steps * gain)) ** 2
+    return floor
 
 
 def relax_fit(budget: Budget) -> Callable[[Walk], int]:
@@ -177,7 +195,7 @@ def run_sparsify(model: nn.Module, w0: torch.Tensor, groups: list[Group], cfg: S
         return sparsify_summary(rec.rows, rec.status, time.perf_counter() - t0)
 
     budget = Budget(cfg.seconds)
-    phases = budgeted(sparsify_phases(model, w0, groups, chosen, cfg, train, evaluation, relax_fit(budget)), budget)
+    phases = budgeted(sparsify_phases(model, w0, groups, chosen, cfg, train, evaluation, budget), budget)
     rec = execute(phases, writer, stop, on_row, summary)
     return Outcome(rec.w if rec.w is not None else w0.clone(), rec.status, rec.rows, rec.snapshots,
                    time.perf_counter() - t0)

@@ -135,11 +135,8 @@ def geodesic_phases(t: Task, budget: Budget, counter: Counter) -> tuple[list[Gro
 
         return Phase(phase.name, rows(), phase.end, phase.snapshots, phase.weights)
 
-    def fit(walk) -> int:  # relaxation steps the budget affords at the walk's measured cost per step
-        return int(0.9 * budget.left() / max(budget.spent() / max(counter.steps, 1), 1e-6))
-
     def phases() -> Iterator[Phase]:
-        for phase in sparsify_phases(t.model, t.w0, t.groups, chosen, cfg, t.train, quick, fit):
+        for phase in sparsify_phases(t.model, t.w0, t.groups, chosen, cfg, t.train, quick, budget):
             yield within(counted(phase), budget, Status.MISSED if phase.name == "walk" else Status.DONE)
 
     return chosen, phases()

@@ -136,13 +136,14 @@ class Path:
     `reason` the stop rule in words. To stop early, stop iterating (the run loop closes the generator).
 
     `keep_best` (w ↦ a score, lower is better), when given, is measured at the start and every eval_every steps;
-    a path that ends worse than its best point goes back to it (one more row, phase "best")."""
+    a path that ends worse than its best point goes back to it (one more row, phase "best"). `eps_floor` (Path ↦ ε),
+    when given, bounds the self-checking step from below: a budget that must see the path arrive decides there."""
 
     def __init__(self, model: nn.Module, w_start: torch.Tensor, field: Field, cfg: PathConfig, probe: Sampler,
                  evaluation: Evaluation, groups: list[Group], target: torch.Tensor | None = None,
                  frozen: torch.Tensor | None = None, phase: str = "walk", w_ref: torch.Tensor | None = None,
                  step0: int = 0, length0: float = 0.0, watch: torch.Tensor | None = None,
-                 keep_best=None):
+                 keep_best=None, eps_floor=None):
         self.model, self.field, self.cfg = model.eval(), field, cfg.validate()
         self.probe, self.evaluation, self.groups = probe, evaluation, groups
         self.w = w_start.detach().clone()
@@ -159,6 +160,9 @@ class Path:
         self.length = length0
         self._ref_out: torch.Tensor | None = None  # φ f(x, w_ref) on the distance batch, computed once
         self.keep_best = keep_best
+        self.eps_floor = eps_floor  # Path ↦ the smallest ε a budget allows (the check never shrinks below it)
+        self.cpu: list[float] = []  # CPU seconds of each step taken
+        self.efficiency = math.nan  # |w_T| gained per unit of step norm √ε, averaged over the steps taken
         self.best: tuple[float, int, torch.Tensor] | None = None  # (score, step, w)
         self.at = step0  # the last step taken
         self.skipped = 0  # consecutive steps skipped for a non-finite direction
@@ -215,17 +219,18 @@ class Path:
         if not (torch.isfinite(K).all() and torch.isfinite(Jv).all()):  # w left the model's finite range
             return None
         t1 = time.perf_counter()
-        solve, t_check, eps = prepare_exact_gram(K, Jv, JT, v, cfg.beta), 0.0, min(self.eps, cap)
+        floor = min(self.eps_floor(self), cap) if self.eps_floor is not None and cfg.adaptive else 0.0
+        solve, t_check, eps = prepare_exact_gram(K, Jv, JT, v, cfg.beta), 0.0, max(min(self.eps, cap), floor)
         for rejected in range(MAX_REJECTS + 1):
             res = solve(eps)
             t2 = time.perf_counter()
             check = Check(max(res.quad, 0.0), forward(res.theta))
             t_check += time.perf_counter() - t2
-            if not cfg.adaptive or check.accepted or rejected == MAX_REJECTS:
+            if not cfg.adaptive or check.accepted or rejected == MAX_REJECTS or eps <= floor:
                 break
-            eps = next_eps(eps, check, cap)
+            eps = max(next_eps(eps, check, cap), floor)
         t_solve = time.perf_counter() - t1 - t_check
-        self.eps = eps if not (cfg.adaptive and check.accepted) else next_eps(eps, check, cap)
+        self.eps = eps if not (cfg.adaptive and check.accepted) else max(next_eps(eps, check, cap), floor)
         return Tried(res.theta, math.sqrt(check.predicted), res.mu, eps, check, rejected, t1 - t0, t_solve, t_check)
 
     def __iter__(self) -> Iterator[Step]:
@@ -305,6 +310,7 @@ class Path:
             self.status = Status.ARRIVED if self.target is not None else Status.DONE
             self.reason = "nothing left to change (the direction is zero)"
             return None
+        cpu0, before = time.process_time(), self.target_norm()
         tried = self.tangent(self.w, v, self.cap(step))
         if tried is None or not (torch.isfinite(tried.theta).all() and math.isfinite(tried.step_length)):
             self.status, self.reason = Status.DIVERGED, "the metric is not finite at these weights"
@@ -313,6 +319,7 @@ class Path:
         if self.frozen is not None:
             self.w[self.frozen] = self.frozen_values  # θ is 0 there already; guard against drift
         self.length += tried.step_length
+        self._measure(before, tried.eps, time.process_time() - cpu0)
         arrived = self.target is not None and self.target_norm() <= self.tol
         evaluate = step % cfg.eval_every == 0 or step == last or arrived
         rec = self.record(step, self.phase, tried.step_length, tried.mu, (tried.t_metric, tried.t_solve, 0.0),
@@ -323,6 +330,18 @@ class Path:
         if step % cfg.snapshot_every == 0:
             self.snapshots.append((step, self.w.clone()))
         return rec
+
+    def _measure(self, before: float, eps: float, cpu: float) -> None:
+        """Keep the step's CPU seconds and, on a path with a target, how much of |w_T| it removed per √ε."""
+        self.cpu.append(cpu)
+        gained = (before - self.target_norm()) / math.sqrt(eps)
+        if self.target is not None and math.isfinite(gained):
+            self.efficiency = gained if math.isnan(self.efficiency) else 0.9 * self.efficiency + 0.1 * gained
+
+    def cpu_per_step(self) -> float:
+        """Mean CPU seconds of the last ten steps (nan before the first)."""
+        last = self.cpu[-10:]
+        return sum(last) / len(last) if last else math.nan
 
     def _finite(self, rec: Step) -> bool:
         """False (status DIVERGED) when the weights or the net's outputs are no longer finite numbers."""

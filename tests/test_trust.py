@@ -167,3 +167,28 @@ def test_the_best_point_is_kept_when_the_end_scores_worse():
              Evaluation(X, torch.zeros(3, dtype=torch.long)), groups=[], keep_best=lambda w: float((w - w0).norm()))
     rows = list(p)
     assert rows[-1].phase == "best" and torch.equal(p.w, w0) and torch.equal(p.snapshots[-1][1], w0)
+
+
+def test_a_budget_floor_takes_the_step_the_check_would_reject():
+    m = Product().eval()
+    target = torch.tensor([False, True])
+    cfg = PathConfig(phi="logits", beta=0.1, eps=1.0, probe=3, max_steps=1, solver="explicit", arrive_tol=1e-9)
+    p = Path(m, flatten(m), objectives.sparsify(target), cfg, lambda b: (X, None),
+             Evaluation(X, torch.zeros(3, dtype=torch.long)), groups=[], target=target, eps_floor=lambda path: 0.25)
+    step = list(p)[1]
+    assert hand_check(W0, V0, 0.1, 0.25).linearity > REJECT  # the check alone would go on to ε/16
+    assert step.rejected == 1 and step.eps == pytest.approx(0.25) and p.eps == pytest.approx(0.25)
+    assert p.cpu_per_step() > 0 and p.efficiency > 0  # what a budget's floor is computed from
+
+
+def test_walk_floor_lets_the_walk_arrive_within_half_of_what_is_left():
+    from types import SimpleNamespace
+
+    from geodesic.experiments import WALK_SHARE, walk_floor
+
+    budget = SimpleNamespace(left=lambda: 10.0)
+    walk = SimpleNamespace(cpu_per_step=lambda: 0.1, efficiency=0.5, target_norm=lambda: 2.0, tol=0.1)
+    steps = WALK_SHARE * 10.0 / 0.1
+    assert walk_floor(budget)(walk) == pytest.approx((1.9 / (steps * 0.5)) ** 2)
+    walk.efficiency = math.nan  # nothing measured yet: no floor
+    assert walk_floor(budget)(walk) == 0.0
