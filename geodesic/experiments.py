@@ -37,8 +37,8 @@ class SparsifyConfig:
     The defaults are the benchmarked setting (bench/results/sparsify-*.md): filters balanced across layers, fewer
     and larger walk steps (ε = 0.1) with a weak target term (β = 0.001), pull ρ = 2, 600 relaxation steps from
     ε = 0.3, all within `seconds` of CPU time (the relaxation is sized to what the walk leaves, so that its ε
-    schedule completes; on lenet60 the 600 steps take a tenth of the default budget). Every step checks itself
-    (geodesic.trust): ε is where each phase starts and the most it grows to. The relaxation ends on its best point
+    schedule completes; on lenet60 the 600 steps take a tenth of the default budget). Every walk step checks itself
+    (geodesic.trust): ε is where the walk starts and the most it grows to. The relaxation ends on its best point
     by D(w, w_start) on KEEP_IMAGES fixed training images, so it never leaves the net further from the dense
     function than it found it at arrival. `PRESETS["literal"]` is the paper's algorithm as written."""
 
@@ -106,7 +106,10 @@ def sparsify_phases(model: nn.Module, w0: torch.Tensor, groups: list[Group], cho
     yield path_phase(walk)
     steps = cfg.relax_steps if budget is None else min(cfg.relax_steps, relax_fit(budget)(walk))
     if walk.status is Status.ARRIVED and steps > 0:
-        relax_cfg = replace(cfg.path, max_steps=steps, eps=cfg.relax_eps, eps_final=cfg.relax_eps_final)
+        # its steps are meant to change the function (back toward the dense one), so they follow their ε schedule
+        # unchecked: checked, lenet60 at 50 of 60 filters ended at 0.8622 where the schedule gives 0.8803 (3 seeds,
+        # 120 CPU s); keep_best measures instead what the relaxation is for, and it ends on its best point
+        relax_cfg = replace(cfg.path, max_steps=steps, eps=cfg.relax_eps, eps_final=cfg.relax_eps_final, adaptive=False)
         field_ = restore(model, w0, pull_sampler, cfg.pull_batch, cfg.path.phi)
         yield path_phase(Walk(model, walk.w, field_, relax_cfg, BatchSampler.of(train, seed + RELAX), evaluation,
                               groups, frozen=target, phase="relax", w_ref=w0, step0=walk.snapshots[-1][0],
