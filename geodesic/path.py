@@ -51,7 +51,7 @@ class PathConfig:
     probe: int = 32  # probe batch size B (k = B·m rows of J)
     seed: int = 0  # probe-batch sampling seed
     max_steps: int = 400
-    arrive_tol: float = 0.0  # |w_T| at which to snap to zero; 0 means √ε of the current step (one step away)
+    arrive_tol: float = 0.0  # |w_T| at which to snap to zero; 0 means √ε (one step away)
     max_distance: float = math.inf  # stop when D(w, w_start) exceeds this
     eval_every: int = 10  # loss/accuracy on the evaluation set every k steps
     snapshot_every: int = 5  # keep the weight vector every k steps
@@ -169,9 +169,7 @@ class Path:
 
     @property
     def tol(self) -> float:
-        """|w_T| at which the path snaps w_T := 0: arrive_tol, else one step of the current trust region, √ε (the snap
-        is a step the check does not see, so it is no longer than the steps the check lets through)."""
-        return self.cfg.arrive_tol or math.sqrt(min(self.eps, self.cfg.eps))
+        return self.cfg.arrive_tol or math.sqrt(self.cfg.eps)
 
     def target_norm(self) -> float:
         return float(self.w[self.watch].norm()) if self.watch is not None else float("nan")

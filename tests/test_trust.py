@@ -2,7 +2,6 @@
 eigendecomposition, and the degenerate cases that are not failures."""
 
 import math
-from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -193,11 +192,3 @@ def test_walk_floor_lets_the_walk_arrive_within_half_of_what_is_left():
     assert walk_floor(budget)(walk) == pytest.approx((1.9 / (steps * 0.5)) ** 2)
     walk.efficiency = math.nan  # nothing measured yet: no floor
     assert walk_floor(budget)(walk) == 0.0
-
-
-def test_the_snap_to_zero_is_no_longer_than_the_steps_the_check_lets_through():
-    p = product_path(0.1, 1.0)
-    p.cfg = replace(p.cfg, arrive_tol=0.0)  # the default: one step of the current trust region
-    assert p.tol == 1.0
-    p.eps = 0.0625  # the check shrank ε: arrival now waits until w_T is one such step from zero
-    assert p.tol == pytest.approx(0.25)
