@@ -200,12 +200,13 @@ def run_overhead(a: argparse.Namespace) -> None:
 
 def checked_front(a: argparse.Namespace) -> None:
     """The geodesic cells of a front run again with the self-checking step (geodesic.trust) in
-    bench/out/sweeps/<front>-checked (`geodesic sweep --methods geodesic[,geodesic+recal] --backend loop` or on Ray),
+    bench/out/sweeps/<front>-<part> for each --parts (`geodesic sweep --methods geodesic --backend loop` or on Ray),
     beside the front's stored cells of the other methods, whose code did not change: one row per sparsity, the
     geodesic before and after, the best other method, and the verdict (level: the means differ by less than the two
     spreads together)."""
     name = front_name(a)
-    new = pd.read_csv(OUT / f"{name}-checked" / "results.csv")
+    new = pd.concat([pd.read_csv(OUT / f"{name}-{part}" / "results.csv") for part in a.parts.split(",")],
+                    ignore_index=True)
     old = pd.read_csv(RESULTS / f"sweep-{name}-cells.csv")
     before = fronts.front(old[old["method"] == "geodesic"]).set_index("filters")
     others = fronts.front(old[old["method"] != "geodesic"])
@@ -220,11 +221,13 @@ def checked_front(a: argparse.Namespace) -> None:
         gap = g["mean"] - best["mean"]
         verdict = "ahead" if gap > g["sd"] + best["sd"] else "level" if gap >= -(g["sd"] + best["sd"]) else "behind"
         rows.append({**row, "best other": f"{best['method']} {_ms(best)}", "geodesic vs best": f"{gap:+.4f} ({verdict})"})
-    note = (f"{a.model} on {a.dataset}, full test set, {new['seconds'].max():.0f} CPU s budget a cell at most "
-            f"({int(old['seconds'].max() + 0.5)} s for the stored cells), one thread. 'geodesic before': the stored "
+    import json
+
+    budget = json.loads((OUT / f"{name}-{a.parts.split(',')[0]}" / "sweep.json").read_text())["seconds"]
+    note = (f"{a.model} on {a.dataset}, full test set, a budget of {budget:g} CPU s a cell on one thread (the stored "
+            f"cells': {int(old['seconds'].max() + 0.5)} s at most spent). 'geodesic before': the stored "
             f"front (fixed ε = 0.1); '(checked)': the same cells run again with every step checking itself "
-            f"(geodesic.trust); '+recal': BatchNorm statistics re-estimated on 512 unlabeled training images before "
-            f"scoring. The other methods are the stored front's cells (their code is unchanged). Level: the means differ "
+            f"(geodesic.trust), from sweep folders {a.parts}. The other methods are the stored front's cells (their code is unchanged). Level: the means differ "
             f"by less than the two seed spreads together. Load average at the report: {load()}.")
     print(save(f"sweep-checked-{name}", pd.DataFrame(rows), note))
 
@@ -242,6 +245,7 @@ def main() -> None:
                                                        "lenet60's filters " + LEVELS)
     p.add_argument("--seconds", type=float, default=None, help="CPU seconds per cell (front 120, data 60)")
     p.add_argument("--port", type=int, default=6390)
+    p.add_argument("--parts", default="checked", help="checked: the sweep folders <front>-<part> to read")
     a = p.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
     if a.part == "front":
