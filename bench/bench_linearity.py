@@ -69,6 +69,7 @@ def main() -> None:
     ap.add_argument("--fixed", default="0.1,0.01", help="fixed trust regions to compare (empty: none)")
     ap.add_argument("--nets", default=",".join(NETS))
     ap.add_argument("--max-steps", type=int, default=600)
+    ap.add_argument("--name", default="linearity-{dataset}", help="the result files' name under bench/results")
     args = ap.parse_args()
     torch.set_num_threads(1)
     train, test = load(args.dataset, "train"), load(args.dataset, "test")
@@ -93,7 +94,7 @@ def main() -> None:
             "check share: the checks' forward passes over the walk's step time. D to dense and accuracy: on the "
             "full test set, after the target is set to exactly zero at the end of the walk. "
             f"Load average at the end: {load_avg}.")
-    print(save(f"linearity-{args.dataset}", pd.DataFrame(rows), note))
+    print(save(args.name.format(dataset=args.dataset), pd.DataFrame(rows), note))
 
 
 if __name__ == "__main__":
