@@ -29,7 +29,7 @@ from torch import nn
 
 from .baselines import finetune, magnitude_prune
 from .data import Split
-from .experiments import recommended, sparsify_phases
+from .experiments import budgeted, recommended, sparsify_phases
 from .fip import fip
 from .lifecycle import Budget, Phase, Status, within
 from .metric import functional_distance, mapped_outputs
@@ -135,11 +135,8 @@ def geodesic_phases(t: Task, budget: Budget, counter: Counter) -> tuple[list[Gro
 
         return Phase(phase.name, rows(), phase.end, phase.snapshots, phase.weights)
 
-    def phases() -> Iterator[Phase]:
-        for phase in sparsify_phases(t.model, t.w0, t.groups, chosen, cfg, t.train, quick, budget):
-            yield within(counted(phase), budget, Status.MISSED if phase.name == "walk" else Status.DONE)
-
-    return chosen, phases()
+    phases = sparsify_phases(t.model, t.w0, t.groups, chosen, cfg, t.train, quick, budget)
+    return chosen, budgeted((counted(phase) for phase in phases), budget)
 
 
 def _classes(t: Task) -> int:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections import deque
 from dataclasses import asdict, dataclass, field
 from typing import Iterator
 
@@ -19,7 +20,7 @@ import torch
 from torch import nn
 
 from .lifecycle import Status
-from .metric import Metric, functional_distance, gram, jacobian_fast, mapped_outputs, model_fn, scaled_outputs
+from .metric import Metric, functional_distance, gram, jacobian_fast, mapped_outputs, model_fn
 from .objectives import Field, Sampler
 from .params import Group, group_norms
 from .tangent import prepare_exact_gram
@@ -161,7 +162,7 @@ class Path:
         self._ref_out: torch.Tensor | None = None  # φ f(x, w_ref) on the distance batch, computed once
         self.keep_best = keep_best
         self.eps_floor = eps_floor  # Path ↦ the smallest ε a budget allows (the check never shrinks below it)
-        self.cpu: list[float] = []  # CPU seconds of each step taken
+        self.cpu: deque[float] = deque(maxlen=10)  # CPU seconds of the last ten steps taken
         self.efficiency = math.nan  # |w_T| gained per unit of step norm √ε, averaged over the steps taken
         self.best: tuple[float, int, torch.Tensor] | None = None  # (score, step, w)
         self.at = step0  # the last step taken
@@ -214,8 +215,8 @@ class Path:
             if self.frozen is not None:
                 J[:, self.frozen] = 0
             K, Jv, JT = gram(J.double()), J.double() @ v.double(), (lambda u: J.T @ u.to(J.dtype))
-            y0 = scaled_outputs(self.model, w, x, cfg.phi).detach()
-            forward = lambda t: float((scaled_outputs(self.model, w + t, x, cfg.phi).detach() - y0).pow(2).sum())  # noqa: E731
+            ref = mapped_outputs(self.model, w, x, cfg.phi)
+            forward = lambda t: functional_distance(self.model, w + t, None, x, cfg.phi, ref=ref)  # noqa: E731
         if not (torch.isfinite(K).all() and torch.isfinite(Jv).all()):  # w left the model's finite range
             return None
         t1 = time.perf_counter()
@@ -340,8 +341,7 @@ class Path:
 
     def cpu_per_step(self) -> float:
         """Mean CPU seconds of the last ten steps (nan before the first)."""
-        last = self.cpu[-10:]
-        return sum(last) / len(last) if last else math.nan
+        return sum(self.cpu) / len(self.cpu) if self.cpu else math.nan
 
     def _finite(self, rec: Step) -> bool:
         """False (status DIVERGED) when the weights or the net's outputs are no longer finite numbers."""

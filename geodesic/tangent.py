@@ -218,7 +218,8 @@ def solve_exact(
     if beta == 0 or not bool(v.any()):
         return _zero_result(v)
     rank_rtol = 10 * max(J.shape[0], 1) * EPS64 if rank_rtol is None else rank_rtol  # K is exact to float64
-    theta, mu, quad, iters = _exact(K, J64 @ v64, lambda u: J64.T @ u, v64, beta, eps, tol, max_iter, rank_rtol)
+    solver = ExactTangent(K, J64 @ v64, lambda u: J64.T @ u, v64, beta, tol, max_iter, rank_rtol)
+    theta, mu, quad, iters = solver.solve(eps)
     return TangentResult(theta.to(v.dtype), mu, tangent_objective(J64, theta, v64, beta), iters, quad)
 
 
@@ -261,14 +262,6 @@ class ExactTangent:
         scale = math.sqrt(eps) / float(theta.norm())
         Jtheta2 = (scale * h) ** 2 * float((a**2 / (lam + mu) ** 2).sum())  # Uᵀ Jθ = scale·h·a/(λ+μ)
         return scale * theta, mu, Jtheta2, iters
-
-
-def _exact(
-    K: Tensor, Jv: Tensor, JT: Callable[[Tensor], Tensor], v: Tensor,
-    beta: float, eps: float, tol: float, max_iter: int, rank_rtol: float, null_rtol: float = NULL_RTOL,
-) -> tuple[Tensor, float, float, int]:
-    """solve_exact_gram in float64 without checks; returns (θ, μ, θᵀGθ, iterations)."""
-    return ExactTangent(K, Jv, JT, v, beta, tol, max_iter, rank_rtol, null_rtol).solve(eps)
 
 
 def prepare_exact_gram(

@@ -11,6 +11,23 @@ torch.set_num_threads(1)  # the engine's default (geodesic.threads): small produ
 from geodesic import data, models  # noqa: E402
 
 CKPT = ROOT / "assets" / "checkpoints"
+APP = str(ROOT / "app" / "main.py")
+
+
+def open_page(name: str):
+    """Page app/views/<name>.py as a browser opens it (a streamlit AppTest): the visit's first run (its controls),
+    then the rerun the browser asks for once it has drawn them (state.after_paint), which draws the saved runs'
+    tables and charts; no exception on the way."""
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(APP, default_timeout=90)
+    at.run()
+    if name != "sparsify":
+        at.switch_page(f"views/{name}.py")
+        at.run()
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -20,6 +20,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from app import jobs, state
+from conftest import open_page
 from geodesic import runs
 
 MAIN = str(state.REPO / "app" / "main.py")
@@ -52,13 +53,7 @@ TITLES = {"sparsify": "Sparsify", "candidates": "Candidate paths", "trajectories
 def page(name: str) -> AppTest:
     """Page `name` as a browser opens it: the visit's first run (its controls), then the rerun the browser asks for
     once it has drawn them (state.after_paint), which draws the saved runs' tables and charts."""
-    at = AppTest.from_file(MAIN, default_timeout=90)
-    at.run()
-    if name != "sparsify":
-        at.switch_page(f"views/{name}.py")
-        at.run()
-    at.run()
-    assert not at.exception, [e.value for e in at.exception]
+    at = open_page(name)
     assert at.title[0].value.startswith(TITLES[name])
     return at
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -20,7 +19,7 @@ from geodesic import cli, runs
 from geodesic.sweep import SweepSpec, cells
 from geodesic.source import Source
 
-from conftest import CKPT, ROOT
+from conftest import CKPT, open_page
 
 MLP = CKPT / "mlp-mnist.safetensors"
 
@@ -340,22 +339,11 @@ def test_meta_json_nested_too_deep_is_an_unreadable_folder(tmp_path):
 
 # --- the app's pages ---------------------------------------------------------------------------------------------
 
-MAIN = str(ROOT / "app" / "main.py")
-
 
 def page(name: str, root: Path, monkeypatch):
     """Page app/views/<name>.py over the runs folder `root`, drawn as a browser does (controls, then the rest)."""
-    from streamlit.testing.v1 import AppTest
-
     monkeypatch.setenv("GEODESIC_RUNS", str(root))
-    at = AppTest.from_file(MAIN, default_timeout=90)
-    at.run()
-    if name != "sparsify":
-        at.switch_page(f"views/{name}.py")
-        at.run()
-    at.run()
-    assert not at.exception, [e.value for e in at.exception]
-    return at
+    return open_page(name)
 
 
 def texts(at, *kinds: str) -> str:
