@@ -1,8 +1,8 @@
 """Pure figure builders: DataFrame in, plotly Figure out (no streamlit, no engine calls).
 
 Every figure carries a subtitle saying what is measured, on which data, and how many samples.
-Inputs are the rows the engine writes (`geodesic.path.Step.row()`, metrics.parquet) or frames from
-`geodesic.embed` / `app.jobs` / `app.playground`.
+Inputs are the rows the engine writes (`geodesic.core.path.Step.row()`, metrics.parquet) or frames from
+`geodesic.experiments.embed` / `app.jobs` / `app.playground`.
 
 Each figure is built in one go, `go.Figure(data=[dict(type=…), …], layout={…})`, from numpy arrays: plotly
 validates a whole layout given to the constructor in well under a millisecond, where update_layout / add_hline /

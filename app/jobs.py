@@ -4,7 +4,7 @@ Importing this module imports neither torch nor pandas (the app draws its first 
 background); a job body imports the engine when it is built.
 
 A `Job` holds its rows (one dict per recorded step), a stop event (the engine's run loop checks `is_set()`
-between rows: the same interface as `geodesic.lifecycle.Stop`), a pause gate (its `on_row` callback blocks
+between rows: the same interface as `geodesic.infra.lifecycle.Stop`), a pause gate (its `on_row` callback blocks
 while paused) and, when it writes one, the run folder. `Registry.start` runs `fn(job)` in a daemon thread; an
 exception ends the job with status "error" and the traceback kept.
 
@@ -25,7 +25,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
-from geodesic import source
+from geodesic.store import source
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -36,8 +36,8 @@ ACTIVE = ("queued", "running", "paused")
 
 
 def runs_root() -> Path:
-    """Where run folders go: `geodesic.runs.default_root()` ($GEODESIC_RUNS read at call time, or <repo>/runs)."""
-    from geodesic.runs import default_root  # torch- and pandas-free at import
+    """Where run folders go: `geodesic.store.runs.default_root()` ($GEODESIC_RUNS read at call time, or <repo>/runs)."""
+    from geodesic.store.runs import default_root  # torch- and pandas-free at import
 
     return default_root()
 
@@ -177,7 +177,7 @@ def wait(job: Job, timeout: float = 60.0, poll: float = 0.05) -> Job:
 
 @dataclass(frozen=True)
 class Source(source.Source):
-    """`geodesic.source.Source` with the app's defaults: the bundled subsets, 500 test images."""
+    """`geodesic.store.source.Source` with the app's defaults: the bundled subsets, 500 test images."""
 
     data_source: str = "bundled"
     eval_size: int | None = 500
@@ -186,9 +186,9 @@ class Source(source.Source):
 def sparsify_job(source: Source, cfg, root: Path | None = None, meta: dict | None = None) -> Callable[[Job], Any]:
     """One `experiments.run_sparsify` (cfg: a SparsifyConfig) into a run folder under `root` (None: the
     engine's default); rows stream into the job, pause and stop honoured."""
-    from geodesic.experiments import run_sparsify
-    from geodesic.path import Evaluation
-    from geodesic.runs import RunWriter
+    from geodesic.core.path import Evaluation
+    from geodesic.experiments.sparsify import run_sparsify
+    from geodesic.store.runs import RunWriter
 
     def body(job: Job):
         ckpt, dataset, train, test = source.open()
@@ -210,8 +210,8 @@ def candidates_job(source: Source, base, count: int, root: Path | None = None, b
     """`count` candidate paths (`experiments.candidate_configs(base, count)`) in parallel on the engine's backend
     (`experiments.run_candidates`: a local Ray on 127.0.0.1 by default), each a sparsify run folder of one group
     under `root`; the page reads the folders as they are written. Stop cancels the paths still running."""
-    from geodesic.experiments import candidate_configs, candidate_name, run_candidates
-    from geodesic.runs import default_root
+    from geodesic.experiments.sparsify import candidate_configs, candidate_name, run_candidates
+    from geodesic.store.runs import default_root
 
     group, configs = f"cand-{time.strftime('%H%M%S')}-{os.getpid() % 1000}", candidate_configs(base, count)
 
@@ -257,9 +257,9 @@ def damage_job(source: Source, damage, cfg, methods: tuple[str, ...] = ("geodesi
     """Damage the net (damage: a DamageConfig, its first level and seed), then race `recovery.run_recover`
     for each of `methods` at the same time, one worker thread and one run folder each. cfg: the RecoveryConfig
     every method shares (`method` set per run; `lr` is the baselines', the geodesic restore has none)."""
-    from geodesic.path import Evaluation
-    from geodesic.recovery import run_recover
-    from geodesic.runs import RunWriter
+    from geodesic.core.path import Evaluation
+    from geodesic.experiments.recovery import run_recover
+    from geodesic.store.runs import RunWriter
 
     def body(job: Job):
         ckpt, dataset, train, test = source.open()
@@ -287,8 +287,8 @@ def damage_job(source: Source, damage, cfg, methods: tuple[str, ...] = ("geodesi
 def damaged(job: Job, ckpt, damage, ev) -> tuple:
     """(damaged weights, frozen coordinates) of `damage.damage` at the config's first level and seed, as the
     CLI's recover makes them; the accuracies before and after and the counts go to the job's info."""
-    from geodesic import damage as dmg
-    from geodesic.params import spec_of
+    from geodesic.core.params import spec_of
+    from geodesic.experiments import damage as dmg
 
     layers = list(damage.layers) if damage.layers else None
     w_d, mask = dmg.damage(ckpt.w, spec_of(ckpt.model), ckpt.groups, damage.kind, damage.levels[0],
@@ -304,9 +304,9 @@ def two_tasks_job(source: Source, task_b: str, cfg, checkpoint_b: str | None = N
     """`merge.run_merge` (cfg: a MergeConfig) from the task-A net of `source` toward learning `task_b`; the
     phases that need the task-B net ("line", "relax") take it from `checkpoint_b`. Rows carry accuracy on
     both tasks; the run folder is the merge format."""
-    from geodesic.merge import run_merge
-    from geodesic.inputs import splits
-    from geodesic.runs import RunWriter
+    from geodesic.experiments.merge import run_merge
+    from geodesic.store.inputs import splits
+    from geodesic.store.runs import RunWriter
 
     def body(job: Job):
         a, task_a, train_a, test_a = source.open()
@@ -333,7 +333,7 @@ def two_tasks_job(source: Source, task_b: str, cfg, checkpoint_b: str | None = N
 def task_b_weights(a, phases: tuple[str, ...], checkpoint_b: str | None, arch: str | None = None):
     """The task-B net's flat weights for the phases that use it (a's own weights when none does); `arch`: the
     user's architecture both nets share (None: a zoo model)."""
-    from geodesic.inputs import open_checkpoint
+    from geodesic.store.inputs import open_checkpoint
 
     if checkpoint_b is None:
         if any(p in phases for p in ("line", "relax")):

@@ -40,7 +40,7 @@ def contours(model, w_start, X, span: float, grid: int) -> pd.DataFrame:
     """D(w, w_start) on a grid × grid square of half-width `span` (metric.functional_distance, φ = identity)."""
     import torch
 
-    from geodesic.metric import functional_distance
+    from geodesic.core.metric import functional_distance
 
     axis = torch.linspace(-span, span, grid)
     return pd.DataFrame([{"w1": float(a), "w2": float(b),
@@ -53,7 +53,7 @@ def ellipses(model, X, span: float, grid: int) -> pd.DataFrame:
     eigenvalues lam1 ≤ lam2 and eigenvectors (u1x, u1y), (u2x, u2y)."""
     import torch
 
-    from geodesic.metric import jacobian_fast
+    from geodesic.core.metric import jacobian_fast
 
     rows = []
     inner = torch.linspace(-span, span, grid)[1:-1]
@@ -71,8 +71,8 @@ def walk(model, w_start, X, beta: float, eps: float, max_steps: int) -> tuple[pd
     one row per step with its weights, and how it ended."""
     import torch
 
-    from geodesic.objectives import sparsify
-    from geodesic.path import Evaluation, Path, PathConfig
+    from geodesic.core.objectives import sparsify
+    from geodesic.core.path import Evaluation, Path, PathConfig
 
     cfg = PathConfig(phi="logits", beta=beta, eps=eps, probe=len(X), max_steps=max_steps, eval_every=max_steps,
                      snapshot_every=1, solver="explicit")
@@ -105,7 +105,7 @@ def warm_metric() -> None:
     (forward-mode AD loads and scripts its decompositions on first use: ~2 s on this CPU)."""
     import torch
 
-    from geodesic.metric import Metric
+    from geodesic.core.metric import Metric
 
     m = Metric(two_weight_net(), torch.zeros(2), points(4), "logits")
     m.gram()

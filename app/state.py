@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from app import jobs
-    from geodesic import runs
+    from geodesic.store import runs
 
 ENGINE_LOADED = threading.Event()  # set by warm_engine's thread once torch and the engine are imported
 ENGINE_ERROR: list[str] = []  # the traceback, when importing the engine failed
@@ -44,12 +44,12 @@ OUTPUT_MAPS = ("sqrt_probs", "probs", "logits")
 DATASETS = ("mnist", "fashion-mnist")
 
 # --- what the first draw needs from the engine, without importing it -------------------------------------
-# tests/test_app.py checks each against the engine (models.filter_groups, experiments, damage.KINDS).
+# tests/test_app.py checks each against the engine (zoo.filter_groups, experiments, damage.KINDS).
 
 ZOO_GROUPS = {"mlp": (("fc1", 32),), "lenet60": (("conv1", 20), ("conv2", 40)),  # prunable layer, its units
               "resnet8": (("conv1+layer1.conv2", 16), ("layer1.conv1", 16), ("layer2.conv1", 32),
                           ("layer2.conv2+layer2.shortcut.0", 32), ("layer3.conv1", 64),
-                          ("layer3.conv2+layer3.shortcut.0", 64))}  # coupled channel groups (geodesic.groups)
+                          ("layer3.conv2+layer3.shortcut.0", 64))}  # coupled channel groups (geodesic.core.groups)
 ZOO_WEIGHTS = {"mlp": 25_450, "lenet60": 85_670, "resnet8": 77_754}  # length of the flat weight vector
 STRATEGIES = ("norm", "importance", "balanced", "random")  # experiments.STRATEGIES
 DAMAGE_KINDS = ("zero", "ablate", "noise")  # damage.KINDS
@@ -66,13 +66,13 @@ PRESETS = {
 
 def preset_config(name: str):
     """The engine's SparsifyConfig behind a preset of the page (imports the engine)."""
-    from geodesic.experiments import PRESETS as ENGINE_PRESETS
+    from geodesic.experiments.sparsify import PRESETS as ENGINE_PRESETS
 
     return ENGINE_PRESETS[PRESETS[name]["engine"]]
 
 
 def group_names(model_name: str, card: dict | None = None) -> list[str]:
-    """Names of a net's prunable groups, as models.filter_groups names them ("conv1[0]", …): a zoo model's from
+    """Names of a net's prunable groups, as zoo.filter_groups names them ("conv1[0]", …): a zoo model's from
     ZOO_GROUPS, a user's own architecture's (the picker's card has "arch") from its loaded Checkpoint."""
     if card is not None and card.get("arch"):
         return list(card["group_names"])
@@ -104,12 +104,12 @@ def warm_engine() -> threading.Thread:
             import torch  # noqa: F401 — the engine's largest import, here in the background
 
             from app import playground
-            from geodesic import threads
+            from geodesic.infra import threads
 
             threads.configure()  # the engine's policy: $GEODESIC_THREADS, else 1 (and its allocator's)
-            import geodesic.embed  # noqa: F401
-            import geodesic.experiments  # noqa: F401
-            import geodesic.inputs  # noqa: F401
+            import geodesic.experiments.embed  # noqa: F401
+            import geodesic.experiments.sparsify  # noqa: F401
+            import geodesic.store.inputs  # noqa: F401
         except BaseException:  # noqa: BLE001 — shown by await_engine, never swallowed
             ENGINE_ERROR.append(traceback.format_exc())
             return
@@ -229,7 +229,7 @@ def md(text: object) -> str:
 
 
 def checkpoints() -> dict[str, Path]:
-    """Shipped checkpoints by stem (those with a card, `<stem>.json`, as geodesic.models.card_path)."""
+    """Shipped checkpoints by stem (those with a card, `<stem>.json`, as geodesic.store.cards.card_path)."""
     return {p.stem: p for p in sorted(CHECKPOINTS.glob("*.safetensors")) if p.with_suffix(".json").is_file()}
 
 
@@ -262,8 +262,8 @@ def checkpoint_picker(key: str, allow_upload: bool = False, only: Callable[[dict
 
 def own_architecture(key: str):
     """A user's own network from two local paths: its checkpoint (a plain state dict in .safetensors) and its
-    architecture (FILE.py:FACTORY or package.module:FACTORY, geodesic.arch), loaded on a press with
-    geodesic.inputs.open_checkpoint. Loading runs the architecture's Python code, as the warning says.
+    architecture (FILE.py:FACTORY or package.module:FACTORY, geodesic.store.arch), loaded on a press with
+    geodesic.store.inputs.open_checkpoint. Loading runs the architecture's Python code, as the warning says.
 
     A failed load shows one st.error line and changes nothing: the last good net (if any) stays in use. Returns
     (path, model name, card + "arch", "group_names" and the dataset) or None."""
@@ -303,7 +303,7 @@ def load_own(key: str, path: str, spec: str) -> None:
         st.session_state[f"{key}-own-bad"] = ((path, spec), "give both the checkpoint's path and the architecture")
         return
     await_engine("Loading the engine to build the network…")
-    from geodesic.inputs import open_checkpoint
+    from geodesic.store.inputs import open_checkpoint
 
     full = os.path.abspath(os.path.expanduser(path))
     try:
@@ -319,7 +319,7 @@ def load_own(key: str, path: str, spec: str) -> None:
 
 
 def upload(key: str):
-    """A user's checkpoint for a zoo architecture (validated by geodesic.models.load; nothing is unpickled).
+    """A user's checkpoint for a zoo architecture (validated by geodesic.store.checkpoints.load; nothing is unpickled).
 
     A wrong or corrupt file gets st.error and changes nothing: the last good upload (if any) stays in use.
     """
@@ -330,7 +330,7 @@ def upload(key: str):
         ident = (f.name, f.size, arch)
         if (ok is None or ok[2] != ident) and (bad is None or bad[0] != ident):
             await_engine("Loading the engine to check the file…")
-            from geodesic import models
+            from geodesic.store import cards, checkpoints
 
             folder = runs_root() / "uploads"
             folder.mkdir(parents=True, exist_ok=True)
@@ -338,8 +338,8 @@ def upload(key: str):
             tmp = dest.with_suffix(".part")
             tmp.write_bytes(f.getvalue())
             try:
-                models.load(tmp, arch)
-            except models.CheckpointError as e:
+                checkpoints.load(tmp, arch)
+            except cards.CheckpointError as e:
                 bad = (ident, str(e).replace(str(tmp), f.name))
                 st.session_state[f"{key}-upload-bad"] = bad
             else:
@@ -368,7 +368,7 @@ def any_runs() -> bool:
 
 @dataclass
 class Folder:
-    """A run as the pages show it: a geodesic.runs.Run (a shipped example when `readonly`) and notes shown beside
+    """A run as the pages show it: a geodesic.store.runs.Run (a shipped example when `readonly`) and notes shown beside
     it. Widgets are keyed by `key` (the folder's path), never by meta["id"]: a copied folder keeps its id."""
 
     run: runs.Run
@@ -404,8 +404,8 @@ class Folder:
         return (self.dir / "snapshots.safetensors").is_file() or any((self.dir / "snapshots").glob("*.safetensors"))
 
     def reload(self) -> Folder:
-        """Read the folder again (a run still being written); ValueError or OSError as geodesic.runs.load_run."""
-        from geodesic.runs import load_run
+        """Read the folder again (a run still being written); ValueError or OSError as geodesic.store.runs.load_run."""
+        from geodesic.store.runs import load_run
 
         return Folder(load_run(self.dir, self.readonly), self.notes)
 
@@ -420,7 +420,7 @@ def _file_stamp(p: Path) -> tuple:
 
 def _stamp(root: Path) -> tuple:
     """What the run listing depends on: every run folder's meta.json and metrics.parquet (size, mtime)."""
-    from geodesic.runs import gallery_root
+    from geodesic.store.runs import gallery_root
 
     metas = [*root.glob("*/meta.json"), *gallery_root().glob("*/meta.json")]
     return tuple(sorted((_file_stamp(p) for m in metas for p in (m, m.parent / "metrics.parquet")), key=lambda t: t[0]))
@@ -436,14 +436,14 @@ _SCANS_LOCK = threading.Lock()
 
 
 def _scan(root: str, stamp: tuple, read: bool = True) -> tuple[list, list[str]] | None:
-    """geodesic.runs.scan_with_gallery, read again only when a run folder changed (a new tab reuses it); with
+    """geodesic.store.runs.scan_with_gallery, read again only when a run folder changed (a new tab reuses it); with
     read=False, None unless it is held. Held as read (no copy per rerun, where st.cache_data unpickles every
     run's metrics on each call): the pages only read it."""
     with _SCANS_LOCK:
         hit = _SCANS.get((root, stamp))
     if hit is not None or not read:
         return hit
-    from geodesic.runs import scan_with_gallery
+    from geodesic.store.runs import scan_with_gallery
 
     result = scan_with_gallery(Path(root))
     with _SCANS_LOCK:
@@ -468,7 +468,7 @@ def _with_notes(folders: list[Folder]) -> list[Folder]:
 
 def scan_runs(root: Path | None = None) -> tuple[list[Folder], list[str]]:
     """The user's runs under root (newest first), then the shipped examples of the gallery (read-only), and one
-    line per folder that cannot be shown (geodesic.runs.scan_with_gallery, torch-free). A folder whose meta.json
+    line per folder that cannot be shown (geodesic.store.runs.scan_with_gallery, torch-free). A folder whose meta.json
     repeats another's id (a copy) is listed, with a note."""
     root = Path(root or runs_root())
     found, problems = _scan(str(root), _stamp(root))
@@ -476,7 +476,7 @@ def scan_runs(root: Path | None = None) -> tuple[list[Folder], list[str]]:
 
 
 def _meta_of(folder: Path) -> dict | None:
-    """meta.json as geodesic.runs.load_run accepts it (a JSON object; summary and config objects or absent), else
+    """meta.json as geodesic.store.runs.load_run accepts it (a JSON object; summary and config objects or absent), else
     None."""
     try:
         meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
@@ -491,7 +491,7 @@ def _meta_of(folder: Path) -> dict | None:
 @st.cache_resource(show_spinner=False, max_entries=8)
 def _listing(root: str, stamp: tuple) -> list:
     """(folder, meta, readonly) of every run folder whose meta.json reads, in scan_with_gallery's order."""
-    from geodesic.runs import gallery_root
+    from geodesic.store.runs import gallery_root
 
     out = []
     for where, readonly in ((Path(root), False), (gallery_root(), True)):
@@ -512,21 +512,21 @@ def list_runs(root: Path | None = None) -> list[Folder]:
     held = _scan(str(root), stamp, read="pandas" in sys.modules)
     if held is not None:
         return _with_notes([Folder(r) for r in held[0]])
-    from geodesic.runs import Run
+    from geodesic.store.runs import Run
 
     return _with_notes([Folder(Run(d, meta, None, readonly)) for d, meta, readonly in _listing(str(root), stamp)])
 
 
 @st.cache_resource(show_spinner=False, max_entries=64)
 def _load(folder: str, readonly: bool, stamp: tuple):
-    from geodesic.runs import load_run
+    from geodesic.store.runs import load_run
 
     return load_run(Path(folder), readonly)
 
 
 def fresh(folder: Folder) -> Folder:
     """The folder as it is on disk now (a run still being written), read again only when its meta.json or
-    metrics.parquet changed; ValueError or OSError as geodesic.runs.load_run."""
+    metrics.parquet changed; ValueError or OSError as geodesic.store.runs.load_run."""
     return Folder(_load(str(folder.dir), folder.readonly, folder_stamp(folder)), folder.notes)
 
 
@@ -647,9 +647,9 @@ def active_dirs() -> set[str]:
 
 
 def delete_refusal(folder: Folder) -> str | None:
-    """Why this run folder must not be deleted now (geodesic.runs.delete_refusal, or a job of this server still
+    """Why this run folder must not be deleted now (geodesic.store.runs.delete_refusal, or a job of this server still
     writes it), or None."""
-    from geodesic.runs import delete_refusal
+    from geodesic.store.runs import delete_refusal
 
     why = delete_refusal(folder.run)
     if why is None and str(folder.dir.absolute()) in active_dirs():
@@ -660,7 +660,7 @@ def delete_refusal(folder: Folder) -> str | None:
 def delete_run(folder: Folder) -> None:
     """Delete a run folder, or ValueError with the reason it is refused (checked again, on the folder as it is
     now, at the moment of deleting)."""
-    from geodesic.runs import delete_run as delete
+    from geodesic.store.runs import delete_run as delete
 
     now = folder.reload()
     why = delete_refusal(now)
@@ -708,7 +708,7 @@ def controls(job: jobs.Job) -> None:
         cols[2].button("Stop", key=f"stop-{job.id}", on_click=job.stop, type="primary")
     ended = job.result.get("status") if isinstance(job.result, dict) else None
     if ended == "diverged":  # the job ran to its end, but its path did not: say so, and what to try
-        from geodesic.lifecycle import DIVERGED_HINT
+        from geodesic.infra.lifecycle import DIVERGED_HINT
 
         st.warning(md(f"The path diverged: {DIVERGED_HINT} (the ε setting)."))
     if status == "error":

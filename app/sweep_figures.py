@@ -1,4 +1,4 @@
-"""Figures of a sweep's results (geodesic.fronts in, plotly out; no streamlit, no engine calls)."""
+"""Figures of a sweep's results (geodesic.experiments.fronts in, plotly out; no streamlit, no engine calls)."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ def _dash(method: str) -> str:
 
 
 def front(stats: pd.DataFrame, x: str = "filters", note: str = "") -> go.Figure:
-    """Accuracy against sparsity, one line per method, error bars ±1 sd over seeds (geodesic.fronts.front rows);
+    """Accuracy against sparsity, one line per method, error bars ±1 sd over seeds (geodesic.experiments.fronts.front rows);
     each point carries (method, x value) as customdata, for the page to open its cells."""
     data = []
     for i, (method, part) in enumerate(stats.groupby("method", sort=False)):

@@ -26,9 +26,17 @@ import tempfile
 from pathlib import Path
 
 import pandas as pd
-
-from appdriver import (CONTROLS, busy_core, chromium, first_paint, measure_live, server, start_sparsify,
-                       time_to_interactive, wait_idle, wait_quiet)
+from appdriver import (
+    CONTROLS,
+    busy_core,
+    chromium,
+    measure_live,
+    server,
+    start_sparsify,
+    time_to_interactive,
+    wait_idle,
+    wait_quiet,
+)
 from common import RESULTS, ROOT, markdown
 
 CHECKPOINT, DATASET = "lenet60-fashion-mnist", "fashion-mnist"
@@ -42,8 +50,8 @@ ENGINE_ALONE = """
 import dataclasses, sys, tempfile, time
 from pathlib import Path
 from app import jobs, playground
-from geodesic import threads
-from geodesic.experiments import SparsifyConfig
+from geodesic.infra import threads
+from geodesic.experiments.sparsify import SparsifyConfig
 threads.configure()
 playground.warm_metric()
 seconds, after = float(sys.argv[1]), int(sys.argv[2])
@@ -65,8 +73,8 @@ SEED = """
 import dataclasses, sys
 from pathlib import Path
 from app import jobs
-from geodesic.experiments import PRESETS
-from geodesic.path import PathConfig
+from geodesic.experiments.sparsify import PRESETS
+from geodesic.core.path import PathConfig
 cfg = dataclasses.replace(PRESETS["literal"], filters=2, path=PathConfig(max_steps=10, snapshot_every=2))
 source = jobs.Source(str(jobs.CHECKPOINTS / "mlp-mnist.safetensors"), "mnist", eval_size=200)
 job = jobs.Registry().start("s", jobs.sparsify_job(source, cfg, root=Path(sys.argv[1])))

@@ -5,18 +5,17 @@ from __future__ import annotations
 
 import pandas as pd
 import torch
-
 from common import ROOT, save
 
-from geodesic import data, models
-from geodesic.params import spec_of
-from geodesic.train import evaluate
+from geodesic.core.params import spec_of
+from geodesic.core.train import evaluate
+from geodesic.store import checkpoints, data, zoo
 
 
 def firing(model, x: torch.Tensor) -> dict:
     """For an mlp: hidden units that are 0 after the ReLU on every image of x, and the least share of the images on
     which a unit fires; empty for other nets."""
-    if not isinstance(model, models.MLP):
+    if not isinstance(model, zoo.MLP):
         return {}
     with torch.no_grad():
         on = torch.relu(model.fc1(model.norm(x).flatten(1))) > 0
@@ -27,7 +26,7 @@ def main() -> None:
     torch.set_num_threads(2)
     rows = []
     for path in sorted((ROOT / "assets" / "checkpoints").glob("*.safetensors")):
-        model, card = models.load(path)
+        model, card = checkpoints.load(path)
         test = data.load(card["dataset"], "test", "full")
         loss, acc = evaluate(model, test)
         rows.append({"checkpoint": path.name, "weights": spec_of(model).n, "epochs": card["epochs"],

@@ -18,17 +18,16 @@ import time
 
 import pandas as pd
 import torch
+from common import RESULTS, ROOT, save
 from safetensors.torch import load_file, save_file
 
-from common import RESULTS, ROOT, save
-
-from geodesic import data, models
-from geodesic.baselines import finetune, magnitude_prune
-from geodesic.damage import DamageConfig, run_damage, summarize
-from geodesic.experiments import recommended, run_sparsify
-from geodesic.files import follow_umask
-from geodesic.params import flatten
-from geodesic.path import Evaluation
+from geodesic.core.params import flatten
+from geodesic.core.path import Evaluation
+from geodesic.experiments.baselines import finetune, magnitude_prune
+from geodesic.experiments.damage import DamageConfig, run_damage, summarize
+from geodesic.experiments.sparsify import recommended, run_sparsify
+from geodesic.infra.files import follow_umask
+from geodesic.store import checkpoints, data, zoo
 
 OUT = ROOT / "bench" / "out"
 NETS = ("dense", "geodesic", "magnitude + fine-tune")
@@ -43,8 +42,8 @@ DAMAGES = {  # label -> (kind, among, levels)
 def sparse_nets(dataset: str, filters: int, rebuild: bool) -> tuple[dict[str, torch.Tensor], dict]:
     """dense, geodesic-sparsified and magnitude-pruned + fine-tuned weights (cached in bench/out/ while
     `recommended(filters)` stays the same)."""
-    model, _ = models.load(ROOT / "assets" / "checkpoints" / f"lenet60-{dataset}.safetensors")
-    w0, groups = flatten(model), models.filter_groups(model)
+    model, _ = checkpoints.load(ROOT / "assets" / "checkpoints" / f"lenet60-{dataset}.safetensors")
+    w0, groups = flatten(model), zoo.filter_groups(model)
     path = OUT / f"damage-nets-{dataset}-{filters}.safetensors"
     config = json.loads(json.dumps(recommended(filters).as_dict()))
     cached = json.loads(path.with_suffix(".json").read_text()) if path.with_suffix(".json").is_file() else {}
@@ -84,8 +83,8 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     nets, info = sparse_nets(args.dataset, args.filters, args.rebuild)
-    model, _ = models.load(ROOT / "assets" / "checkpoints" / f"lenet60-{args.dataset}.safetensors")
-    groups = models.filter_groups(model)
+    model, _ = checkpoints.load(ROOT / "assets" / "checkpoints" / f"lenet60-{args.dataset}.safetensors")
+    groups = zoo.filter_groups(model)
     test = data.load(args.dataset, "test", "full")
     n = args.eval_size or len(test)
     ev = Evaluation(test.x[:n], test.y[:n])

@@ -20,14 +20,13 @@ from pathlib import Path
 
 import pandas as pd
 import torch
+from common import RESULTS, ROOT, markdown
 from torch import nn
 
-from common import RESULTS, ROOT, markdown
-
-from geodesic import data, export, models
-from geodesic.groups import coupled_groups, example_input
-from geodesic.params import flatten
-from geodesic.targets import choose_groups
+from geodesic.core.groups import coupled_groups, example_input
+from geodesic.core.params import flatten
+from geodesic.core.targets import choose_groups
+from geodesic.store import checkpoints, compact, data, export, zoo
 
 BATCHES = (1, 256)
 
@@ -60,15 +59,15 @@ def bench(name: str, model: nn.Module, w: torch.Tensor, groups, images: torch.Te
         t = time.perf_counter()
         report = export.export((model, w, groups), out / "compact", images, batches=())
         seconds = time.perf_counter() - t
-        dense = export.zeroed(model, w)
-        small, _ = (models.load(out / "compact" / "model.safetensors") if type(model) in models.ZOO.values()
-                    else (export.compact(model, w, groups), None))
+        dense = compact.zeroed(model, w)
+        small, _ = (checkpoints.load(out / "compact" / "model.safetensors") if type(model) in zoo.ZOO.values()
+                    else (compact.compact(model, w, groups), None))
         export.to_onnx(dense, out / "dense.onnx")
-        rows = [("parameters", export.parameters(dense), export.parameters(small)),
-                ("FLOPs per image (conv + linear)", export.flops(dense), export.flops(small))]
+        rows = [("parameters", compact.parameters(dense), compact.parameters(small)),
+                ("FLOPs per image (conv + linear)", compact.flops(dense), compact.flops(small))]
         for b in BATCHES:
-            rows.append((f"torch latency, batch {b} (ms)", export.latency_ms(dense, b, repeats[b]),
-                         export.latency_ms(small, b, repeats[b])))
+            rows.append((f"torch latency, batch {b} (ms)", compact.latency_ms(dense, b, repeats[b]),
+                         compact.latency_ms(small, b, repeats[b])))
         for b in BATCHES:
             rows.append((f"onnxruntime latency, batch {b} (ms)", ort_latency_ms(out / "dense.onnx", b, repeats[b]),
                          ort_latency_ms(out / "compact" / "model.onnx", b, repeats[b])))
@@ -98,13 +97,13 @@ def main() -> int:
     test = data.load("mnist", "test", "bundled")
     images = test.x[:256]
 
-    lenet, _ = models.load(ROOT / "assets" / "checkpoints" / "lenet60-mnist.safetensors")
-    w, groups = flatten(lenet), models.filter_groups(lenet)
+    lenet, _ = checkpoints.load(ROOT / "assets" / "checkpoints" / "lenet60-mnist.safetensors")
+    w, groups = flatten(lenet), zoo.filter_groups(lenet)
     for g in choose_groups("norm", lenet, w, groups, 50):
         w[g.idx] = 0
     rows = bench("lenet60 (MNIST), 50 of 60 filters zeroed", lenet, w, groups, images, repeats, test)
 
-    resnet = models.ResNet8()
+    resnet = zoo.ResNet8()
     gen = torch.Generator().manual_seed(0)
     for bn in resnet.modules():
         if isinstance(bn, nn.BatchNorm2d):
@@ -124,7 +123,7 @@ def main() -> int:
     note = (f"CPU, 1 thread (torch.set_num_threads(1); onnxruntime intra/inter-op threads 1), median of "
             f"{args.repeats_1} forwards at batch 1 and {args.repeats_256} at batch 256; torch {torch.__version__}, "
             f"{os.cpu_count()} cores, load average {load:.1f} when it ended. Compact = zeroed groups removed "
-            "(geodesic.export); its outputs equal the zeroed net's to 1e-4 (checked on 256 MNIST test images, "
+            "(geodesic.store.export); its outputs equal the zeroed net's to 1e-4 (checked on 256 MNIST test images, "
             "in torch and in onnxruntime).")
     RESULTS.mkdir(parents=True, exist_ok=True)
     df.to_csv(RESULTS / "export.csv", index=False)

@@ -1,9 +1,9 @@
 """How well one tangent step's linear model holds, along the recommended walk to half of resnet8's groups and to
-50 of lenet60's 60 filters: with the self-checking step (the default, geodesic.trust) and with a fixed ε.
+50 of lenet60's 60 filters: with the self-checking step (the default, geodesic.core.trust) and with a fixed ε.
 
 At each step the tangent θ predicts the change of the outputs on its own probe batch as |Jθ|² (the metric);
 the step then measures the real change on the same batch. The ratio real / predicted is 1 for a net that is
-linear over the step. The walk (geodesic.path.Path, as `sparsify` runs it) goes to the hyperplane (or
+linear over the step. The walk (geodesic.core.path.Path, as `sparsify` runs it) goes to the hyperplane (or
 `--max-steps`); at its end the table gives the real distance to the dense net and the accuracy, before any
 relaxation, on the full test set, and what the checks cost.
 """
@@ -19,18 +19,17 @@ from dataclasses import replace
 
 import pandas as pd
 import torch
-
 from common import ROOT, save
 
-from geodesic import models
-from geodesic.data import load
-from geodesic.experiments import recommended, sparsify_phases
-from geodesic.lifecycle import Status
-from geodesic.metric import functional_distance
-from geodesic.objectives import CHOICE
-from geodesic.params import flatten, group_mask
-from geodesic.path import Evaluation
-from geodesic.targets import choose_groups
+from geodesic.core.metric import functional_distance
+from geodesic.core.objectives import CHOICE
+from geodesic.core.params import flatten, group_mask
+from geodesic.core.path import Evaluation
+from geodesic.core.targets import choose_groups
+from geodesic.experiments.sparsify import recommended, sparsify_phases
+from geodesic.infra.lifecycle import Status
+from geodesic.store import checkpoints, zoo
+from geodesic.store.data import load
 
 NETS = {"lenet60": 50, "resnet8": 0.5}  # groups to zero: a count, or a fraction of the net's groups
 
@@ -76,9 +75,9 @@ def main() -> None:
     rows = []
     for name in args.nets.split(","):
         amount = NETS[name]
-        model, _ = models.load(ROOT / "assets" / "checkpoints" / f"{name}-{args.dataset}.safetensors")
+        model, _ = checkpoints.load(ROOT / "assets" / "checkpoints" / f"{name}-{args.dataset}.safetensors")
         model.eval()
-        w0, groups = flatten(model).detach(), models.filter_groups(model)
+        w0, groups = flatten(model).detach(), zoo.filter_groups(model)
         count = amount if isinstance(amount, int) else round(amount * len(groups))
         runs = [(float(e), True) for e in args.eps.split(",") if e] + [(float(e), False) for e in args.fixed.split(",") if e]
         for eps, adaptive in runs:
@@ -88,7 +87,7 @@ def main() -> None:
             rows.append(row)
     load_avg = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     note = (f"{args.dataset}, one thread, seed 0; the recommended walk (β, pull ρ, probe of 32 images) without its "
-            "relaxation, self-checked from ε (the default: geodesic.trust) or at a fixed ε. real/predicted: the "
+            "relaxation, self-checked from ε (the default: geodesic.core.trust) or at a fixed ε. real/predicted: the "
             "change of the outputs on a step's own probe batch, measured, over |Jθ|², the metric's prediction (1: the "
             "net is linear over the step), for the steps taken. rejected: tried steps the check sent back (ε/4). "
             "check share: the checks' forward passes over the walk's step time. D to dense and accuracy: on the "

@@ -18,12 +18,11 @@ from dataclasses import replace
 
 import pandas as pd
 import torch
-
 from common import RESULTS, ROOT, save
 
-from geodesic import data, models
-from geodesic.merge import MergeConfig, default_path, run_merge
-from geodesic.params import flatten
+from geodesic.core.params import flatten
+from geodesic.experiments.merge import MergeConfig, default_path, run_merge
+from geodesic.store import checkpoints, data
 
 TASKS = ("mnist", "fashion-mnist")
 
@@ -92,8 +91,8 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     load0 = os.getloadavg()[0]
 
-    model, _ = models.load(ROOT / "assets" / "checkpoints" / "lenet60-mnist.safetensors")
-    model_b, _ = models.load(ROOT / "assets" / "checkpoints" / "lenet60-fashion-mnist.safetensors")
+    model, _ = checkpoints.load(ROOT / "assets" / "checkpoints" / "lenet60-mnist.safetensors")
+    model_b, _ = checkpoints.load(ROOT / "assets" / "checkpoints" / "lenet60-fashion-mnist.safetensors")
     w_a, w_b = flatten(model), flatten(model_b)
     (train_a, test_a), (train_b, test_b) = ((data.load(t, "train", args.data), data.load(t, "test", args.data)) for t in TASKS)
     path = replace(default_path(), beta=args.beta, eps=args.eps, eps_final=args.eps_final, max_steps=args.steps,

@@ -3,7 +3,7 @@
 The floor: one forward pass and m = 10 backward passes of the probe batch (parameter gradients, as training
 computes them), with no per-layer work; every route to J needs at least that. Measured in the same process as
 what it bounds:
-- ResNet8 (models.ResNet8, random init, eval mode), probe 32: `Metric.gram_jvp` (K = JJᵀ and Jv) with the
+- ResNet8 (zoo.ResNet8, random init, eval mode), probe 32: `Metric.gram_jvp` (K = JJᵀ and Jv) with the
   per-layer route rule, with every layer forced to the explicit route, and one step of a real path (solver
   "gram": K, Jv, the exact solve and the step's bookkeeping), each as a multiple of the floor.
 - torchvision ResNet-18 (11.2 M weights; 1-channel 3×3 stem, no max-pool, 28×28 inputs), eval mode, probe 8
@@ -26,15 +26,16 @@ import time
 
 import pandas as pd
 import torch
+from common import save
 from torch import nn
 from torch.func import functional_call
 
-from common import ROOT, save
-
-from geodesic import data, metric, models, threads
-from geodesic.objectives import BatchSampler, sparsify
-from geodesic.params import flatten, group_mask, output_unit_groups, spec_of, unflatten
-from geodesic.path import Evaluation, Path, PathConfig
+from geodesic.core import metric
+from geodesic.core.objectives import BatchSampler, sparsify
+from geodesic.core.params import flatten, group_mask, output_unit_groups, spec_of, unflatten
+from geodesic.core.path import Evaluation, Path, PathConfig
+from geodesic.infra import threads
+from geodesic.store import data, zoo
 
 PHI = "sqrt_probs"
 
@@ -104,7 +105,7 @@ def path_step(model: nn.Module, steps: int) -> dict[str, float]:
 
 def resnet8_rows(repeats: int, steps: int) -> list[dict]:
     torch.manual_seed(0)
-    model = models.ResNet8().eval()
+    model = zoo.ResNet8().eval()
     w, x = flatten(model), data.load("mnist", "train", "bundled").x[:32]
     v = torch.randn(w.numel())
     form, products, macs = blocks_and_products(model, w, x)
@@ -154,7 +155,7 @@ def child(route: str, probe: int) -> None:
     """In this fresh process: the floor, gram_jvp with `route` twice (the second timed: a path's later steps, after
     the first has set up the convolution kernels for these shapes), the floor again; prints a JSON line with the
     gram_jvp's time, the mean floor time, and the peak resident memory after the first floor and after gram_jvp."""
-    threads.configure(1)  # the engine's policy: one thread, freed memory kept (geodesic.allocator)
+    threads.configure(1)  # the engine's policy: one thread, freed memory kept (geodesic.infra.allocator)
     torch.manual_seed(0)
     model = resnet18()
     w, x = flatten(model), data.load("mnist", "train", "bundled").x[:probe]
@@ -207,7 +208,7 @@ def main() -> None:
     args = ap.parse_args()
     if args.child:
         return child(args.child[0], int(args.child[1]))
-    threads.configure(1)  # the engine's policy: one thread, freed memory kept (geodesic.allocator)
+    threads.configure(1)  # the engine's policy: one thread, freed memory kept (geodesic.infra.allocator)
     load0 = os.getloadavg()
     t0 = time.perf_counter()
     rows = resnet8_rows(args.repeats, args.steps) + resnet18_rows(args.probes)

@@ -2,7 +2,7 @@
 
 At a quarter and at half of the net's groups (the sweep's `--fractions 0.25,0.5`, the same smallest
 layer-normalized groups as the sweep's `magnitude`), the masked net is scored on the full test set with the dense
-net's BatchNorm statistics, then with statistics re-estimated (geodesic.recalibrate) on N unlabeled training
+net's BatchNorm statistics, then with statistics re-estimated (geodesic.experiments.recalibrate) on N unlabeled training
 images, N from 64 to 4,096, three seeded draws each; the sweep's "+recal" variants use recalibrate.IMAGES.
 """
 
@@ -14,15 +14,15 @@ import time
 
 import pandas as pd
 import torch
-
 from common import ROOT, save
 
-from geodesic import models, recalibrate
-from geodesic.baselines import magnitude_prune
-from geodesic.data import load
-from geodesic.metric import functional_distance, mapped_outputs
-from geodesic.params import flatten
-from geodesic.path import Evaluation
+from geodesic.core.metric import functional_distance, mapped_outputs
+from geodesic.core.params import flatten
+from geodesic.core.path import Evaluation
+from geodesic.experiments import recalibrate
+from geodesic.experiments.baselines import magnitude_prune
+from geodesic.store import checkpoints, zoo
+from geodesic.store.data import load
 
 FRACTIONS = (0.25, 0.5)
 COUNTS = (64, recalibrate.IMAGES, 4096)
@@ -46,8 +46,8 @@ def main() -> None:
     t_start = time.perf_counter()
     train, test = load(args.dataset, "train", "full"), load(args.dataset, "test", "full")
     path = ROOT / "assets" / "checkpoints" / f"resnet8-{args.dataset}.safetensors"
-    model, _ = models.load(path)
-    w0, groups = flatten(model), models.filter_groups(model)
+    model, _ = checkpoints.load(path)
+    w0, groups = flatten(model), zoo.filter_groups(model)
     dense_stats = {k: v.clone() for k, v in model.state_dict().items()}
     dense = mapped_outputs(model, w0, test.x[:DISTANCE_IMAGES])
     rows = []

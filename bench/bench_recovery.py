@@ -19,14 +19,13 @@ from dataclasses import replace
 
 import pandas as pd
 import torch
-
 from common import RESULTS, ROOT, save
 
-from geodesic import damage as dmg
-from geodesic import data, models
-from geodesic.params import flatten, spec_of
-from geodesic.path import Evaluation, PathConfig
-from geodesic.recovery import METHODS, RecoveryConfig, first_within, run_recover
+from geodesic.core.params import flatten, spec_of
+from geodesic.core.path import Evaluation, PathConfig
+from geodesic.experiments import damage as dmg
+from geodesic.experiments.recovery import METHODS, RecoveryConfig, first_within, run_recover
+from geodesic.store import checkpoints, data, zoo
 
 DAMAGES = {  # label -> (kind, level, layers)
     "zero 30% of conv2": ("zero", 0.3, ["conv2"]),
@@ -63,8 +62,8 @@ def main() -> None:
         rows = pd.read_csv(RESULTS / "recovery-runs.csv").to_dict("records")
         curves = [pd.read_csv(RESULTS / "recovery-curves.csv")]
     for dataset in args.datasets.split(","):
-        model, _ = models.load(ROOT / "assets" / "checkpoints" / f"lenet60-{dataset}.safetensors")
-        w0, groups, spec = flatten(model), models.filter_groups(model), spec_of(model)
+        model, _ = checkpoints.load(ROOT / "assets" / "checkpoints" / f"lenet60-{dataset}.safetensors")
+        w0, groups, spec = flatten(model), zoo.filter_groups(model), spec_of(model)
         train, test = data.load(dataset, "train", "full"), data.load(dataset, "test", "full")
         ev, full = Evaluation(test.x[: args.eval_size], test.y[: args.eval_size]), Evaluation(test.x, test.y)
         acc_full = full.scores(model, w0)[1]

@@ -22,11 +22,10 @@ import sys
 import time
 
 import pandas as pd
-
 from common import ROOT, save
 
-from geodesic import arch, data, models, runs
-from geodesic.train import evaluate
+from geodesic.core.train import evaluate
+from geodesic.store import arch, checkpoints, data, runs
 
 ARCH = f"{ROOT / 'bench' / 'archs' / 'resnet5m.py'}:resnet5m"
 OUT = ROOT / "bench" / "out" / "scale"
@@ -63,7 +62,7 @@ def main() -> None:
                     str(a.threads), *setting, "--out", str(run))
     load1 = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     r = runs.load_run(run)
-    sparse, _ = models.load(run / "final.safetensors", arch=ARCH)
+    sparse, _ = checkpoints.load(run / "final.safetensors", arch=ARCH)
     test = data.load(a.dataset, "test", "full")
     _, accuracy = evaluate(sparse, test)
     rows = r.metrics

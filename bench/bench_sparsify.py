@@ -16,14 +16,13 @@ from dataclasses import replace
 
 import pandas as pd
 import torch
-
 from common import ROOT, save
 
-from geodesic import data, models
-from geodesic.baselines import finetune, magnitude_prune
-from geodesic.experiments import PRESETS, SparsifyConfig, run_sparsify
-from geodesic.params import flatten
-from geodesic.path import Evaluation
+from geodesic.core.params import flatten
+from geodesic.core.path import Evaluation
+from geodesic.experiments.baselines import finetune, magnitude_prune
+from geodesic.experiments.sparsify import PRESETS, SparsifyConfig, run_sparsify
+from geodesic.store import checkpoints, data, zoo
 
 VARIANTS = {  # name -> (overrides of the literal preset, overrides of its PathConfig)
     "literal (β=0.01, ε=0.01, no pull)": ({}, {}),
@@ -60,7 +59,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--dataset", choices=sorted(data.FOLDERS), default="fashion-mnist")
     ap.add_argument("--variants", default="all", help="'all', 'best', or names separated by semicolons")
-    ap.add_argument("--model", choices=sorted(models.ZOO), default="lenet60", help="zoo net (its shipped checkpoint)")
+    ap.add_argument("--model", choices=sorted(zoo.ZOO), default="lenet60", help="zoo net (its shipped checkpoint)")
     ap.add_argument("--filters", type=int, default=None, help="groups to zero (default 50 for lenet60)")
     ap.add_argument("--fraction", type=float, default=None, help="or this fraction of the net's groups")
     ap.add_argument("--max-steps", type=int, default=300)
@@ -73,8 +72,8 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
-    model, card = models.load(ROOT / "assets" / "checkpoints" / f"{args.model}-{args.dataset}.safetensors")
-    w0, groups = flatten(model), models.filter_groups(model)
+    model, card = checkpoints.load(ROOT / "assets" / "checkpoints" / f"{args.model}-{args.dataset}.safetensors")
+    w0, groups = flatten(model), zoo.filter_groups(model)
     filters = args.filters or (round(args.fraction * len(groups)) if args.fraction else 50)
     train, test = data.load(args.dataset, "train", "full"), data.load(args.dataset, "test", "full")
     ev = Evaluation(test.x[:2000], test.y[:2000])

@@ -14,21 +14,21 @@ import time
 
 import pandas as pd
 import torch
+from common import ROOT, save
 from torch.func import jacrev
 
-from common import ROOT, save
-
-from geodesic import data, metric, models
-from geodesic.objectives import BatchSampler, sparsify
-from geodesic.baselines import smallest_groups
-from geodesic.params import flatten, group_mask
-from geodesic.path import Evaluation, Path, PathConfig
-from geodesic.tangent import solve_exact
+from geodesic.core import metric
+from geodesic.core.objectives import BatchSampler, sparsify
+from geodesic.core.params import flatten, group_mask
+from geodesic.core.path import Evaluation, Path, PathConfig
+from geodesic.core.tangent import solve_exact
+from geodesic.experiments.baselines import smallest_groups
+from geodesic.store import checkpoints, data, zoo
 
 
 def path_timing(model, w0, target, train, ev, solver: str, steps: int) -> dict:
     p = Path(model, w0, sparsify(target), PathConfig(solver=solver, max_steps=steps, eval_every=10), BatchSampler.of(train, 0), ev,
-             models.filter_groups(model), target=target)
+             zoo.filter_groups(model), target=target)
     recs = [s for s in p if s.step > 0 and s.phase == "walk"]
     tot = [s.t_jacobian + s.t_solve + s.t_other for s in recs]
     return {"route": solver, "metric s": statistics.median(s.t_jacobian for s in recs),
@@ -58,8 +58,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1, help="torch threads (a lenet60 step is faster at 1 than at 2 here)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    model, _ = models.load(ROOT / "assets" / "checkpoints" / "lenet60-fashion-mnist.safetensors")
-    w0, groups = flatten(model), models.filter_groups(model)
+    model, _ = checkpoints.load(ROOT / "assets" / "checkpoints" / "lenet60-fashion-mnist.safetensors")
+    w0, groups = flatten(model), zoo.filter_groups(model)
     train, test = data.load("fashion-mnist", "train", "bundled"), data.load("fashion-mnist", "test", "bundled")
     ev = Evaluation(test.x, test.y)
     target = group_mask(smallest_groups(w0, groups, 50), w0.numel())

@@ -23,10 +23,9 @@ import time
 from pathlib import Path
 
 import pandas as pd
-
 from common import RESULTS, ROOT, save
 
-from geodesic import fronts
+from geodesic.experiments import fronts
 
 OUT = ROOT / "bench" / "out" / "sweeps"
 CKPT = ROOT / "assets" / "checkpoints"
@@ -48,7 +47,7 @@ def sweep(args: list[str], env: dict | None = None) -> float:
 
 
 def mean_sd(table: pd.DataFrame, by: tuple[str, ...]) -> pd.DataFrame:
-    """geodesic.fronts.front as printed: accuracy "mean ± sd", seeds, CPU seconds, steps."""
+    """geodesic.experiments.fronts.front as printed: accuracy "mean ± sd", seeds, CPU seconds, steps."""
     f = fronts.front(table, by)
     f["accuracy"] = [f"{m:.4f} ± {s:.4f}" for m, s in zip(f["mean"], f["sd"])]
     return f.drop(columns=["mean", "sd"]).round({"seconds": 1, "steps": 0})
@@ -102,9 +101,8 @@ def run_front(a: argparse.Namespace) -> None:
 def ship(out, name: str) -> None:
     """The sweep's table (sweep.json, results.csv/.parquet, no cell folders) as the app's shipped example
     assets/gallery/sweeps/<name>: the Sweeps page shows it on a first visit."""
-    import shutil
-
     import json
+    import shutil
 
     dest = ROOT / "assets" / "gallery" / "sweeps" / name
     dest.mkdir(parents=True, exist_ok=True)
@@ -199,7 +197,7 @@ def run_overhead(a: argparse.Namespace) -> None:
 
 
 def checked_front(a: argparse.Namespace) -> None:
-    """The geodesic cells of a front run again with the self-checking step (geodesic.trust) in
+    """The geodesic cells of a front run again with the self-checking step (geodesic.core.trust) in
     bench/out/sweeps/<front>-<part> for each --parts (`geodesic sweep --methods geodesic --backend loop` or on Ray),
     beside the front's stored cells of the other methods, whose code did not change: one row per sparsity, the
     geodesic before and after, the best other method, and the verdict (level: the means differ by less than the two
@@ -227,7 +225,7 @@ def checked_front(a: argparse.Namespace) -> None:
     note = (f"{a.model} on {a.dataset}, full test set, a budget of {budget:g} CPU s a cell on one thread (the stored "
             f"cells': {int(old['seconds'].max() + 0.5)} s at most spent). 'geodesic before': the stored "
             f"front (fixed ε = 0.1); '(checked)': the same cells run again with every step checking itself "
-            f"(geodesic.trust), from sweep folders {a.parts}. The other methods are the stored front's cells (their code is unchanged). Level: the means differ "
+            f"(geodesic.core.trust), from sweep folders {a.parts}. The other methods are the stored front's cells (their code is unchanged). Level: the means differ "
             f"by less than the two seed spreads together. Load average at the report: {load()}.")
     print(save(f"sweep-checked-{name}", pd.DataFrame(rows), note))
 

@@ -58,7 +58,7 @@ def maxrss_mb() -> float:
 
 def child(path: str, method: str, beta: float, eps: float, repeats: int, threads: int, conn) -> None:
     """Runs in a fresh process (forked from a server that has only imported the modules): load, solve."""
-    from geodesic.tangent import solve_cvxpy, solve_tangent
+    from geodesic.core.tangent import solve_cvxpy, solve_tangent
 
     if threads:
         torch.set_num_threads(threads)
@@ -172,7 +172,7 @@ def main() -> None:
     args = ap.parse_args()
     sizes = args.sizes or (QUICK if args.quick else SMALL + LARGE)
     ctx = multiprocessing.get_context("forkserver")  # children start with the imports done, no OpenMP state
-    ctx.set_forkserver_preload(["torch", "cvxpy", "scs", "clarabel", "geodesic.tangent"])
+    ctx.set_forkserver_preload(["torch", "cvxpy", "scs", "clarabel", "geodesic.core.tangent"])
     rows, load0 = [], os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as tmp:
         for k, n in sizes:

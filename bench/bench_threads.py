@@ -7,7 +7,7 @@ on a quiet machine and with busy-loop processes competing for the cores, side by
 Workloads: `exact solve`, solve_exact at J 320×20,000 in float64 (the bench_tangent problem: K = JJᵀ by
 syrk, eigh, two J-products); `path step`, one step of a real lenet60 walk (gram route, 32-image probe
 batch), timed by bench_step.path_timing: a sample is the median step of a fresh 3-step walk.
-Thread counts: 1 (the engine's default, geodesic.threads) and 2 (torch's default here: one per core). The
+Thread counts: 1 (the engine's default, geodesic.infra.threads) and 2 (torch's default here: one per core). The
 load-aware candidate min(cores, max(1, cores − round(load1))) is evaluated before every sample (the freshest
 1-minute load average such a policy could read) and the counts it would have picked are reported.
 Conditions: `quiet` (nothing started by the bench) and `loaded` (--busy processes running
@@ -28,16 +28,16 @@ import time
 
 import pandas as pd
 import torch
-
-from common import ROOT, save
-
 from bench_step import path_timing
 from bench_tangent import make_problem
-from geodesic import data, models, threads
-from geodesic.baselines import smallest_groups
-from geodesic.params import flatten, group_mask
-from geodesic.path import Evaluation
-from geodesic.tangent import solve_exact
+from common import ROOT, save
+
+from geodesic.core.params import flatten, group_mask
+from geodesic.core.path import Evaluation
+from geodesic.core.tangent import solve_exact
+from geodesic.experiments.baselines import smallest_groups
+from geodesic.infra import threads
+from geodesic.store import checkpoints, data, zoo
 
 CORES = os.cpu_count() or 1
 SETTINGS = [1, 2]
@@ -74,9 +74,9 @@ def p90(xs: list[float]) -> float:
 class Workloads:
     def __init__(self, steps: int):
         self.J, self.v = make_problem(320, 20000)
-        self.model, _ = models.load(ROOT / "assets" / "checkpoints" / "lenet60-fashion-mnist.safetensors")
+        self.model, _ = checkpoints.load(ROOT / "assets" / "checkpoints" / "lenet60-fashion-mnist.safetensors")
         self.w0 = flatten(self.model)
-        groups = models.filter_groups(self.model)
+        groups = zoo.filter_groups(self.model)
         self.train = data.load("fashion-mnist", "train", "bundled")
         test = data.load("fashion-mnist", "test", "bundled")
         self.ev = Evaluation(test.x, test.y)
@@ -158,7 +158,7 @@ def main() -> None:
         f"Ratios are of medians; `vs 1 thread` > 1 means slower than one thread in the same condition; p90 of "
         f"few samples is close to their maximum. The load-aware candidate would have picked "
         f"{picks(quiet['load-aware'])} quiet samples and {picks(loaded['load-aware'])} loaded samples. "
-        f"Engine default (geodesic.threads.DEFAULT): {threads.DEFAULT} thread(s). "
+        f"Engine default (geodesic.infra.threads.DEFAULT): {threads.DEFAULT} thread(s). "
         f"Whole bench {time.perf_counter() - t_start:.0f} s.")
     print(save("threads", df, note, ".3g"))
 

@@ -24,7 +24,7 @@ Every run is made by the CLI (`python -m geodesic …`, one torch thread) on the
 Post-processing, so that the gallery stays small (≤ 15 MB) and never reads as someone's live run:
   - snapshots thinned to at most 8 per run (as many as the size budget allows, evenly spaced over the kept
     steps, always the first and the last), stored as float16; state.safetensors and the runs' own float
-    tensors (damage.safetensors' w_ref, paths.safetensors) as float16 too (geodesic.runs reads them back as
+    tensors (damage.safetensors' w_ref, paths.safetensors) as float16 too (geodesic.store.runs reads them back as
     float32). final.safetensors stays float32: it is the usable net, its card's sha256 still matches.
   - meta.json: "example": true, a one-line "title", a short readable id (= the folder name), no pid/host;
     final.json names the new id.
@@ -53,9 +53,8 @@ sys.path.insert(0, str(ROOT))
 import torch  # noqa: E402
 from safetensors.torch import load_file, save_file  # noqa: E402
 
-from geodesic import runs  # noqa: E402
-from geodesic.files import follow_umask  # noqa: E402
-from geodesic.lifecycle import Status  # noqa: E402
+from geodesic.infra.files import follow_umask  # noqa: E402
+from geodesic.store import runs  # noqa: E402
 
 GALLERY = runs.gallery_root()
 LIMIT_BYTES = 15_000_000  # the gallery in all, checked at the end (tests/test_gallery.py checks it too)
@@ -217,7 +216,7 @@ def thin(gallery: Path) -> int:
 
 def check(gallery: Path) -> list[dict]:
     """Every gallery folder loads, has ended and not failed, and has its final weights; one line each."""
-    from geodesic import models
+    from geodesic.store import checkpoints
 
     lines = []
     for d in sorted(p for p in gallery.iterdir() if p.is_dir()):
@@ -228,7 +227,7 @@ def check(gallery: Path) -> list[dict]:
         run.snapshots()
         acc = accuracy_text(run.meta)
         if (d / runs.FINAL).is_file():
-            models.load(d / runs.FINAL, run.meta.get("model"))
+            checkpoints.load(d / runs.FINAL, run.meta.get("model"))
         lines.append({"run": d.name, "kind": run.meta.get("kind"), "status": run.status.value,
                       "accuracy": acc, "eval_images": run.meta.get("eval_images"),
                       "snapshots": len(list((d / runs.SNAPSHOTS).glob("*.safetensors"))), "bytes": size(d),

@@ -23,7 +23,7 @@ on, as a cluster's owner runs it: one token in a file only the owner reads, give
 
   driver:
     RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 RAY_AUTH_TOKEN_PATH=/tmp/ray_lb6390/auth_token (before `import ray`);
-    `geodesic sweep … --address 127.0.0.1:6390` sends the token it finds there (geodesic.backend.connect);
+    `geodesic sweep … --address 127.0.0.1:6390` sends the token it finds there (geodesic.infra.backend.connect);
     a plain `ray.init(address="127.0.0.1:6390")` also needs RAY_AUTH_MODE=token.
 
 Why the odd worker address:

@@ -1,6 +1,6 @@
 """Command line: `geodesic COMMAND …` or `python -m geodesic COMMAND …` (`--help` on each command).
 
-Every option's default is read from the engine's config dataclasses (geodesic/options.py); `sparsify` starts
+Every option's default is read from the engine's config dataclasses (geodesic/infra/options.py); `sparsify` starts
 from the benchmarked setting, `--preset literal` from the paper's algorithm as written.
 """
 
@@ -12,9 +12,10 @@ import signal
 import sys
 from pathlib import Path
 
-from . import data, inputs, models, threads
-from .backend import ClusterError
-from .options import Option, add_options, apply_options, given
+from .infra import threads
+from .infra.backend import ClusterError
+from .infra.options import Option, add_options, apply_options, given
+from .store import cards, checkpoints, data, inputs, zoo
 
 DATA_SOURCES = ("auto", "full", "bundled")
 ARCH_HELP = ("your own architecture: FILE.py:FACTORY or package.module:FACTORY, a function with no arguments "
@@ -28,7 +29,7 @@ def common_options(c: argparse.ArgumentParser, eval_default: int, checkpoint: bo
                    source_flag: str = "--data", threads_option: bool = True) -> None:
     if checkpoint:
         c.add_argument("--checkpoint", required=True, help=".safetensors checkpoint with its .json card")
-    c.add_argument("--model", choices=sorted(models.ZOO), help="architecture, for a checkpoint without a .json card")
+    c.add_argument("--model", choices=sorted(zoo.ZOO), help="architecture, for a checkpoint without a .json card")
     c.add_argument("--arch", help=ARCH_HELP)
     c.add_argument("--dataset", choices=sorted(data.FOLDERS), help="data of the metric and evaluation (default: the card's)")
     c.add_argument(source_flag, dest="data", choices=DATA_SOURCES, default="auto",
@@ -63,14 +64,14 @@ def warn(message: str | None) -> None:
 
 
 def writer_for(out: Path, meta: dict):
-    from .runs import RunWriter
+    from .store.runs import RunWriter
 
     return RunWriter(meta, root=out.parent, run_id=out.name)
 
 
 def progress(total: int, desc: str, unit: str = "step"):
-    """A tqdm bar on a terminal, a plain line now and then on a file or pipe (geodesic.progress)."""
-    from .progress import progress as bar
+    """A tqdm bar on a terminal, a plain line now and then on a file or pipe (geodesic.infra.progress)."""
+    from .infra.progress import progress as bar
 
     return bar(total, desc, unit)
 
@@ -79,7 +80,7 @@ def finished(status, what: str, where: Path) -> int:
     """Exit code of a run: 0 unless it failed (diverged), with a message saying so."""
     if status.failed:
         print(f"error: the {what} {status.value}; what was done is in {where}", file=sys.stderr)
-        from .lifecycle import DIVERGED_HINT, Status
+        from .infra.lifecycle import DIVERGED_HINT, Status
 
         if status is Status.DIVERGED:
             print(f"hint: {DIVERGED_HINT}", file=sys.stderr)
@@ -103,10 +104,10 @@ def cmd_fetch_data(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     import torch
 
-    from .arch import normalize as normalize_arch
-    from .train import evaluate, train
+    from .core.train import evaluate, train
+    from .store.arch import normalize as normalize_arch
 
-    out = models.check_out(args.out, args.force)  # before hours of training, not after
+    out = checkpoints.check_out(args.out, args.force)  # before hours of training, not after
     threads.configure(args.threads)
     model, name = train_model(args)
     train_set, test_set = data.load(args.dataset, "train", "full"), data.load(args.dataset, "test", "full")
@@ -130,7 +131,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             "test_accuracy": round(acc, 6), "test_loss": round(loss, 6), "test_set": f"full ({len(test_set)} images)",
             "train_seconds": round(summary["seconds"], 1), "torch": torch.__version__,
             "command": "python -m geodesic " + " ".join(sys.argv[1:])}
-    models.save(model, out, card)
+    checkpoints.save(model, out, card)
     print(f"test accuracy {acc:.4f} (loss {loss:.4f}) after {summary['seconds']:.0f} s; wrote {out}")
     return 0
 
@@ -140,12 +141,12 @@ def train_model(args: argparse.Namespace):
     fixes the initialization either way."""
     import torch
 
-    from . import arch
+    from .store import arch
 
     if (args.model is None) == (args.arch is None):
         raise ValueError("give the architecture to train: --model NAME (the zoo) or --arch FILE.py:FACTORY")
     if args.model is not None:
-        return models.build(args.model, seed=args.seed), args.model
+        return zoo.build(args.model, seed=args.seed), args.model
     torch.manual_seed(args.seed)
     model = arch.build(args.arch)
     model.train()
@@ -156,9 +157,9 @@ def train_model(args: argparse.Namespace):
 
 
 def sparsify_options() -> list[Option]:
-    from .metric import OUTPUT_MAPS
-    from .path import SOLVERS
-    from .targets import STRATEGIES
+    from .core.metric import OUTPUT_MAPS
+    from .core.path import SOLVERS
+    from .core.targets import STRATEGIES
 
     return [
         Option("--filters", "filters", "number of groups to zero (conv filters; hidden neurons of an mlp)"),
@@ -185,7 +186,7 @@ def sparsify_options() -> list[Option]:
 
 def sparsify_config(args: argparse.Namespace):
     """The SparsifyConfig that `sparsify`'s preset and options describe (validated)."""
-    from .experiments import PRESETS
+    from .experiments.sparsify import PRESETS
 
     return apply_options(args, sparsify_options(), PRESETS[args.preset]).validate()
 
@@ -206,7 +207,7 @@ def with_fraction(cfg, args: argparse.Namespace, groups: int):
 def sparsify_one(ckpt: inputs.Checkpoint, cfg, folder: Path, meta: dict, train_set: data.Split, evaluation,
                  label: str):
     """One sparsify run into `folder`, with a progress bar; its Outcome."""
-    from .experiments import run_sparsify
+    from .experiments.sparsify import run_sparsify
 
     writer = writer_for(folder, meta)
     bar = progress(cfg.path.max_steps + cfg.relax_steps, label)
@@ -223,7 +224,7 @@ def sparsify_one(ckpt: inputs.Checkpoint, cfg, folder: Path, meta: dict, train_s
 
 def check_sparsifiable(ckpt: inputs.Checkpoint) -> None:
     """Refuse, before any folder is made, a net with no prunable groups or layers the metric has no rule for."""
-    from .metric import check_layers
+    from .core.metric import check_layers
 
     if not ckpt.groups:
         raise ValueError(f"{ckpt.path}: {ckpt.name} has no prunable groups (conv filters, hidden neurons of Linear "
@@ -232,7 +233,7 @@ def check_sparsifiable(ckpt: inputs.Checkpoint) -> None:
 
 
 def cmd_sparsify(args: argparse.Namespace) -> int:
-    from .runs import fresh_folder
+    from .store.runs import fresh_folder
 
     base = sparsify_config(args)
     if args.paths < 1:
@@ -246,7 +247,7 @@ def cmd_sparsify(args: argparse.Namespace) -> int:
     meta = {"kind": "sparsify", **ckpt.meta(), "dataset": dataset, "data_source": train_set.source,
             "eval_images": len(test_set), "preset": args.preset}
     if args.paths == 1:
-        from .path import Evaluation
+        from .core.path import Evaluation
 
         o = sparsify_one(ckpt, base, out, {**meta, "candidate": 0}, train_set, Evaluation(test_set.x, test_set.y),
                          f"path 1/1 ({base.strategy})")
@@ -258,10 +259,10 @@ def cmd_sparsify(args: argparse.Namespace) -> int:
 
 def sparsify_candidates(args: argparse.Namespace, base, out: Path, meta: dict, test_set: data.Split) -> int:
     """--paths K: the candidates in parallel on the backend (local Ray by default), the shortest reported."""
-    from .experiments import candidate_configs, run_candidates
-    from .lifecycle import Status
-    from .runs import write_json
-    from .source import Source
+    from .experiments.sparsify import candidate_configs, run_candidates
+    from .infra.lifecycle import Status
+    from .store.runs import write_json
+    from .store.source import Source
 
     source = Source(str(args.checkpoint), args.dataset or meta["dataset"], args.data, args.eval_size, args.model,
                     args.arch)
@@ -272,7 +273,7 @@ def sparsify_candidates(args: argparse.Namespace, base, out: Path, meta: dict, t
     bar.close()
     write_json(out / "candidates.json", rows)
     print_candidates(out, rows, test_set)
-    failed = [r for r in rows if r.get("status") in ("error", Status.DIVERGED.value)]
+    failed = [r for r in rows if r.get("status") in (Status.ERROR, Status.DIVERGED)]
     for r in failed:
         print(f"error: {r['path']}: {r.get('error') or r['status']}", file=sys.stderr)
     return 1 if failed else 0
@@ -281,7 +282,7 @@ def sparsify_candidates(args: argparse.Namespace, base, out: Path, meta: dict, t
 def print_candidates(out: Path, rows: list[dict], test_set: data.Split, single: bool = False) -> None:
     import pandas as pd
 
-    from .experiments import shortest
+    from .experiments.sparsify import shortest
 
     best = shortest(rows)
     print(pd.DataFrame(rows).assign(shortest=[i == best for i in range(len(rows))]).to_string(index=False))
@@ -295,7 +296,7 @@ def print_candidates(out: Path, rows: list[dict], test_set: data.Split, single: 
 
 
 def damage_config(args: argparse.Namespace, seeds: tuple[int, ...]):
-    from .damage import DamageConfig
+    from .experiments.damage import DamageConfig
 
     return DamageConfig(args.kind, (args.level,), seeds, tuple(args.layers) if args.layers else None,
                         args.among).validate()
@@ -303,8 +304,8 @@ def damage_config(args: argparse.Namespace, seeds: tuple[int, ...]):
 
 def check_damage(cfg, ckpt: inputs.Checkpoint) -> None:
     """Damage that cannot apply to this net: an error before any folder is made."""
-    from .damage import layer_mask
-    from .params import spec_of
+    from .core.params import spec_of
+    from .experiments.damage import layer_mask
 
     if cfg.kind == "ablate" and cfg.levels[0] > len(ckpt.groups):
         raise ValueError(f"--level: {ckpt.name} has {len(ckpt.groups)} groups, cannot ablate {cfg.levels[0]:g}")
@@ -313,9 +314,9 @@ def check_damage(cfg, ckpt: inputs.Checkpoint) -> None:
 
 
 def cmd_damage(args: argparse.Namespace) -> int:
-    from .damage import run_damage, summarize
-    from .path import Evaluation
-    from .runs import fresh_folder
+    from .core.path import Evaluation
+    from .experiments.damage import run_damage, summarize
+    from .store.runs import fresh_folder
 
     if args.seeds < 1:
         raise ValueError(f"--seeds must be >= 1, got {args.seeds}")
@@ -338,9 +339,9 @@ def cmd_damage(args: argparse.Namespace) -> int:
 
 
 def recovery_options() -> list[Option]:
-    from .metric import OUTPUT_MAPS
-    from .path import SOLVERS
-    from .recovery import METHODS
+    from .core.metric import OUTPUT_MAPS
+    from .core.path import SOLVERS
+    from .experiments.recovery import METHODS
 
     return [
         Option("--method", "method", "geodesic: restore path toward the pre-damage function; sgd/adam: task loss", METHODS),
@@ -365,7 +366,7 @@ def recovery_options() -> list[Option]:
 def recovery_config(args: argparse.Namespace):
     from dataclasses import replace
 
-    from .recovery import RecoveryConfig
+    from .experiments.recovery import RecoveryConfig
 
     cfg = apply_options(args, recovery_options(), RecoveryConfig())
     other_budget = {"seconds", "grad_evals"} & set(given(args, recovery_options()))
@@ -376,8 +377,8 @@ def recovery_config(args: argparse.Namespace):
 
 def damage_from_run(args: argparse.Namespace) -> tuple:
     """(checkpoint-like fields, dataset, w_ref, w_damaged, frozen, damage meta) from a damage run folder."""
-    from .damage import DAMAGE_FILE
-    from .runs import load_run
+    from .experiments.damage import DAMAGE_FILE
+    from .store.runs import load_run
 
     given_ = [f"--{k}" for k in ("kind", "level", "layers") if getattr(args, k) is not None]
     if given_:
@@ -390,11 +391,11 @@ def damage_from_run(args: argparse.Namespace) -> tuple:
 
 
 def cmd_recover(args: argparse.Namespace) -> int:
-    from . import damage as dmg
-    from .params import spec_of
-    from .path import Evaluation
-    from .recovery import run_recover
-    from .runs import fresh_folder
+    from .core.params import spec_of
+    from .core.path import Evaluation
+    from .experiments import damage as dmg
+    from .experiments.recovery import run_recover
+    from .store.runs import fresh_folder
 
     cfg = recovery_config(args)
     if args.from_run:
@@ -414,7 +415,7 @@ def cmd_recover(args: argparse.Namespace) -> int:
                                                 args.seed, list(dcfg.layers) if dcfg.layers else None, dcfg.among)
         frozen, damage_meta = dmg.frozen(dcfg.kind, mask), dcfg.as_dict()
     if cfg.method == "geodesic":
-        from .metric import check_layers
+        from .core.metric import check_layers
 
         check_layers(ckpt.model)
     writer = writer_for(out, {"kind": "recover", **ckpt.meta(), "dataset": dataset, "data_source": train_set.source,
@@ -447,8 +448,8 @@ def print_recovery(o, cfg, test_set: data.Split, out: Path) -> None:
 
 
 def merge_options() -> list[Option]:
-    from .merge import DIRECTIONS, PHASES
-    from .metric import OUTPUT_MAPS
+    from .core.metric import OUTPUT_MAPS
+    from .experiments.merge import DIRECTIONS, PHASES
 
     return [
         Option("--phases", "phases", f"comma-separated, run in this order, of: {', '.join(PHASES)}"),
@@ -478,7 +479,7 @@ def merge_options() -> list[Option]:
 def merge_inputs(args: argparse.Namespace) -> tuple[inputs.Checkpoint, inputs.Checkpoint, str, str]:
     """Nets A and B (one architecture), their tasks; warns when a net measures far below its card. Refuses a net
     whose layers the metric has no rule for."""
-    from .metric import check_layers
+    from .core.metric import check_layers
 
     one_architecture(args)
     a, b = inputs.open_checkpoint(args.a, args.model, args.arch), inputs.open_checkpoint(args.b, args.model, args.arch)
@@ -492,11 +493,11 @@ def merge_inputs(args: argparse.Namespace) -> tuple[inputs.Checkpoint, inputs.Ch
 
 
 def cmd_merge(args: argparse.Namespace) -> int:
-    from .merge import MergeConfig, run_merge
+    from .experiments.merge import MergeConfig, run_merge
 
     cfg = apply_options(args, merge_options(), MergeConfig()).validate()
     threads.configure(args.threads)
-    from .runs import fresh_folder
+    from .store.runs import fresh_folder
 
     out = fresh_folder(args.out)
     a, b, task_a, task_b = merge_inputs(args)
@@ -559,7 +560,7 @@ def add_fetch_data(sub) -> None:
 def add_train(sub) -> None:
     t = sub.add_parser("train", help="train a zoo model, or your own architecture, on a full dataset and write a "
                                      "checkpoint + card")
-    t.add_argument("--model", choices=sorted(models.ZOO), help="a zoo architecture")
+    t.add_argument("--model", choices=sorted(zoo.ZOO), help="a zoo architecture")
     t.add_argument("--arch", help="your own architecture instead: FILE.py:FACTORY or package.module:FACTORY, a "
                                   "function with no arguments returning the nn.Module (the file's code runs); its "
                                   "checkpoint then loads with the same --arch")
@@ -578,7 +579,7 @@ def add_train(sub) -> None:
 
 
 def add_sparsify(sub) -> None:
-    from .experiments import PRESETS
+    from .experiments.sparsify import PRESETS
 
     s = sub.add_parser("sparsify", help="walk a trained net along a short path until whole filters are zero",
                        description="Walk a checkpoint along geodesic tangent steps until FILTERS whole groups (conv "
@@ -609,7 +610,7 @@ def backend_options(c: argparse.ArgumentParser) -> None:
 
 
 def damage_options(c: argparse.ArgumentParser, required: bool) -> None:
-    from .damage import AMONG, KINDS
+    from .experiments.damage import AMONG, KINDS
 
     c.add_argument("--kind", choices=KINDS, required=required, default=None,
                    help="zero: a random fraction of weights; ablate: whole filters/neurons; noise: Gaussian noise")
@@ -634,7 +635,7 @@ def add_damage(sub) -> None:
 
 
 def add_recover(sub) -> None:
-    from .recovery import RecoveryConfig
+    from .experiments.recovery import RecoveryConfig
 
     r = sub.add_parser("recover", help="recover a damaged net: geodesic restore, SGD or Adam, damaged weights frozen",
                        description="Damage a checkpoint (or take a damage run folder) and walk back toward the "
@@ -652,7 +653,7 @@ def add_recover(sub) -> None:
 
 
 def add_merge(sub) -> None:
-    from .merge import MergeConfig
+    from .experiments.merge import MergeConfig
 
     m = sub.add_parser("merge", help="a net good on two tasks: walk from net A learning B, relax the path A→B",
                        description="From two nets of one architecture (A on task A, B on task B): walk from A along "
@@ -661,7 +662,7 @@ def add_merge(sub) -> None:
                                    "with the straight line, fine-tuning and joint training. Writes a run folder.")
     m.add_argument("--a", required=True, help="checkpoint of net A (.safetensors with its .json card): the walk starts here")
     m.add_argument("--b", required=True, help="checkpoint of net B, same architecture as A: the relaxed path ends here")
-    m.add_argument("--model", choices=sorted(models.ZOO), help="architecture, for checkpoints without a .json card")
+    m.add_argument("--model", choices=sorted(zoo.ZOO), help="architecture, for checkpoints without a .json card")
     m.add_argument("--arch", help=ARCH_HELP)
     m.add_argument("--task-a", choices=sorted(data.FOLDERS), help="task of A (default: A's card)")
     m.add_argument("--task-b", choices=sorted(data.FOLDERS), help="task of B (default: B's card)")
@@ -673,8 +674,8 @@ def add_merge(sub) -> None:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from .export import export, markdown
-    from .runs import load_run
+    from .store.export import export, markdown
+    from .store.runs import load_run
 
     threads.configure(args.threads)
     dataset = load_run(args.run).meta.get("dataset")
@@ -690,7 +691,7 @@ def add_export(sub) -> None:
     x = sub.add_parser("export", help="write a run's compact net (zeroed groups removed) as ONNX + safetensors",
                        description="Remove every all-zero group of a run's final net physically and write "
                                    "OUT/model.onnx (checked with onnxruntime), OUT/model.safetensors and its card "
-                                   "OUT/model.json (loadable by geodesic.models.load); print parameters, FLOPs "
+                                   "OUT/model.json (loadable by geodesic.store.checkpoints.load); print parameters, FLOPs "
                                    "and CPU latency, dense against compact.")
     x.add_argument("--run", required=True, help="run folder with a final.safetensors")
     x.add_argument("--out", required=True, help="folder for model.onnx, model.safetensors, model.json")
@@ -714,8 +715,8 @@ def numbers(kind: type, what: str):
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from .lifecycle import Stop
-    from .sweep import SweepSpec, run_sweep
+    from .experiments.sweep import SweepSpec, run_sweep
+    from .infra.lifecycle import Status, Stop
 
     threads.configure(1)
     spec = SweepSpec(sweep_source(args), filters=args.filters or (), fractions=args.fractions or (),
@@ -746,7 +747,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         return 130
     cols = ["method", "filters", "seed", "data", "accuracy", "seconds", "steps", "status"]
     print(table[cols].to_string(index=False))
-    errors = table[table["status"] == "error"]
+    errors = table[table["status"] == Status.ERROR]
     for _, r in errors.iterrows():
         print(f"error: {r['cell']}: {r['error']}", file=sys.stderr)
     print(f"results: {Path(args.out) / 'results.csv'} (and .parquet); run folders: {Path(args.out) / 'cells'}")
@@ -754,14 +755,14 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def sweep_source(args: argparse.Namespace):
-    from .source import Source
+    from .store.source import Source
 
     one_architecture(args)
     return Source(str(args.checkpoint), args.dataset, args.data, args.eval_size, args.model, args.arch)
 
 
 def add_sweep(sub) -> None:
-    from .methods import METHODS, RECAL
+    from .experiments.methods import METHODS, RECAL
 
     w = sub.add_parser("sweep", help="every method × sparsity × seed × data budget as Ray tasks; a results table",
                        description="Run every cell (method × sparsity × seed × training images), each with the same "
@@ -790,7 +791,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.fn(args)
-    except (data.DataMissing, models.CheckpointError, ValueError, ClusterError) as e:
+    except (data.DataMissing, cards.CheckpointError, ValueError, ClusterError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except NotImplementedError as e:  # a layer the metric has no rule for, named

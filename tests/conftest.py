@@ -6,9 +6,9 @@ import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-torch.set_num_threads(1)  # the engine's default (geodesic.threads): small products run fastest on one thread
+torch.set_num_threads(1)  # the engine's default (geodesic.infra.threads): small products run fastest on one thread
 
-from geodesic import data, models  # noqa: E402
+from geodesic.store import checkpoints, data  # noqa: E402
 
 CKPT = ROOT / "assets" / "checkpoints"
 APP = str(ROOT / "app" / "main.py")
@@ -54,12 +54,12 @@ def mnist_train():
 
 @pytest.fixture(scope="session")
 def mlp_mnist():
-    return models.load(CKPT / "mlp-mnist.safetensors")
+    return checkpoints.load(CKPT / "mlp-mnist.safetensors")
 
 
 @pytest.fixture(scope="session")
 def lenet_mnist():
-    return models.load(CKPT / "lenet60-mnist.safetensors")
+    return checkpoints.load(CKPT / "lenet60-mnist.safetensors")
 
 
 OWN_ARCH = '''"""A user's own network: two convolutions and a linear head for 1x28x28 images."""
@@ -88,7 +88,7 @@ def own_arch(tmp_path):
     two checkpoints of it (plain state dicts, no card; initialised with seeds 0 and 1)."""
     from safetensors.torch import save_file
 
-    from geodesic import arch
+    from geodesic.store import arch
 
     (tmp_path / "small_net.py").write_text(OWN_ARCH)
     spec = f"{tmp_path / 'small_net.py'}:make"

@@ -17,11 +17,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import open_page
 from streamlit.testing.v1 import AppTest
 
 from app import jobs, state
-from conftest import open_page
-from geodesic import runs
+from geodesic.store import runs
 
 MAIN = str(state.REPO / "app" / "main.py")
 MNIST = jobs.Source(str(state.CHECKPOINTS / "mlp-mnist.safetensors"), "mnist", eval_size=200)
@@ -86,8 +86,8 @@ def finish(at: AppTest, key: str, timeout: float = 90) -> jobs.Job:
 
 def short_cfg(steps: int = 6):
     """The literal algorithm toward 2 zero neurons for a few steps, snapshots every 2 steps."""
-    from geodesic.experiments import PRESETS
-    from geodesic.path import PathConfig
+    from geodesic.core.path import PathConfig
+    from geodesic.experiments.sparsify import PRESETS
 
     return dataclasses.replace(PRESETS["literal"], filters=2, path=PathConfig(max_steps=steps, snapshot_every=2))
 
@@ -174,7 +174,7 @@ def test_sparsify_short_mlp_run_completes(runs_dir):
 def test_a_diverged_path_says_so_and_what_to_try(tmp_path, fresh_root):
     """The job runs to its end but its path diverged: the page says so. (Weights already out of range, the way such
     a path was made before, are refused when the checkpoint loads: tests/test_hostile.py.)"""
-    from geodesic.lifecycle import DIVERGED_HINT
+    from geodesic.infra.lifecycle import DIVERGED_HINT
 
     job = state.registry().start("sparsify", lambda job: {"status": "diverged"})
     assert jobs.wait(job, 90).status == "done", job.error
@@ -588,12 +588,12 @@ def dead_pid() -> int:
 
 
 def folder(path: Path) -> state.Folder:
-    """A run folder as the pages hold it (geodesic.runs.load_run)."""
+    """A run folder as the pages hold it (geodesic.store.runs.load_run)."""
     return state.Folder(runs.load_run(path))
 
 
 def test_run_status_reads_stale_when_the_writer_is_gone(tmp_path):
-    """The status the pages show is geodesic.runs.Run.status: "running" whose writer is gone reads "stale"."""
+    """The status the pages show is geodesic.store.runs.Run.status: "running" whose writer is gone reads "stale"."""
     here = platform.node()
 
     def status(**meta) -> str:
@@ -713,13 +713,15 @@ def test_the_saved_race_is_ones_own_newest_before_the_examples(fresh_root):
 
 def test_torch_free_tables_match_the_engine():
     """What the pages draw before torch loads (app/state.py) is what the engine says."""
-    from geodesic import damage, experiments, models
+    from geodesic.experiments import damage
+    from geodesic.experiments import sparsify as experiments
+    from geodesic.store import zoo
 
-    for name in models.ZOO:
-        model = models.build(name)
-        assert state.group_names(name) == [g.name for g in models.filter_groups(model)]
+    for name in zoo.ZOO:
+        model = zoo.build(name)
+        assert state.group_names(name) == [g.name for g in zoo.filter_groups(model)]
         assert state.ZOO_WEIGHTS[name] == sum(p.numel() for p in model.parameters())
-    assert set(state.ZOO_GROUPS) == set(models.ZOO)
+    assert set(state.ZOO_GROUPS) == set(zoo.ZOO)
     assert state.STRATEGIES == tuple(experiments.STRATEGIES) and state.DAMAGE_KINDS == tuple(damage.KINDS)
     assert [p["engine"] for p in state.PRESETS.values()] == list(experiments.PRESETS)
     assert state.preset_config(list(state.PRESETS)[0]) == experiments.SparsifyConfig()  # the first is the default

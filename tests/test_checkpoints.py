@@ -9,14 +9,14 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import CKPT
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from geodesic import data, models
-from geodesic.params import flatten
-from geodesic.train import scores, train
-
-from conftest import CKPT
+from geodesic.core.params import flatten
+from geodesic.core.train import scores, train
+from geodesic.infra import files
+from geodesic.store import cards, checkpoints, data, zoo
 
 MLP = CKPT / "mlp-mnist.safetensors"
 
@@ -43,15 +43,15 @@ def mnist_card():
 
 @pytest.mark.parametrize("model_name", [None, "mlp"])
 def test_missing_checkpoint_says_no_such_file(tmp_path, model_name):
-    with pytest.raises(models.CheckpointError, match=r"nope\.safetensors: no such checkpoint file"):
-        models.load(tmp_path / "nope.safetensors", model_name)
+    with pytest.raises(cards.CheckpointError, match=r"nope\.safetensors: no such checkpoint file"):
+        checkpoints.load(tmp_path / "nope.safetensors", model_name)
 
 
 def test_a_folder_or_a_card_is_not_a_checkpoint(tmp_path):
-    with pytest.raises(models.CheckpointError, match="is a folder, not a checkpoint file"):
-        models.load(tmp_path, "mlp")
-    with pytest.raises(models.CheckpointError, match="this is a card; give its .safetensors"):
-        models.load(MLP.with_suffix(".json"))
+    with pytest.raises(cards.CheckpointError, match="is a folder, not a checkpoint file"):
+        checkpoints.load(tmp_path, "mlp")
+    with pytest.raises(cards.CheckpointError, match="this is a card; give its .safetensors"):
+        checkpoints.load(MLP.with_suffix(".json"))
 
 
 # --- 2. malformed cards -------------------------------------------------------------------------
@@ -76,17 +76,17 @@ def test_a_folder_or_a_card_is_not_a_checkpoint(tmp_path):
 ])
 def test_malformed_card_names_the_file_and_the_field(tmp_path, card, message):
     ckpt = copy_checkpoint(tmp_path, card)
-    with pytest.raises(models.CheckpointError, match=r"x\.json: .*" + message):
-        models.load(ckpt)
-    with pytest.raises(models.CheckpointError, match=message):
-        models.load(ckpt, "mlp")  # a model name does not excuse a broken card
+    with pytest.raises(cards.CheckpointError, match=r"x\.json: .*" + message):
+        checkpoints.load(ckpt)
+    with pytest.raises(cards.CheckpointError, match=message):
+        checkpoints.load(ckpt, "mlp")  # a model name does not excuse a broken card
 
 
 def test_card_that_is_a_folder_or_unreadable(tmp_path, monkeypatch):
     shutil.copy(MLP, tmp_path / "x.safetensors")
     (tmp_path / "x.json").mkdir()
-    with pytest.raises(models.CheckpointError, match=r"x\.json: the card is a folder"):
-        models.load(tmp_path / "x.safetensors")
+    with pytest.raises(cards.CheckpointError, match=r"x\.json: the card is a folder"):
+        checkpoints.load(tmp_path / "x.safetensors")
     (tmp_path / "x.json").rmdir()
     (tmp_path / "x.json").write_text(json.dumps(mnist_card()))
 
@@ -94,42 +94,42 @@ def test_card_that_is_a_folder_or_unreadable(tmp_path, monkeypatch):
         raise PermissionError(13, "Permission denied", str(self))
 
     monkeypatch.setattr(Path, "read_bytes", denied)
-    with pytest.raises(models.CheckpointError, match=r"x\.json: cannot read the card \(Permission denied\)"):
-        models.load(tmp_path / "x.safetensors")
+    with pytest.raises(cards.CheckpointError, match=r"x\.json: cannot read the card \(Permission denied\)"):
+        checkpoints.load(tmp_path / "x.safetensors")
 
 
 def test_card_without_a_model_and_a_card_that_contradicts_the_model_asked_for(tmp_path):
     card = {k: v for k, v in mnist_card().items() if k != "model"}
     ckpt = copy_checkpoint(tmp_path, card)
-    with pytest.raises(models.CheckpointError, match=r"its card \(x\.json\) names no model"):
-        models.load(ckpt)
-    assert models.load(ckpt, "mlp")[1]["model"] == "mlp"
+    with pytest.raises(cards.CheckpointError, match=r"its card \(x\.json\) names no model"):
+        checkpoints.load(ckpt)
+    assert checkpoints.load(ckpt, "mlp")[1]["model"] == "mlp"
     ckpt = copy_checkpoint(tmp_path, stem="y")
-    with pytest.raises(models.CheckpointError, match="says model 'mlp', but 'lenet60' was asked for"):
-        models.load(ckpt, "lenet60")
-    assert models.load(ckpt, "mlp")[1]["dataset"] == "mnist"
+    with pytest.raises(cards.CheckpointError, match="says model 'mlp', but 'lenet60' was asked for"):
+        checkpoints.load(ckpt, "lenet60")
+    assert checkpoints.load(ckpt, "mlp")[1]["dataset"] == "mnist"
 
 
 def test_card_extra_fields_are_kept(tmp_path):
     ckpt = copy_checkpoint(tmp_path, {**mnist_card(), "note": ["anything", 1], "seed": 0})
-    assert models.load(ckpt)[1]["note"] == ["anything", 1]
+    assert checkpoints.load(ckpt)[1]["note"] == ["anything", 1]
 
 
 # --- 3. a card that names the wrong dataset -----------------------------------------------------
 
 
 def test_card_accuracy_is_checked_on_the_data_it_names(tmp_path):
-    model, card = models.load(MLP)
-    assert models.check_accuracy(model, card, data.load("mnist", "test", "bundled")) is None
+    model, card = checkpoints.load(MLP)
+    assert checkpoints.check_accuracy(model, card, data.load("mnist", "test", "bundled")) is None
     no_claim = {k: v for k, v in card.items() if k != "test_accuracy"}
-    assert models.check_accuracy(model, no_claim, data.load("mnist", "test", "bundled")) is None
+    assert checkpoints.check_accuracy(model, no_claim, data.load("mnist", "test", "bundled")) is None
     # without a test_accuracy, a net near chance on the data asked for is questioned (an MNIST net on Fashion-MNIST)
-    warning = models.check_accuracy(model, no_claim, data.load("fashion-mnist", "test", "bundled"))
+    warning = checkpoints.check_accuracy(model, no_claim, data.load("fashion-mnist", "test", "bundled"))
     assert "near chance (10%): is the dataset right (its card says mnist)?" in warning
 
     lying = copy_checkpoint(tmp_path, {**card, "dataset": "fashion-mnist"})
-    model, card = models.load(lying)
-    warning = models.check_accuracy(model, card, data.load(card["dataset"], "test", "bundled"), name=lying.name)
+    model, card = checkpoints.load(lying)
+    warning = checkpoints.check_accuracy(model, card, data.load(card["dataset"], "test", "bundled"), name=lying.name)
     assert warning is not None and warning.startswith("x.safetensors measures ")
     assert "on fashion-mnist (2000 bundled test images), its card says 9" in warning
     assert warning.endswith("is the card's dataset right?")
@@ -137,10 +137,10 @@ def test_card_accuracy_is_checked_on_the_data_it_names(tmp_path):
     assert measured < 40
 
     # a dataset other than the card's (say, --dataset given by hand) is questioned instead
-    model, card = models.load(MLP)
-    warning = models.check_accuracy(model, card, data.load("fashion-mnist", "test", "bundled"))
+    model, card = checkpoints.load(MLP)
+    warning = checkpoints.check_accuracy(model, card, data.load("fashion-mnist", "test", "bundled"))
     assert warning.startswith("this mlp measures") and warning.endswith("on mnist: is the dataset right?")
-    assert models.check_accuracy(model, card, data.load("fashion-mnist", "test", "bundled"), tolerance=1.0) is None
+    assert checkpoints.check_accuracy(model, card, data.load("fashion-mnist", "test", "bundled"), tolerance=1.0) is None
 
 
 # --- 4. where a training writes -----------------------------------------------------------------
@@ -148,12 +148,12 @@ def test_card_accuracy_is_checked_on_the_data_it_names(tmp_path):
 
 def test_check_out_refuses_to_overwrite_unless_forced(tmp_path):
     out = tmp_path / "m.safetensors"
-    assert models.check_out(out) == out
+    assert checkpoints.check_out(out) == out
     for existing in (out, out.with_suffix(".json")):
         existing.write_text("keep me")
         with pytest.raises(ValueError, match=f"{existing.name} already exists; .*nothing was overwritten"):
-            models.check_out(out)
-        assert models.check_out(out, force=True) == out
+            checkpoints.check_out(out)
+        assert checkpoints.check_out(out, force=True) == out
         assert existing.read_text() == "keep me"
         existing.unlink()
 
@@ -161,24 +161,24 @@ def test_check_out_refuses_to_overwrite_unless_forced(tmp_path):
 def test_check_out_refuses_paths_it_cannot_write(tmp_path):
     (tmp_path / "afile").write_text("")
     with pytest.raises(ValueError, match="afile is a file, not a folder"):
-        models.check_out(tmp_path / "afile" / "sub" / "m.safetensors")
+        checkpoints.check_out(tmp_path / "afile" / "sub" / "m.safetensors")
     with pytest.raises(ValueError, match="is a folder; give a checkpoint file name"):
-        models.check_out(tmp_path)
+        checkpoints.check_out(tmp_path)
     (tmp_path / "d.safetensors").mkdir()
     with pytest.raises(ValueError, match="is a folder"):
-        models.check_out(tmp_path / "d.safetensors", force=True)
+        checkpoints.check_out(tmp_path / "d.safetensors", force=True)
     (tmp_path / "c.json").mkdir()
     with pytest.raises(ValueError, match=r"c\.json is a folder, where the checkpoint's card would go"):
-        models.check_out(tmp_path / "c.safetensors", force=True)
+        checkpoints.check_out(tmp_path / "c.safetensors", force=True)
     for name in ("m.json", "m.pt", "m"):
         with pytest.raises(ValueError, match="must end in .safetensors"):
-            models.check_out(tmp_path / name)
+            checkpoints.check_out(tmp_path / name)
 
 
 @pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs /proc")
 def test_check_out_refuses_a_folder_it_cannot_create():
     with pytest.raises(ValueError, match="cannot create the folder /proc/geodesic-nowhere"):
-        models.check_out("/proc/geodesic-nowhere/m.safetensors")
+        checkpoints.check_out("/proc/geodesic-nowhere/m.safetensors")
 
 
 def test_check_out_refuses_a_folder_it_cannot_write_in(tmp_path, monkeypatch):
@@ -189,7 +189,7 @@ def test_check_out_refuses_a_folder_it_cannot_write_in(tmp_path, monkeypatch):
 
     monkeypatch.setattr(tempfile, "mkstemp", denied)
     with pytest.raises(ValueError, match=r"cannot write in .* \(Permission denied\)"):
-        models.check_out(tmp_path / "m.safetensors")
+        checkpoints.check_out(tmp_path / "m.safetensors")
 
 
 @pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="root writes in read-only folders")
@@ -199,44 +199,44 @@ def test_check_out_refuses_a_read_only_folder(tmp_path):
     ro.chmod(0o555)
     try:
         with pytest.raises(ValueError, match="cannot write in"):
-            models.check_out(ro / "m.safetensors")
+            checkpoints.check_out(ro / "m.safetensors")
     finally:
         ro.chmod(0o755)
 
 
 def test_check_out_leaves_nothing_behind(tmp_path):
     out = tmp_path / "new" / "deeper" / "m.safetensors"
-    assert models.check_out(out) == out
+    assert checkpoints.check_out(out) == out
     assert list(tmp_path.iterdir()) == []  # the folders it made to try are gone; save makes them again
-    models.save(models.build("mlp", seed=0), out, {"model": "mlp", "dataset": "mnist"})
+    checkpoints.save(zoo.build("mlp", seed=0), out, {"model": "mlp", "dataset": "mnist"})
     assert sorted(p.name for p in out.parent.iterdir()) == ["m.json", "m.safetensors"]
 
 
 def test_interrupted_save_keeps_the_old_checkpoint_whole(tmp_path, monkeypatch):
     out = tmp_path / "m.safetensors"
-    models.save(models.build("mlp", seed=0), out, {"model": "mlp", "dataset": "mnist"})
+    checkpoints.save(zoo.build("mlp", seed=0), out, {"model": "mlp", "dataset": "mnist"})
     before = out.read_bytes(), out.with_suffix(".json").read_bytes()
 
     def half_written(tensors, filename, metadata=None):
         Path(filename).write_bytes(b"half a fi")
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(models, "save_file", half_written)
+    monkeypatch.setattr(checkpoints, "save_file", half_written)
     with pytest.raises(KeyboardInterrupt):
-        models.save(models.build("mlp", seed=1), out, {"model": "mlp", "dataset": "mnist"})
+        checkpoints.save(zoo.build("mlp", seed=1), out, {"model": "mlp", "dataset": "mnist"})
     assert (out.read_bytes(), out.with_suffix(".json").read_bytes()) == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.json", "m.safetensors"]  # no temp file left
-    models.load(out)
+    checkpoints.load(out)
 
 
 def test_save_refuses_a_card_it_could_not_load_back(tmp_path):
-    m = models.build("mlp", seed=0)
+    m = zoo.build("mlp", seed=0)
     with pytest.raises(ValueError, match="cannot be written as JSON"):
-        models.save(m, tmp_path / "m.safetensors", {"model": "mlp", "when": object()})
-    with pytest.raises(models.CheckpointError, match="field 'seed' must be an integer"):
-        models.save(m, tmp_path / "m.safetensors", {"model": "mlp", "seed": "0"})
+        checkpoints.save(m, tmp_path / "m.safetensors", {"model": "mlp", "when": object()})
+    with pytest.raises(cards.CheckpointError, match="field 'seed' must be an integer"):
+        checkpoints.save(m, tmp_path / "m.safetensors", {"model": "mlp", "seed": "0"})
     with pytest.raises(ValueError, match="must not end in .json"):
-        models.save(m, tmp_path / "m.json", {"model": "mlp"})
+        checkpoints.save(m, tmp_path / "m.json", {"model": "mlp"})
     assert list(tmp_path.iterdir()) == []
 
 
@@ -247,30 +247,30 @@ def test_wrong_tensor_kinds_are_refused_with_the_file_and_the_tensor(tmp_path):
     t = load_file(str(MLP))
     bad = tmp_path / "b.safetensors"
     save_file({**t, "fc1.weight": (t["fc1.weight"] * 100).to(torch.int32)}, str(bad))
-    with pytest.raises(models.CheckpointError, match=r"b\.safetensors: weights do not match .*fc1.weight: not a float tensor \(torch.int32\)"):
-        models.load(bad, "mlp")
+    with pytest.raises(cards.CheckpointError, match=r"b\.safetensors: weights do not match .*fc1.weight: not a float tensor \(torch.int32\)"):
+        checkpoints.load(bad, "mlp")
     save_file({**t, "fc2.bias": t["fc2.bias"] > 0}, str(bad))
-    with pytest.raises(models.CheckpointError, match=r"fc2.bias: not a float tensor \(torch.bool\)"):
-        models.load(bad, "mlp")
+    with pytest.raises(cards.CheckpointError, match=r"fc2.bias: not a float tensor \(torch.bool\)"):
+        checkpoints.load(bad, "mlp")
     save_file({**t, "extra": torch.zeros(2)}, str(bad))
-    with pytest.raises(models.CheckpointError, match=r"b\.safetensors: .*unexpected extra \(2,\)"):
-        models.load(bad, "mlp")
+    with pytest.raises(cards.CheckpointError, match=r"b\.safetensors: .*unexpected extra \(2,\)"):
+        checkpoints.load(bad, "mlp")
     save_file({k: v for k, v in t.items() if k != "fc2.bias"}, str(bad))
-    with pytest.raises(models.CheckpointError, match=r"missing fc2.bias \(10,\)"):
-        models.load(bad, "mlp")
+    with pytest.raises(cards.CheckpointError, match=r"missing fc2.bias \(10,\)"):
+        checkpoints.load(bad, "mlp")
     save_file({**t, "fc2.bias": torch.full((10,), float("nan"))}, str(bad))
-    with pytest.raises(models.CheckpointError, match=r"NaN or inf \(fc2.bias\)"):
-        models.load(bad, "mlp")
+    with pytest.raises(cards.CheckpointError, match=r"NaN or inf \(fc2.bias\)"):
+        checkpoints.load(bad, "mlp")
     save_file({**t, "fc2.bias": torch.full((10,), 1e300, dtype=torch.float64)}, str(bad))
-    with pytest.raises(models.CheckpointError, match="NaN or inf"):  # beyond float32
-        models.load(bad, "mlp")
+    with pytest.raises(cards.CheckpointError, match="NaN or inf"):  # beyond float32
+        checkpoints.load(bad, "mlp")
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float16, torch.bfloat16, torch.float8_e4m3fn])
 def test_other_float_dtypes_load_as_float32(tmp_path, dtype):
     t = load_file(str(MLP))
     save_file({k: v.to(dtype) for k, v in t.items()}, str(tmp_path / "w.safetensors"))
-    model, _ = models.load(tmp_path / "w.safetensors", "mlp")
+    model, _ = checkpoints.load(tmp_path / "w.safetensors", "mlp")
     assert all(p.dtype == torch.float32 for p in model.parameters())
     assert torch.equal(model.fc1.bias, t["fc1.bias"].to(dtype).float())
 
@@ -291,28 +291,28 @@ class TinyBN(nn.Module):
 
 
 def test_buffers_are_saved_and_loaded(tmp_path, monkeypatch):
-    monkeypatch.setitem(models.ZOO, "tinybn", TinyBN)
-    m = models.build("tinybn", seed=0)
+    monkeypatch.setitem(zoo.ZOO, "tinybn", TinyBN)
+    m = zoo.build("tinybn", seed=0)
     m.train()
     for _ in range(3):
         m(torch.rand(16, 1, 28, 28))  # moves running_mean/var, counts num_batches_tracked
-    models.save(m, tmp_path / "bn.safetensors", {"model": "tinybn", "dataset": "mnist"})
-    m2, _ = models.load(tmp_path / "bn.safetensors")
+    checkpoints.save(m, tmp_path / "bn.safetensors", {"model": "tinybn", "dataset": "mnist"})
+    m2, _ = checkpoints.load(tmp_path / "bn.safetensors")
     for k, v in m.state_dict().items():
         assert m2.state_dict()[k].dtype == v.dtype and torch.equal(m2.state_dict()[k], v), k
     assert int(m2.bn.num_batches_tracked) == 3 and not m2.training
 
     t = load_file(str(tmp_path / "bn.safetensors"))
     save_file({**t, "bn.num_batches_tracked": t["bn.num_batches_tracked"].float()}, str(tmp_path / "f.safetensors"))
-    with pytest.raises(models.CheckpointError, match=r"bn.num_batches_tracked: not an integer tensor \(torch.float32\)"):
-        models.load(tmp_path / "f.safetensors", "tinybn")
+    with pytest.raises(cards.CheckpointError, match=r"bn.num_batches_tracked: not an integer tensor \(torch.float32\)"):
+        checkpoints.load(tmp_path / "f.safetensors", "tinybn")
 
 
 def test_shipped_checkpoints_keep_their_format():
     for ckpt in CKPT.glob("*.safetensors"):
         card = json.loads(ckpt.with_suffix(".json").read_text())
-        model, loaded = models.load(ckpt)
-        assert loaded["sha256"] == card["sha256"] == models.sha256_file(ckpt)
+        model, loaded = checkpoints.load(ckpt)
+        assert loaded["sha256"] == card["sha256"] == files.sha256_file(ckpt)
         assert set(load_file(str(ckpt))) == set(model.state_dict())
 
 
@@ -366,7 +366,7 @@ def test_damaged_idx_files_name_the_file(tmp_path):
 
 
 def test_training_refuses_what_cannot_train(mnist_test):
-    m = models.build("mlp", seed=0)
+    m = zoo.build("mlp", seed=0)
     for kwargs, message in [({"epochs": 0}, "epochs must be a positive integer"),
                             ({"epochs": 1, "batch": 0}, "batch must be a positive integer"),
                             ({"epochs": 1, "lr": float("nan")}, "lr must be a positive finite"),
@@ -382,7 +382,7 @@ def test_training_refuses_what_cannot_train(mnist_test):
 
 
 def test_the_schedule_warms_up_linearly_then_decays_by_a_cosine():
-    from geodesic.train import schedule
+    from geodesic.core.train import schedule
 
     f, plain = schedule(100, warmup=10), schedule(100)
     assert [f(s) for s in (0, 4, 9)] == pytest.approx([0.1 * plain(0), 0.5 * plain(4), plain(9)])
@@ -390,7 +390,7 @@ def test_the_schedule_warms_up_linearly_then_decays_by_a_cosine():
 
 
 def test_training_stops_when_the_loss_is_nan(mnist_test):
-    m = models.build("mlp", seed=0)
+    m = zoo.build("mlp", seed=0)
     with torch.no_grad():
         m.fc2.bias[0] = float("nan")
     seen = []

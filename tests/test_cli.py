@@ -4,9 +4,10 @@ import subprocess
 import sys
 
 import pytest
-
-from geodesic import cli, runs
 from conftest import CKPT, ROOT
+
+from geodesic import cli
+from geodesic.store import runs
 
 
 def run_cli(*args, timeout=300):
@@ -100,7 +101,7 @@ def test_a_card_that_names_the_wrong_dataset_gets_a_warning(tmp_path, capsys):
 def test_a_diverging_walk_ends_with_a_clear_status_and_a_nonzero_exit(tmp_path, capsys):
     """A walk that ended diverged exits 1 with what to try (a checkpoint whose weights are already out of range
     never starts one: it is refused at load, tests/test_hostile.py)."""
-    from geodesic.lifecycle import DIVERGED_HINT, Status
+    from geodesic.infra.lifecycle import DIVERGED_HINT, Status
 
     assert cli.finished(Status.DIVERGED, "walk", tmp_path / "r") == 1
     err = capsys.readouterr().err
@@ -111,7 +112,7 @@ def test_readme_sparsify_example_is_the_recommended_setting():
     import re
     import shlex
 
-    from geodesic.experiments import recommended
+    from geodesic.experiments.sparsify import recommended
 
     text = (ROOT / "README.md").read_text()
     example = re.search(r"python -m geodesic (sparsify --checkpoint .*?--out \S+)", text, re.S).group(1)
@@ -194,7 +195,7 @@ def tiny_arch(tmp_path):
     from safetensors.torch import save_file
 
     (tmp_path / "tiny.py").write_text(TINY_RESNET)
-    from geodesic import arch
+    from geodesic.store import arch
 
     save_file(arch.build(f"{tmp_path / 'tiny.py'}:make").state_dict(), str(tmp_path / "tiny.safetensors"))
     return tmp_path / "tiny.py", tmp_path / "tiny.safetensors"
@@ -220,7 +221,7 @@ def test_your_own_residual_net_sparsifies_and_exports_through_the_cli(tiny_arch,
     import onnxruntime
     from safetensors.torch import load_file
 
-    from geodesic import arch, data, models
+    from geodesic.store import arch, checkpoints, data
 
     run = tmp_path / "run"
     r = run_cli("sparsify", "--arch", f"{tiny_arch[0]}:make", "--checkpoint", str(tiny_arch[1]), "--dataset", "mnist",
@@ -237,24 +238,24 @@ def test_your_own_residual_net_sparsifies_and_exports_through_the_cli(tiny_arch,
     ort = onnxruntime.InferenceSession(str(tmp_path / "compact" / "model.onnx"))
     got = ort.run(None, {ort.get_inputs()[0].name: x.numpy()})[0]
     assert abs(got - net(x).detach().numpy()).max() < 1e-4
-    compact, card = models.load(tmp_path / "compact" / "model.safetensors", arch=f"{tiny_arch[0]}:make")
+    compact, card = checkpoints.load(tmp_path / "compact" / "model.safetensors", arch=f"{tiny_arch[0]}:make")
     assert sum(p.numel() for p in compact.parameters()) < sum(p.numel() for p in net.parameters())
 
 
 @pytest.mark.slow
 def test_train_your_own_architecture_then_load_it_with_the_same_arch(tiny_arch, tmp_path):
-    from geodesic import models
+    from geodesic.store import cards, checkpoints
 
     out = tmp_path / "mine.safetensors"
     r = run_cli("train", "--arch", f"{tiny_arch[0]}:make", "--dataset", "mnist", "--epochs", "1", "--batch", "256",
                 "--lr", "0.003", "--out", str(out))
     assert r.returncode == 0, r.stderr
-    net, card = models.load(out, arch=f"{tiny_arch[0]}:make")
+    net, card = checkpoints.load(out, arch=f"{tiny_arch[0]}:make")
     assert card["model"] == "make" and card["arch"] == f"{tiny_arch[0].resolve()}:make"
     # one epoch of a 4-channel residual net on the full MNIST: it learned (chance: 10%, loss ln 10 = 2.30)
     assert card["test_accuracy"] > 0.15 and card["test_loss"] < 2.2
-    with pytest.raises(models.CheckpointError, match="--arch"):  # the card's name alone runs no code
-        models.load(out)
+    with pytest.raises(cards.CheckpointError, match="--arch"):  # the card's name alone runs no code
+        checkpoints.load(out)
 
 
 def test_train_needs_one_architecture(tiny_arch, tmp_path, capsys):

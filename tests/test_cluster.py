@@ -14,10 +14,9 @@ import time
 
 import pandas as pd
 import pytest
-
-from geodesic import backend
-
 from conftest import CKPT, ROOT
+
+from geodesic.infra import backend
 
 sys.path.insert(0, str(ROOT / "bench"))
 

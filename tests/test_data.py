@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from geodesic import data
+from geodesic.store import data
 
 FULL = all(data.is_installed(n) for n in data.FOLDERS)
 needs_full = pytest.mark.skipif(not FULL, reason="full datasets not installed: run `make data`")

@@ -5,18 +5,17 @@ from __future__ import annotations
 
 import pytest
 import torch
-
-from geodesic import data, models, runs
-
 from conftest import CKPT, ROOT
 from test_cli import run_cli
+
+from geodesic.store import checkpoints, data, runs
 
 DEAD_NET = ROOT / "tests" / "assets" / "mlp-fashion-mnist-dead-units.safetensors"
 
 
 def dead_units(path) -> int:
     """Hidden units of an mlp that are 0 after the ReLU on every bundled test image of its dataset."""
-    model, card = models.load(path)
+    model, card = checkpoints.load(path)
     x = data.load(card["dataset"], "test", "bundled").x
     with torch.no_grad():
         hidden = torch.relu(model.fc1(model.norm(x).flatten(1)))

@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from geodesic import embed
-from geodesic.experiments import SparsifyConfig, run_sparsify
-from geodesic.inputs import open_checkpoint, splits
-from geodesic.path import Evaluation, PathConfig
-from geodesic.runs import RunWriter
+from geodesic.core.path import Evaluation, PathConfig
+from geodesic.experiments import embed
+from geodesic.experiments.sparsify import SparsifyConfig, run_sparsify
+from geodesic.store.inputs import open_checkpoint, splits
+from geodesic.store.runs import RunWriter
 
 
 def clouds(seed=0):

@@ -1,5 +1,5 @@
 """Export of the compact net: ONNX checked with onnxruntime against the zeroed net, safetensors + card loading back
-through models.load, parameter counts, and lenet60 with 50 of its 60 filters zeroed."""
+through checkpoints.load, parameter counts, and lenet60 with 50 of its 60 filters zeroed."""
 
 import io
 import json
@@ -8,15 +8,14 @@ import zipfile
 import onnx
 import pytest
 import torch
+from test_groups import TinyResNet, tiny
 from torch import nn
 
-from geodesic import export, models
-from geodesic.groups import coupled_groups
-from geodesic.lifecycle import Status
-from geodesic.params import flatten
-from geodesic.runs import RunWriter
-
-from test_groups import tiny, TinyResNet
+from geodesic.core.groups import coupled_groups
+from geodesic.core.params import flatten
+from geodesic.infra.lifecycle import Status
+from geodesic.store import cards, checkpoints, compact, export, zoo
+from geodesic.store.runs import RunWriter
 
 # zeroed: stem+a2 channels 0 and 2, a1 channel 1, b1 channels 0, 1, 5, b2+proj channel 3
 ZERO = {"stem": [0, 2], "a1": [1], "b1": [0, 1, 5], "b2": [3]}
@@ -41,7 +40,7 @@ def tiny_params(stem: int, a1: int, b1: int, b2: int) -> int:
 def exported(tmp_path_factory):
     """The tiny net with ZERO zeroed, exported once (registered in the zoo as "tiny" for this module)."""
     with pytest.MonkeyPatch.context() as mp:
-        mp.setitem(models.ZOO, "tiny", TinyResNet)
+        mp.setitem(zoo.ZOO, "tiny", TinyResNet)
         m = tiny()
         groups = coupled_groups(m)
         w = zero(flatten(m), groups, ZERO)
@@ -55,7 +54,7 @@ def test_onnx_matches_the_zeroed_net_through_onnxruntime(exported):
     proto = onnx.load(str(out / "model.onnx"))
     onnx.checker.check_model(proto)
     assert max(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")) >= 17
-    zeroed = export.zeroed(m, w)
+    zeroed = compact.zeroed(m, w)
     for batch in (1, 5):  # the batch axis is dynamic
         x = torch.rand(batch, 1, 8, 8, generator=torch.Generator().manual_seed(batch))
         with torch.no_grad():
@@ -68,9 +67,9 @@ def test_onnx_matches_the_zeroed_net_through_onnxruntime(exported):
 def test_safetensors_and_card_load_back_as_the_compact_net(exported):
     m, w, _, out, report = exported
     with pytest.MonkeyPatch.context() as mp:
-        mp.setitem(models.ZOO, "tiny", TinyResNet)
-        small, card = models.load(out / "model.safetensors")
-        assert len(models.filter_groups(small)) == 20 - 7  # a compact net has groups of its own
+        mp.setitem(zoo.ZOO, "tiny", TinyResNet)
+        small, card = checkpoints.load(out / "model.safetensors")
+        assert len(zoo.filter_groups(small)) == 20 - 7  # a compact net has groups of its own
     assert card["model"] == "tiny" and card["compact"] is True
     assert card["removed"] == {"stem": [0, 2], "a1": [1], "b1": [0, 1, 5], "b2": [3]}
     assert card["widths"] == {"stem": 2, "stem_bn": 2, "a1": 3, "a1_bn": 3, "a2": 2, "a2_bn": 2, "b1": 3,
@@ -79,8 +78,8 @@ def test_safetensors_and_card_load_back_as_the_compact_net(exported):
     assert small.stem.out_channels == 2 and small.b2.in_channels == 3 and small.head.in_features == 5
     x = torch.rand(7, 1, 8, 8)
     with torch.no_grad():
-        assert (small(x) - export.zeroed(m, w)(x)).abs().max() <= 1e-4
-    # the shipped card stays a card models.load accepts; a broken "removed" is refused with its name
+        assert (small(x) - compact.zeroed(m, w)(x)).abs().max() <= 1e-4
+    # the shipped card stays a card checkpoints.load accepts; a broken "removed" is refused with its name
     cpath = out / "model.json"
     bad = json.loads(cpath.read_text())
     bad["removed"] = {"nope": [0]}
@@ -89,15 +88,15 @@ def test_safetensors_and_card_load_back_as_the_compact_net(exported):
     (broken / "model.safetensors").write_bytes((out / "model.safetensors").read_bytes())
     (broken / "model.json").write_text(json.dumps(bad))
     with pytest.MonkeyPatch.context() as mp:
-        mp.setitem(models.ZOO, "tiny", TinyResNet)
-        with pytest.raises(models.CheckpointError, match="'removed' names 'nope'"):
-            models.load(broken / "model.safetensors")
+        mp.setitem(zoo.ZOO, "tiny", TinyResNet)
+        with pytest.raises(cards.CheckpointError, match="'removed' names 'nope'"):
+            checkpoints.load(broken / "model.safetensors")
 
 
 def test_parameters_and_flops_shrink_as_expected(exported):
     m, _, groups, _, report = exported
     assert report["groups"] == len(groups) == 20 and report["groups_removed"] == 7
-    assert report["dense"]["parameters"] == tiny_params(4, 4, 6, 6) == export.parameters(m)
+    assert report["dense"]["parameters"] == tiny_params(4, 4, 6, 6) == compact.parameters(m)
     assert report["compact"]["parameters"] == tiny_params(2, 3, 3, 5)
     assert report["compact"]["flops"] < report["dense"]["flops"]
     assert set(report["dense"]["latency_ms"]) == set(report["compact"]["latency_ms"]) == {"1", "8"}
@@ -114,11 +113,11 @@ def test_a_root_whose_groups_are_all_zero_keeps_one_zero_channel():
     m = tiny()
     groups = coupled_groups(m)
     w = zero(flatten(m), groups, {"a1": [0, 1, 2, 3]})
-    assert export.removed_channels(w, groups) == {"a1": [1, 2, 3]}
-    small = export.compact(m, w, groups)
+    assert compact.removed_channels(w, groups) == {"a1": [1, 2, 3]}
+    small = compact.compact(m, w, groups)
     x = torch.rand(4, 1, 8, 8)
     with torch.no_grad():
-        assert small.a1.out_channels == 1 and (small(x) - export.zeroed(m, w)(x)).abs().max() <= 1e-4
+        assert small.a1.out_channels == 1 and (small(x) - compact.zeroed(m, w)(x)).abs().max() <= 1e-4
 
 
 class SigmoidNet(nn.Module):
@@ -145,8 +144,8 @@ def test_export_refuses_a_net_whose_zero_channel_is_not_zero_downstream(tmp_path
 
 def test_lenet60_with_50_of_60_filters_zeroed(tmp_path):
     """A sparsify run's final net (just zeroed, no walk) exported from its run folder, as the CLI does."""
-    model = models.build("lenet60", seed=0)
-    groups = models.filter_groups(model)
+    model = zoo.build("lenet60", seed=0)
+    groups = zoo.filter_groups(model)
     w0 = flatten(model)
     w = zero(w0, groups, {"conv1": list(range(15)), "conv2": list(range(5, 40))})  # 5 + 5 filters stay
     writer = RunWriter({"kind": "sparsify", "model": "lenet60", "dataset": "mnist"}, root=tmp_path)
@@ -161,9 +160,9 @@ def test_lenet60_with_50_of_60_filters_zeroed(tmp_path):
     expected = 5 * 26 + 5 * 126 + 80 * 100 + 100 + 1010
     assert report["compact"]["parameters"] <= expected == 9870 and report["dense"]["parameters"] == 85670
     assert report["groups_removed"] == 50 and report["compact"]["flops"] < report["dense"]["flops"] / 10
-    small, card = models.load(tmp_path / "out" / "model.safetensors")
-    assert card["run"] == writer.id and card["dataset"] == "mnist" and export.parameters(small) == 9870
+    small, card = checkpoints.load(tmp_path / "out" / "model.safetensors")
+    assert card["run"] == writer.id and card["dataset"] == "mnist" and compact.parameters(small) == 9870
     with torch.no_grad():
-        want = export.zeroed(model, w)(images)
+        want = compact.zeroed(model, w)(images)
         assert (small(images) - want).abs().max() <= 1e-4
     assert (export.run_onnx(tmp_path / "out" / "model.onnx", images) - want).abs().max() <= 1e-4

@@ -10,11 +10,10 @@ import subprocess
 import sys
 
 import pytest
-
-from geodesic import files
-from geodesic.progress import Lines, progress
-
 from conftest import CKPT, ROOT
+
+from geodesic.infra import files
+from geodesic.infra.progress import Lines, progress
 
 
 @pytest.fixture
@@ -37,18 +36,18 @@ def test_the_umask_is_read_without_changing_it(umask_002):
 
 
 def test_run_folders_checkpoints_and_exports_follow_the_umask(umask_002, tmp_path):
-    from geodesic import models
-    from geodesic.export import export
-    from geodesic.sweep import SweepSpec, run_sweep
-    from geodesic.source import Source
+    from geodesic.experiments.sweep import SweepSpec, run_sweep
+    from geodesic.store import checkpoints
+    from geodesic.store.export import export
+    from geodesic.store.source import Source
 
     spec = SweepSpec(Source(str(CKPT / "mlp-mnist.safetensors"), "mnist", "bundled", 100), filters=(5,),
                      methods=("magnitude",), seconds=0.2)
     run_sweep(spec, tmp_path / "sweep", backend="loop")
     cell = tmp_path / "sweep" / "cells" / "magnitude-f5-dall-s0"
     export(cell, tmp_path / "export", batches=())
-    model, card = models.load(CKPT / "mlp-mnist.safetensors")
-    models.save(model, tmp_path / "copy.safetensors", card)
+    model, card = checkpoints.load(CKPT / "mlp-mnist.safetensors")
+    checkpoints.save(model, tmp_path / "copy.safetensors", card)
     written = [p for p in tmp_path.rglob("*") if p.is_file()]
     names = {p.name for p in written}
     assert {"final.safetensors", "state.safetensors", "meta.json", "metrics.parquet", "results.csv", "results.parquet",

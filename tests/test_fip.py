@@ -6,11 +6,11 @@ import pytest
 import torch
 from torch import nn
 
-from geodesic import fip as F
-from geodesic.data import Split
-from geodesic.models import filter_groups
-from geodesic.params import flatten, group_mask, load_flat
-from geodesic.targets import smallest_groups
+from geodesic.core.params import flatten, group_mask, load_flat
+from geodesic.core.targets import smallest_groups
+from geodesic.experiments import fip as F
+from geodesic.store.data import Split
+from geodesic.store.zoo import filter_groups
 
 
 def tiny() -> tuple[nn.Module, torch.Tensor, torch.Tensor, Split]:

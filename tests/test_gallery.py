@@ -8,8 +8,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from geodesic import models, runs
-from geodesic.lifecycle import Status
+from geodesic.infra.lifecycle import Status
+from geodesic.store import checkpoints, runs
 
 GALLERY = runs.gallery_root()
 LIMIT_BYTES = 15_000_000  # bench/make_gallery.py LIMIT_BYTES
@@ -65,7 +65,7 @@ def test_snapshots_and_final_weights_read_back(gallery):
 
 def test_final_nets_load_as_checkpoints(gallery):
     for run in gallery:
-        model, card = models.load(run.dir / runs.FINAL)
+        model, card = checkpoints.load(run.dir / runs.FINAL)
         assert card["model"] == run.meta["model"] and card["run"] == run.id
         assert all(v.dtype == torch.float32 for v in load_file(str(run.dir / runs.FINAL)).values()
                    if v.is_floating_point())

@@ -5,9 +5,9 @@ import pytest
 import torch
 from torch import nn
 
-from geodesic import models
-from geodesic.groups import coupled_groups
-from geodesic.params import flatten, load_flat, output_unit_groups, spec_of
+from geodesic.core.groups import coupled_groups
+from geodesic.core.params import flatten, load_flat, output_unit_groups, spec_of
+from geodesic.store import zoo
 
 
 class Add(nn.Module):
@@ -138,7 +138,7 @@ def test_a_zeroed_group_is_exactly_zero_everywhere(train_mode):
 
 
 def test_resnet8_groups_and_exact_zeros():
-    m = models.ResNet8()
+    m = zoo.ResNet8()
     for bn in m.modules():
         if isinstance(bn, nn.BatchNorm2d):
             bn.bias.data.uniform_(-0.5, 0.5)
@@ -164,8 +164,8 @@ def test_resnet8_groups_and_exact_zeros():
 
 @pytest.mark.parametrize("name", ["mlp", "lenet60"])
 def test_mlp_and_lenet60_keep_their_groups(name):
-    m = models.build(name, seed=0)
-    old, new = output_unit_groups(m, list(m.prunable)), models.filter_groups(m)
+    m = zoo.build(name, seed=0)
+    old, new = output_unit_groups(m, list(m.prunable)), zoo.filter_groups(m)
     assert [(g.name, g.layer, g.index) for g in new] == [(g.name, g.layer, g.index) for g in old]
     assert all(torch.equal(a.idx, b.idx) for a, b in zip(old, new))
     assert len(new) == {"mlp": 32, "lenet60": 60}[name]

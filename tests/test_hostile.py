@@ -13,13 +13,13 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
+from conftest import CKPT, open_page
 from safetensors.torch import load_file, save_file
 
-from geodesic import cli, runs
-from geodesic.sweep import SweepSpec, cells
-from geodesic.source import Source
-
-from conftest import CKPT, open_page
+from geodesic import cli
+from geodesic.experiments.sweep import SweepSpec, cells
+from geodesic.store import runs
+from geodesic.store.source import Source
 
 MLP = CKPT / "mlp-mnist.safetensors"
 
@@ -220,7 +220,7 @@ def sweep_argv(out, *more) -> list:
 @pytest.fixture(scope="module")
 def finished_sweep(tmp_path_factory) -> Path:
     """A finished one-cell sweep (magnitude, 5 groups, seed 0), run in this process."""
-    from geodesic.sweep import run_sweep
+    from geodesic.experiments.sweep import run_sweep
 
     out = tmp_path_factory.mktemp("sweeps") / "done"
     spec = SweepSpec(Source(str(MLP), "mnist", "bundled", 100), filters=(5,), methods=("magnitude",), seconds=0.2)
@@ -314,7 +314,7 @@ def write_meta(folder: Path, **meta) -> Path:
 
 
 def test_a_pid_reused_by_a_later_process_is_not_the_writer(tmp_path):
-    from geodesic.runs import process_start
+    from geodesic.store.runs import process_start
 
     started = process_start(os.getpid())
     assert started is not None and abs(started - time.time()) < 86_400 * 365

@@ -12,11 +12,12 @@ from pathlib import Path
 import pytest
 
 from app import jobs, playground
-from geodesic import experiments, runs
-from geodesic.damage import DamageConfig
-from geodesic.merge import MergeConfig
-from geodesic.path import PathConfig
-from geodesic.recovery import RecoveryConfig
+from geodesic.core.path import PathConfig
+from geodesic.experiments import sparsify as experiments
+from geodesic.experiments.damage import DamageConfig
+from geodesic.experiments.merge import MergeConfig
+from geodesic.experiments.recovery import RecoveryConfig
+from geodesic.store import runs
 
 CKPT = str(jobs.CHECKPOINTS / "mlp-mnist.safetensors")
 MNIST = jobs.Source(CKPT, "mnist", eval_size=200)

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from geodesic import runs
-from geodesic.lifecycle import Phase, Status, Stop, combine, execute
+from geodesic.infra.lifecycle import Phase, Status, Stop, combine, execute
+from geodesic.store import runs
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -135,9 +135,9 @@ def test_a_run_whose_process_is_gone_reads_as_stale_and_delete_refuses_live_ones
 KILLED_RUN = """
 import sys
 from dataclasses import replace
-from geodesic import inputs, runs
-from geodesic.experiments import PRESETS, run_sparsify
-from geodesic.path import Evaluation, PathConfig
+from geodesic.store import inputs, runs
+from geodesic.experiments.sparsify import PRESETS, run_sparsify
+from geodesic.core.path import Evaluation, PathConfig
 ck = inputs.open_checkpoint("assets/checkpoints/mlp-mnist.safetensors")
 train, test = inputs.splits("mnist", "bundled", 200)
 cfg = replace(PRESETS["literal"], filters=6, path=PathConfig(max_steps=100000, eps=1e-6, snapshot_every=2))
@@ -164,7 +164,7 @@ def test_a_killed_run_keeps_its_rows_snapshots_and_start_and_reads_as_stale(tmp_
 
 def test_reading_run_folders_does_not_import_torch():
     """The app lists runs and their statuses while torch still loads behind the first page."""
-    code = "import sys, geodesic.runs as r; r.scan_with_gallery(); assert 'torch' not in sys.modules, 'torch loaded'"
+    code = "import sys, geodesic.store.runs as r; r.scan_with_gallery(); assert 'torch' not in sys.modules, 'torch loaded'"
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
 

@@ -7,23 +7,33 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from conftest import CKPT
 from safetensors.torch import load_file
 from torch import nn
 
-from geodesic import cli, data, models, runs
-from geodesic.baselines import finetune
-from geodesic.lifecycle import Status, Stop
-from geodesic.merge import (PATHS_FILE, MergeConfig, concat, joint_train, path_energy, relax, run_merge, scores_both,
-                            straight_line)
-from geodesic.params import flatten
-from geodesic.path import PathConfig
-from conftest import CKPT
+from geodesic import cli
+from geodesic.core.params import flatten
+from geodesic.core.path import PathConfig
+from geodesic.experiments.baselines import finetune
+from geodesic.experiments.merge import (
+    PATHS_FILE,
+    MergeConfig,
+    concat,
+    joint_train,
+    path_energy,
+    relax,
+    run_merge,
+    scores_both,
+    straight_line,
+)
+from geodesic.infra.lifecycle import Status, Stop
+from geodesic.store import checkpoints, data, runs
 
 
 @pytest.fixture(scope="module")
 def two_nets():
-    a, _ = models.load(CKPT / "mlp-mnist.safetensors")
-    b, _ = models.load(CKPT / "mlp-fashion-mnist.safetensors")
+    a, _ = checkpoints.load(CKPT / "mlp-mnist.safetensors")
+    b, _ = checkpoints.load(CKPT / "mlp-fashion-mnist.safetensors")
     return a, flatten(a), flatten(b)
 
 

@@ -7,8 +7,9 @@ import torch
 from torch import nn
 from torch.func import jacrev
 
-from geodesic import metric, models
-from geodesic.params import flatten
+from geodesic.core import metric
+from geodesic.core.params import flatten
+from geodesic.store import zoo
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -28,7 +29,7 @@ def oracle_J(model, w, x, phi):
 @pytest.fixture(scope="module", params=["mlp", "lenet60"])
 def net(request):
     torch.manual_seed(0)
-    m = models.build(request.param, seed=1).eval()
+    m = zoo.build(request.param, seed=1).eval()
     return m, flatten(m), torch.rand(3, 1, 28, 28)
 
 
@@ -59,7 +60,7 @@ def test_metric_operator_matches_explicit_J(net, phi):
 
 
 def test_functional_distance_is_real_not_linearized():
-    m = models.build("mlp", seed=0).eval()
+    m = zoo.build("mlp", seed=0).eval()
     w = flatten(m)
     x = torch.rand(5, 1, 28, 28)
     w2 = w + 0.3 * torch.randn_like(w)
@@ -72,7 +73,7 @@ def test_functional_distance_is_real_not_linearized():
 
 def test_distance_is_second_order_in_the_metric():
     """D(w + tθ, w) ≈ t² |Jθ|² for small t: the metric is the Hessian of D (÷2) at w."""
-    m = models.build("mlp", seed=0).eval()
+    m = zoo.build("mlp", seed=0).eval()
     w, x = flatten(m), torch.rand(8, 1, 28, 28)
     theta = torch.randn_like(w)
     theta /= theta.norm()
@@ -83,7 +84,7 @@ def test_distance_is_second_order_in_the_metric():
 
 
 def test_distance_grad_matches_finite_difference():
-    m = models.build("mlp", seed=0).eval()
+    m = zoo.build("mlp", seed=0).eval()
     w, x = flatten(m).double(), torch.rand(4, 1, 28, 28).double()
     m = m.double()
     w_ref = w + 0.05 * torch.randn_like(w)
@@ -236,7 +237,7 @@ class Pools(nn.Module):
 
 
 def resnet8():
-    return models.ResNet8()
+    return zoo.ResNet8()
 
 
 NETS = {"strided": (StridedConvs, (3, 1, 9, 9)), "grouped": (GroupedConvs, (3, 1, 9, 9)),

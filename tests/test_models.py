@@ -5,18 +5,17 @@ import shutil
 
 import pytest
 import torch
-
-from geodesic import models
-from geodesic.params import flatten, spec_of
-from geodesic.train import evaluate
-
 from conftest import CKPT
+
+from geodesic.core.params import flatten, spec_of
+from geodesic.core.train import evaluate
+from geodesic.store import cards, checkpoints, zoo
 
 
 def test_lenet60_architecture():
-    m = models.build("lenet60", seed=0)
+    m = zoo.build("lenet60", seed=0)
     assert spec_of(m).n == 85_670
-    groups = models.filter_groups(m)
+    groups = zoo.filter_groups(m)
     assert len(groups) == 60
     assert sum(g.layer == "conv1" for g in groups) == 20 and sum(g.layer == "conv2" for g in groups) == 40
     # a filter group is exactly the filter's weights and its bias
@@ -28,15 +27,15 @@ def test_lenet60_architecture():
 
 
 def test_same_seed_same_init():
-    a, b = flatten(models.build("lenet60", seed=0)), flatten(models.build("lenet60", seed=0))
+    a, b = flatten(zoo.build("lenet60", seed=0)), flatten(zoo.build("lenet60", seed=0))
     assert torch.equal(a, b)
 
 
 @pytest.mark.parametrize("stem", ["lenet60-mnist", "lenet60-fashion-mnist", "mlp-mnist", "mlp-fashion-mnist"])
 def test_card_accuracy_reproduced_on_bundled_subset(stem):
-    from geodesic import data
+    from geodesic.store import data
 
-    model, card = models.load(CKPT / f"{stem}.safetensors")
+    model, card = checkpoints.load(CKPT / f"{stem}.safetensors")
     for key in ("model", "dataset", "seed", "epochs", "test_accuracy", "sha256"):
         assert key in card
     sub = data.load(card["dataset"], "test", "bundled")
@@ -44,17 +43,17 @@ def test_card_accuracy_reproduced_on_bundled_subset(stem):
     p = card["test_accuracy"]
     sd = (p * (1 - p) / len(sub)) ** 0.5  # a random 2,000-image subset of the test set
     assert abs(acc - p) <= 4 * sd + 1e-3, (acc, p)
-    assert models.check_accuracy(model, card, sub) is None  # no warning for an honest card
+    assert checkpoints.check_accuracy(model, card, sub) is None  # no warning for an honest card
 
 
 def test_checkpoint_targets_reached():
-    assert models.load(CKPT / "lenet60-mnist.safetensors")[1]["test_accuracy"] >= 0.990
-    assert models.load(CKPT / "lenet60-fashion-mnist.safetensors")[1]["test_accuracy"] >= 0.900
+    assert checkpoints.load(CKPT / "lenet60-mnist.safetensors")[1]["test_accuracy"] >= 0.990
+    assert checkpoints.load(CKPT / "lenet60-fashion-mnist.safetensors")[1]["test_accuracy"] >= 0.900
 
 
 def test_pairs_share_the_init_seed():
     for m in ("lenet60", "mlp"):
-        cards = [models.load(CKPT / f"{m}-{d}.safetensors")[1] for d in ("mnist", "fashion-mnist")]
+        cards = [checkpoints.load(CKPT / f"{m}-{d}.safetensors")[1] for d in ("mnist", "fashion-mnist")]
         assert cards[0]["seed"] == cards[1]["seed"]
 
 
@@ -63,19 +62,19 @@ def test_mismatched_checkpoint_is_refused_with_the_difference(tmp_path):
     shutil.copy(src, tmp_path / "x.safetensors")
     card = json.loads(src.with_suffix(".json").read_text())
     (tmp_path / "x.json").write_text(json.dumps({**card, "model": "lenet60"}))
-    with pytest.raises(models.CheckpointError, match=r"missing conv1.weight.*fc1.weight: file has \(32, 784\)"):
-        models.load(tmp_path / "x.safetensors")
+    with pytest.raises(cards.CheckpointError, match=r"missing conv1.weight.*fc1.weight: file has \(32, 784\)"):
+        checkpoints.load(tmp_path / "x.safetensors")
 
 
 def test_corrupt_checkpoint_is_refused(tmp_path):
     raw = (CKPT / "mlp-mnist.safetensors").read_bytes()
     bad = tmp_path / "bad.safetensors"
     bad.write_bytes(raw[: len(raw) // 2])
-    with pytest.raises(models.CheckpointError, match="not a readable .safetensors"):
-        models.load(bad, model_name="mlp")
+    with pytest.raises(cards.CheckpointError, match="not a readable .safetensors"):
+        checkpoints.load(bad, model_name="mlp")
     bad.write_bytes(b"\x80\x04\x95 not a safetensors file, maybe a pickle")
-    with pytest.raises(models.CheckpointError, match="not a readable"):
-        models.load(bad, model_name="mlp")
+    with pytest.raises(cards.CheckpointError, match="not a readable"):
+        checkpoints.load(bad, model_name="mlp")
 
 
 def test_changed_weights_fail_the_sha256(tmp_path):
@@ -84,13 +83,13 @@ def test_changed_weights_fail_the_sha256(tmp_path):
     raw[-10] ^= 0xFF
     (tmp_path / "m.safetensors").write_bytes(bytes(raw))
     shutil.copy(src.with_suffix(".json"), tmp_path / "m.json")
-    with pytest.raises(models.CheckpointError, match="sha256"):
-        models.load(tmp_path / "m.safetensors")
+    with pytest.raises(cards.CheckpointError, match="sha256"):
+        checkpoints.load(tmp_path / "m.safetensors")
 
 
 def test_save_load_roundtrip(tmp_path):
-    m = models.build("mlp", seed=3)
-    card = models.save(m, tmp_path / "m.safetensors", {"model": "mlp", "dataset": "mnist"})
-    m2, card2 = models.load(tmp_path / "m.safetensors")
+    m = zoo.build("mlp", seed=3)
+    card = checkpoints.save(m, tmp_path / "m.safetensors", {"model": "mlp", "dataset": "mnist"})
+    m2, card2 = checkpoints.load(tmp_path / "m.safetensors")
     assert torch.equal(flatten(m), flatten(m2)) and card2["sha256"] == card["sha256"]
     assert not list(tmp_path.glob("*.tmp"))

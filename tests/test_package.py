@@ -16,7 +16,7 @@ def outside_env() -> dict:
 
 
 def test_import_outside_repository(tmp_path):
-    code = ("import geodesic, importlib.metadata, pathlib; from geodesic.experiments import recommended; "
+    code = ("import geodesic, importlib.metadata, pathlib; from geodesic.experiments.sparsify import recommended; "
             "print(geodesic.__version__, importlib.metadata.version('geodesic-explorer'), "
             "pathlib.Path(geodesic.__file__).resolve())")
     r = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=outside_env(), capture_output=True, text=True,

@@ -10,14 +10,16 @@ import torch
 from safetensors.torch import load_file
 from torch import nn
 
-from geodesic import damage, models, objectives, runs
-from geodesic.experiments import PRESETS, run_sparsify
-from geodesic.lifecycle import Status, Stop
-from geodesic.targets import choose_groups
+from geodesic.core import objectives
+from geodesic.core.params import flatten, group_mask, spec_of
+from geodesic.core.path import Evaluation, Path, PathConfig
+from geodesic.core.targets import choose_groups
+from geodesic.experiments import damage
+from geodesic.experiments.sparsify import PRESETS, run_sparsify
+from geodesic.infra.lifecycle import Status, Stop
+from geodesic.store import checkpoints, runs, zoo
 
 LITERAL = PRESETS["literal"]
-from geodesic.params import flatten, group_mask, spec_of
-from geodesic.path import Evaluation, Path, PathConfig
 
 
 class TwoWeights(nn.Module):
@@ -109,7 +111,7 @@ def test_bad_config_is_refused():
 @pytest.fixture()
 def mlp_setup(mlp_mnist, mnist_train, mnist_test):
     model, card = mlp_mnist
-    return model, flatten(model), models.filter_groups(model), mnist_train, Evaluation(mnist_test.x[:500], mnist_test.y[:500])
+    return model, flatten(model), zoo.filter_groups(model), mnist_train, Evaluation(mnist_test.x[:500], mnist_test.y[:500])
 
 
 def test_sparsify_mlp_reaches_its_target_with_exact_zeros(mlp_setup, tmp_path):
@@ -129,10 +131,10 @@ def test_sparsify_mlp_reaches_its_target_with_exact_zeros(mlp_setup, tmp_path):
     assert W.shape[1] == w0.numel() and steps[0] == 0 and torch.equal(W[-1], out.w)
     assert out.summary()["accuracy"] > 0.85  # the function survives losing 6 of 32 neurons
     # the final net is a plain state dict with a card: loadable without this package's run format
-    fresh = models.build("mlp")
+    fresh = zoo.build("mlp")
     fresh.load_state_dict(load_file(str(writer.dir / "final.safetensors")))
     assert torch.equal(flatten(fresh), out.w)
-    net, card = models.load(writer.dir / "final.safetensors")
+    net, card = checkpoints.load(writer.dir / "final.safetensors")
     assert torch.equal(flatten(net), out.w) and card["run"] == run.id and card["dataset"] == "mnist"
     json.loads((writer.dir / "meta.json").read_text(), parse_constant=lambda c: pytest.fail(f"{c} in meta.json"))
 
@@ -180,7 +182,7 @@ def test_interrupted_run_keeps_every_step_written(mlp_setup, tmp_path):
 
 def test_candidate_strategies_choose_distinct_valid_sets(lenet_mnist, mnist_train):
     model, _ = lenet_mnist
-    w, groups = flatten(model), models.filter_groups(model)
+    w, groups = flatten(model), zoo.filter_groups(model)
     picks = {s: choose_groups(s, model, w, groups, 50, mnist_train.x[:8]) for s in ("norm", "importance", "balanced", "random")}
     for s, chosen in picks.items():
         assert len({g.name for g in chosen}) == 50, s
@@ -210,8 +212,8 @@ def test_damage_is_reproducible_and_frozen_coordinates_stay_broken(mlp_setup):
 
 
 def test_damage_kinds():
-    m = models.build("lenet60", seed=0)
-    w, spec, groups = flatten(m), spec_of(m), models.filter_groups(m)
+    m = zoo.build("lenet60", seed=0)
+    w, spec, groups = flatten(m), spec_of(m), zoo.filter_groups(m)
     d, hit = damage.damage(w, spec, groups, "ablate", 5, seed=0)
     ablated = [g for g in groups if bool((d[g.idx] == 0).all())]
     assert len(ablated) == 5  # a fresh init has no zero filter: exactly the 5 ablated ones are zero
@@ -236,14 +238,14 @@ def test_pull_acts_on_free_coordinates_with_relative_strength(mlp_setup):
     assert math.isclose(float(extra.norm()), 0.5 * float(v.norm()), rel_tol=1e-5)
     assert float(extra[~target].norm()) > 0 and torch.all(extra[target] == 0)
     # the pull points downhill in D(w, w0), on the same kind of data
-    from geodesic.metric import distance_grad
+    from geodesic.core.metric import distance_grad
     g = distance_grad(model, w, w0, train.x[:2000])
     assert float(extra @ g) < 0
 
 
 def test_candidate_configs_and_shortest():
-    from geodesic.experiments import Outcome, candidate_configs, shortest
-    from geodesic.path import Step
+    from geodesic.core.path import Step
+    from geodesic.experiments.sparsify import Outcome, candidate_configs, shortest
 
     base = replace(LITERAL, filters=5)
     cfgs = candidate_configs(base, 6)
@@ -263,7 +265,7 @@ def test_candidate_configs_and_shortest():
 
 
 def test_finetune_keeps_the_mask_and_learns(mlp_setup):
-    from geodesic.baselines import finetune, magnitude_prune
+    from geodesic.experiments.baselines import finetune, magnitude_prune
 
     model, w0, groups, train, ev = mlp_setup
     w_mag, mask = magnitude_prune(w0, groups, 20)
@@ -284,7 +286,7 @@ def test_finetune_keeps_the_mask_and_learns(mlp_setup):
 def test_cosine_schedule_decays_the_learning_rate_to_zero(mlp_setup):
     """Adam's step is about lr in size whatever the gradient, so the cosine schedule shows in the step sizes:
     the first is lr·½(1 + cos 0) = lr, the last lr·½(1 + cos(π·(N−1)/N)) ≈ 0, the constant schedule keeps lr."""
-    from geodesic.baselines import finetune, magnitude_prune
+    from geodesic.experiments.baselines import finetune, magnitude_prune
 
     model, w0, groups, train, _ = mlp_setup
     w_mag, mask = magnitude_prune(w0, groups, 20)
@@ -300,7 +302,7 @@ def test_cosine_schedule_decays_the_learning_rate_to_zero(mlp_setup):
 
 
 def test_descend_yields_copies_and_finetuning_takes_a_cpu_time_budget(mlp_setup):
-    from geodesic.baselines import descend, finetune
+    from geodesic.experiments.baselines import descend, finetune
 
     model, w0, groups, train, ev = mlp_setup
     points = descend(model, w0, torch.zeros_like(w0, dtype=torch.bool), train)

@@ -6,16 +6,16 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import CKPT
 from safetensors.torch import load_file
 from torch import nn
 
-from geodesic import models, recalibrate as recal
-from geodesic.methods import METHODS, VARIANTS, parse_method
-from geodesic.params import flatten, spec_of, unflatten
-from geodesic.source import Source
-from geodesic.sweep import SweepSpec, run_sweep
-
-from conftest import CKPT
+from geodesic.core.params import flatten, spec_of, unflatten
+from geodesic.experiments import recalibrate as recal
+from geodesic.experiments.methods import METHODS, VARIANTS, parse_method
+from geodesic.experiments.sweep import SweepSpec, run_sweep
+from geodesic.store import checkpoints
+from geodesic.store.source import Source
 
 
 def tiny() -> nn.Module:
@@ -108,13 +108,13 @@ def test_a_recal_cell_scores_and_saves_the_recalibrated_net(tmp_path):
     names = [f"{n}.{s}" for n, _ in recal.batchnorms(ckpt.model) for s in ("running_mean", "running_var")]
     assert all(torch.equal(plain[k], dense[k]) for k in names)
     assert all(torch.equal(plain[k], fixed[k]) for k in dense if k not in names and "num_batches" not in k)
-    from geodesic.sweep import training_images
+    from geodesic.experiments.sweep import training_images
 
-    w = flatten(models.load(cells / table.loc["magnitude", "cell"] / "final.safetensors")[0])
+    w = flatten(checkpoints.load(cells / table.loc["magnitude", "cell"] / "final.safetensors")[0])
     expected = recal.batchnorm_statistics(ckpt.model, w, recal.images(training_images(train, 600), 0))
     assert all(torch.allclose(fixed[k], expected[k], atol=1e-6) for k in names)
-    net, _ = models.load(cells / table.loc["magnitude+recal", "cell"] / "final.safetensors")
-    from geodesic.train import evaluate
+    net, _ = checkpoints.load(cells / table.loc["magnitude+recal", "cell"] / "final.safetensors")
+    from geodesic.core.train import evaluate
 
     assert evaluate(net, test)[1] == pytest.approx(table.loc["magnitude+recal", "accuracy"], abs=1e-9)
     assert table.loc["magnitude+recal", "accuracy"] != table.loc["magnitude", "accuracy"]
@@ -123,10 +123,10 @@ def test_a_recal_cell_scores_and_saves_the_recalibrated_net(tmp_path):
 @pytest.mark.parametrize("method", VARIANTS)
 def test_every_variant_ends_on_the_masked_net_and_records_its_recalibration(method):
     """On the mlp (no BatchNorm) a variant runs its method and ends with the mask, recalibration timed there."""
-    from geodesic.lifecycle import execute
-    from geodesic.methods import Budget, Counter, Task, method_phases
-    from geodesic.params import group_mask
-    from geodesic.path import Evaluation
+    from geodesic.core.params import group_mask
+    from geodesic.core.path import Evaluation
+    from geodesic.experiments.methods import Budget, Counter, Task, method_phases
+    from geodesic.infra.lifecycle import execute
 
     ckpt, _, train, test = Source(str(CKPT / "mlp-mnist.safetensors"), "mnist", "bundled", 300).open()
     task = Task(ckpt.model, ckpt.w, ckpt.groups, 5, train, Evaluation(test.x, test.y), 0)

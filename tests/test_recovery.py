@@ -8,15 +8,17 @@ from types import SimpleNamespace
 import pandas as pd
 import pytest
 import torch
+from conftest import CKPT
 from safetensors.torch import load_file
 
-from geodesic import cli, damage as dmg, models, runs
-from geodesic.damage import DAMAGE_FILE, DamageConfig, resistance, run_damage, summarize
-from geodesic.lifecycle import Status, Stop
-from geodesic.params import flatten, spec_of
-from geodesic.path import Evaluation, PathConfig
-from geodesic.recovery import Recovery, RecoveryConfig, first_within, run_recover
-from conftest import CKPT
+from geodesic import cli
+from geodesic.core.params import flatten, spec_of
+from geodesic.core.path import Evaluation, PathConfig
+from geodesic.experiments import damage as dmg
+from geodesic.experiments.damage import DAMAGE_FILE, DamageConfig, resistance, run_damage, summarize
+from geodesic.experiments.recovery import Recovery, RecoveryConfig, first_within, run_recover
+from geodesic.infra.lifecycle import Status, Stop
+from geodesic.store import runs, zoo
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -31,7 +33,7 @@ def one_thread():
 @pytest.fixture(scope="module")
 def mlp(mlp_mnist):
     model, _ = mlp_mnist
-    return model, flatten(model), models.filter_groups(model), spec_of(model)
+    return model, flatten(model), zoo.filter_groups(model), spec_of(model)
 
 
 @pytest.fixture(scope="module")

@@ -14,16 +14,15 @@ from dataclasses import replace
 import pandas as pd
 import pytest
 import torch
-
-from geodesic import runs
-from geodesic.methods import METHODS, Budget, Counter, Task, method_phases
-from geodesic.lifecycle import execute
-from geodesic.params import group_mask
-from geodesic.path import Evaluation
-from geodesic.source import Source
-from geodesic.sweep import COLUMNS, SweepSpec, cells, run_sweep
-
 from conftest import CKPT, ROOT
+
+from geodesic.core.params import group_mask
+from geodesic.core.path import Evaluation
+from geodesic.experiments.methods import METHODS, Budget, Counter, Task, method_phases
+from geodesic.experiments.sweep import COLUMNS, SweepSpec, cells, run_sweep
+from geodesic.infra.lifecycle import execute
+from geodesic.store import runs
+from geodesic.store.source import Source
 
 MLP = Source(str(CKPT / "mlp-mnist.safetensors"), "mnist", "bundled", 300)
 
@@ -72,8 +71,8 @@ def test_methods_without_labels_do_not_read_them(method, opened):
     if method == "magnitude":
         assert torch.equal(a, b)
     else:  # budgets end at different step counts; compare the first steps through the same code
-        from geodesic.baselines import finetune
-        from geodesic.fip import fip
+        from geodesic.experiments.baselines import finetune
+        from geodesic.experiments.fip import fip
 
         ckpt, _, train, _ = opened
         mask = group_mask(run_method("magnitude", opened)[1], ckpt.w.numel())
@@ -136,7 +135,7 @@ def test_a_sweep_writes_results_resumes_and_keeps_finished_cells(tmp_path):
 
 
 def test_a_failing_cell_records_its_error_and_the_others_finish(tmp_path, monkeypatch):
-    import geodesic.methods as methods
+    import geodesic.experiments.methods as methods
 
     real = methods.baseline_phases
 
@@ -204,7 +203,7 @@ def descendants(pid: int) -> set[int]:
 def test_ray_backend_runs_cells_on_loopback_and_stops_what_it_started(tmp_path):
     """A local Ray: two workers, every socket its processes listen on is on loopback, cells record their node,
     a second pool opened meanwhile shares it, and leaving the first backend stops every process it started."""
-    from geodesic.backend import open_backend, where
+    from geodesic.infra.backend import open_backend, where
 
     def sockets_now():
         return ray_listeners_outside_loopback(descendants(os.getpid()))
@@ -283,8 +282,8 @@ def test_sweep_cli_refuses_nonsense(tmp_path, args, message):
 
 
 def test_candidate_paths_run_in_parallel_on_ray(tmp_path):
-    from geodesic.experiments import PRESETS, candidate_configs, run_candidates, shortest
-    from geodesic.path import PathConfig
+    from geodesic.core.path import PathConfig
+    from geodesic.experiments.sparsify import PRESETS, candidate_configs, run_candidates, shortest
 
     base = replace(PRESETS["literal"], filters=4, path=PathConfig(eps=0.04, max_steps=40))
     rows = run_candidates(MLP, candidate_configs(base, 2), tmp_path / "group", {"kind": "sparsify"}, workers=2)
@@ -311,20 +310,20 @@ def test_a_sweep_takes_ones_own_architecture_and_fractions(own_arch, tmp_path):
     assert set(table["status"]) <= {"done", "arrived", "missed"} and table["accuracy"].notna().all()
     from safetensors.torch import load_file
 
-    from geodesic import arch, models
-    from geodesic.params import flatten
+    from geodesic.core.params import flatten
+    from geodesic.store import arch, zoo
 
     for cell in table["cell"]:
         net = arch.build(spec)
         net.load_state_dict(load_file(str(tmp_path / "sw" / "cells" / cell / "final.safetensors")))
-        groups, w = {g.name: g for g in models.filter_groups(net)}, flatten(net)
+        groups, w = {g.name: g for g in zoo.filter_groups(net)}, flatten(net)
         meta = runs.load_run(tmp_path / "sw" / "cells" / cell).meta
         assert meta["arch"].endswith(f"small_net.py:{factory}") and len(meta["target_groups"]) == 3
         assert all(bool((w[groups[name].idx] == 0).all()) for name in meta["target_groups"]), cell
 
 
 def test_fronts_read_a_table_as_by_hand():
-    from geodesic import fronts
+    from geodesic.experiments import fronts
 
     rows = []
     for seed, (g, f, length) in enumerate([(0.80, 0.70, 3.0), (0.90, 0.72, 1.0), (0.85, 0.74, 2.0)]):
@@ -349,12 +348,12 @@ def test_magnitude_never_empties_a_layer_while_the_count_allows():
     last filter of conv1 stays (a layer at zero makes the outputs constant); at 59 and 60 it cannot."""
     from collections import Counter
 
-    from geodesic import models
-    from geodesic.params import flatten
-    from geodesic.targets import layer_normalized_norms, smallest_groups
+    from geodesic.core.params import flatten
+    from geodesic.core.targets import layer_normalized_norms, smallest_groups
+    from geodesic.store import checkpoints, zoo
 
-    model, _ = models.load(CKPT / "lenet60-fashion-mnist.safetensors")
-    groups, w = models.filter_groups(model), flatten(model)
+    model, _ = checkpoints.load(CKPT / "lenet60-fashion-mnist.safetensors")
+    groups, w = zoo.filter_groups(model), flatten(model)
     order = [groups[i].name for i in layer_normalized_norms(w, groups).argsort().tolist()]
     assert [g.name for g in smallest_groups(w, groups, 50)] == order[:50]
     for count in (55, 58):

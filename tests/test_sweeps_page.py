@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
+from conftest import CKPT
 from streamlit.testing.v1 import AppTest
 
 from app import state
-from geodesic import fronts
-from geodesic.source import Source
-from geodesic.sweep import SweepSpec, run_sweep
-
-from conftest import CKPT
+from geodesic.experiments import fronts
+from geodesic.experiments.sweep import SweepSpec, run_sweep
+from geodesic.store.source import Source
 
 MAIN = str(state.REPO / "app" / "main.py")
 

@@ -10,7 +10,7 @@ import warnings
 import pytest
 import torch
 
-from geodesic.tangent import (
+from geodesic.core.tangent import (
     TangentResult,
     gram,
     solve_cvxpy,

@@ -1,9 +1,9 @@
-"""The engine's thread policy (geodesic.threads): default, $GEODESIC_THREADS, explicit counts, bad values."""
+"""The engine's thread policy (geodesic.infra.threads): default, $GEODESIC_THREADS, explicit counts, bad values."""
 
 import pytest
 import torch
 
-from geodesic import threads
+from geodesic.infra import threads
 
 
 @pytest.fixture(autouse=True)
@@ -61,7 +61,7 @@ def test_invalid_value_leaves_torch_alone():
 
 FAULTS = r"""
 import resource, sys, torch
-from geodesic import threads
+from geodesic.infra import threads
 threads.configure(1) if sys.argv[1] == "policy" else torch.set_num_threads(1)
 conv, x = torch.nn.Conv2d(1, 64, 3, padding=1), torch.randn(256, 1, 28, 28)
 def step():  # 51 MB of activations, allocated and freed, as a path step's pull batch does
@@ -78,7 +78,7 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
 def test_the_allocator_policy_keeps_freed_activations_for_the_next_step():
     """Three forward passes of a 256-image batch page-fault their activations again every time with glibc's
     defaults (about 110,000 faults here), and hardly at all once threads.configure() has applied
-    geodesic.allocator's policy."""
+    geodesic.infra.allocator's policy."""
     import subprocess
     import sys
 

@@ -1,4 +1,4 @@
-"""The self-checking step (geodesic.trust) on nets whose real change is known in closed form, the re-solve from one
+"""The self-checking step (geodesic.core.trust) on nets whose real change is known in closed form, the re-solve from one
 eigendecomposition, and the degenerate cases that are not failures."""
 
 import math
@@ -8,12 +8,12 @@ import pytest
 import torch
 from torch import nn
 
-from geodesic import objectives
-from geodesic.lifecycle import Status
-from geodesic.params import flatten
-from geodesic.path import Evaluation, Path, PathConfig
-from geodesic.tangent import prepare_exact_gram, solve_cvxpy, solve_exact_gram
-from geodesic.trust import FLOOR, REJECT, TARGET, Check, next_eps
+from geodesic.core import objectives
+from geodesic.core.params import flatten
+from geodesic.core.path import Evaluation, Path, PathConfig
+from geodesic.core.tangent import prepare_exact_gram, solve_cvxpy, solve_exact_gram
+from geodesic.core.trust import FLOOR, REJECT, TARGET, Check, next_eps
+from geodesic.infra.lifecycle import Status
 
 X = torch.tensor([[1.0], [2.0], [-1.0]])
 MX = float(X.pow(2).mean())  # mean x² = 2
@@ -184,7 +184,7 @@ def test_a_budget_floor_takes_the_step_the_check_would_reject():
 def test_walk_floor_lets_the_walk_arrive_within_half_of_what_is_left():
     from types import SimpleNamespace
 
-    from geodesic.experiments import WALK_SHARE, walk_floor
+    from geodesic.experiments.sparsify import WALK_SHARE, walk_floor
 
     budget = SimpleNamespace(left=lambda: 10.0)
     walk = SimpleNamespace(cpu_per_step=lambda: 0.1, efficiency=0.5, target_norm=lambda: 2.0, tol=0.1)

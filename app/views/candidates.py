@@ -30,8 +30,8 @@ with st.expander("Run new candidates", expanded=not state.any_runs()):  # drawn 
             from dataclasses import replace
 
             from app import jobs
-            from geodesic.experiments import PRESETS
-            from geodesic.path import PathConfig
+            from geodesic.core.path import PathConfig
+            from geodesic.experiments.sparsify import PRESETS
 
             try:  # the literal algorithm, varied per candidate (experiments.candidate_configs)
                 base = replace(PRESETS["literal"], filters=int(filters), pull=float(pull),

@@ -35,9 +35,9 @@ if picked is not None:
                          key=f"dmg-lr-{baseline}")
     if state.start_button("Damage and race", "dmg-start"):  # waits for the engine if it is still loading
         from app import jobs
-        from geodesic.damage import DamageConfig
-        from geodesic.path import PathConfig
-        from geodesic.recovery import RecoveryConfig
+        from geodesic.core.path import PathConfig
+        from geodesic.experiments.damage import DamageConfig
+        from geodesic.experiments.recovery import RecoveryConfig
 
         try:
             damage = DamageConfig(kind, (float(level),), (int(seed),)).validate()
@@ -76,7 +76,7 @@ def race(df, key, before, damaged, note, counts, cached):
     st.plotly_chart(cached(f"race-{axis}", build), key=f"race-{key}")
     if not df.empty and before is not None:
         state.await_engine(hurry=False)  # a saved race's chart is drawn above while the engine loads
-        from geodesic.recovery import first_within
+        from geodesic.experiments.recovery import first_within
 
         rows = [{"method": m, **first_within(d, before)} for m, d in df.groupby("method", sort=False)]
         st.caption("First evaluation within 1 point of the accuracy before damage (empty: not yet)")

@@ -28,7 +28,7 @@ for f in listed:
 
 
 def compact_net(f: state.Folder) -> None:
-    """The compact net of a run with final weights (geodesic.export.export_zip: every all-zero group taken out,
+    """The compact net of a run with final weights (geodesic.store.export.export_zip: every all-zero group taken out,
     as ONNX + safetensors + card) as a download, built only on a press (the ONNX exporter takes 10-20 s) and kept
     in session_state for this folder while its final.safetensors stays the same. Reads the run only, so shipped
     examples have it too."""
@@ -46,7 +46,7 @@ def compact_net(f: state.Folder) -> None:
             help="export the run's final net without its all-zero filters/neurons: model.onnx (checked against "
                  "the zeroed net with onnxruntime), model.safetensors and its card model.json"):
         state.await_engine()
-        from geodesic import export
+        from geodesic.store import export
 
         with st.spinner("Exporting the compact net (ONNX, checked with onnxruntime)…"):
             try:

@@ -20,8 +20,8 @@ st.markdown(
 def sweep_folders() -> dict[str, Path]:
     """Sweeps under the runs folder (and its sweeps/), newest first, then the shipped examples
     (assets/gallery/sweeps) by name (file times differ from clone to clone), by the name the picker shows."""
-    from geodesic.sweep import find_sweeps
-    from geodesic.runs import gallery_root
+    from geodesic.experiments.sweep import find_sweeps
+    from geodesic.store.runs import gallery_root
 
     root, gallery = state.runs_root(), gallery_root() / "sweeps"
     mine = {str(p.relative_to(root)): p for r in (root, root / "sweeps") for p in find_sweeps(r)}
@@ -41,7 +41,7 @@ if folder is None:
 import pandas as pd  # noqa: E402 — after the controls
 
 from app import figures, sweep_figures  # noqa: E402
-from geodesic import fronts  # noqa: E402
+from geodesic.experiments import fronts  # noqa: E402
 
 
 @st.cache_data(max_entries=16, show_spinner=False)
@@ -61,7 +61,7 @@ def open_cells(table: pd.DataFrame, sel: tuple[str, str, float]) -> None:
     st.subheader(f"{state.md(method)} at {x} {value:g}: {len(part)} cells")
     st.dataframe(part[["cell", "seed", "data", "accuracy", "loss", "distance", "seconds", "steps", "length",
                        "status", "error"]], hide_index=True)
-    from geodesic.runs import load_run
+    from geodesic.store.runs import load_run
 
     frames, unreadable, present = [], [], 0
     for cell in part["cell"]:

@@ -21,4 +21,4 @@ st.markdown("The path $w_{t+1} = w_t + \\theta_t$ has **length**")
 st.latex(r"L = \sum_t \sqrt{\theta_t^\top G_t\, \theta_t} = \sum_t \lVert J_t \theta_t\rVert")
 st.markdown("Small $\\beta$ ⇒ small $\\mu$ ⇒ natural-gradient-like steps that follow the metric; large $\\beta$ ⇒ "
             "nearly Euclidean steps along $v$. Of several candidate paths to a sparse net, the paper picks the "
-            "shortest. The engine: `geodesic/metric.py` (J, K, D), `geodesic/tangent.py` (θ*), `geodesic/path.py` (the walk).")
+            "shortest. The engine: `geodesic/core/metric.py` (J, K, D), `geodesic/core/tangent.py` (θ*), `geodesic/core/path.py` (the walk).")

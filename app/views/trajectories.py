@@ -9,7 +9,7 @@ from app import state
 def umap_warmer():
     """Compile UMAP's kernels once per server, when UMAP is first asked for (not on opening the page: numba's
     compilation holds the GIL for tens of seconds, and every page of the server would wait behind it)."""
-    from geodesic import embed
+    from geodesic.experiments import embed
 
     return embed.warm_umap()
 
@@ -69,7 +69,9 @@ def embedded() -> None:
         return
     dirs = [f.dir for f in picked]
     state.await_engine(hurry=False)  # the embedding needs torch; the controls above are usable meanwhile
-    from geodesic import embed  # embed_runs keeps its embeddings per folder, snapshot files, method and seed
+    from geodesic.experiments import (
+        embed,  # embed_runs keeps its embeddings per folder, snapshot files, method and seed
+    )
 
     try:
         if method == "UMAP":

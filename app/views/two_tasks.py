@@ -36,8 +36,8 @@ if picked is not None:
     picked_baselines = st.multiselect("Baselines", list(choices), default=list(choices), key="tt-base")
     if state.start_button("Start walk", "tt-start"):  # waits for the engine if it is still loading
         from app import jobs
-        from geodesic.merge import MergeConfig, default_path
-        from geodesic.path import PathConfig
+        from geodesic.core.path import PathConfig
+        from geodesic.experiments.merge import MergeConfig, default_path
 
         phases = ("walk", *(choices[b] for b in picked_baselines))
         try:  # ε decays (cosine) to the engine's final ε over the walk; fine-tuning gets as many steps as the walk

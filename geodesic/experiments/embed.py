@@ -87,7 +87,7 @@ def _key(run_dirs: list[Path], method: str, seed: int) -> tuple:
 def embed_runs(run_dirs: list[str | Path], method: str = "pca", seed: int = 0) -> pd.DataFrame:
     """embed() of run folders' snapshots with each row's metrics (accuracy/loss carried forward from the
     last evaluated step); cached on the folders, their snapshot files' mtimes, method and seed."""
-    from .runs import load_run
+    from ..store.runs import load_run
 
     key = _key([Path(d) for d in run_dirs], method, seed)
     with _LOCK:

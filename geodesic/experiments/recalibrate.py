@@ -23,8 +23,8 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
-from .data import Split
-from .params import spec_of, unflatten
+from ..core.params import spec_of, unflatten
+from ..store.data import Split
 
 # unlabeled training images: on resnet8 (bench/results/recal-resnet8-fashion-mnist.md) 64, 512 and 4,096 give the
 # same accuracy within 0.02, the spread over draws shrinks with more, and 512 cost 0.4–0.5 CPU s against 6.5 for 4,096

@@ -16,15 +16,15 @@ from typing import Callable, Iterator
 import torch
 from torch import nn
 
-from .data import Split
-from .lifecycle import Budget, Phase, Record, Sink, Status, Stop, execute, within
-from .metric import functional_distance, mapped_outputs
-from .objectives import CHOICE, KEEP, PROBE, PULL, RELAX, BatchSampler, restore, sparsify, with_pull
-from .params import Group, group_mask
-from .path import Evaluation, PathConfig, require
-from .path import Path as Walk
-from .source import Source
-from .targets import STRATEGIES, choose_groups
+from ..core.metric import functional_distance, mapped_outputs
+from ..core.objectives import CHOICE, KEEP, PROBE, PULL, RELAX, BatchSampler, restore, sparsify, with_pull
+from ..core.params import Group, group_mask
+from ..core.path import Evaluation, PathConfig, require
+from ..core.path import Path as Walk
+from ..core.targets import STRATEGIES, choose_groups
+from ..infra.lifecycle import Budget, Phase, Record, Sink, Status, Stop, execute, within
+from ..store.data import Split
+from ..store.source import Source
 
 
 @dataclass(frozen=True)
@@ -38,7 +38,7 @@ class SparsifyConfig:
     and larger walk steps (ε = 0.1) with a weak target term (β = 0.001), pull ρ = 2, 600 relaxation steps from
     ε = 0.3, all within `seconds` of CPU time (the relaxation is sized to what the walk leaves, so that its ε
     schedule completes; on lenet60 the 600 steps take a tenth of the default budget). Every walk step checks itself
-    (geodesic.trust): ε is where the walk starts and the most it grows to. The relaxation ends on its best point
+    (geodesic.core.trust): ε is where the walk starts and the most it grows to. The relaxation ends on its best point
     by D(w, w_start) on KEEP_IMAGES fixed training images, so it never leaves the net further from the dense
     function than it found it at arrival. `PRESETS["literal"]` is the paper's algorithm as written."""
 
@@ -229,8 +229,8 @@ def _length(summary: dict) -> float:
 def run_candidate(source: Source, cfg: SparsifyConfig, root: str, run_id: str, meta: dict) -> dict:
     """One candidate path into the run folder root/run_id (a task for a backend: it opens its own inputs);
     its summary."""
-    from . import threads
-    from .runs import RunWriter
+    from ..infra import threads
+    from ..store.runs import RunWriter
 
     threads.configure()
     ckpt, dataset, train, test = source.open()
@@ -248,11 +248,11 @@ def run_candidates(source: Source, configs: list[SparsifyConfig], root: str | os
                    backend: str = "ray", address: str | None = None, workers: int | None = None,
                    stop: Stop | None = None, on_done: Callable[[dict], None] | None = None,
                    prefix: str = "") -> list[dict]:
-    """Candidate paths in parallel on a backend (`geodesic.backend`: local Ray by default), each a run folder
+    """Candidate paths in parallel on a backend (`geodesic.infra.backend`: local Ray by default), each a run folder
     root/<prefix><candidate name> of the group meta["group"] (default: root's name); one summary row per path
     ("path": its folder name; status "error" with the message for a path that raised; None for one cancelled
     by `stop`), in the order of `configs`."""
-    from .backend import open_backend
+    from ..infra.backend import open_backend
 
     root, source = Path(root).resolve(), source.absolute()
     names = [prefix + candidate_name(i, cfg) for i, cfg in enumerate(configs)]
@@ -263,7 +263,7 @@ def run_candidates(source: Source, configs: list[SparsifyConfig], root: str | os
     with open_backend(backend, address, workers) as pool:
         for i, result in pool.map(run_candidate, args, stop=stop):
             if isinstance(result, BaseException):
-                result = {"status": "error", "error": f"{type(result).__name__}: {result}"}
+                result = {"status": Status.ERROR.value, "error": f"{type(result).__name__}: {result}"}
             rows[i] = {"path": names[i], "strategy": configs[i].strategy, "seed": configs[i].path.seed, **result}
             if on_done is not None:
                 on_done(rows[i])

@@ -1,12 +1,9 @@
-"""Model zoo: build a net by name, list its filter groups, save and load checkpoints.
-
-Models take float images in [0, 1] of shape (B, 1, 28, 28) and normalize inside. Checkpoints are
-`.safetensors` files (never pickles) with a JSON card beside them (`<stem>.json`).
+"""Checkpoints: `.safetensors` files (never pickles) with a JSON card beside them (cards.py); saved atomically, checked
+against their card and architecture on load.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -18,209 +15,9 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from .files import follow_umask
-from .params import Group, output_unit_groups
-
-class Normalize(nn.Module):
-    """(x − mean) / std with fixed constants (no parameters)."""
-
-    def __init__(self, mean: float, std: float):
-        super().__init__()
-        self.mean, self.std = mean, std
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return (x - self.mean) / self.std
-
-
-class MLP(nn.Module):
-    """784 → 32 → 10, ReLU: tiny, for tests and teaching (25,450 weights; its 32 hidden neurons are its groups)."""
-
-    prunable = ("fc1",)
-
-    def __init__(self, hidden: int = 32):
-        super().__init__()
-        # background pixels stay 0: centred inputs (mostly −1) leave whole ReLU units dead for every image
-        self.norm = Normalize(0.0, 0.5)
-        self.fc1 = nn.Linear(28 * 28, hidden)
-        self.fc2 = nn.Linear(hidden, 10)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(torch.relu(self.fc1(self.norm(x).flatten(1))))
-
-
-class LeNet60(nn.Module):
-    """conv 1→20 5×5, pool, conv 20→40 5×5, pool, fc 640→100, fc 100→10: 60 conv filters, 85,670 weights."""
-
-    prunable = ("conv1", "conv2")
-
-    def __init__(self):
-        super().__init__()
-        self.norm = Normalize(0.5, 0.5)  # [0, 1] -> [-1, 1]
-        self.conv1 = nn.Conv2d(1, 20, 5)
-        self.conv2 = nn.Conv2d(20, 40, 5)
-        self.fc1 = nn.Linear(40 * 4 * 4, 100)
-        self.fc2 = nn.Linear(100, 10)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = torch.relu(pool(self.conv1(self.norm(x))))
-        x = torch.relu(pool(self.conv2(x)))
-        return self.fc2(torch.relu(self.fc1(x.flatten(1))))
-
-
-def pool(x: torch.Tensor) -> torch.Tensor:
-    """2×2 max-pool. relu(pool(x)) = pool(relu(x)) as relu is monotone, on a quarter of the values; the
-    channels-last copy makes CPU max-pooling about 4× faster than on NCHW (19 → 5 ms for 256×20×24×24)."""
-    # channels-last strides by permute + contiguous, which vmap (the reference Jacobian) also supports
-    return torch.max_pool2d(x.permute(0, 2, 3, 1).contiguous().permute(0, 3, 1, 2), 2)
-
-
-class BasicBlock(nn.Module):
-    """conv 3×3 → BN → ReLU → conv 3×3 → BN, plus the input (a 1×1 conv + BN when the shape changes), → ReLU."""
-
-    def __init__(self, cin: int, cout: int, stride: int = 1):
-        super().__init__()
-        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(cout)
-        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(cout)
-        self.shortcut = nn.Sequential()
-        if stride != 1 or cin != cout:
-            self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = torch.relu(self.bn1(self.conv1(x)))
-        return torch.relu(self.bn2(self.conv2(out)) + self.shortcut(x))
-
-
-class ResNet8(nn.Module):
-    """A CIFAR-style ResNet for 1×28×28: conv 3×3 (16) + BN, three stages of one BasicBlock (16, 32, 64 channels,
-    strides 1, 2, 2), global average pool, fc 64→10: BatchNorm and skip connections, 77,754 weights."""
-
-    def __init__(self, widths: tuple[int, int, int] = (16, 32, 64)):
-        super().__init__()
-        self.norm = Normalize(0.5, 0.5)
-        self.conv1 = nn.Conv2d(1, widths[0], 3, 1, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(widths[0])
-        self.layer1 = BasicBlock(widths[0], widths[0], 1)
-        self.layer2 = BasicBlock(widths[0], widths[1], 2)
-        self.layer3 = BasicBlock(widths[1], widths[2], 2)
-        self.fc = nn.Linear(widths[2], 10)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = torch.relu(self.bn1(self.conv1(self.norm(x))))
-        x = self.layer3(self.layer2(self.layer1(x)))
-        return self.fc(torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1))
-
-
-ZOO: dict[str, type[nn.Module]] = {"mlp": MLP, "lenet60": LeNet60, "resnet8": ResNet8}
-
-
-def build(name: str, seed: int | None = None) -> nn.Module:
-    """A fresh model of the zoo; `seed` fixes the initialization."""
-    if name not in ZOO:
-        raise ValueError(f"unknown model {name!r}; the zoo has {sorted(ZOO)}")
-    if seed is not None:
-        torch.manual_seed(seed)
-    return ZOO[name]()
-
-
-def filter_groups(model: nn.Module) -> list[Group]:
-    """The prunable units of a model: coupled channel groups (groups.coupled_groups): a conv filter with its bias,
-    the BatchNorm γ/β after it and the channels tied to it by residual additions. For mlp and lenet60 (no
-    BatchNorm, no skips) these are exactly their hidden neurons / conv filters, in the same order and names."""
-    from .groups import coupled_groups
-
-    return coupled_groups(model)
-
-
-# --- checkpoints -------------------------------------------------------------------------------
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that cannot be used: missing, corrupt, or not the architecture its card names."""
-
-
-def card_path(path: str | os.PathLike) -> Path:
-    return Path(path).with_suffix(".json")
-
-
-def sha256_file(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-# The card's known fields and their JSON types; other fields are kept as they are.
-_NUMBER = (int, float)
-CARD_FIELDS: dict[str, tuple[type, ...]] = {
-    "model": (str,), "dataset": (str,), "sha256": (str,), "optimizer": (str,), "test_set": (str,),
-    "torch": (str,), "command": (str,), "seed": (int,), "epochs": (int,), "batch": (int,), "warmup": (int,),
-    "lr": _NUMBER, "test_accuracy": _NUMBER, "test_loss": _NUMBER, "train_seconds": _NUMBER,
-}
-_TYPE_NAMES = {str: "a string", int: "an integer", float: "a number"}
-
-
-def check_card(card: object, where: str | os.PathLike = "card") -> dict:
-    """Return `card` if it is a JSON object whose known fields have the right types, else raise
-    CheckpointError naming `where` and the field."""
-    if not isinstance(card, dict):
-        raise CheckpointError(f"{where}: a card must be a JSON object {{...}}, not {_json_kind(card)}")
-    for key, types in CARD_FIELDS.items():
-        if key not in card:
-            continue
-        v = card[key]
-        if isinstance(v, bool) or not isinstance(v, types):  # JSON true/false is no number
-            raise CheckpointError(f"{where}: field {key!r} must be {_TYPE_NAMES[types[-1]]}, not {_json_kind(v)}")
-    acc = card.get("test_accuracy")
-    if acc is not None and not 0 <= acc <= 1:  # also refuses NaN
-        raise CheckpointError(f"{where}: field 'test_accuracy' must be a fraction in [0, 1], not {acc!r}")
-    sha = card.get("sha256")
-    if sha is not None and not (len(sha) == 64 and all(c in "0123456789abcdef" for c in sha.lower())):
-        raise CheckpointError(f"{where}: field 'sha256' must be 64 hex digits, not {sha!r}")
-    return card
-
-
-def _json_kind(v: object) -> str:
-    if v is None:
-        return "null"
-    if isinstance(v, bool):
-        return f"{str(v).lower()}"
-    if isinstance(v, (int, float)):
-        return f"the number {v!r}"
-    if isinstance(v, str):
-        return f"the string {v!r}" if len(v) <= 40 else "a string"
-    if isinstance(v, list):
-        return "a list"
-    if isinstance(v, dict):
-        return "an object"
-    return type(v).__name__
-
-
-def read_card(path: str | os.PathLike) -> dict:
-    """The card beside checkpoint `path` (`<stem>.json`), checked by check_card; {} when there is none.
-
-    Raises CheckpointError, naming the card file, when it is not a readable UTF-8 JSON object with the
-    right field types (a folder in its place, no permission, bad bytes, bad JSON, a list, a string seed...).
-    """
-    cpath = card_path(path)
-    if not cpath.exists():
-        return {}
-    if not cpath.is_file():
-        raise CheckpointError(f"{cpath}: the card is {'a folder' if cpath.is_dir() else 'not a regular file'}, "
-                              "not a JSON file")
-    try:
-        text = cpath.read_bytes().decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise CheckpointError(f"{cpath}: card is not UTF-8 text ({e.reason} at byte {e.start})") from None
-    except OSError as e:
-        raise CheckpointError(f"{cpath}: cannot read the card ({e.strerror or e})") from None
-    try:
-        card = json.loads(text)
-    except (json.JSONDecodeError, RecursionError) as e:
-        raise CheckpointError(f"{cpath}: card is not valid JSON ({e})") from None
-    return check_card(card, cpath)
+from ..infra.files import follow_umask, sha256_file
+from .cards import CheckpointError, card_path, check_card, read_card
+from .zoo import ZOO, build
 
 
 def _check_path(path: Path) -> None:
@@ -252,7 +49,7 @@ def check_out(path: str | os.PathLike, force: bool = False) -> Path:
     if existing and not force:
         raise ValueError(f"{' and '.join(existing)} already exist{'s' if len(existing) == 1 else ''}; "
                          "choose another --out, or --force to replace it (nothing was overwritten)")
-    from .runs import check_writable
+    from ..infra.files import check_writable
 
     check_writable(path.parent, str(path))
     return path
@@ -380,7 +177,7 @@ def _load_into(model: nn.Module, name: str, card: dict, path: Path) -> tuple[nn.
     if "sha256" in card and card["sha256"].lower() != sha256_file(path):
         raise CheckpointError(f"{path}: sha256 differs from its card; the file was changed or damaged")
     if "removed" in card:  # a compact net (export.py): the zoo model with the card's channels taken out
-        from .export import shrink
+        from .compact import shrink
 
         shrink(model, card["removed"], path)
     check_architecture(model, tensors, name, path)
@@ -401,7 +198,7 @@ OUTPUT_LIMIT = 1e12  # logits beyond this are no trained net's: softmax saturate
 def check_outputs(model: nn.Module, path: Path) -> None:
     """CheckpointError when the net's logits on a fixed batch of images are NaN, infinite or beyond OUTPUT_LIMIT
     (weights scaled far out of range): no path, training or score can start from there."""
-    from .groups import example_input
+    from ..core.groups import example_input
 
     with torch.no_grad():
         y = model(example_input(model, 2)).float()
@@ -434,7 +231,7 @@ def check_accuracy(model: nn.Module, card: dict, test_split, tolerance: float = 
     """A warning when `model` measures more than `tolerance` below its card's test_accuracy on `test_split`
     (a data.Split), e.g. because the card names the wrong dataset, or, when the card has no test_accuracy, near
     chance (`near_chance`); None otherwise. `name` (say, the checkpoint's file name) starts the message."""
-    from .train import evaluate
+    from ..core.train import evaluate
 
     if not tolerance >= 0:
         raise ValueError(f"tolerance must be >= 0, got {tolerance}")

@@ -25,15 +25,15 @@ from typing import Callable, Iterator, Optional
 import torch
 from torch import nn
 
+from ..core.metric import model_fn, output_map
+from ..core.objectives import LEARN_B, PROBE, PULL_A, RELAX_PATH, BatchSampler, Field, learn, restore, with_pull
+from ..core.params import flatten, spec_of
+from ..core.path import Evaluation, Path, PathConfig, require
+from ..core.train import train, train_steps
+from ..infra.lifecycle import Phase, Record, Row, Status, Stop, execute
+from ..store.data import Split
+from ..store.runs import RunWriter
 from .baselines import descend
-from .data import Split
-from .lifecycle import Phase, Record, Row, Status, Stop, execute
-from .metric import model_fn, output_map
-from .objectives import LEARN_B, PROBE, PULL_A, RELAX_PATH, BatchSampler, Field, learn, restore, with_pull
-from .params import flatten, spec_of
-from .path import Evaluation, Path, PathConfig, require
-from .runs import RunWriter
-from .train import train, train_steps
 
 DIRECTIONS = ("labels", "teacher")
 PHASES = ("walk", "relax", "line", "finetune", "joint")
@@ -260,7 +260,7 @@ def walk(path: Path, model: nn.Module, ev_b: Evaluation) -> Iterator[Row]:
 
 
 def fresh_net(model: nn.Module, seed: int) -> nn.Module:
-    """A new instance of the architecture, initialized with `seed` (as models.build does)."""
+    """A new instance of the architecture, initialized with `seed` (as zoo.build does)."""
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         return type(model)()

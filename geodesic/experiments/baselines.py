@@ -10,11 +10,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .data import Split
-from .metric import model_fn, output_map
-from .params import Group, group_mask
-from .targets import smallest_groups
-
+from ..core.metric import model_fn, output_map
+from ..core.params import Group, group_mask
+from ..core.targets import smallest_groups
+from ..store.data import Split
 
 SCHEDULES = ("constant", "cosine")
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..infra.lifecycle import Status
 from .sweep import COLUMNS, RESULTS
 
 REQUIRED = ("method", "filters", "accuracy", "status")  # what a front needs; other columns may be missing
@@ -75,7 +76,7 @@ def version(folder: str | os.PathLike) -> tuple:
 
 def ok(table: pd.DataFrame) -> pd.DataFrame:
     """Cells that ended with a score (no error)."""
-    return table[(table["status"] != "error") & table["accuracy"].notna()]
+    return table[(table["status"] != Status.ERROR) & table["accuracy"].notna()]
 
 
 def front(table: pd.DataFrame, by: tuple[str, ...] = ("method", "filters")) -> pd.DataFrame:

@@ -15,7 +15,6 @@ import subprocess
 import sys
 import tempfile
 import zlib
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -23,9 +22,10 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from .files import follow_umask
+from ..core.split import Split  # noqa: F401 (the loaders return it; data.Split is its public name)
+from ..infra.files import follow_umask
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 ASSETS = REPO / "assets"
 FETCH_HINT = "run `make data` (or `python -m geodesic fetch-data`) to install the full datasets offline"
 
@@ -44,24 +44,6 @@ SUBSET_SIZES = {"train": 5_000, "test": 2_000}
 
 class DataMissing(FileNotFoundError):
     pass
-
-
-@dataclass
-class Split:
-    """Images (N, 1, 28, 28) float in [0, 1] and labels (N,) int64."""
-
-    x: torch.Tensor
-    y: torch.Tensor
-    name: str
-    split: str
-    source: str  # "full" or "bundled"
-
-    def __len__(self) -> int:
-        return len(self.y)
-
-    def batch(self, size: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        i = torch.randint(len(self), (size,), generator=generator)
-        return self.x[i], self.y[i]
 
 
 def data_root() -> Path:

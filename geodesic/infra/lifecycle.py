@@ -36,15 +36,18 @@ class Status(str, Enum):
     DIVERGED = "diverged"  # the weights left the finite range; nothing more can be done from there
     INTERRUPTED = "interrupted"  # an exception or Ctrl-C; what was done is saved
     STALE = "stale"  # read back only: "running" in meta.json, but the process writing it is gone
+    ERROR = "error"  # a sweep cell or candidate path that raised; its message is kept beside the status
+    QUEUED = "queued"  # a job waiting for its turn (the app runs one engine job at a time)
+    PAUSED = "paused"  # a job held between two steps, to be resumed
 
     @property
     def failed(self) -> bool:
         """A result the user should not take as an answer (the CLI exits non-zero)."""
-        return self in (Status.DIVERGED, Status.INTERRUPTED)
+        return self in (Status.DIVERGED, Status.INTERRUPTED, Status.ERROR)
 
     @property
     def ended(self) -> bool:
-        return self not in (Status.RUNNING, Status.STALE)
+        return self not in (Status.RUNNING, Status.STALE, Status.QUEUED, Status.PAUSED)
 
     @classmethod
     def parse(cls, text: object) -> "Status":
@@ -64,14 +67,14 @@ class Status(str, Enum):
 
 
 # what to try after a path diverged (the CLI prints it, the app shows it). Every step measures itself and shrinks ε
-# long before a net's outputs overflow (geodesic.trust), so a divergence points at the start point or a fixed ε
+# long before a net's outputs overflow (geodesic.core.trust), so a divergence points at the start point or a fixed ε
 DIVERGED_HINT = ("the weights or the net's outputs stopped being finite numbers; check that the checkpoint's own "
                  "outputs are finite, and with a fixed trust region (the literal preset) try a smaller ε")
 
 
 # which status wins when phases end differently: a later phase never hides an earlier failure
 _RANK = {Status.DONE: 0, Status.ARRIVED: 1, Status.MISSED: 2, Status.STOPPED: 3, Status.DIVERGED: 4,
-         Status.INTERRUPTED: 5}
+         Status.INTERRUPTED: 5, Status.ERROR: 6}
 
 
 def combine(a: Status, b: Status) -> Status:

@@ -4,13 +4,13 @@
     magnitude  zero the smallest layer-normalized groups, nothing else
     finetune   magnitude, then Adam on the labels with the zeroed groups held at 0
     distill    magnitude, then Adam toward the dense net's outputs (no labels)
-    fip        the authors' published method (geodesic.fip): no labels
+    fip        the authors' published method (geodesic.experiments.fip): no labels
 
 Every method ends with the phase "mask": its target set to exactly 0 (a geodesic walk cut before it arrived, or
 fip, is projected onto {w_T = 0} there) and the net scored on the full evaluation set, outside the budget.
 A variant "<method>+recal" (e.g. "magnitude+recal") is the same method whose mask phase first re-estimates every
 BatchNorm's running statistics for the masked net on recalibrate.IMAGES unlabeled training images
-(geodesic.recalibrate), also outside the budget: like the mask and the scoring it is a fixed cost of one forward
+(geodesic.experiments.recalibrate), also outside the budget: like the mask and the scoring it is a fixed cost of one forward
 pass, the same for every method and budget (on resnet8 0.4–0.5 CPU s, bench/results/recal-resnet8-fashion-mnist.md;
 the mask row records it as recal_seconds). The distance to the dense net is measured against the dense net with its own
 statistics. Without BatchNorm the variant equals its method.
@@ -27,17 +27,17 @@ from typing import Callable, Iterator
 import torch
 from torch import nn
 
+from ..core.metric import functional_distance, mapped_outputs
+from ..core.params import Group, group_mask
+from ..core.path import Evaluation
+from ..core.targets import choose_groups, smallest_groups
+from ..infra.lifecycle import Budget, Phase, Status, within
+from ..store.data import Split
 from .baselines import finetune, magnitude_prune
-from .data import Split
-from .experiments import budgeted, recommended, sparsify_phases
 from .fip import fip
-from .lifecycle import Budget, Phase, Status, within
-from .metric import functional_distance, mapped_outputs
-from .params import Group, group_mask
-from .path import Evaluation
 from .recalibrate import images as recal_images
 from .recalibrate import recalibrate
-from .targets import choose_groups, smallest_groups
+from .sparsify import budgeted, recommended, sparsify_phases
 
 METHODS = ("geodesic", "magnitude", "finetune", "distill", "fip")
 RECAL = "+recal"  # suffix of a method's variant with BatchNorm recalibration before the mask's scoring

@@ -25,15 +25,15 @@ import pandas as pd
 import torch
 from torch import nn
 
+from ..core.metric import functional_distance
+from ..core.objectives import PROBE, PULL, BatchSampler, restore
+from ..core.params import Group
+from ..core.path import Evaluation, Path, PathConfig, require
+from ..infra.lifecycle import Phase, Record, Row, Status, Stop, execute
+from ..store.data import Split
+from ..store.runs import RunWriter
 from .baselines import descend
 from .damage import DAMAGE_FILE
-from .data import Split
-from .lifecycle import Phase, Record, Row, Status, Stop, execute
-from .metric import functional_distance
-from .objectives import PROBE, PULL, BatchSampler, restore
-from .params import Group
-from .path import Evaluation, Path, PathConfig, require
-from .runs import RunWriter
 
 METHODS = ("geodesic", "sgd", "adam")
 DEFAULT_LR = {"sgd": 0.01, "adam": 1e-3}

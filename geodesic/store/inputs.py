@@ -11,9 +11,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from . import data, models
+from ..core.params import Group, flatten
+from . import checkpoints, data, zoo
 from .arch import normalize
-from .params import Group, flatten
 
 
 @dataclass
@@ -36,10 +36,10 @@ class Checkpoint:
 
 def open_checkpoint(path: str | os.PathLike, model_name: str | None = None, arch: str | None = None) -> Checkpoint:
     """Load and check a checkpoint of a zoo model, or of a user's architecture `arch` (its file runs);
-    models.CheckpointError / arch.ArchError with a clear message when it cannot be used."""
+    cards.CheckpointError / arch.ArchError with a clear message when it cannot be used."""
     arch = normalize(arch) if arch else None
-    model, card = models.load(path, model_name, arch)
-    return Checkpoint(Path(path), model, card, flatten(model), models.filter_groups(model), arch)
+    model, card = checkpoints.load(path, model_name, arch)
+    return Checkpoint(Path(path), model, card, flatten(model), zoo.filter_groups(model), arch)
 
 
 def dataset_of(ckpt: Checkpoint, dataset: str | None) -> str:
@@ -61,4 +61,4 @@ def splits(dataset: str, source: str = "auto", eval_size: int | None = None) -> 
 def card_warning(ckpt: Checkpoint, dataset: str) -> str | None:
     """A warning when the net measures far below its card on `dataset`'s bundled test images (a card that
     names the wrong dataset, a net trained on other data), else None."""
-    return models.check_accuracy(ckpt.model, ckpt.card, data.load(dataset, "test", "bundled"), name=ckpt.path.name)
+    return checkpoints.check_accuracy(ckpt.model, ckpt.card, data.load(dataset, "test", "bundled"), name=ckpt.path.name)

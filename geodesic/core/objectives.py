@@ -18,8 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .data import Split
 from .metric import distance_grad, model_fn
+from .split import Split
 
 Field = Callable[[torch.Tensor], torch.Tensor]  # w (n,) -> v (n,)
 

@@ -48,7 +48,7 @@ def resolve(threads: int | None = None) -> int:
 
 def configure(threads: int | None = None) -> int:
     """Apply the thread policy to this process and return the count: torch.set_num_threads(resolve(threads)),
-    and the engine's allocator policy (geodesic.allocator: freed memory kept for the next step).
+    and the engine's allocator policy (geodesic.infra.allocator: freed memory kept for the next step).
 
     threads: an explicit count >= 1, which wins; None: $GEODESIC_THREADS, else DEFAULT.
     Raises ValueError for a count < 1 or not a whole number (argument or environment variable).

@@ -5,7 +5,7 @@
     runs/<id>/snapshots/<step>.safetensors  the weight vector "w" at that step, written as it is taken
     runs/<id>/state.safetensors         flat vectors the engine needs: "w_start", and "w" once the run ends
     runs/<id>/final.safetensors + .json the final net as the model's plain state dict (BatchNorm buffers
-                                        included) with a card: `models.load` or `model.load_state_dict(load_file(…))`
+                                        included) with a card: `checkpoints.load` or `model.load_state_dict(load_file(…))`
 
 Every file is written to a temporary name and renamed, so a reader never sees half a file; a killed run keeps
 every row, snapshot and the start. Folders of older versions (final.safetensors holding flat "w"/"w_start",
@@ -19,17 +19,15 @@ import math
 import os
 import platform
 import shutil
-import tempfile
 import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-
 from typing import TYPE_CHECKING
 
-from . import __version__
-from .files import follow_umask
-from .lifecycle import Status
+from .. import __version__
+from ..infra.files import check_writable, follow_umask
+from ..infra.lifecycle import Status
 
 if TYPE_CHECKING:  # torch and pandas load on first use: the app draws its first page before either
     import pandas as pd
@@ -41,7 +39,7 @@ STATE = "state.safetensors"
 FINAL = "final.safetensors"
 
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 def default_root() -> Path:
@@ -100,34 +98,6 @@ def save_tensors(path: Path, tensors: dict[str, torch.Tensor]) -> None:
 
 def new_run_id(kind: str) -> str:
     return f"{time.strftime('%Y%m%d-%H%M%S')}-{kind}-{uuid.uuid4().hex[:6]}"
-
-
-def check_writable(folder: Path, what: str, keep: bool = False) -> None:
-    """ValueError ("cannot write <what>: …") unless `folder` can be created and written in; the folders made for the
-    check are removed again unless `keep`. Used before long work, so that it cannot fail at its end."""
-    folder, missing, anc = Path(folder), [], Path(folder)
-    while not anc.exists() and anc != anc.parent:
-        missing.append(anc)
-        anc = anc.parent
-    if anc.exists() and not anc.is_dir():
-        raise ValueError(f"cannot write {what}: {anc} is a file, not a folder")
-    try:
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise ValueError(f"cannot write {what}: cannot create the folder {folder} ({e.strerror or e})") from None
-        try:
-            fd, probe = tempfile.mkstemp(dir=folder, prefix=".geodesic-write-test-")
-            os.close(fd)
-            os.unlink(probe)
-        except OSError as e:
-            raise ValueError(f"cannot write {what}: cannot write in {folder} ({e.strerror or e})") from None
-    finally:
-        for d in missing if not keep else ():  # deepest first
-            try:
-                d.rmdir()
-            except OSError:
-                pass
 
 
 def fresh_folder(out: str | os.PathLike) -> Path:
@@ -201,8 +171,8 @@ class RunWriter:
         self.update(status=status, summary=summary, ended=time.strftime("%Y-%m-%dT%H:%M:%S"))
 
     def _write_final_net(self, w: torch.Tensor, status: Status, summary: dict) -> None:
-        from .models import sha256_file
-        from .params import state_dict_at
+        from ..core.params import state_dict_at
+        from ..infra.files import sha256_file
 
         final = self.dir / FINAL
         save_tensors(final, state_dict_at(self.model, w))

@@ -4,7 +4,7 @@
                      methods=("geodesic", "finetune"), seeds=(0, 1), seconds=60)
     table = run_sweep(spec, "sweeps/x")          # DIR/cells/<cell>/ run folders, DIR/results.csv and .parquet
 
-Each cell gets the same budget of CPU seconds on one thread (geodesic.methods). Rerunning the same sweep into
+Each cell gets the same budget of CPU seconds on one thread (geodesic.experiments.methods). Rerunning the same sweep into
 the same folder resumes it: cells whose run folder ended are kept, the others (interrupted, failed) run again.
 Running it with more sparsities, methods, seeds or data budgets (the same checkpoint, data and seconds) grows
 it: the new cells run, the finished ones are kept, and sweep.json records the grown grid.
@@ -24,9 +24,9 @@ from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
-from .backend import node
-from .lifecycle import Status, Stop
-from .source import Source
+from ..infra.backend import node
+from ..infra.lifecycle import Status, Stop
+from ..store.source import Source
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -44,7 +44,7 @@ FINISHED = (Status.ARRIVED, Status.MISSED, Status.DONE, Status.DIVERGED)  # kept
 class SweepSpec:
     """What a sweep runs. Sparsity as `filters` (groups to zero) and/or `fractions` of the model's groups;
     `data`: training images per cell (0: the whole training split), the same images for every method
-    (labels used by finetune only); `methods` may name "+recal" variants (geodesic.methods); `seconds`: each
+    (labels used by finetune only); `methods` may name "+recal" variants (geodesic.experiments.methods); `seconds`: each
     cell's CPU budget; the source's test images score each cell."""
 
     source: Source
@@ -56,8 +56,8 @@ class SweepSpec:
     seconds: float = 60.0
 
     def validate(self) -> "SweepSpec":
+        from ..core.path import require
         from .methods import METHODS, RECAL, VARIANTS
-        from .path import require
 
         require([
             (bool(self.filters or self.fractions), "give the sparsity: filters and/or fractions"),
@@ -126,7 +126,7 @@ def training_images(train, count: int):
     seed and sparsity of a sweep sees the same images."""
     import torch
 
-    from .data import Split
+    from ..store.data import Split
 
     if not count or count >= len(train):
         return train
@@ -137,8 +137,8 @@ def training_images(train, count: int):
 def run_cell(spec: SweepSpec, cell: Cell, root: str) -> dict:
     """Run one cell into root/<cell id>/ and return its results row (status "error" with the message when it
     raised). One torch thread; the budget starts once the inputs are loaded."""
-    from . import threads
-    from .runs import RunWriter
+    from ..infra import threads
+    from ..store.runs import RunWriter
 
     t0 = time.perf_counter()
     threads.configure(1)
@@ -151,14 +151,14 @@ def run_cell(spec: SweepSpec, cell: Cell, root: str) -> dict:
     except Exception as e:  # noqa: BLE001 — recorded in the row and the folder; the sweep goes on
         error = f"{type(e).__name__}: {e}"
         writer.update(status=Status.INTERRUPTED, error=error, trace=traceback.format_exc()[-4000:],
-                      summary={**base, "status": "error", "error": error})
-        return {**base, "status": "error", "error": error, "wall": time.perf_counter() - t0}
+                      summary={**base, "status": Status.ERROR.value, "error": error})
+        return {**base, "status": Status.ERROR.value, "error": error, "wall": time.perf_counter() - t0}
 
 
 def _run(spec: SweepSpec, cell: Cell, writer) -> dict:
-    from .lifecycle import execute
+    from ..core.path import Evaluation
+    from ..infra.lifecycle import execute
     from .methods import Budget, Counter, Task, method_phases
-    from .path import Evaluation
 
     ckpt, dataset, train, test = spec.source.open()
     task = Task(ckpt.model, ckpt.w, ckpt.groups, cell.filters, training_images(train, cell.data),
@@ -185,7 +185,7 @@ def _run(spec: SweepSpec, cell: Cell, writer) -> dict:
 
 def finished_rows(root: Path) -> dict[str, dict]:
     """Cell id → row of every cell folder under root that ended (kept on resume)."""
-    from .runs import load_run
+    from ..store.runs import load_run
 
     out = {}
     for meta in sorted(root.glob("*/meta.json")):
@@ -211,7 +211,7 @@ def write_results(out: Path, rows: list[dict]) -> "pd.DataFrame":
     """DIR/results.csv and DIR/results.parquet, one row per cell in COLUMNS order (written atomically)."""
     import pandas as pd
 
-    from .runs import _atomic_write_bytes, plain
+    from ..store.runs import _atomic_write_bytes, plain
 
     df = pd.DataFrame([plain(r) for r in rows]).reindex(columns=COLUMNS)
     df = df.sort_values(["method", "filters", "data", "seed"], kind="stable").reset_index(drop=True)
@@ -259,7 +259,8 @@ def plan(spec: SweepSpec, out: str | Path) -> tuple[Path, list[Cell], SweepSpec 
 def prepare(spec: SweepSpec, out: Path, todo: list[Cell], old: SweepSpec | None) -> dict[str, dict]:
     """Write the folder's record (the grown grid when resuming), clear the cells that did not end; the rows
     kept (cell id → row)."""
-    from .runs import check_writable, load_run, write_json
+    from ..infra.files import check_writable
+    from ..store.runs import load_run, write_json
 
     saved = out / SPEC
     if old is not None:
@@ -292,7 +293,7 @@ def run_sweep(spec: SweepSpec, out: str | Path, backend: str = "ray", address: s
     """Run every cell not yet finished and return the results table (also in DIR/results.csv/.parquet, rewritten
     as each cell ends). on_cell(row, done, total) after each cell; `stop` (or Ctrl-C) cancels the rest, keeping
     every finished cell."""
-    from .backend import check_backend, open_backend
+    from ..infra.backend import check_backend, open_backend
 
     spec = replace(spec, source=spec.source.absolute())
     check_backend(backend, address, workers)
@@ -304,7 +305,7 @@ def run_sweep(spec: SweepSpec, out: str | Path, backend: str = "ray", address: s
         pending = [c for c in todo if c.id not in kept]
         for i, row in pool.map(run_cell, [(spec, c, str(out / CELLS)) for c in pending], stop=stop):
             if isinstance(row, BaseException):
-                row = {**asdict(pending[i]), "cell": pending[i].id, "status": "error", "error": repr(row)}
+                row = {**asdict(pending[i]), "cell": pending[i].id, "status": Status.ERROR.value, "error": repr(row)}
             rows[row["cell"]] = row
             write_results(out, list(rows.values()))
             if on_cell is not None:

@@ -28,8 +28,8 @@ from typing import Callable
 import torch
 from torch import nn
 
-from .data import Split
-from .metric import model_fn
+from ..core.metric import model_fn
+from ..store.data import Split
 
 Fn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 

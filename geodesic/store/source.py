@@ -18,7 +18,7 @@ class Source:
     arch: str | None = None
 
     def open(self):
-        """(checkpoint, dataset name, train split, test split), as the CLI loads them (`geodesic.inputs`)."""
+        """(checkpoint, dataset name, train split, test split), as the CLI loads them (`geodesic.store.inputs`)."""
         from .inputs import dataset_of, open_checkpoint, splits
 
         ckpt = open_checkpoint(self.checkpoint, self.model, self.arch)

@@ -20,11 +20,11 @@ import pandas as pd
 import torch
 from torch import nn
 
-from .data import Split
-from .lifecycle import Phase, Row, Status, Stop, execute
-from .params import Group, ParamSpec, group_mask, group_norms, spec_of
-from .path import Evaluation
-from .runs import RunWriter
+from ..core.params import Group, ParamSpec, group_mask, group_norms, spec_of
+from ..core.path import Evaluation
+from ..infra.lifecycle import Phase, Row, Status, Stop, execute
+from ..store.data import Split
+from ..store.runs import RunWriter
 
 KINDS = ("zero", "ablate", "noise")
 AMONG = ("all", "alive")

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .data import Split
+from .split import Split
 
 
 @torch.no_grad()

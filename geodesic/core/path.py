@@ -2,7 +2,7 @@
 
 At w_t, on a fresh probe batch, solve θ_t = argmin θᵀG θ − β θᵀv(w_t) s.t. |θ|² ≤ ε_t, measure what θ_t does to
 the probe's outputs against what the metric predicted, and either move w_{t+1} = w_t + θ_t or shrink ε_t and solve
-again from the same eigendecomposition (`geodesic.trust`: the step checks itself; cfg.eps is the starting radius and
+again from the same eigendecomposition (`geodesic.core.trust`: the step checks itself; cfg.eps is the starting radius and
 the cap). Stop rules: arrival (|w_T| ≤ arrive_tol, then w_T := 0 exactly), a zero direction (nothing left to change:
 arrived, or done), max steps, distance budget, a stop request; DIVERGED only when the weights, the outputs or the
 direction are no longer finite numbers.
@@ -19,7 +19,7 @@ from typing import Iterator
 import torch
 from torch import nn
 
-from .lifecycle import Status
+from ..infra.lifecycle import Status
 from .metric import Metric, functional_distance, gram, jacobian_fast, mapped_outputs, model_fn
 from .objectives import Field, Sampler
 from .params import Group, group_norms
@@ -57,7 +57,7 @@ class PathConfig:
     eval_every: int = 10  # loss/accuracy on the evaluation set every k steps
     snapshot_every: int = 5  # keep the weight vector every k steps
     solver: str = "gram"  # "gram": K = JJᵀ layer by layer, J never stored; "explicit": J from jacobian_fast
-    adaptive: bool = True  # ε set by measuring each step (geodesic.trust); False: a fixed ε, as in the paper
+    adaptive: bool = True  # ε set by measuring each step (geodesic.core.trust); False: a fixed ε, as in the paper
 
     def validate(self) -> "PathConfig":
         checks = [

@@ -6,7 +6,7 @@
     out/model.json          its card: the zoo model, "compact": true, the channels taken out of each root
                             ("removed"), the new widths and shapes, parameters and FLOPs dense and compact, the source
 
-`models.load(out/model.safetensors)` gives the compact net back: it builds the zoo model, takes the card's
+`checkpoints.load(out/model.safetensors)` gives the compact net back: it builds the zoo model, takes the card's
 "removed" channels out the same way (`shrink`, on Torch-Pruning's dependency graph) and loads the tensors into it
 (no pickles). The compact net computes what the zeroed net computes: removing a channel that is exactly zero
 everywhere also removes its consumers' input slices, which only ever multiplied zeros.
@@ -14,18 +14,16 @@ everywhere also removes its consumers' input slices, which only ever multiplied 
 
 from __future__ import annotations
 
-import copy
 import os
-import statistics
-import time
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from .files import follow_umask
-from .groups import ROOT_TYPES, NORM_TYPES, dependency_graph, example_input
-from .params import Group, flatten, load_flat
+from ..core.groups import example_input
+from ..core.params import Group, flatten
+from ..infra.files import follow_umask
+from .compact import measure, removed_channels, shrink, widths, zeroed
 
 OPSET = 18
 TOLERANCE = 1e-4
@@ -34,155 +32,6 @@ ONNX_NAME, WEIGHTS_NAME = "model.onnx", "model.safetensors"
 
 class ExportError(ValueError):
     """An export that would not compute what the zeroed net computes, or cannot be written."""
-
-
-# --- which channels go -------------------------------------------------------------------------------------
-
-
-def zero_groups(w: torch.Tensor, groups: list[Group]) -> list[Group]:
-    """The groups whose coordinates are all exactly zero in w."""
-    return [g for g in groups if g.idx.numel() and not bool(w[g.idx].any())]
-
-
-def removed_channels(w: torch.Tensor, groups: list[Group]) -> dict[str, list[int]]:
-    """{root layer: sorted channel indices} of the all-zero groups; a root keeps at least one channel (the
-    lowest-numbered), so a layer whose groups are all zero stays one zero channel wide instead of vanishing."""
-    total: dict[str, int] = {}
-    for g in groups:
-        total[g.layer] = total.get(g.layer, 0) + 1
-    out: dict[str, list[int]] = {}
-    for g in zero_groups(w, groups):
-        out.setdefault(g.layer, []).append(g.index)
-    for layer, idxs in out.items():
-        idxs.sort()
-        if len(idxs) >= total[layer]:
-            del idxs[0]
-    return {k: v for k, v in out.items() if v}
-
-
-def shrink(model: nn.Module, removed: dict, where: str | os.PathLike | None = None) -> nn.Module:
-    """Take the output channels `removed` ({root module name: [channel, …]}) out of `model` in place, with all
-    they are coupled to (BatchNorm entries, residual partners, the consumers' input slices), along Torch-Pruning's
-    dependency graph. Returns `model`. A malformed `removed` raises models.CheckpointError naming `where`."""
-    from .models import CheckpointError
-
-    pre = f"{where}: " if where is not None else ""
-    if not isinstance(removed, dict):
-        raise CheckpointError(f"{pre}'removed' must be an object {{layer: [channel, …]}}")
-    modules = dict(model.named_modules())
-    for layer, idxs in removed.items():
-        m = modules.get(layer) if isinstance(layer, str) else None
-        width = _width(m)
-        if width is None:
-            raise CheckpointError(f"{pre}'removed' names {layer!r}, not a conv or linear layer of "
-                                  f"{type(model).__name__}")
-        if not (isinstance(idxs, list) and all(isinstance(i, int) and not isinstance(i, bool) for i in idxs)):
-            raise CheckpointError(f"{pre}'removed'[{layer!r}] must be a list of channel numbers")
-        if len(set(idxs)) != len(idxs) or not all(0 <= i < width for i in idxs) or len(idxs) >= width:
-            raise CheckpointError(f"{pre}'removed'[{layer!r}] must list distinct channels in [0, {width}), "
-                                  f"fewer than all {width}")
-    if not removed:
-        return model
-    was_grad = [p.requires_grad for p in model.parameters()]
-    for p in model.parameters():
-        p.requires_grad_(True)
-    DG = dependency_graph(model, example_input(model))
-    for layer, idxs in removed.items():
-        m = modules[layer]
-        if m not in DG.module2node:
-            raise CheckpointError(f"{pre}'removed' names {layer!r}, which the forward pass does not use")
-        DG.get_pruning_group(m, DG.get_pruner_of_module(m).prune_out_channels, sorted(idxs)).prune()
-    for p, g in zip(model.parameters(), was_grad):
-        p.requires_grad_(g)
-    return model
-
-
-def _width(m: nn.Module | None) -> int | None:
-    if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d)):
-        return m.out_channels
-    if isinstance(m, nn.Linear):
-        return m.out_features
-    return None
-
-
-def compact(model: nn.Module, w: torch.Tensor, groups: list[Group] | None = None) -> nn.Module:
-    """A copy of `model` at weights w with every all-zero group physically removed (eval mode); `model` is left
-    as it is. `groups` default to groups.coupled_groups(model)."""
-    from .groups import coupled_groups
-
-    groups = coupled_groups(model) if groups is None else groups
-    small = load_flat(copy.deepcopy(model), w)
-    shrink(small, removed_channels(w, groups))
-    return small.eval()
-
-
-def zeroed(model: nn.Module, w: torch.Tensor) -> nn.Module:
-    """A copy of `model` at weights w (eval mode): the net the compact one must match."""
-    return load_flat(copy.deepcopy(model), w).eval()
-
-
-# --- measures ----------------------------------------------------------------------------------------------
-
-
-def parameters(model: nn.Module) -> int:
-    """Trainable parameters (BatchNorm γ/β included, running statistics not)."""
-    return sum(p.numel() for p in model.parameters())
-
-
-def flops(model: nn.Module, example: torch.Tensor | None = None) -> int:
-    """FLOPs of one image's forward pass through the conv and linear layers: 2 × multiply-accumulates (+ one add
-    per output for a bias)."""
-    x = example_input(model) if example is None else example[:1]
-    total = [0]
-
-    def hook(m, inp, out):
-        per_out = m.weight[0].numel() if isinstance(m, nn.Linear) else m.weight.shape[1:].numel()
-        total[0] += out[0].numel() * (2 * per_out + (m.bias is not None))
-
-    hooks = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, ROOT_TYPES)]
-    try:
-        with torch.no_grad():
-            model.eval()(x)
-    finally:
-        for h in hooks:
-            h.remove()
-    return total[0]
-
-
-def latency_ms(model: nn.Module, batch: int, repeats: int = 20, warmup: int = 3, threads: int = 1) -> float:
-    """Median wall time (ms) of one forward pass of `batch` images on the CPU with `threads` torch threads."""
-    x = example_input(model, batch)
-    before = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        times = []
-        with torch.inference_mode():
-            model.eval()
-            for i in range(warmup + repeats):
-                t = time.perf_counter()
-                model(x)
-                if i >= warmup:
-                    times.append((time.perf_counter() - t) * 1e3)
-    finally:
-        torch.set_num_threads(before)
-    return statistics.median(times)
-
-
-def measure(model: nn.Module, batches: tuple[int, ...] = (1, 256), repeats: int = 20) -> dict:
-    """{"parameters", "flops", "latency_ms": {batch: median ms}} of one net (CPU, 1 thread)."""
-    return {"parameters": parameters(model), "flops": flops(model),
-            "latency_ms": {str(b): latency_ms(model, b, repeats) for b in batches}}
-
-
-def widths(model: nn.Module) -> dict[str, int]:
-    """{module: output channels / features} of every conv, linear and BatchNorm layer."""
-    out = {}
-    for name, m in model.named_modules():
-        if isinstance(m, ROOT_TYPES):
-            out[name] = _width(m)
-        elif isinstance(m, NORM_TYPES):
-            out[name] = m.num_features
-    return out
 
 
 # --- ONNX --------------------------------------------------------------------------------------------------
@@ -222,11 +71,11 @@ def max_diff(a: torch.Tensor, b: torch.Tensor) -> float:
 
 def _source(source) -> tuple[nn.Module, torch.Tensor, list[Group], dict]:
     """(model, w, groups, card) of a run folder, a checkpoint file or a (model, w, groups) triple."""
-    from . import models
+    from . import checkpoints, zoo
 
     if isinstance(source, (tuple, list)):
         model, w, groups = source
-        name = next((k for k, cls in models.ZOO.items() if type(model) is cls), None)
+        name = next((k for k, cls in zoo.ZOO.items() if type(model) is cls), None)
         return model, w, groups, ({"model": name} if name else {})
     path = Path(source)
     if path.is_dir():
@@ -237,16 +86,16 @@ def _source(source) -> tuple[nn.Module, torch.Tensor, list[Group], dict]:
         if not final.is_file():
             raise ExportError(f"run {run.id} has no final net ({FINAL}; status: {run.status.value})")
         arch = run.meta.get("arch")
-        model, card = models.load(final, None if arch else _card_model(final, run.meta), arch)
+        model, card = checkpoints.load(final, None if arch else _card_model(final, run.meta), arch)
         card = {**card, "run": card.get("run", run.id)}
     else:
-        model, card = models.load(path)
-    return model, flatten(model), models.filter_groups(model), {**card, "source": str(path)}
+        model, card = checkpoints.load(path)
+    return model, flatten(model), zoo.filter_groups(model), {**card, "source": str(path)}
 
 
 def _card_model(final: Path, meta: dict) -> str | None:
     """The model name to load a run's final net with: its card's, else the run's meta.json's."""
-    from .models import read_card
+    from .cards import read_card
 
     return None if "model" in read_card(final) else meta.get("model")
 
@@ -278,7 +127,7 @@ def _write_onnx(small: nn.Module, x: torch.Tensor, want: torch.Tensor, path: Pat
 
 
 def _card(src: dict, small: nn.Module, report: dict) -> dict:
-    """The compact net's card: where it came from, the channels removed (models.load rebuilds from them), sizes."""
+    """The compact net's card: where it came from, the channels removed (checkpoints.load rebuilds from them), sizes."""
     card = {k: src[k] for k in ("model", "dataset", "run", "source", "eval_accuracy", "eval_images",
                                 "test_accuracy") if src.get(k) is not None}
     card.update({
@@ -305,14 +154,14 @@ def export(source, out_dir: str | os.PathLike, images: torch.Tensor | None = Non
     writing nothing it would keep, when an output differs by more than `tolerance`, or when out_dir already holds
     an export and not `force`.
     """
-    from . import models
+    from . import cards, checkpoints
 
     model, w, groups, src = _source(source)
     if "removed" in src:  # its channel numbers would not be the zoo model's
         raise ExportError(f"{src.get('source', 'the source')} is already a compact net; export the run it came from")
     out = Path(out_dir)
     onnx_path, weights = out / ONNX_NAME, out / WEIGHTS_NAME
-    _check_out(out, (onnx_path, weights, models.card_path(weights)), force)
+    _check_out(out, (onnx_path, weights, cards.card_path(weights)), force)
     dense, removed = zeroed(model, w), removed_channels(w, groups)
     small = shrink(zeroed(model, w), removed)
     x = example_input(model, 64) if images is None else images
@@ -331,7 +180,7 @@ def export(source, out_dir: str | os.PathLike, images: torch.Tensor | None = Non
         "opset": opset, "onnx": str(onnx_path), "safetensors": str(weights),
     }
     card = _card(src, small, report)
-    models.save(small, weights, card)
+    checkpoints.save(small, weights, card)
     return report
 
 
