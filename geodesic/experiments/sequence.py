@@ -12,13 +12,16 @@ initialization), following Lopez-Paz & Ranzato (2017, "Gradient Episodic Memory"
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import torch
 
 from ..core.scenario import Head, head
 from ..core.split import Split
 from ..store.tasks import Task
+
+if TYPE_CHECKING:
+    from .continual import LearnConfig
 
 
 def summary(R: torch.Tensor, b: torch.Tensor | None = None) -> dict[str, float]:
@@ -53,3 +56,27 @@ def row(forward: Callable[[torch.Tensor], torch.Tensor], tasks: list[Task], test
     """R[learned − 1, :] (or b with learned = 0): the accuracy on every task's test images after `learned` tasks."""
     classes = [t.classes for t in tasks]
     return [accuracy(forward, tests[j], head(classes, j, learned, scenario)) for j in range(len(tasks))]
+
+
+def learn_sequence(model: torch.nn.Module, tasks: list[Task], train: dict[str, Split], test: dict[str, Split],
+                   scenario: str, method: str, cfg: LearnConfig, seed: int) -> dict:
+    """Learn `tasks` in order with a method of continual.py; returns the accuracy matrix R (T, T), b (the net
+    before any task), each task's steps and CPU seconds. train/test: the datasets' splits by name."""
+    from .continual import Learned, learn, make
+
+    T = len(tasks)
+    classes = [t.classes for t in tasks]
+    tests = [t.apply(test[t.dataset]) for t in tasks]
+    learner = make(method, cfg, seed)
+    model.eval()
+    b = torch.tensor(row(model, tasks, tests, 0, scenario))
+    R = torch.full((T, T), float("nan"))
+    spent, earlier = [], []
+    for t, task in enumerate(tasks):
+        now = Learned(task.apply(train[task.dataset]), head(classes, t, t + 1, scenario))
+        for j, old in enumerate(earlier):
+            old.current = head(classes, j, t + 1, scenario)
+        spent.append(learn(model, learner, now, earlier, seed * 1000 + t))
+        earlier.append(now)
+        R[t] = torch.tensor(row(model, tasks, tests, t + 1, scenario))
+    return {"R": R, "b": b, "spent": spent, **summary(R, b)}
