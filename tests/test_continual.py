@@ -107,3 +107,22 @@ def test_class_incremental_forgetting_and_replay():
         assert [s["steps"] for s in o["spent"]] == [150] * 5
     assert out["finetune"]["R"][4, 0] < 0.05 and out["replay"]["R"][4, 0] > 0.3
     assert out["replay"]["ACC"] > out["finetune"]["ACC"] + 0.2
+
+
+def test_the_geodesic_learns_the_first_task_as_finetuning_and_then_keeps_it():
+    """First task: nothing to keep, so the same Adam steps as fine-tuning (equal weights). Second task (domain
+    scenario: both pairs on one two-unit head): the walk under the first pair's metric keeps more of it."""
+    train = {"mnist": data.load("mnist", "train", "bundled")}
+    test = {"mnist": data.load("mnist", "test", "bundled")}
+    cfg = C.LearnConfig(steps=100, memory=50)
+    first = T.split_mnist()[:1]
+    a, b = zoo.build("mlp", seed=0), zoo.build("mlp", seed=0)
+    learn_sequence(a, first, train, test, "domain", "finetune", cfg, 0)
+    learn_sequence(b, first, train, test, "domain", "geodesic", cfg, 0)
+    assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
+    two = T.split_mnist()[:2]
+    out = {m: learn_sequence(zoo.build("mlp", seed=0), two, train, test, "domain", m, cfg, 0)
+           for m in ("finetune", "geodesic")}
+    assert out["geodesic"]["spent"][1]["steps"] == 100
+    assert out["geodesic"]["R"][1, 0] > out["finetune"]["R"][1, 0] + 0.05
+    assert out["geodesic"]["R"][1, 1] > 0.9  # and learns the new pair

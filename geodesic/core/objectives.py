@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .metric import distance_grad, model_fn
+from .scenario import Head
 from .split import Split
 
 Field = Callable[[torch.Tensor], torch.Tensor]  # w (n,) -> v (n,)
@@ -62,14 +63,17 @@ def restore(model: nn.Module, w_ref: torch.Tensor, sampler: Sampler, batch: int 
     return field
 
 
-def learn(model: nn.Module, sampler: Sampler, batch: int = 256) -> Field:
-    """v = −∇_w CE(f(x, w), y) on a fresh batch of the task each call."""
+def learn(model: nn.Module, sampler: Sampler, batch: int = 256, read: Head | None = None) -> Field:
+    """v = −∇_w CE(f(x, w), y) on a fresh batch of the task each call; with a head (scenario.py), the cross-entropy
+    of the head's units against the labels' positions among them."""
     f = model_fn(model)
 
     def field(w: torch.Tensor) -> torch.Tensor:
         x, y = sampler(batch)
         w = w.detach().requires_grad_(True)
-        (g,) = torch.autograd.grad(F.cross_entropy(f(w, x), y), w)
+        out = f(w, x)
+        loss = F.cross_entropy(out, y) if read is None else F.cross_entropy(read.logits(out), read.labels(y))
+        (g,) = torch.autograd.grad(loss, w)
         return -g
     return field
 

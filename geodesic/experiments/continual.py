@@ -12,6 +12,10 @@ through its head (core/scenario.py) plus what the method adds. θ* are the weigh
     replay    experience replay: M labelled images per earlier task; loss = (1/t) L_task + (1 − 1/t) L_memory
     agem      A-GEM (Chaudhry et al. 2019): the step's gradient g, where it opposes the memory's gradient g_m,
               is projected: g − (g·g_m / g_m·g_m) g_m
+    geodesic  the walk of the paper (core/path.py): from the net after the earlier tasks along v = −∇L_task, the
+              metric's probe batches drawn from M unlabelled images per earlier task, so that a step that would
+              change the earlier tasks' function is expensive, plus a pull ρ|v|p̂ toward that function on the same
+              images (objectives.with_pull); the first task is learned as fine-tuning learns it (nothing to keep)
 
 Replay and A-GEM keep labels with their memory; every method that stores images stores the same M per task.
 """
@@ -21,16 +25,20 @@ from __future__ import annotations
 import copy
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..core.objectives import LEARN_B, PROBE, PULL_A, BatchSampler, with_pull
+from ..core.objectives import learn as learn_field
+from ..core.params import flatten, load_flat
+from ..core.path import Evaluation, Path, PathConfig
 from ..core.scenario import Head
 from ..core.split import Split
 
-METHODS = ("finetune", "joint", "ewc", "si", "lwf", "replay", "agem")
+METHODS = ("finetune", "joint", "ewc", "si", "lwf", "replay", "agem", "geodesic")
 
 
 @dataclass(frozen=True)
@@ -48,6 +56,8 @@ class LearnConfig:
     si_c: float = 1.0
     si_xi: float = 0.1
     lwf_temperature: float = 2.0
+    path: PathConfig = field(default_factory=lambda: PathConfig(beta=0.01, eps=0.5, probe=32, eval_every=10**9))
+    pull: float = 0.5  # ρ of the geodesic's pull toward the earlier tasks' function
 
 
 @dataclass
@@ -256,7 +266,37 @@ class AGEM(Replay):
                 offset += p.numel()
 
 
-CLASSES = {"finetune": Method, "joint": Joint, "ewc": EWC, "si": SI, "lwf": LwF, "replay": Replay, "agem": AGEM}
+class Geodesic(Method):
+    def __init__(self, cfg, seed):
+        super().__init__(cfg, seed)
+        self.memory: list[torch.Tensor] = []  # M images per earlier task, no labels
+
+    def walk(self, model: nn.Module, task: Learned, seed: int) -> dict:
+        """Walk from the current net along the task's loss under the memory's metric, within the task's budget."""
+        cfg = self.cfg
+        kept = torch.cat(self.memory)
+        memory = Split(kept, torch.zeros(len(kept), dtype=torch.long), task.data.name, "memory", task.data.source)
+        w0 = flatten(model)
+        field = with_pull(learn_field(model, BatchSampler.of(task.data, seed + LEARN_B), cfg.batch, task.now),
+                          model, w0, BatchSampler.of(memory, seed + PULL_A), cfg.pull, cfg.batch, cfg.path.phi)
+        path_cfg = replace(cfg.path, max_steps=cfg.steps, seed=seed)
+        ev = Evaluation(task.data.x[:1], task.data.y[:1])
+        path = Path(model, w0, field, path_cfg, BatchSampler.of(memory, seed + PROBE), ev, [])
+        t0, steps = time.process_time(), 0
+        for s in path:
+            steps = s.step
+            if time.process_time() - t0 >= cfg.seconds:
+                break
+        load_flat(model, path.w)
+        return {"steps": steps, "seconds": time.process_time() - t0, "status": path.status.value}
+
+    def after_task(self, model, task):
+        idx = torch.randperm(len(task.data), generator=self.generator)[:self.cfg.memory]
+        self.memory.append(task.data.x[idx])
+
+
+CLASSES = {"finetune": Method, "joint": Joint, "ewc": EWC, "si": SI, "lwf": LwF, "replay": Replay, "agem": AGEM,
+           "geodesic": Geodesic}
 
 
 def make(name: str, cfg: LearnConfig, seed: int) -> Method:
@@ -269,6 +309,11 @@ def learn(model: nn.Module, method: Method, task: Learned, earlier: list[Learned
     """Learn one task: Adam steps on the method's loss until cfg.steps or cfg.seconds of CPU time; then the method
     takes what it keeps of the task. Returns the steps taken and the CPU seconds spent."""
     cfg = method.cfg
+    if isinstance(method, Geodesic) and method.memory:
+        spent = method.walk(model, task, seed)
+        method.after_task(model, task)
+        model.eval()
+        return spent
     opt = torch.optim.Adam(params(model), lr=cfg.lr)
     g = torch.Generator().manual_seed(seed)
     t0, step = time.process_time(), 0
