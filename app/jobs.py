@@ -188,12 +188,12 @@ def sparsify_job(source: Source, cfg, root: Path | None = None, meta: dict | Non
     engine's default); rows stream into the job, pause and stop honoured."""
     from geodesic.core.path import Evaluation
     from geodesic.experiments.sparsify import run_sparsify
-    from geodesic.store.runs import RunWriter
+    from geodesic.store.runs import RunWriter, run_meta
 
     def body(job: Job):
         ckpt, dataset, train, test = source.open()
-        writer = RunWriter({"kind": "sparsify", **ckpt.meta(), "dataset": dataset, "data_source": train.source,
-                            "eval_images": len(test), "source": "app", **(meta or {})}, root=root)
+        writer = RunWriter({**run_meta("sparsify", ckpt, dataset, train.source, len(test), source="app"),
+                            **(meta or {})}, root=root)
         job.run_dirs.append(writer.dir)
         ev = Evaluation(test.x, test.y)
         job.info.update(groups=[g.name for g in ckpt.groups], eval_images=len(test), data_source=train.source,
@@ -259,7 +259,7 @@ def damage_job(source: Source, damage, cfg, methods: tuple[str, ...] = ("geodesi
     every method shares (`method` set per run; `lr` is the baselines', the geodesic restore has none)."""
     from geodesic.core.path import Evaluation
     from geodesic.experiments.recovery import run_recover
-    from geodesic.store.runs import RunWriter
+    from geodesic.store.runs import RunWriter, run_meta
 
     def body(job: Job):
         ckpt, dataset, train, test = source.open()
@@ -267,11 +267,10 @@ def damage_job(source: Source, damage, cfg, methods: tuple[str, ...] = ("geodesi
         w_d, frozen = damaged(job, ckpt, damage, ev)
         job.info.update(eval_images=len(test), data_source=train.source, eval_every=cfg.eval_every,
                         batch=cfg.batch, momentum=cfg.momentum)
-        meta = {"kind": "recover", **ckpt.meta(), "dataset": dataset, "data_source": train.source, "source": "app",
-                "damage": damage.as_dict()}
 
         def recover(method: str) -> None:
-            writer = RunWriter({**meta, "method": method}, root=root)
+            writer = RunWriter(run_meta("recover", ckpt, dataset, train.source, method=method,
+                                        damage=damage.as_dict(), source="app"), root=root)
             job.run_dirs.append(writer.dir)
             run = replace(cfg, method=method, lr=None if method == "geodesic" else cfg.lr)
             # a model of its own: functional_call and the metric's hooks swap state on the module
@@ -285,15 +284,11 @@ def damage_job(source: Source, damage, cfg, methods: tuple[str, ...] = ("geodesi
 
 
 def damaged(job: Job, ckpt, damage, ev) -> tuple:
-    """(damaged weights, frozen coordinates) of `damage.damage` at the config's first level and seed, as the
-    CLI's recover makes them; the accuracies before and after and the counts go to the job's info."""
-    from geodesic.core.params import spec_of
-    from geodesic.experiments import damage as dmg
+    """(damaged weights, frozen coordinates) of `experiments.damage.recovery_start`, the CLI's recover's start;
+    the accuracies before and after and the counts go to the job's info."""
+    from geodesic.experiments.damage import recovery_start
 
-    layers = list(damage.layers) if damage.layers else None
-    w_d, mask = dmg.damage(ckpt.w, spec_of(ckpt.model), ckpt.groups, damage.kind, damage.levels[0],
-                           damage.seeds[0], layers, damage.among)
-    frozen = dmg.frozen(damage.kind, mask)
+    w_d, mask, frozen = recovery_start(ckpt.model, ckpt.w, ckpt.groups, damage)
     job.info.update(acc_before=ev.scores(ckpt.model, ckpt.w)[1], acc_damaged=ev.scores(ckpt.model, w_d)[1],
                     damaged=int(mask.sum()), frozen=int(frozen.sum()), n=ckpt.w.numel())
     return w_d, frozen
@@ -306,15 +301,14 @@ def two_tasks_job(source: Source, task_b: str, cfg, checkpoint_b: str | None = N
     both tasks; the run folder is the merge format."""
     from geodesic.experiments.merge import run_merge
     from geodesic.store.inputs import splits
-    from geodesic.store.runs import RunWriter
+    from geodesic.store.runs import RunWriter, run_meta
 
     def body(job: Job):
         a, task_a, train_a, test_a = source.open()
         w_b = task_b_weights(a, cfg.phases, checkpoint_b, source.arch)
         train_b, test_b = splits(task_b, source.data_source, source.eval_size)
-        writer = RunWriter({"kind": "merge", **a.meta(), "checkpoint_b": str(checkpoint_b), "dataset": task_a,
-                            "task_b": task_b, "data_source": train_a.source, "eval_images": len(test_a),
-                            "source": "app"}, root=root)
+        writer = RunWriter(run_meta("merge", a, task_a, train_a.source, len(test_a), checkpoint_b=str(checkpoint_b),
+                                    task_b=task_b, source="app"), root=root)
         job.run_dirs.append(writer.dir)
         job.info.update(eval_images=len(test_a), data_source=train_a.source, eval_every=cfg.path.eval_every,
                         eps_final=cfg.path.eps_final, line_points=cfg.points + 1)

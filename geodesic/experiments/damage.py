@@ -151,6 +151,17 @@ class DamageConfig:
         return asdict(self)
 
 
+def recovery_start(model: nn.Module, w: torch.Tensor, groups: list[Group],
+                   cfg: DamageConfig) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Where a recovery from `cfg`'s damage starts: (w_d, mask, frozen), each (n,), of `damage` on the net
+    (model, w) at cfg's first level and seed, `layers` and `among` as cfg says. w_d: the damaged weights; mask:
+    the coordinates hit; frozen = `frozen(cfg.kind, mask)`, those the recovery holds at their damaged values.
+    The CLI's `recover` and the app's damage page both start here."""
+    layers = list(cfg.layers) if cfg.layers else None
+    w_d, mask = damage(w, spec_of(model), groups, cfg.kind, cfg.levels[0], cfg.seeds[0], layers, cfg.among)
+    return w_d, mask, frozen(cfg.kind, mask)
+
+
 @dataclass
 class DamageOutcome:
     table: pd.DataFrame  # one row per (net, level, seed)

@@ -1,7 +1,8 @@
 """Sparsify: walk to whole zero filters, relax inside the hyperplane; and candidate paths to the same sparsity.
 
     cfg = SparsifyConfig()          # the benchmarked setting (PRESETS["recommended"]); PRESETS["literal"]: the paper's
-    out = run_sparsify(model, w0, groups, cfg, train, Evaluation(test.x, test.y), writer=RunWriter(meta))
+    meta = run_meta("sparsify", ckpt, dataset, train.source, len(test))   # geodesic.store.runs
+    out = run_sparsify(ckpt.model, ckpt.w, ckpt.groups, cfg, train, Evaluation(test.x, test.y), writer=RunWriter(meta))
 """
 
 from __future__ import annotations
@@ -230,12 +231,12 @@ def run_candidate(source: Source, cfg: SparsifyConfig, root: str, run_id: str, m
     """One candidate path into the run folder root/run_id (a task for a backend: it opens its own inputs);
     its summary."""
     from ..infra import threads
-    from ..store.runs import RunWriter
+    from ..store.runs import RunWriter, run_meta
 
     threads.configure()
     ckpt, dataset, train, test = source.open()
-    writer = RunWriter({"kind": "sparsify", **ckpt.meta(), "dataset": dataset, "data_source": train.source,
-                        "eval_images": len(test), **meta}, root=root, run_id=run_id)
+    writer = RunWriter({**run_meta("sparsify", ckpt, dataset, train.source, len(test)), **meta}, root=root,
+                       run_id=run_id)
     out = run_sparsify(ckpt.model, ckpt.w, ckpt.groups, cfg, train, Evaluation(test.x, test.y), writer=writer)
     return {k: (v.value if isinstance(v, Status) else v) for k, v in out.summary().items()}
 

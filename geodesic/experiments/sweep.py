@@ -158,12 +158,13 @@ def run_cell(spec: SweepSpec, cell: Cell, root: str) -> dict:
 def _run(spec: SweepSpec, cell: Cell, writer) -> dict:
     from ..core.path import Evaluation
     from ..infra.lifecycle import execute
+    from ..store.runs import run_meta
     from .methods import Budget, Counter, Task, method_phases
 
     ckpt, dataset, train, test = spec.source.open()
     task = Task(ckpt.model, ckpt.w, ckpt.groups, cell.filters, training_images(train, cell.data),
                 Evaluation(test.x, test.y), cell.seed)
-    writer.update(**ckpt.meta(), dataset=dataset, data_source=train.source, eval_images=len(test))
+    writer.update(**run_meta("sweep-cell", ckpt, dataset, train.source, len(test)))  # kind, cell, sweep were set
     budget, counter = Budget(spec.seconds), Counter()
     chosen, phases = method_phases(cell.method, task, budget, counter)
     writer.begin(ckpt.model, ckpt.w, target_groups=[g.name for g in chosen])

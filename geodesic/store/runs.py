@@ -33,6 +33,8 @@ if TYPE_CHECKING:  # torch and pandas load on first use: the app draws its first
     import pandas as pd
     import torch
 
+    from .inputs import Checkpoint
+
 SNAPSHOTS = "snapshots"
 STEPLESS = ("damage",)  # kinds whose rows are not steps (damage: one row per net, level and seed)
 STATE = "state.safetensors"
@@ -111,6 +113,20 @@ def fresh_folder(out: str | os.PathLike) -> Path:
     if out.is_dir():
         out.rmdir()
     return out
+
+
+def run_meta(kind: str, ckpt: Checkpoint, dataset: str, data_source: str, eval_images: int | None = None,
+             **fields) -> dict:
+    """The meta.json fields of a run of `kind` from checkpoint `ckpt` on `dataset`, the one way the CLI, the app
+    and the experiments open a run (RunWriter adds id, created, status, pid, host, versions):
+
+        {"kind", "model", "checkpoint", ["arch",] "dataset", "data_source", ["eval_images",] **fields}
+
+    `data_source`: the split's source ("full" or "bundled"); `eval_images`: test images behind the run's accuracy,
+    left out when None (damage and recover runs record it elsewhere); `fields`: the kind's own ("method" and
+    "damage" of a recover run, "checkpoint_b" and "task_b" of a merge, "preset", "group", "source": "app", ...)."""
+    return {"kind": kind, **ckpt.meta(), "dataset": dataset, "data_source": data_source,
+            **({} if eval_images is None else {"eval_images": eval_images}), **fields}
 
 
 class RunWriter:
