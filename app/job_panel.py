@@ -10,14 +10,12 @@ from typing import TYPE_CHECKING, Callable
 
 import streamlit as st
 
-from app.jobs import ACTIVE
+from app import jobs
 from app.page import md
 from geodesic.infra.lifecycle import DIVERGED_HINT, Status
 
 if TYPE_CHECKING:
     import pandas as pd
-
-    from app import jobs
 
 POLL_S = 0.25  # the browser asks every 0.25 s; measured ~2-3 refreshes/s on the loaded 2-core machine
 # While a job runs, its worker thread and the server's threads share the GIL: a thread that gets it back after a
@@ -28,11 +26,7 @@ LIVE_SWITCH_S = 0.001
 @st.cache_resource(show_spinner=False)
 def registry() -> jobs.Registry:
     """One registry per server process: every session and tab sees the same jobs (torch threads: app.engine)."""
-    from app import jobs
-
     return jobs.Registry()
-
-
 
 
 def pick_job(kind: str, key: str):
@@ -67,7 +61,7 @@ def controls(job: jobs.Job) -> None:
         cols[1].button("Pause", key=f"pause-{job.id}", on_click=job.pause)
     elif status is Status.PAUSED:
         cols[1].button("Resume", key=f"resume-{job.id}", on_click=job.resume)
-    if status in ACTIVE:
+    if status in jobs.ACTIVE:
         cols[2].button("Stop", key=f"stop-{job.id}", on_click=job.stop, type="primary")
     if status is Status.DIVERGED:  # the job ran to its end, but its path did not: say so, and what to try
         st.warning(md(f"The path diverged: {DIVERGED_HINT} (the ε setting)."))

@@ -21,12 +21,10 @@ from app.job_panel import registry
 from app.jobs import runs_root
 from app.page import md
 from geodesic.infra.lifecycle import Status
+from geodesic.store import runs  # torch- and pandas-free at import
 
 if TYPE_CHECKING:
     import pandas as pd
-
-    from geodesic.store import runs
-
 
 
 def any_runs() -> bool:
@@ -73,9 +71,7 @@ class Folder:
 
     def reload(self) -> Folder:
         """Read the folder again (a run still being written); ValueError or OSError as geodesic.store.runs.load_run."""
-        from geodesic.store.runs import load_run
-
-        return Folder(load_run(self.dir, self.readonly), self.notes)
+        return Folder(runs.load_run(self.dir, self.readonly), self.notes)
 
 
 def _file_stamp(p: Path) -> tuple:
@@ -88,9 +84,7 @@ def _file_stamp(p: Path) -> tuple:
 
 def _stamp(root: Path) -> tuple:
     """What the run listing depends on: every run folder's meta.json and metrics.parquet (size, mtime)."""
-    from geodesic.store.runs import gallery_root
-
-    metas = [*root.glob("*/meta.json"), *gallery_root().glob("*/meta.json")]
+    metas = [*root.glob("*/meta.json"), *runs.gallery_root().glob("*/meta.json")]
     return tuple(sorted((_file_stamp(p) for m in metas for p in (m, m.parent / "metrics.parquet")), key=lambda t: t[0]))
 
 
@@ -111,9 +105,7 @@ def _scan(root: str, stamp: tuple, read: bool = True) -> tuple[list, list[str]] 
         hit = _SCANS.get((root, stamp))
     if hit is not None or not read:
         return hit
-    from geodesic.store.runs import scan_with_gallery
-
-    result = scan_with_gallery(Path(root))
+    result = runs.scan_with_gallery(Path(root))
     with _SCANS_LOCK:
         _SCANS[(root, stamp)] = result
         while len(_SCANS) > 8:
@@ -146,13 +138,11 @@ def scan_runs(root: Path | None = None) -> tuple[list[Folder], list[str]]:
 @st.cache_resource(show_spinner=False, max_entries=8)
 def _listing(root: str, stamp: tuple) -> list:
     """(folder, meta, readonly) of every run folder whose meta.json reads, in scan_with_gallery's order."""
-    from geodesic.store.runs import gallery_root, read_meta
-
     out = []
-    for where, readonly in ((Path(root), False), (gallery_root(), True)):
+    for where, readonly in ((Path(root), False), (runs.gallery_root(), True)):
         for m in sorted(where.glob("*/meta.json"), reverse=True):
             try:
-                out.append((m.parent, read_meta(m.parent), readonly))
+                out.append((m.parent, runs.read_meta(m.parent), readonly))
             except (OSError, ValueError):  # scan_runs names it
                 pass
     return out
@@ -168,16 +158,12 @@ def list_runs(root: Path | None = None) -> list[Folder]:
     held = _scan(str(root), stamp, read="pandas" in sys.modules)
     if held is not None:
         return _with_notes([Folder(r) for r in held[0]])
-    from geodesic.store.runs import Run
-
-    return _with_notes([Folder(Run(d, meta, None, readonly)) for d, meta, readonly in _listing(str(root), stamp)])
+    return _with_notes([Folder(runs.Run(d, meta, None, readonly)) for d, meta, readonly in _listing(str(root), stamp)])
 
 
 @st.cache_resource(show_spinner=False, max_entries=64)
 def _load(folder: str, readonly: bool, stamp: tuple):
-    from geodesic.store.runs import load_run
-
-    return load_run(Path(folder), readonly)
+    return runs.load_run(Path(folder), readonly)
 
 
 def fresh(folder: Folder) -> Folder:
@@ -245,9 +231,7 @@ def active_dirs() -> set[str]:
 def delete_refusal(folder: Folder) -> str | None:
     """Why this run folder must not be deleted now (geodesic.store.runs.delete_refusal, or a job of this server still
     writes it), or None."""
-    from geodesic.store.runs import delete_refusal
-
-    why = delete_refusal(folder.run)
+    why = runs.delete_refusal(folder.run)
     if why is None and str(folder.dir.absolute()) in active_dirs():
         why = f"{folder.name} belongs to a job that is still running here: stop the job first"
     return why
@@ -256,10 +240,8 @@ def delete_refusal(folder: Folder) -> str | None:
 def delete_run(folder: Folder) -> None:
     """Delete a run folder, or ValueError with the reason it is refused (checked again, on the folder as it is
     now, at the moment of deleting)."""
-    from geodesic.store.runs import delete_run as delete
-
     now = folder.reload()
     why = delete_refusal(now)
     if why:
         raise ValueError(why)
-    delete(now.run)
+    runs.delete_run(now.run)
