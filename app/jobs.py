@@ -6,7 +6,8 @@ background); a job body imports the engine when it is built.
 A `Job` holds its rows (one dict per recorded step), a stop event (the engine's run loop checks `is_set()`
 between rows: the same interface as `geodesic.infra.lifecycle.Stop`), a pause gate (its `on_row` callback blocks
 while paused) and, when it writes one, the run folder. `Registry.start` runs `fn(job)` in a daemon thread; an
-exception ends the job with status "error" and the traceback kept.
+exception ends the job with status ERROR and the traceback kept. A job's status is a
+`geodesic.infra.lifecycle.Status`, as a run folder's is.
 
 The job bodies only wire engine calls together, as the CLI does (checkpoint → data → run folder → one run
 function): `sparsify_job`, `candidates_job`, `damage_job`, `two_tasks_job`. Each takes a `Source` (what to
@@ -25,6 +26,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
+from geodesic.infra.lifecycle import Status
 from geodesic.store import source
 
 if TYPE_CHECKING:
@@ -32,7 +34,7 @@ if TYPE_CHECKING:
 
 REPO = Path(__file__).resolve().parent.parent
 CHECKPOINTS = REPO / "assets" / "checkpoints"
-ACTIVE = ("queued", "running", "paused")
+ACTIVE = (Status.QUEUED, Status.RUNNING, Status.PAUSED)
 
 
 def runs_root() -> Path:
@@ -49,7 +51,7 @@ class Job:
     id: str
     kind: str
     params: dict
-    status: str = "queued"  # queued → running ⇄ paused → done | stopped | error
+    status: Status = Status.QUEUED  # QUEUED → RUNNING ⇄ PAUSED → DONE | DIVERGED | STOPPED | ERROR
     rows: list[dict] = field(default_factory=list)
     run_dirs: list[Path] = field(default_factory=list)
     error: str | None = None
@@ -90,17 +92,17 @@ class Job:
 
     def pause(self) -> None:
         with self._lock:
-            if self.status == "running":
+            if self.status is Status.RUNNING:
                 self._resume.clear()
-                self.status = "paused"
+                self.status = Status.PAUSED
 
     def resume(self) -> None:
         with self._lock:
-            if self.status == "paused":
-                self.status = "running"
+            if self.status is Status.PAUSED:
+                self.status = Status.RUNNING
                 self._resume.set()
 
-    def _end(self, status: str) -> None:
+    def _end(self, status: Status) -> None:
         with self._lock:
             self.status, self.ended = status, time.time()
 
@@ -115,6 +117,15 @@ class Job:
             self.gate()
 
         return take
+
+
+def end_status(job: Job) -> Status:
+    """How a job whose body returned ended: STOPPED on a stop request, DIVERGED when the run it returns (a
+    summary, its "status" a Status or its text) diverged, else DONE."""
+    if job.stop_event.is_set():
+        return Status.STOPPED
+    run = job.result.get("status") if isinstance(job.result, dict) else None
+    return Status.DIVERGED if run == Status.DIVERGED else Status.DONE
 
 
 class Registry:
@@ -132,14 +143,14 @@ class Registry:
 
         def body() -> None:
             with job._lock:
-                if job.status == "queued":
-                    job.status = "running"
+                if job.status is Status.QUEUED:
+                    job.status = Status.RUNNING
             try:
                 job.result = fn(job)
-                job._end("stopped" if job.stop_event.is_set() else "done")
+                job._end(end_status(job))
             except BaseException as e:  # noqa: BLE001 — reported on the job, never swallowed silently
                 job.error = f"{type(e).__name__}: {e}\n\n{traceback.format_exc()}"
-                job._end("error")
+                job._end(Status.ERROR)
 
         threading.Thread(target=body, name=f"geodesic-{job.id}", daemon=True).start()
         return job

@@ -9,7 +9,7 @@ if str(ROOT) not in sys.path:
 
 import streamlit as st  # noqa: E402
 
-from app import state  # noqa: E402
+from app import engine, jobs, page  # noqa: E402
 
 # an emoji icon: the browser draws it from a data: URL (a :material/…: page icon is fetched from fonts.gstatic.com)
 st.set_page_config(page_title="Geodesic Explorer", page_icon="🧭", layout="wide")
@@ -29,14 +29,14 @@ nav = st.navigation({
              st.Page(PAGES / "sweeps.py", title="Sweeps", icon=":material/grid_view:")],
 })
 st.sidebar.caption("Raghavan & Thomson, *Sparsifying networks by traversing geodesics*. "
-                   f"Run folders: {state.md(state.runs_root())}")
-state.begin_page(nav.url_path)  # the first run of a visit to a page draws its controls first (state.after_paint)
+                   f"Run folders: {page.md(jobs.runs_root())}")
+page.begin_page(nav.url_path)  # the first run of a visit to a page draws its controls first (page.after_paint)
 try:
-    nav.run()  # every page draws its controls without torch, and most without pandas (app/state.py)
+    nav.run()  # every page draws its controls without torch, and most without pandas (app/run_folders.py)
 finally:  # also after st.stop() or a rerun request
     # pandas after the page (its import is the longest part of a fresh server's first page), but here, in this
     # thread, before the engine's thread starts: two threads importing pandas at once can fail with "partially
     # initialized module 'pandas'" on the first page load after the server starts.
     import pandas  # noqa: F401
 
-    state.warm_engine()  # torch and the engine load in the background; a press before then waits for them
+    engine.warm_engine()  # torch and the engine load in the background; a press before then waits for them

@@ -16,7 +16,7 @@ APP = str(ROOT / "app" / "main.py")
 
 def open_page(name: str):
     """Page app/views/<name>.py as a browser opens it (a streamlit AppTest): the visit's first run (its controls),
-    then the rerun the browser asks for once it has drawn them (state.after_paint), which draws the saved runs'
+    then the rerun the browser asks for once it has drawn them (page.after_paint), which draws the saved runs'
     tables and charts; no exception on the way."""
     from streamlit.testing.v1 import AppTest
 

@@ -20,11 +20,13 @@ import pytest
 from conftest import open_page
 from streamlit.testing.v1 import AppTest
 
-from app import jobs, state
+from app import choices, job_panel, jobs, picker, run_folders
+from app.page import md
+from geodesic.infra.lifecycle import Status
 from geodesic.store import runs
 
-MAIN = str(state.REPO / "app" / "main.py")
-MNIST = jobs.Source(str(state.CHECKPOINTS / "mlp-mnist.safetensors"), "mnist", eval_size=200)
+MAIN = str(jobs.REPO / "app" / "main.py")
+MNIST = jobs.Source(str(jobs.CHECKPOINTS / "mlp-mnist.safetensors"), "mnist", eval_size=200)
 
 
 @pytest.fixture(autouse=True)
@@ -52,7 +54,7 @@ TITLES = {"sparsify": "Sparsify", "candidates": "Candidate paths", "trajectories
 
 def page(name: str) -> AppTest:
     """Page `name` as a browser opens it: the visit's first run (its controls), then the rerun the browser asks for
-    once it has drawn them (state.after_paint), which draws the saved runs' tables and charts."""
+    once it has drawn them (page.after_paint), which draws the saved runs' tables and charts."""
     at = open_page(name)
     assert at.title[0].value.startswith(TITLES[name])
     return at
@@ -75,10 +77,10 @@ def chart_titles(at: AppTest) -> list[str]:
 
 
 def finish(at: AppTest, key: str, timeout: float = 90) -> jobs.Job:
-    job = state.registry().get(at.session_state[key])
+    job = job_panel.registry().get(at.session_state[key])
     assert job is not None
     jobs.wait(job, timeout)
-    assert job.status == "done", job.error
+    assert job.status is Status.DONE, job.error
     at.run()
     assert not at.exception, [e.value for e in at.exception]
     return job
@@ -96,7 +98,7 @@ def short_cfg(steps: int = 6):
 def good_run(tmp_path_factory) -> Path:
     """One finished mlp sparsify run folder (metrics, snapshots, final weights), written by the engine."""
     job = jobs.Registry().start("s", jobs.sparsify_job(MNIST, short_cfg(), root=tmp_path_factory.mktemp("good")))
-    assert jobs.wait(job, 90).status == "done", job.error
+    assert jobs.wait(job, 90).status is Status.DONE, job.error
     return job.run_dir
 
 
@@ -122,8 +124,8 @@ def a_run(good_run, runs_dir):
 def test_no_pages_directory_beside_main():
     """A `pages/` folder next to main.py switches Streamlit to v1 multipage mode until st.navigation first runs:
     on a fresh server a direct URL such as /damage would run that file alone, without navigation."""
-    assert not (state.REPO / "app" / "pages").exists()
-    assert len(list((state.REPO / "app" / "views").glob("*.py"))) == 9
+    assert not (jobs.REPO / "app" / "pages").exists()
+    assert len(list((jobs.REPO / "app" / "views").glob("*.py"))) == 9
 
 
 def navigation_in_main() -> dict[str, str]:
@@ -139,7 +141,7 @@ def navigation_in_main() -> dict[str, str]:
 def test_navigation_lists_every_page():
     """Every view is a page of app/main.py's navigation, registered under its title, and opens from it."""
     pages = navigation_in_main()
-    assert set(pages) == {p.name for p in (state.REPO / "app" / "views").glob("*.py")}
+    assert set(pages) == {p.name for p in (jobs.REPO / "app" / "views").glob("*.py")}
     at = AppTest.from_file(MAIN, default_timeout=90).run()
     assert not at.exception, [e.value for e in at.exception]
     registered = {Path(i["script_path"]).name: i["page_name"] for i in at._registered_pages.values()}
@@ -176,8 +178,8 @@ def test_a_diverged_path_says_so_and_what_to_try(tmp_path, fresh_root):
     a path was made before, are refused when the checkpoint loads: tests/test_hostile.py.)"""
     from geodesic.infra.lifecycle import DIVERGED_HINT
 
-    job = state.registry().start("sparsify", lambda job: {"status": "diverged"})
-    assert jobs.wait(job, 90).status == "done", job.error
+    job = job_panel.registry().start("sparsify", lambda job: {"status": "diverged"})
+    assert jobs.wait(job, 90).status is Status.DIVERGED, job.error
     at = page("sparsify")
     at.session_state["sp-job"] = job.id
     at.run()
@@ -186,9 +188,9 @@ def test_a_diverged_path_says_so_and_what_to_try(tmp_path, fresh_root):
 
 def test_sparsify_presets_fill_in_the_settings():
     at = page("sparsify")
-    assert at.radio(key="sp-preset").value == list(state.PRESETS)[0]
-    for preset in reversed(list(state.PRESETS)):
-        cfg = state.preset_config(preset)
+    assert at.radio(key="sp-preset").value == list(choices.PRESETS)[0]
+    for preset in reversed(list(choices.PRESETS)):
+        cfg = choices.preset_config(preset)
         at.radio(key="sp-preset").set_value(preset).run()
         assert not at.exception
         values = {w.label: w.value for w in at.number_input}
@@ -214,7 +216,7 @@ def test_sparsify_rejects_a_corrupt_upload(fresh_root):
     assert not list((fresh_root / "uploads").iterdir())  # neither the file nor a temporary copy was kept
     assert "sp-upload-ok" not in at.session_state and "sp-start" not in [b.key for b in at.button]  # nothing in use
 
-    good = (state.CHECKPOINTS / "mlp-mnist.safetensors").read_bytes()
+    good = (jobs.CHECKPOINTS / "mlp-mnist.safetensors").read_bytes()
     at.file_uploader(key="sp-up").set_value(("mine.safetensors", good, "application/octet-stream")).run()
     assert not at.exception and not at.error
     assert any("Using uploaded mine.safetensors as mlp" in s.value.replace("\\", "") for s in at.success)
@@ -228,7 +230,7 @@ def test_sparsify_rejects_a_corrupt_upload(fresh_root):
 
 def load_own(at: AppTest, key: str, path, spec: str) -> AppTest:
     """Choose "your own architecture" in the picker `key`, type both paths, press Load."""
-    at.selectbox(key=f"{key}-ckpt").set_value(state.OWN_ARCH).run()
+    at.selectbox(key=f"{key}-ckpt").set_value(picker.OWN_ARCH).run()
     at.text_input(key=f"{key}-own-path").input(str(path))
     at.text_input(key=f"{key}-own-arch").input(spec)
     at.button(key=f"{key}-own-load").click().run()
@@ -239,7 +241,7 @@ def load_own(at: AppTest, key: str, path, spec: str) -> AppTest:
 def test_picker_loads_ones_own_architecture_and_warns_that_it_runs_code(own_arch):
     spec, ckpt, _ = own_arch
     at = page("sparsify")
-    at.selectbox(key="sp-ckpt").set_value(state.OWN_ARCH).run()
+    at.selectbox(key="sp-ckpt").set_value(picker.OWN_ARCH).run()
     assert any("runs its Python code on this machine" in w.value for w in at.warning)  # before anything is loaded
     assert "sp-start" not in [b.key for b in at.button]
     load_own(at, "sp", ckpt, spec)
@@ -267,7 +269,7 @@ def test_picker_shows_a_bad_architecture_as_one_error_and_keeps_the_last_good_ne
     assert len(at.error) == 1 and "give FILE.py:FACTORY" in at.error[0].value.replace("\\", "")
     load_own(at, "sp", ckpt, spec)
     assert not at.error and at.session_state["sp-own-ok"]["arch"] == spec
-    load_own(at, "sp", state.CHECKPOINTS / "mlp-mnist.safetensors", spec)  # weights of another net
+    load_own(at, "sp", jobs.CHECKPOINTS / "mlp-mnist.safetensors", spec)  # weights of another net
     assert len(at.error) == 1 and "do not match" in at.error[0].value.replace("\\", "")
     assert at.session_state["sp-own-ok"]["path"] == str(ckpt)  # the last good net stays in use
     assert any("small-0.safetensors" in s.value.replace("\\", "") for s in at.success)
@@ -411,7 +413,7 @@ def test_two_tasks_walk_completes():
 
 def test_a_visits_first_run_draws_the_controls_and_leaves_the_charts_to_the_next(a_run):
     """The first run of a visit to a page draws its controls and a caption where the saved runs go; the rerun the
-    browser asks for once it has drawn them (state.after_paint's timer) draws the table and the charts."""
+    browser asks for once it has drawn them (page.after_paint's timer) draws the table and the charts."""
     at = AppTest.from_file(MAIN, default_timeout=90).run()
     at.switch_page("views/runs.py").run()
     assert not at.exception, [e.value for e in at.exception]
@@ -431,10 +433,10 @@ def test_extend_frame_matches_the_frame_built_at_once():
             for i in range(7)]
     held = None
     for n in (0, 1, 1, 4, 7):
-        held = state.extend_frame(held, rows[:n])
+        held = job_panel.extend_frame(held, rows[:n])
         pd.testing.assert_frame_equal(held[1], pd.DataFrame(rows[:n]))
     odd = rows + [{"step": 7, "accuracy": None, "phase": None, "group_norms": []}]  # other types: built anew
-    pd.testing.assert_frame_equal(state.extend_frame(held, odd)[1], pd.DataFrame(odd))
+    pd.testing.assert_frame_equal(job_panel.extend_frame(held, odd)[1], pd.DataFrame(odd))
 
 
 # --- damaged run folders ----------------------------------------------------------------------------------
@@ -518,9 +520,9 @@ def test_bad_run_folders_cost_one_line_each(name, damaged_root):
 def test_a_listing_from_meta_alone_keeps_the_scans_order(damaged_root):
     """Before pandas is loaded, the pickers list the runs from their meta.json files: the folders the scan reads,
     in its order, plus those whose metrics.parquet is unreadable (the scan names them below the controls)."""
-    scanned = [f.label for f in state.scan_runs()[0]]
-    root = state.runs_root()
-    listed = [state.Folder(runs.Run(d, m, None, ro)).label for d, m, ro in state._listing(str(root), state._stamp(root))]
+    scanned = [f.label for f in run_folders.scan_runs()[0]]
+    root = jobs.runs_root()
+    listed = [run_folders.Folder(runs.Run(d, m, None, ro)).label for d, m, ro in run_folders._listing(str(root), run_folders._stamp(root))]
     assert [n for n in listed if n not in ("no-step-column", "metrics-garbage")] == scanned
     assert {"no-step-column", "metrics-garbage"} <= set(listed) and not {"meta-is-a-list", "meta-not-json"} & set(listed)
 
@@ -573,7 +575,7 @@ def test_run_names_are_shown_as_plain_text(name, good_run, tmp_path, monkeypatch
 
 def test_markdown_escape_keeps_the_text():
     text = "![x](http://example.com/a.png) *b* `c` <img src=x> $y$ :red[z] a_b\nnext"
-    escaped = state.md(text)
+    escaped = md(text)
     assert "![" not in escaped and "](" not in escaped and "\n" not in escaped
     assert escaped.replace("\\", "") == text.replace("\n", " ")
 
@@ -587,27 +589,27 @@ def dead_pid() -> int:
     return p.pid
 
 
-def folder(path: Path) -> state.Folder:
+def folder(path: Path) -> run_folders.Folder:
     """A run folder as the pages hold it (geodesic.store.runs.load_run)."""
-    return state.Folder(runs.load_run(path))
+    return run_folders.Folder(runs.load_run(path))
 
 
 def test_run_status_reads_stale_when_the_writer_is_gone(tmp_path):
     """The status the pages show is geodesic.store.runs.Run.status: "running" whose writer is gone reads "stale"."""
     here = platform.node()
 
-    def status(**meta) -> str:
+    def status(**meta) -> Status:
         d = tmp_path / os.urandom(4).hex()
         d.mkdir()
         (d / "meta.json").write_text(json.dumps(meta))
         return folder(d).status
 
-    assert status(status="running", pid=os.getpid(), host=here) == "running"
-    assert status(status="running", pid=dead_pid(), host=here) == "stale"
-    assert status(status="running", host=here) == "running"  # no pid recorded: cannot tell
-    assert status(status="running", pid=True, host=here) == "running"  # not a pid: cannot tell
-    assert status(status="running", pid=dead_pid(), host="elsewhere") == "running"  # another host: cannot tell
-    assert status(status="done", pid=dead_pid(), host=here) == "done"
+    assert status(status="running", pid=os.getpid(), host=here) is Status.RUNNING
+    assert status(status="running", pid=dead_pid(), host=here) is Status.STALE
+    assert status(status="running", host=here) is Status.RUNNING  # no pid recorded: cannot tell
+    assert status(status="running", pid=True, host=here) is Status.RUNNING  # not a pid: cannot tell
+    assert status(status="running", pid=dead_pid(), host="elsewhere") is Status.RUNNING  # another host: cannot tell
+    assert status(status="done", pid=dead_pid(), host=here) is Status.DONE
 
 
 def delete_controls(at: AppTest, folder: Path):
@@ -627,7 +629,7 @@ def test_runs_page_refuses_to_delete_a_run_a_live_process_writes(good_run, fresh
         assert confirm.disabled and delete.disabled
         assert any(f"still being written by process {writer.pid}" in i.value.replace("\\", "") for i in at.info)
         with pytest.raises(ValueError, match="still being written"):
-            state.delete_run(folder(live))
+            run_folders.delete_run(folder(live))
         assert live.is_dir()
     finally:
         writer.kill()
@@ -654,7 +656,7 @@ def test_runs_page_refuses_to_delete_through_a_symlink(good_run, fresh_root, tmp
     assert confirm.disabled and delete.disabled
     assert any("symbolic link" in i.value for i in at.info)
     with pytest.raises(ValueError, match="symbolic link"):
-        state.delete_run(folder(link))
+        run_folders.delete_run(folder(link))
     assert link.is_symlink() and (target / "meta.json").is_file()
 
 
@@ -668,7 +670,7 @@ def test_runs_page_refuses_to_delete_the_run_of_an_active_job(good_run, fresh_ro
         job.run_dirs.append(busy)
         release.wait(60)
 
-    job = state.registry().start("test-hold", hold)
+    job = job_panel.registry().start("test-hold", hold)
     try:
         while not job.run_dirs:
             pass
@@ -677,22 +679,22 @@ def test_runs_page_refuses_to_delete_the_run_of_an_active_job(good_run, fresh_ro
         assert confirm.disabled and delete.disabled
         assert any("belongs to a job that is still running" in i.value for i in at.info)
         with pytest.raises(ValueError, match="still running"):
-            state.delete_run(folder(busy))
+            run_folders.delete_run(folder(busy))
     finally:
         release.set()
         jobs.wait(job, 10)
-    assert state.delete_refusal(folder(busy)) is None
+    assert run_folders.delete_refusal(folder(busy)) is None
 
 
 def test_examples_are_listed_after_ones_own_runs_and_never_deleted(good_run, fresh_root):
     copy_run(good_run, fresh_root, "mine")
-    listed, problems = state.scan_runs()
+    listed, problems = run_folders.scan_runs()
     assert not problems and listed[0].name == "mine" and not listed[0].readonly
     examples = listed[1:]
     assert examples and all(f.readonly and f.label.startswith("example · ") for f in examples)
-    assert "shipped example" in state.delete_refusal(examples[0])
+    assert "shipped example" in run_folders.delete_refusal(examples[0])
     with pytest.raises(ValueError, match="shipped example"):
-        state.delete_run(examples[0])
+        run_folders.delete_run(examples[0])
     assert examples[0].dir.is_dir()
 
 
@@ -702,9 +704,9 @@ def test_the_saved_race_is_ones_own_newest_before_the_examples(fresh_root):
     for method in ("sgd", "geodesic"):
         copy_run(runs.gallery_root() / f"recover-mnist-zero-{method}", fresh_root, f"mine-{method}",
                  example=False, group=None, method="ignored", config={"method": method})
-    race = state.newest_race(state.scan_runs()[0])
-    assert [(f.name, state.recover_method(f)) for f in race] == [("mine-geodesic", "geodesic"), ("mine-sgd", "sgd")]
-    df = state.race_frame(race)
+    race = run_folders.newest_race(run_folders.scan_runs()[0])
+    assert [(f.name, run_folders.recover_method(f)) for f in race] == [("mine-geodesic", "geodesic"), ("mine-sgd", "sgd")]
+    df = run_folders.race_frame(race)
     assert list(df["method"].unique()) == ["geodesic", "sgd"] and len(df) == sum(len(f.metrics) for f in race)
 
 
@@ -712,27 +714,23 @@ def test_the_saved_race_is_ones_own_newest_before_the_examples(fresh_root):
 
 
 def test_torch_free_tables_match_the_engine():
-    """What the pages draw before torch loads (app/state.py) is what the engine says."""
+    """What the pages draw before torch loads (app/choices.py) is what the engine says."""
     from geodesic.experiments import damage
     from geodesic.experiments import sparsify as experiments
     from geodesic.store import zoo
 
     for name in zoo.ZOO:
-        model = zoo.build(name)
-        assert state.group_names(name) == [g.name for g in zoo.filter_groups(model)]
-        assert state.ZOO_WEIGHTS[name] == sum(p.numel() for p in model.parameters())
-    assert set(state.ZOO_GROUPS) == set(zoo.ZOO)
-    assert state.STRATEGIES == tuple(experiments.STRATEGIES) and state.DAMAGE_KINDS == tuple(damage.KINDS)
-    assert [p["engine"] for p in state.PRESETS.values()] == list(experiments.PRESETS)
-    assert state.preset_config(list(state.PRESETS)[0]) == experiments.SparsifyConfig()  # the first is the default
-    for name, shown in state.PRESETS.items():
-        cfg = state.preset_config(name)
-        engine = {**{k: getattr(cfg, k) for k in ("strategy", "pull", "relax_steps", "relax_eps", "relax_eps_final",
-                                                          "seconds")},
-                  **{k: getattr(cfg.path, k) for k in ("phi", "beta", "eps", "probe", "seed")}}
-        assert {k: v for k, v in shown.items() if k != "engine"} == engine, name
-    assert state.CHECKPOINTS == jobs.CHECKPOINTS and state.runs_root() == jobs.runs_root()
-    assert state.ACTIVE == jobs.ACTIVE
+        assert choices.group_names(name) == [g.name for g in zoo.filter_groups(zoo.build(name))]
+    assert choices.STRATEGIES == tuple(experiments.STRATEGIES) and choices.DAMAGE_KINDS == tuple(damage.KINDS)
+    assert [p["engine"] for p in choices.PRESETS.values()] == list(experiments.PRESETS)
+    assert choices.preset_config(list(choices.PRESETS)[0]) == experiments.SparsifyConfig()  # the first is the default
+    for name, shown in choices.PRESETS.items():
+        cfg = choices.preset_config(name)
+        expected = {**{k: getattr(cfg, k) for k in ("strategy", "pull", "relax_steps", "relax_eps", "relax_eps_final",
+                                                            "seconds")},
+                    **{k: getattr(cfg.path, k) for k in ("phi", "beta", "eps", "probe", "seed", "adaptive")}}
+        assert {k: v for k, v in shown.items() if k != "engine"} == expected, name
+    assert all(isinstance(s, Status) and not s.ended for s in jobs.ACTIVE)  # a job's statuses are the engine's
 
 
 # every page's primary control, drawn with the engine never loaded (await_engine stops the script instead)
@@ -745,9 +743,9 @@ NO_ENGINE = r"""
 import json, sys
 import streamlit as st
 from streamlit.testing.v1 import AppTest
-from app import state
-state.await_engine = lambda *a, **k: st.stop()  # anything that needs the engine ends the script there
-state.WARM_DELAY_S = 1e9  # and the background import never starts
+from app import engine
+engine.await_engine = lambda *a, **k: st.stop()  # anything that needs the engine ends the script there
+engine.WARM_DELAY_S = 1e9  # and the background import never starts
 out = {}
 for name, (kind, key) in json.loads(sys.argv[1]).items():
     at = AppTest.from_file(sys.argv[2], default_timeout=60).run()
@@ -768,8 +766,8 @@ def test_every_page_draws_its_controls_before_the_engine_loads(good_run, fresh_r
     """In a fresh interpreter whose engine never loads, every page draws its primary control and torch is
     never imported: a first visit does not wait for torch."""
     copy_run(good_run, fresh_root, "a-run")
-    out = subprocess.run([sys.executable, "-c", NO_ENGINE, json.dumps(CONTROLS), MAIN], cwd=state.REPO,
-                         capture_output=True, text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(state.REPO)})
+    out = subprocess.run([sys.executable, "-c", NO_ENGINE, json.dumps(CONTROLS), MAIN], cwd=jobs.REPO,
+                         capture_output=True, text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(jobs.REPO)})
     assert out.returncode == 0, out.stderr[-3000:]
     result = json.loads(out.stdout.strip().splitlines()[-1])
     for name, r in result.items():
@@ -780,8 +778,8 @@ PRESS_EARLY = r"""
 import json, sys, time
 import streamlit as st
 from streamlit.testing.v1 import AppTest
-from app import jobs, state
-state.WARM_DELAY_S = 1e9  # the engine loads only when a press asks for it
+from app import engine, job_panel, jobs
+engine.WARM_DELAY_S = 1e9  # the engine loads only when a press asks for it
 labels, real = [], st.status
 st.status = lambda label, *a, **k: (labels.append(label), real(label, *a, **k))[1]
 at = AppTest.from_file(sys.argv[1], default_timeout=180).run()
@@ -792,10 +790,10 @@ at.slider[0].set_value(2)
 [w for w in at.number_input if w.label == "Max steps"][0].set_value(3)
 [w for w in at.number_input if w.label == "Test images for accuracy"][0].set_value(100)
 at.button(key="sp-start").click().run()
-job = state.registry().get(at.session_state["sp-job"]) if "sp-job" in at.session_state else None
+job = job_panel.registry().get(at.session_state["sp-job"]) if "sp-job" in at.session_state else None
 status = jobs.wait(job, 120).status if job else None
 print(json.dumps({"torch_before": before, "labels": labels, "status": status,
-                  "exception": [e.value for e in at.exception], "loaded": state.engine_loaded()}), flush=True)
+                  "exception": [e.value for e in at.exception], "loaded": engine.engine_loaded()}), flush=True)
 # leave without interpreter teardown: AppTest's script thread may still be alive, and a torch thread pool
 # destroyed under it aborts the process ("terminate called without an active exception") after the answer
 import os
@@ -804,8 +802,8 @@ os._exit(0)
 
 
 def test_a_press_before_the_engine_is_loaded_waits_then_starts(fresh_root):
-    out = subprocess.run([sys.executable, "-c", PRESS_EARLY, MAIN], cwd=state.REPO, capture_output=True, text=True,
-                         timeout=400, env={**os.environ, "PYTHONPATH": str(state.REPO)})
+    out = subprocess.run([sys.executable, "-c", PRESS_EARLY, MAIN], cwd=jobs.REPO, capture_output=True, text=True,
+                         timeout=400, env={**os.environ, "PYTHONPATH": str(jobs.REPO)})
     assert out.returncode == 0, out.stderr[-3000:]
     r = json.loads(out.stdout.strip().splitlines()[-1])
     assert r["torch_before"] is False and r["exception"] == [] and r["loaded"] is True
@@ -817,7 +815,7 @@ def test_runs_page_shows_a_damage_run_whose_rows_are_not_steps(fresh_root):
     """A damage run folder (one row per net, level and seed; no step column) is listed and opens."""
     from geodesic import cli
 
-    assert cli.main(["damage", "--checkpoint", str(state.CHECKPOINTS / "mlp-mnist.safetensors"), "--kind", "zero",
+    assert cli.main(["damage", "--checkpoint", str(jobs.CHECKPOINTS / "mlp-mnist.safetensors"), "--kind", "zero",
                      "--level", "0.2", "--seeds", "2", "--data", "bundled", "--eval-size", "100",
                      "--out", str(fresh_root / "dmg")]) == 0
     at = page("runs")

@@ -95,7 +95,7 @@ def test_browser_end_to_end(server, browser):
                                timeout=30_000)
         wait_idle(page, 60)
         no_exception(page)
-        if link != "Theory":  # the saved runs' charts: drawn by the rerun the browser asks for (state.after_paint)
+        if link != "Theory":  # the saved runs' charts: drawn by the rerun the browser asks for (page.after_paint)
             page.wait_for_selector(".js-plotly-plot", timeout=30_000)
             wait_idle(page, 60)
             no_exception(page)

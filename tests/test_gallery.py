@@ -158,9 +158,9 @@ PAGES = {"candidates": "Candidate paths", "trajectories": "Weight trajectories",
 def test_page_shows_the_gallery_with_no_runs_of_ones_own(view, tmp_path, monkeypatch):
     from streamlit.testing.v1 import AppTest
 
-    from app import state
+    from app import job_panel
 
-    state.registry.clear()  # a first visit: no job of this server (tests before may have left some)
+    job_panel.registry.clear()  # a first visit: no job of this server (tests before may have left some)
     empty = tmp_path / "runs"
     empty.mkdir()
     monkeypatch.setenv("GEODESIC_RUNS", str(empty))
@@ -168,7 +168,7 @@ def test_page_shows_the_gallery_with_no_runs_of_ones_own(view, tmp_path, monkeyp
     at.run()
     at.switch_page(f"views/{view}.py")
     at.run()
-    at.run()  # the rerun the browser asks for once the controls are drawn (state.after_paint): the charts
+    at.run()  # the rerun the browser asks for once the controls are drawn (page.after_paint): the charts
     assert not at.exception, [e.value for e in at.exception]
     assert at.title[0].value.startswith(PAGES[view])
     assert len(at.get("plotly_chart")) >= 1, f"{view}: no chart with only the gallery"

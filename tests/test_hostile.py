@@ -425,10 +425,10 @@ def test_the_sweeps_page_says_run_folders_are_unreadable_rather_than_absent(fini
 
 
 def test_the_picker_says_an_architecture_file_exits_and_draws_the_page(nets, tmp_path, monkeypatch):
-    from app import state
+    from app import picker
 
     at = page("sparsify", tmp_path, monkeypatch)
-    at.selectbox(key="sp-ckpt").set_value(state.OWN_ARCH).run()
+    at.selectbox(key="sp-ckpt").set_value(picker.OWN_ARCH).run()
     at.text_input(key="sp-own-path").input(str(nets / "hidden.safetensors"))
     at.text_input(key="sp-own-arch").input(f"{nets / 'exits_on_load.py'}:hidden")
     at.button(key="sp-own-load").click().run()
@@ -438,16 +438,16 @@ def test_the_picker_says_an_architecture_file_exits_and_draws_the_page(nets, tmp
 
 
 def test_the_sparsify_page_shows_the_job_just_started_not_the_one_picked_before(tmp_path, monkeypatch):
-    from app import jobs, state
+    from app import job_panel, jobs
 
     done = lambda job: {"status": "done"}  # noqa: E731 — finished jobs, no engine needed
-    first, second = (state.registry().start("sparsify", done) for _ in range(2))
+    first, second = (job_panel.registry().start("sparsify", done) for _ in range(2))
     for j in (first, second):
         jobs.wait(j, 30)
     at = page("sparsify", tmp_path, monkeypatch)
     at.selectbox(key="sp-job-select").set_value(first.id).run()  # the user looks at an older job
     assert at.selectbox(key="sp-job-select").value == first.id
-    third = state.registry().start("sparsify", done)  # what pressing Start does
+    third = job_panel.registry().start("sparsify", done)  # what pressing Start does
     jobs.wait(third, 30)
     at.session_state["sp-job"] = third.id
     at.run()

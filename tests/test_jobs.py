@@ -17,6 +17,7 @@ from geodesic.experiments import sparsify as experiments
 from geodesic.experiments.damage import DamageConfig
 from geodesic.experiments.merge import MergeConfig
 from geodesic.experiments.recovery import RecoveryConfig
+from geodesic.infra.lifecycle import Status
 from geodesic.store import runs
 
 CKPT = str(jobs.CHECKPOINTS / "mlp-mnist.safetensors")
@@ -40,7 +41,7 @@ def test_sparsify_job_completes_and_writes_a_run(tmp_path):
     reg = jobs.Registry()
     job = reg.start("sparsify", jobs.sparsify_job(MNIST, short_cfg(), root=tmp_path))
     jobs.wait(job, 60)
-    assert job.status == "done", job.error
+    assert job.status is Status.DONE, job.error
     df = job.frame()
     assert list(df["step"])[:2] == [0, 1] and df["step"].max() == 6
     run = runs.load_run(job.run_dir)
@@ -58,7 +59,7 @@ def test_stop_within_one_step(tmp_path):
     reg.stop(job.id)
     at_stop = len(job.rows)
     jobs.wait(job, 30)
-    assert job.status == "stopped", job.error
+    assert job.status is Status.STOPPED, job.error
     assert len(job.rows) <= at_stop + 1  # at most the step in flight finishes
     assert runs.load_run(job.run_dir).meta["status"] == "stopped"
 
@@ -70,13 +71,13 @@ def test_pause_blocks_and_resume_continues(tmp_path):
     time.sleep(0.5)
     n = len(job.rows)
     time.sleep(0.6)
-    assert job.status == "paused" and len(job.rows) == n
+    assert job.status is Status.PAUSED and len(job.rows) == n
     job.resume()
     while len(job.rows) == n and job.active:
         time.sleep(0.02)
     assert len(job.rows) > n
     job.stop()
-    assert jobs.wait(job, 30).status == "stopped"
+    assert jobs.wait(job, 30).status is Status.STOPPED
 
 
 def test_paused_job_can_be_stopped(tmp_path):
@@ -84,7 +85,7 @@ def test_paused_job_can_be_stopped(tmp_path):
     job = started(reg.start("sparsify", jobs.sparsify_job(MNIST, short_cfg(steps=400), root=tmp_path)), 2)
     job.pause()
     job.stop()
-    assert jobs.wait(job, 30).status == "stopped"
+    assert jobs.wait(job, 30).status is Status.STOPPED
     assert runs.load_run(job.run_dir).meta["status"] == "stopped"
 
 
@@ -92,14 +93,33 @@ def test_exception_is_reported_not_swallowed(tmp_path):
     reg = jobs.Registry()
     missing = jobs.Source(str(tmp_path / "missing.safetensors"), "mnist", model="mlp")
     job = jobs.wait(reg.start("sparsify", jobs.sparsify_job(missing, short_cfg(), root=tmp_path)), 10)
-    assert job.status == "error"
+    assert job.status is Status.ERROR
     assert "CheckpointError" in job.error and "no such checkpoint file" in job.error
 
     def boom(job):
         raise RuntimeError("kaput")
 
     j2 = jobs.wait(reg.start("other", boom), 5)
-    assert j2.status == "error" and "RuntimeError: kaput" in j2.error and "Traceback" in j2.error
+    assert j2.status is Status.ERROR and "RuntimeError: kaput" in j2.error and "Traceback" in j2.error
+
+
+def test_a_job_ends_with_the_engines_status_a_diverged_run_included():
+    """A job's status is a lifecycle Status: DONE, STOPPED on a stop request, DIVERGED when the run it returns
+    diverged (its summary's status, a Status or its text), ERROR when it raised; QUEUED, RUNNING, PAUSED are ACTIVE."""
+    reg = jobs.Registry()
+    assert set(jobs.ACTIVE) == {Status.QUEUED, Status.RUNNING, Status.PAUSED}
+    ends = {"done": lambda job: {"status": Status.ARRIVED}, "diverged": lambda job: {"status": Status.DIVERGED},
+            "diverged-text": lambda job: {"status": "diverged"}, "list": lambda job: [Status.DIVERGED]}
+    ended = {name: jobs.wait(reg.start(name, fn), 5) for name, fn in ends.items()}
+    assert {name: j.status for name, j in ended.items()} == {
+        "done": Status.DONE, "diverged": Status.DIVERGED, "diverged-text": Status.DIVERGED, "list": Status.DONE}
+    assert not any(j.active for j in ended.values())
+
+    def stopped_then_diverged(job):
+        job.stop()
+        return {"status": Status.DIVERGED}
+
+    assert jobs.wait(reg.start("stop", stopped_then_diverged), 5).status is Status.STOPPED  # the user's stop wins
 
 
 def test_registry_is_thread_safe():
@@ -119,12 +139,12 @@ def test_registry_is_thread_safe():
     barrier.set()
     assert len({j.id for j in made}) == 80 == len(reg.list("noop"))
     for j in made:
-        assert jobs.wait(j, 5).status == "done"
+        assert jobs.wait(j, 5).status is Status.DONE
 
 
 def test_candidates_job_writes_one_folder_per_candidate(tmp_path):
     job = jobs.Registry().start("candidates", jobs.candidates_job(MNIST, short_cfg(steps=3), 2, root=tmp_path))
-    assert jobs.wait(job, 60).status == "done", job.error
+    assert jobs.wait(job, 60).status is Status.DONE, job.error
     metas = [runs.load_run(p).meta for p in job.run_dirs]
     assert [m["candidate"] for m in metas] == [0, 1] and len({m["group"] for m in metas}) == 1
     assert [m["strategy"] for m in metas] == list(experiments.STRATEGIES[:2]) == [s["strategy"] for s in
@@ -136,7 +156,7 @@ def test_damage_job_races_the_methods_at_the_same_time(tmp_path):
     damage = DamageConfig("ablate", (8,), (0,), among="alive")
     cfg = RecoveryConfig(steps=4, eval_every=2, lr=1e-3, path=PathConfig(beta=0.01, eps=0.01, probe=16, solver="gram"))
     d = jobs.wait(jobs.Registry().start("damage", jobs.damage_job(MNIST, damage, cfg, root=tmp_path)), 60)
-    assert d.status == "done", d.error
+    assert d.status is Status.DONE, d.error
     df = d.frame()
     assert set(df["method"]) == {"geodesic", "sgd"} and d.info["acc_damaged"] < d.info["acc_before"]
     assert d.info["frozen"] == d.info["damaged"] > 0  # ablation: the hit coordinates stay frozen
@@ -156,7 +176,7 @@ def test_two_tasks_job_walks_and_runs_the_baselines(tmp_path):
     body = jobs.two_tasks_job(MNIST, "fashion-mnist", cfg, checkpoint_b=CKPT.replace("mnist", "fashion-mnist"),
                               root=tmp_path)
     t = jobs.wait(jobs.Registry().start("two-tasks", body), 60)
-    assert t.status == "done", t.error
+    assert t.status is Status.DONE, t.error
     df = t.frame()
     assert set(df["phase"]) == {"walk", "line", "finetune"} and runs.load_run(t.run_dir).meta["kind"] == "merge"
     walk, line = df[df["phase"] == "walk"].dropna(subset=["accuracy"]), df[df["phase"] == "line"]
@@ -168,7 +188,7 @@ def test_two_tasks_job_walks_and_runs_the_baselines(tmp_path):
 def test_two_tasks_job_refuses_the_line_without_the_task_b_net(tmp_path):
     cfg = MergeConfig(phases=("walk", "line"), path=PathConfig(max_steps=2))
     t = jobs.wait(jobs.Registry().start("two-tasks", jobs.two_tasks_job(MNIST, "fashion-mnist", cfg, root=tmp_path)), 30)
-    assert t.status == "error" and "need the task-B net" in t.error and not t.run_dirs
+    assert t.status is Status.ERROR and "need the task-B net" in t.error and not t.run_dirs
 
 
 def test_every_job_body_takes_ones_own_architecture(own_arch, tmp_path):
@@ -188,7 +208,7 @@ def test_every_job_body_takes_ones_own_architecture(own_arch, tmp_path):
     }
     for kind, body in bodies.items():
         job = jobs.wait(jobs.Registry().start(kind, body), 60)
-        assert job.status == "done", (kind, job.error)
+        assert job.status is Status.DONE, (kind, job.error)
         assert job.run_dirs and all(runs.load_run(d).meta["arch"] == spec for d in job.run_dirs), kind
     assert job.frame()["accuracy_b"].notna().any()  # the two-task walk scored task B
 
@@ -199,7 +219,7 @@ def test_two_tasks_job_refuses_a_task_b_net_of_another_architecture(own_arch, tm
     body = jobs.two_tasks_job(jobs.Source(str(a), "mnist", arch=spec), "fashion-mnist", cfg,
                               checkpoint_b=str(jobs.CHECKPOINTS / "mlp-fashion-mnist.safetensors"), root=tmp_path)
     t = jobs.wait(jobs.Registry().start("two-tasks", body), 30)
-    assert t.status == "error" and "do not match" in t.error and not t.run_dirs
+    assert t.status is Status.ERROR and "do not match" in t.error and not t.run_dirs
 
 
 def test_playground_reaches_the_sparse_axis():

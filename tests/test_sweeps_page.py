@@ -8,12 +8,12 @@ import pytest
 from conftest import CKPT
 from streamlit.testing.v1 import AppTest
 
-from app import state
+from app import jobs
 from geodesic.experiments import fronts
 from geodesic.experiments.sweep import SweepSpec, run_sweep
 from geodesic.store.source import Source
 
-MAIN = str(state.REPO / "app" / "main.py")
+MAIN = str(jobs.REPO / "app" / "main.py")
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +31,7 @@ def open_page(root, monkeypatch) -> AppTest:
     at = AppTest.from_file(MAIN, default_timeout=90)
     at.run()
     at.switch_page("views/sweeps.py")
-    at.run()  # the visit's first run: the picker (state.after_paint)
+    at.run()  # the visit's first run: the picker (page.after_paint)
     assert at.selectbox(key="sw-pick") is not None and not at.get("plotly_chart")
     at.run()  # the rerun the browser asks for once it has drawn it: the front
     assert not at.exception, [e.value for e in at.exception]

@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from app import state
+from app import choices, engine, job_panel, page, picker, run_folders
 
 st.title("Candidate paths to the same sparsity")
 st.markdown(
@@ -10,14 +10,14 @@ st.markdown(
     "and pick the shortest. Candidates here vary the filter choice (norm, importance, balanced, random), then the seed."
 )
 
-with st.expander("Run new candidates", expanded=not state.any_runs()):  # drawn without torch or pandas
-    picked = state.checkpoint_picker("cand")
+with st.expander("Run new candidates", expanded=not run_folders.any_runs()):  # drawn without torch or pandas
+    picked = picker.checkpoint_picker("cand")
     if picked is not None:
         path, model_name, card = picked
-        n_groups = len(state.group_names(model_name, card))
+        n_groups = len(choices.group_names(model_name, card))
         c = st.columns(4)
         count = c[0].slider("Candidates", 2, 8, 4)
-        filters = state.count_slider(c[1], "Filters to zero", n_groups, min(n_groups - 2, 50 if n_groups == 60 else 8),
+        filters = choices.count_slider(c[1], "Filters to zero", n_groups, min(n_groups - 2, 50 if n_groups == 60 else 8),
                                      key="cand-f")
         beta = c[2].number_input("β", 1e-5, 10.0, 0.01, format="%.4g", key="cand-b")
         eps = c[3].number_input("ε", 1e-6, 1.0, 0.01, format="%.4g", key="cand-e")
@@ -26,7 +26,7 @@ with st.expander("Run new candidates", expanded=not state.any_runs()):  # drawn 
         pull = c[1].number_input("Pull ρ", 0.0, 10.0, 0.0, key="cand-p")
         probe = c[2].number_input("Probe batch B", 1, 256, 32, key="cand-B")
         eval_size = c[3].number_input("Test images", 100, 2000, 500, step=100, key="cand-n")
-        if state.start_button("Start candidates", "cand-start"):  # waits for the engine if it is still loading
+        if engine.start_button("Start candidates", "cand-start"):  # waits for the engine if it is still loading
             from dataclasses import replace
 
             from app import jobs
@@ -38,21 +38,21 @@ with st.expander("Run new candidates", expanded=not state.any_runs()):  # drawn 
                                path=PathConfig(beta=float(beta), eps=float(eps), probe=int(probe),
                                                max_steps=int(max_steps))).validate()
             except ValueError as e:
-                st.error(state.md(e))
+                st.error(page.md(e))
             else:
                 source = jobs.Source(path, card["dataset"], eval_size=int(eval_size), arch=card.get("arch"))
-                job = state.registry().start("candidates", jobs.candidates_job(source, base, int(count)),
+                job = job_panel.registry().start("candidates", jobs.candidates_job(source, base, int(count)),
                                              {"model": model_name, "dataset": card["dataset"]})
                 st.session_state["cand-job"] = job.id
 
-job = state.pick_job("candidates", "cand-job")
+job = job_panel.pick_job("candidates", "cand-job")
 if job is not None:
     def progress(job, df):
-        st.caption(f"candidate group {state.md(job.info.get('group', '…'))}: runs appear below as they are written")
-    state.live(job, progress)
+        st.caption(f"candidate group {page.md(job.info.get('group', '…'))}: runs appear below as they are written")
+    job_panel.live(job, progress)
 
 
-def group_of(f: state.Folder) -> str:
+def group_of(f: run_folders.Folder) -> str:
     """The candidate group as the picker shows it (a shipped example's as "example · <group>")."""
     return f"example · {f.meta['group']}" if f.readonly else str(f.meta["group"])
 
@@ -63,8 +63,8 @@ def compare() -> None:
 
     from app import figures
 
-    folders, problems = state.scan_runs()
-    state.show_problems(problems)
+    folders, problems = run_folders.scan_runs()
+    run_folders.show_problems(problems)
     sparsify_runs = [f for f in folders if f.meta.get("kind") == "sparsify"]
     grouped = [f for f in sparsify_runs if f.meta.get("group")]
     groups = sorted({group_of(f) for f in grouped if not f.readonly}, reverse=True)
@@ -82,19 +82,19 @@ def compare() -> None:
     now = []
     for f in chosen:  # as on disk now: candidates may still be writing (read again only when a file changed)
         try:
-            now.append(state.fresh(f))
+            now.append(run_folders.fresh(f))
         except (ValueError, OSError) as e:
-            state.show_problems([f"{f.label}: {e}"])
+            run_folders.show_problems([f"{f.label}: {e}"])
     if not now:
         st.info("No sparsify runs to compare yet.")
         return
     metrics = {f.label: f.metrics for f in now if len(f.metrics)}
-    table = figures.candidate_table(metrics, {f.label: {**f.meta, "status": f.status} for f in now})
+    table = figures.candidate_table(metrics, {f.label: {**f.meta, "status": f.status.value} for f in now})
     best = table.loc[table["shortest"], "run"].iloc[0] if table["shortest"].any() else None
     if best is not None:
         row = table[table["run"] == best].iloc[0]
-        st.success(f"Shortest: **{state.md(best)}** ({state.md(row['strategy'])}), length {row['length']:.4f}, "
-                   f"final D {row['final distance']:.4g}, accuracy {row['accuracy']:.4f}, status {state.md(row['status'])}")
+        st.success(f"Shortest: **{page.md(best)}** ({page.md(row['strategy'])}), length {row['length']:.4f}, "
+                   f"final D {row['final distance']:.4g}, accuracy {row['accuracy']:.4f}, status {page.md(row['status'])}")
     st.dataframe(table.style.apply(lambda r: ["background-color: #d4f7d4" if r["shortest"] else "" for _ in r], axis=1),
                  hide_index=True)
     if not metrics:
@@ -108,8 +108,8 @@ def compare() -> None:
         return figures.path_curves(pd.concat([m.assign(run=k) for k, m in metrics.items()], ignore_index=True),
                                    note, highlight=best)
 
-    key = ("candidates", tuple((f.label, state.folder_stamp(f)) for f in now), note, best)
-    st.plotly_chart(state.saved_figure(key, curves), key="cand-curves")
+    key = ("candidates", tuple((f.label, run_folders.folder_stamp(f)) for f in now), note, best)
+    st.plotly_chart(run_folders.saved_figure(key, curves), key="cand-curves")
 
 
-state.after_paint(compare, "Reading the saved runs…")
+page.after_paint(compare, "Reading the saved runs…")

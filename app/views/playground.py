@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from app import state
+from app import engine, page, run_folders
 
 
 @st.cache_data(show_spinner="Walking the two-weight path…", max_entries=32)
@@ -27,7 +27,7 @@ points = c[4].slider("inputs x", 2, 32, 8)
 
 def landscape_chart() -> None:
     """The landscape of the chosen start, β, ε and inputs (computed once per setting on this server)."""
-    state.await_engine(hurry=False)  # the sliders above are usable meanwhile
+    engine.await_engine(hurry=False)  # the sliders above are usable meanwhile
     from app import figures  # after the controls: it loads pandas, the slowest import of a fresh server
 
     out = landscape(w1, w2, beta, eps, points)
@@ -39,7 +39,7 @@ def landscape_chart() -> None:
                                   f"{status['steps']} steps, path length {path['length'].iloc[-1]:.3f}, "
                                   f"final √D {path['distance'].iloc[-1] ** 0.5:.3f}")
 
-    st.plotly_chart(state.saved_figure(("playground", w1, w2, beta, eps, points), build), key="pg")
+    st.plotly_chart(run_folders.saved_figure(("playground", w1, w2, beta, eps, points), build), key="pg")
 
 
-state.after_paint(landscape_chart, "Walking the two-weight path…")
+page.after_paint(landscape_chart, "Walking the two-weight path…")

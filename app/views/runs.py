@@ -4,7 +4,7 @@ import io
 
 import streamlit as st
 
-from app import state
+from app import engine, jobs, page, run_folders
 
 
 def parquet_bytes(df) -> bytes:
@@ -14,20 +14,20 @@ def parquet_bytes(df) -> bytes:
 
 
 st.title("Runs on disk")
-st.caption(f"Run folders under {state.md(state.runs_root())} (written by the app, the CLI and the benchmarks alike), "
+st.caption(f"Run folders under {page.md(jobs.runs_root())} (written by the app, the CLI and the benchmarks alike), "
            "then the shipped examples of assets/gallery, named \"example · …\": read-only, never deleted.")
 
-listed = state.list_runs()  # torch-free, and pandas-free on a fresh server's first page; the examples last
+listed = run_folders.list_runs()  # torch-free, and pandas-free on a fresh server's first page; the examples last
 if not listed:
-    state.show_problems(state.scan_runs()[1])
+    run_folders.show_problems(run_folders.scan_runs()[1])
     st.info("No runs yet.")
     st.stop()
 for f in listed:
     for note in f.notes:
-        st.warning(state.md(f"{f.label}: {note}"), icon=":material/content_copy:")
+        st.warning(page.md(f"{f.label}: {note}"), icon=":material/content_copy:")
 
 
-def compact_net(f: state.Folder) -> None:
+def compact_net(f: run_folders.Folder) -> None:
     """The compact net of a run with final weights (geodesic.store.export.export_zip: every all-zero group taken out,
     as ONNX + safetensors + card) as a download, built only on a press (the ONNX exporter takes 10-20 s) and kept
     in session_state for this folder while its final.safetensors stays the same. Reads the run only, so shipped
@@ -45,7 +45,7 @@ def compact_net(f: state.Folder) -> None:
             "Prepare compact net", key=f"prep-{f.key}",
             help="export the run's final net without its all-zero filters/neurons: model.onnx (checked against "
                  "the zeroed net with onnxruntime), model.safetensors and its card model.json"):
-        state.await_engine()
+        engine.await_engine()
         from geodesic.store import export
 
         with st.spinner("Exporting the compact net (ONNX, checked with onnxruntime)…"):
@@ -62,14 +62,14 @@ def compact_net(f: state.Folder) -> None:
                                      f"onnxruntime {report['max_abs_diff']['onnxruntime']:.2g}")
         st.session_state[key] = held
     if held is not None and held[1] is None:
-        st.error(state.md(held[2]))
+        st.error(page.md(held[2]))
     elif held is not None:
         slot.download_button("compact net (.zip: ONNX + safetensors)", held[1], f"{f.name}-compact.zip",
                              "application/zip", key=f"zip-{f.key}", on_click="ignore")
-        c[1].caption(state.md(held[2]))
+        c[1].caption(page.md(held[2]))
 
 
-def steps(f: state.Folder) -> int:
+def steps(f: run_folders.Folder) -> int:
     """The last step; for runs whose rows are not steps (damage: one row per net, level and seed), the rows."""
     if "step" not in f.metrics.columns:
         return len(f.metrics)
@@ -79,7 +79,7 @@ def steps(f: state.Folder) -> int:
     return 0 if pd.isna(s) else int(s)
 
 
-table_slot = st.empty()  # the table shows above the picker, but is filled after it (state.after_paint)
+table_slot = st.empty()  # the table shows above the picker, but is filled after it (page.after_paint)
 chosen = st.multiselect("Open / compare", [f.label for f in listed], default=[f.label for f in listed][:1])
 
 
@@ -90,12 +90,12 @@ def opened() -> None:
 
     from app import figures
 
-    folders, problems = state.scan_runs()  # torch-free: meta.json and metrics.parquet only
-    state.show_problems(problems)
+    folders, problems = run_folders.scan_runs()  # torch-free: meta.json and metrics.parquet only
+    run_folders.show_problems(problems)
     by_label = {f.label: f for f in folders}  # a user's folder by its name, an example as "example · <title>"
     table = pd.DataFrame([{
         "run": f.label, "kind": str(f.meta.get("kind")), "model": str(f.meta.get("model")),
-        "dataset": str(f.meta.get("dataset")), "status": f.status, "steps": steps(f),
+        "dataset": str(f.meta.get("dataset")), "status": f.status.value, "steps": steps(f),
         "accuracy": f.summary.get("accuracy"), "length": f.summary.get("length"), "created": str(f.meta.get("created"))}
         for f in folders])
     for col in ("accuracy", "length"):  # a summary field that is not a number shows empty
@@ -111,9 +111,9 @@ def opened() -> None:
         build = lambda: figures.path_curves(pd.concat([f.metrics.assign(run=f.label) for f in frames],  # noqa: E731
                                                       ignore_index=True), note)
         try:
-            fig = state.saved_figure(("runs", tuple((f.label, state.folder_stamp(f)) for f in frames), note), build)
+            fig = run_folders.saved_figure(("runs", tuple((f.label, run_folders.folder_stamp(f)) for f in frames), note), build)
         except (KeyError, TypeError, ValueError) as e:
-            st.warning(state.md(f"cannot draw the curves of these runs: {type(e).__name__}: {e}"))
+            st.warning(page.md(f"cannot draw the curves of these runs: {type(e).__name__}: {e}"))
         else:
             st.plotly_chart(fig, key="runs-curves")
         checked = [f for f in frames if figures.has_linearity(f.metrics)]
@@ -122,20 +122,20 @@ def opened() -> None:
                                                       ignore_index=True),
                                             "each step's measured change of its probe's outputs over |Jθ|², and ε")
             try:
-                fig = state.saved_figure(("runs-lin", tuple((f.label, state.folder_stamp(f)) for f in checked)), lin)
+                fig = run_folders.saved_figure(("runs-lin", tuple((f.label, run_folders.folder_stamp(f)) for f in checked)), lin)
             except (KeyError, TypeError, ValueError) as e:
-                st.warning(state.md(f"cannot draw the linearity of these runs: {type(e).__name__}: {e}"))
+                st.warning(page.md(f"cannot draw the linearity of these runs: {type(e).__name__}: {e}"))
             else:
                 st.plotly_chart(fig, key="runs-linearity")
     for f in sel:
-        with st.expander(state.md(f"{f.label}: {f.status}"), expanded=len(sel) == 1):
+        with st.expander(page.md(f"{f.label}: {f.status.value}"), expanded=len(sel) == 1):
             if len(sel) == 1 and "group_norms" in f.metrics.columns:
                 try:
-                    fig = state.saved_figure(("runs-heat", f.key, state.folder_stamp(f), f.label),
+                    fig = run_folders.saved_figure(("runs-heat", f.key, run_folders.folder_stamp(f), f.label),
                                              lambda f=f: figures.filter_heatmap(f.metrics, None,
                                                                                 f"{f.meta.get('model')}, run {f.label}"))
                 except (KeyError, TypeError, ValueError) as e:
-                    st.warning(state.md(f"cannot draw the filter norms of {f.label}: {type(e).__name__}: {e}"))
+                    st.warning(page.md(f"cannot draw the filter norms of {f.label}: {type(e).__name__}: {e}"))
                 else:
                     st.plotly_chart(fig, key=f"runs-heat-{f.key}")
             st.json(f.meta, expanded=False)
@@ -153,18 +153,18 @@ def opened() -> None:
             if f.readonly:
                 c[4].caption("a shipped example: read-only, it cannot be deleted")
                 continue
-            refusal = state.delete_refusal(f)
+            refusal = run_folders.delete_refusal(f)
             confirm = c[4].checkbox("confirm delete", key=f"confirm-{f.key}", disabled=refusal is not None)
             if c[4].button("Delete", key=f"del-{f.key}", disabled=refusal is not None or not confirm):
                 try:
-                    state.delete_run(f)
+                    run_folders.delete_run(f)
                 except (ValueError, OSError) as e:
-                    st.error(state.md(f"not deleted: {e}"))
+                    st.error(page.md(f"not deleted: {e}"))
                 else:
-                    st.toast(state.md(f"deleted {f.name}"))
+                    st.toast(page.md(f"deleted {f.name}"))
                     st.rerun()
             if refusal is not None:
-                st.info(state.md(f"cannot be deleted now: {refusal}"), icon=":material/lock:")
+                st.info(page.md(f"cannot be deleted now: {refusal}"), icon=":material/lock:")
 
 
-state.after_paint(opened, "Reading the run folders…")
+page.after_paint(opened, "Reading the run folders…")

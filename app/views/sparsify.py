@@ -5,7 +5,7 @@ from dataclasses import replace
 import numpy as np
 import streamlit as st
 
-from app import state
+from app import choices, engine, job_panel, page, picker
 
 st.title("Sparsify a net along a geodesic")
 st.markdown(
@@ -14,24 +14,24 @@ st.markdown(
     "The curves below are what *this* run measures; compare its final accuracy with the checkpoint's card."
 )
 
-picked = state.checkpoint_picker("sp", allow_upload=True)
-if picked is not None:  # every widget from torch-free tables (app/state.py); the engine loads meanwhile
+picked = picker.checkpoint_picker("sp", allow_upload=True)
+if picked is not None:  # every widget from torch-free tables (app/choices.py); the engine loads meanwhile
     path, model_name, card = picked
-    names = state.group_names(model_name, card)
-    presets = list(state.PRESETS)
+    names = choices.group_names(model_name, card)
+    presets = list(choices.PRESETS)
     preset = st.radio("Start from", presets, horizontal=True, key="sp-preset",
                       help="fills in the settings below: the literal algorithm of the paper, or the setting that "
                            "bench/bench_sparsify.py measured best on lenet60 (experiments.recommended)")
-    base, k = state.PRESETS[preset], f"sp-{presets.index(preset)}"  # a new key per preset: its values show
+    base, k = choices.PRESETS[preset], f"sp-{presets.index(preset)}"  # a new key per preset: its values show
     c = st.columns(4)
-    datasets = list(state.DATASETS)
+    datasets = list(choices.DATASETS)
     dataset = c[0].selectbox("Dataset (metric + evaluation)", datasets,
                              index=datasets.index(card["dataset"]) if card.get("dataset") in datasets else 0)
-    filters = state.count_slider(c[1], "Filters to zero", len(names), min(len(names) - 2, 50 if len(names) == 60 else 8),
-                                 help=state.md(f"{model_name} has {len(names)} prunable groups"))
-    strategy = c[2].selectbox("Which filters", state.STRATEGIES, index=state.STRATEGIES.index(base["strategy"]),
+    filters = choices.count_slider(c[1], "Filters to zero", len(names), min(len(names) - 2, 50 if len(names) == 60 else 8),
+                                 help=page.md(f"{model_name} has {len(names)} prunable groups"))
+    strategy = c[2].selectbox("Which filters", choices.STRATEGIES, index=choices.STRATEGIES.index(base["strategy"]),
                               key=f"{k}-strategy")
-    phi = c[3].selectbox("Output map φ", state.OUTPUT_MAPS, index=state.OUTPUT_MAPS.index(base["phi"]), key=f"{k}-phi")
+    phi = c[3].selectbox("Output map φ", choices.OUTPUT_MAPS, index=choices.OUTPUT_MAPS.index(base["phi"]), key=f"{k}-phi")
     c = st.columns(4)
     beta = c[0].number_input("β", 1e-5, 10.0, base["beta"], format="%.4g", key=f"{k}-beta")
     eps = c[1].number_input("ε (|θ|² ≤ ε)", 1e-6, 1.0, base["eps"], format="%.4g", key=f"{k}-eps",
@@ -53,27 +53,27 @@ if picked is not None:  # every widget from torch-free tables (app/state.py); th
                                                        "what the walk leaves (every step checks itself: ε above is "
                                                        "where it starts and the most it grows to)")
 
-    if state.start_button("Start", "sp-start"):  # a press before the engine is loaded waits for it here
-        cfg = state.preset_config(preset)
+    if engine.start_button("Start", "sp-start"):  # a press before the engine is loaded waits for it here
+        cfg = choices.preset_config(preset)
         try:
             cfg = replace(cfg, filters=int(filters), strategy=strategy, pull=float(pull), relax_steps=int(relax),
                           seconds=float(seconds),
                           path=replace(cfg.path, phi=phi, beta=float(beta), eps=float(eps), probe=int(probe),
                                        seed=int(seed), max_steps=int(max_steps))).validate()
         except ValueError as e:
-            st.error(state.md(e))
+            st.error(page.md(e))
         else:
             from app import jobs
 
             source = jobs.Source(path, dataset, eval_size=int(eval_size),
                                  model=model_name if card.get("uploaded") else None, arch=card.get("arch"))
-            job = state.registry().start("sparsify", jobs.sparsify_job(source, cfg),
+            job = job_panel.registry().start("sparsify", jobs.sparsify_job(source, cfg),
                                          {"checkpoint": path, "dataset": dataset, "model": model_name})
             st.session_state["sp-job"] = job.id
 
 from app import figures  # noqa: E402 — after the controls: it loads pandas, the slowest import of a fresh server
 
-job = state.pick_job("sparsify", "sp-job")
+job = job_panel.pick_job("sparsify", "sp-job")
 
 
 def render(job, df):
@@ -101,14 +101,14 @@ def render(job, df):
             st.warning(f"Steps are being rejected: {hit} of the last {of} steps left the linear regime at first and "
                        f"were solved again at a smaller trust region (ε now {last['eps']:.3g}).")
     left, right = st.columns([3, 2])
-    curves = state.figure("curves", job, df, lambda: figures.path_curves(df, note))
-    heat = state.figure("heat", job, df, lambda: figures.filter_heatmap(df, job.info.get("groups"),
+    curves = job_panel.figure("curves", job, df, lambda: figures.path_curves(df, note))
+    heat = job_panel.figure("heat", job, df, lambda: figures.filter_heatmap(df, job.info.get("groups"),
                                                                          f"norms of every prunable group, {note.split(':')[0]}"),
                         every=5)  # the heatmap is the costliest chart to redraw: every 5 steps
     left.plotly_chart(curves, key=f"curves-{job.id}")
     right.plotly_chart(heat, key=f"heat-{job.id}")
     if figures.has_linearity(df):
-        lin = state.figure("linearity", job, df, lambda: figures.linearity(
+        lin = job_panel.figure("linearity", job, df, lambda: figures.linearity(
             df, f"each step's measured change of its probe's outputs over |Jθ|² and its trust region ε, "
                 f"{note.split(':')[0]}"), every=5)
         st.plotly_chart(lin, key=f"linearity-{job.id}")
@@ -117,4 +117,4 @@ def render(job, df):
 if job is None:
     st.info("No sparsify run yet: choose the settings and press Start.")
 else:
-    state.live(job, render)
+    job_panel.live(job, render)

@@ -4,7 +4,8 @@ from pathlib import Path
 
 import streamlit as st
 
-from app import state
+from app import jobs, page
+from geodesic.infra.lifecycle import Status
 
 st.title("Sweeps: accuracy against sparsity, per method")
 st.markdown(
@@ -23,7 +24,7 @@ def sweep_folders() -> dict[str, Path]:
     from geodesic.experiments.sweep import find_sweeps
     from geodesic.store.runs import gallery_root
 
-    root, gallery = state.runs_root(), gallery_root() / "sweeps"
+    root, gallery = jobs.runs_root(), gallery_root() / "sweeps"
     mine = {str(p.relative_to(root)): p for r in (root, root / "sweeps") for p in find_sweeps(r)}
     return mine | {f"example · {p.name}": p for p in sorted(find_sweeps(gallery), key=lambda p: p.name)}
 
@@ -58,7 +59,7 @@ def open_cells(table: pd.DataFrame, sel: tuple[str, str, float]) -> None:
     """The cells behind a point of the front: their rows, and the curves of their run folders when present."""
     method, x, value = sel
     part = cells_of(table, method, x, value)
-    st.subheader(f"{state.md(method)} at {x} {value:g}: {len(part)} cells")
+    st.subheader(f"{page.md(method)} at {x} {value:g}: {len(part)} cells")
     st.dataframe(part[["cell", "seed", "data", "accuracy", "loss", "distance", "seconds", "steps", "length",
                        "status", "error"]], hide_index=True)
     from geodesic.store.runs import load_run
@@ -80,7 +81,7 @@ def open_cells(table: pd.DataFrame, sel: tuple[str, str, float]) -> None:
         df = pd.concat(frames, ignore_index=True)
         st.plotly_chart(figures.path_curves(df, f"the run folders of {len(frames)} cells"), key="sw-cell-curves")
     for line in unreadable[:6]:
-        st.warning(state.md(f"cannot read the run folder of {line}"), icon=":material/folder_off:")
+        st.warning(page.md(f"cannot read the run folder of {line}"), icon=":material/folder_off:")
     if not present:
         st.caption("No run folders beside this table (a shipped example keeps its results only).")
 
@@ -102,19 +103,19 @@ def show() -> None:
     try:
         table = results(str(folder), st.session_state[DRAWN][1])
     except (OSError, ValueError) as e:
-        st.warning(state.md(f"{folder}: {e}"))
+        st.warning(page.md(f"{folder}: {e}"))
         return
     if table.attrs.get("unreadable"):
-        st.warning(state.md(f"{folder}: {table.attrs['unreadable']} rows of the results table left out (their "
+        st.warning(page.md(f"{folder}: {table.attrs['unreadable']} rows of the results table left out (their "
                             "method, filters or data is not readable)"))
     if table.attrs.get("not_numbers"):
         cols = ", ".join(f"{c} ({n} rows)" for c, n in table.attrs["not_numbers"].items())
-        st.warning(state.md(f"{folder}: values of the results table that are not numbers read as missing: {cols}"))
+        st.warning(page.md(f"{folder}: values of the results table that are not numbers read as missing: {cols}"))
     if table.empty:
         st.info("No cell has finished yet.")
         return
-    done, failed = fronts.ok(table), table[table["status"] == "error"]
-    st.caption(f"{state.md(folder)}: {len(table)} cells finished, {len(failed)} failed; drawn again when a cell finishes. "
+    done, failed = fronts.ok(table), table[table["status"] == Status.ERROR]
+    st.caption(f"{page.md(folder)}: {len(table)} cells finished, {len(failed)} failed; drawn again when a cell finishes. "
                f"CPU seconds per cell: {done['seconds'].max():.0f} at most.")
     budgets = sorted(table["data"].unique())
     data = st.radio("Training images per cell", budgets, horizontal=True, key="sw-data",
@@ -149,5 +150,5 @@ def show() -> None:
             st.dataframe(failed[["cell", "error"]], hide_index=True)
 
 
-state.after_paint(show, "Reading the sweep…")  # the picker first, usable before the charts arrive
+page.after_paint(show, "Reading the sweep…")  # the picker first, usable before the charts arrive
 watch()

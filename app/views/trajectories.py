@@ -2,7 +2,8 @@
 
 import streamlit as st
 
-from app import state
+from app import engine, page, run_folders
+from geodesic.store import runs
 
 
 @st.cache_resource(show_spinner=False)
@@ -18,17 +19,17 @@ st.title("Weight trajectories")
 st.markdown("Every k-th weight vector of each run (its snapshots), embedded **jointly** so that paths can be "
             "compared in one picture. PCA is exact and fast; UMAP keeps local neighbourhoods (first call compiles).")
 
-folders = state.list_runs()  # torch- and pandas-free: the controls draw while the engine loads; the examples last
+folders = run_folders.list_runs()  # torch- and pandas-free: the controls draw while the engine loads; the examples last
 with_snaps, snapshot_problems = [], []
 for f in folders:
     if f.has_snapshots():
-        why = state.snapshot_problem(f)  # header checks only: a damaged file costs one line, not the page
+        why = runs.snapshot_problem(f.run)  # header checks only: a damaged file costs one line, not the page
         if why:
             snapshot_problems.append(f"{f.label}: {why}")
         else:
             with_snaps.append(f)
 if not with_snaps:
-    state.show_problems(snapshot_problems + state.scan_runs()[1])
+    run_folders.show_problems(snapshot_problems + run_folders.scan_runs()[1])
     st.info("No run with snapshots yet: start one on the Sparsify page.")
     st.stop()
 by_model: dict[str, list] = {}
@@ -48,8 +49,8 @@ def embedded() -> None:
     """The chosen runs' snapshots in one joint embedding (PCA, or UMAP on request)."""
     from app import figures  # after the controls: it loads pandas, the slowest import of a fresh server
 
-    readable, problems = state.scan_runs()  # the folders that cannot be read at all, named once each
-    state.show_problems(snapshot_problems + problems)
+    readable, problems = run_folders.scan_runs()  # the folders that cannot be read at all, named once each
+    run_folders.show_problems(snapshot_problems + problems)
     readable = {f.key for f in readable}
     if not chosen:
         st.info("Pick at least one run.")
@@ -61,14 +62,14 @@ def embedded() -> None:
             continue
         ident = str(f.meta.get("id", f.name))
         if ident in ids:
-            st.warning(state.md(f"{f.label} has the same id as {ids[ident]} (a copy?): shown once"))
+            st.warning(page.md(f"{f.label} has the same id as {ids[ident]} (a copy?): shown once"))
             continue
         ids[ident] = f.label
         picked.append(f)
     if not picked:
         return
     dirs = [f.dir for f in picked]
-    state.await_engine(hurry=False)  # the embedding needs torch; the controls above are usable meanwhile
+    engine.await_engine(hurry=False)  # the embedding needs torch; the controls above are usable meanwhile
     from geodesic.experiments import (
         embed,  # embed_runs keeps its embeddings per folder, snapshot files, method and seed
     )
@@ -86,12 +87,12 @@ def embedded() -> None:
         else:
             emb = embed.embed_runs(dirs, "pca")
     except (ValueError, OSError, KeyError) as e:  # a folder changed or broke since it was checked above
-        st.warning(state.md(f"cannot embed these runs: {e}"))
+        st.warning(page.md(f"cannot embed these runs: {e}"))
         return
     note = (f"{len(emb)} snapshots of {len(dirs)} {model} runs; colour: {color} "
             f"(accuracy carried from the last evaluated step, on each run's test images)")
-    key = ("trajectories", tuple((str(f.dir), state.folder_stamp(f)) for f in picked), method, int(seed), color, note)
-    st.plotly_chart(state.saved_figure(key, lambda: figures.trajectory(emb, color, method, note)), key="traj")
+    key = ("trajectories", tuple((str(f.dir), run_folders.folder_stamp(f)) for f in picked), method, int(seed), color, note)
+    st.plotly_chart(run_folders.saved_figure(key, lambda: figures.trajectory(emb, color, method, note)), key="traj")
 
 
-state.after_paint(embedded, "Embedding the snapshots…")
+page.after_paint(embedded, "Embedding the snapshots…")

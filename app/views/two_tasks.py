@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from app import state
+from app import choices, engine, job_panel, jobs, page, picker, run_folders
 
 st.title("Two tasks: learn B while keeping A")
 st.markdown("**Idea (the paper's mean network):** move with v = −∇L_B (cross-entropy on task B) while the metric's "
@@ -11,16 +11,16 @@ st.markdown("**Idea (the paper's mean network):** move with v = −∇L_B (cross
             "**Paper's claim:** such a walk ends at a \"mean network\" that does well on both tasks, where plain "
             "fine-tuning on B forgets A. The baselines run in the same job: the straight line between the two "
             "trained nets (weight averaging) and Adam fine-tuning on B for the same number of steps.")
-picked = state.checkpoint_picker("tt", only=lambda c: c.get("dataset") in state.DATASETS)
+picked = picker.checkpoint_picker("tt", only=lambda c: c.get("dataset") in choices.DATASETS)
 if picked is not None:
     path, model_name, card = picked
     task_a = card["dataset"]
-    task_b = [d for d in state.DATASETS if d != task_a][0]
+    task_b = [d for d in choices.DATASETS if d != task_a][0]
     arch = card.get("arch")  # a user's own architecture: there is no shipped task-B net of it
-    path_b = None if arch else state.CHECKPOINTS / f"{model_name}-{task_b}.safetensors"
+    path_b = None if arch else jobs.CHECKPOINTS / f"{model_name}-{task_b}.safetensors"
     path_b = path_b if path_b is not None and path_b.is_file() else None
-    st.caption(f"task A (metric, kept): **{state.md(task_a)}** · task B (learned): **{state.md(task_b)}**"
-               + (f" · task-B net for the straight line: {state.md(path_b.name)}" if path_b else ""))
+    st.caption(f"task A (metric, kept): **{page.md(task_a)}** · task B (learned): **{page.md(task_b)}**"
+               + (f" · task-B net for the straight line: {page.md(path_b.name)}" if path_b else ""))
     c = st.columns(6)
     steps = c[0].number_input("Steps", 1, 2000, 60, key="tt-s")
     beta = c[1].number_input("β", 1e-5, 10.0, 0.01, format="%.4g", key="tt-b")
@@ -30,16 +30,16 @@ if picked is not None:
     probe = c[3].number_input("Probe batch B (task A)", 1, 128, 32, key="tt-B")
     pull = c[4].number_input("Pull ρ", 0.0, 20.0, 0.5, key="tt-pull", help="0: the naive walk, which forgets A")
     seed = c[5].number_input("Seed", 0, 1000, 0, key="tt-seed")
-    choices = {"straight line (weight averaging)": "line", "fine-tune A on B": "finetune"}
+    baselines = {"straight line (weight averaging)": "line", "fine-tune A on B": "finetune"}
     if path_b is None:
-        choices.pop("straight line (weight averaging)")
-    picked_baselines = st.multiselect("Baselines", list(choices), default=list(choices), key="tt-base")
-    if state.start_button("Start walk", "tt-start"):  # waits for the engine if it is still loading
+        baselines.pop("straight line (weight averaging)")
+    picked_baselines = st.multiselect("Baselines", list(baselines), default=list(baselines), key="tt-base")
+    if engine.start_button("Start walk", "tt-start"):  # waits for the engine if it is still loading
         from app import jobs
         from geodesic.core.path import PathConfig
         from geodesic.experiments.merge import MergeConfig, default_path
 
-        phases = ("walk", *(choices[b] for b in picked_baselines))
+        phases = ("walk", *(baselines[b] for b in picked_baselines))
         try:  # ε decays (cosine) to the engine's final ε over the walk; fine-tuning gets as many steps as the walk
             eps_final = min(default_path().eps_final, float(eps))
             walk = PathConfig(beta=float(beta), eps=float(eps), eps_final=eps_final, probe=int(probe),
@@ -47,14 +47,14 @@ if picked is not None:
             cfg = MergeConfig(phases=phases, pull=float(pull), eval_size=500, finetune_steps=int(steps),
                               path=walk).validate()
         except ValueError as e:
-            st.error(state.md(e))
+            st.error(page.md(e))
         else:
             body = jobs.two_tasks_job(jobs.Source(path, task_a, eval_size=500, arch=arch), task_b, cfg,
                                       checkpoint_b=str(path_b) if path_b else None)
-            job = state.registry().start("two-tasks", body, {"model": model_name, "task_a": task_a, "task_b": task_b})
+            job = job_panel.registry().start("two-tasks", body, {"model": model_name, "task_a": task_a, "task_b": task_b})
             st.session_state["tt-job"] = job.id
 
-job = state.pick_job("two-tasks", "tt-job")
+job = job_panel.pick_job("two-tasks", "tt-job")
 
 
 def walk(df, key, names, note, plane_note, cached):
@@ -75,7 +75,7 @@ def render(job, df):
     plane_note = (f"accuracy on {info.get('eval_images', '?')} {info.get('data_source', '?')} test images of each task; "
                   f"walk every {info.get('eval_every', '?')} steps, the straight line at {info.get('line_points', '?')} "
                   f"points t = 0 … 1, fine-tuning every {info.get('eval_every', '?')} steps")
-    walk(df, job.id, names, note, plane_note, cached=lambda name, build: state.figure(name, job, df, build))
+    walk(df, job.id, names, note, plane_note, cached=lambda name, build: job_panel.figure(name, job, df, build))
 
 
 def saved(run):
@@ -83,7 +83,7 @@ def saved(run):
     st.info(("No walk on this server yet: below is a shipped example, read-only" if run.readonly else
              "No walk on this server yet: below is the newest saved walk")
             + ". Choose a checkpoint and press Start walk to run one here.", icon=":material/history:")
-    st.caption("Saved run: " + state.md(run.label))
+    st.caption("Saved run: " + page.md(run.label))
     meta, cfg = run.meta, run.meta.get("config") or {}
     path = cfg.get("path") if isinstance(cfg.get("path"), dict) else {}
     points = cfg.get("points")
@@ -93,25 +93,25 @@ def saved(run):
             f"ε decays to {path.get('eps_final', '?')}; probe batch from {names[0]}")
     plane_note = (f"saved run: accuracy on {images}; walk every {path.get('eval_every', '?')} steps, the straight line "
                   f"at {points + 1 if isinstance(points, int) else '?'} points t = 0 … 1")
-    stamp = state.folder_stamp(run)
+    stamp = run_folders.folder_stamp(run)
     walk(run.metrics, f"saved-{run.key}", names, note, plane_note,
-         cached=lambda name, build: state.saved_figure(("two-tasks", name, stamp, note, plane_note), build))
+         cached=lambda name, build: run_folders.saved_figure(("two-tasks", name, stamp, note, plane_note), build))
 
 
 def newest_saved() -> None:
     """The newest saved two-task walk (the user's, else the shipped example), or a line saying there is none."""
-    folders, _ = state.scan_runs()  # torch-free: meta.json and metrics.parquet only
+    folders, _ = run_folders.scan_runs()  # torch-free: meta.json and metrics.parquet only
     merge = next((f for f in folders if f.meta.get("kind") == "merge"), None)
     if merge is not None:
         try:
             saved(merge)
         except (KeyError, TypeError, ValueError) as e:  # a folder of another version
-            st.warning(state.md(f"cannot draw the saved run {merge.label}: {type(e).__name__}: {e}"))
+            st.warning(page.md(f"cannot draw the saved run {merge.label}: {type(e).__name__}: {e}"))
     else:
         st.info("No walk yet.")
 
 
 if job is not None:
-    state.live(job, render)
+    job_panel.live(job, render)
 else:
-    state.after_paint(newest_saved, "Reading the saved walk…")
+    page.after_paint(newest_saved, "Reading the saved walk…")

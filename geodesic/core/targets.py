@@ -7,8 +7,7 @@ from torch import nn
 
 from .metric import jacobian_fast
 from .params import Group, group_norms
-
-STRATEGIES = ("norm", "importance", "balanced", "random")
+from .strategies import STRATEGIES
 
 
 def layer_normalized_norms(w: torch.Tensor, groups: list[Group]) -> torch.Tensor:

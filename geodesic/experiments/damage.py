@@ -25,9 +25,7 @@ from ..core.path import Evaluation
 from ..infra.lifecycle import Phase, Row, Status, Stop, execute
 from ..store.data import Split
 from ..store.runs import RunWriter
-
-KINDS = ("zero", "ablate", "noise")
-AMONG = ("all", "alive")
+from .damage_kinds import AMONG, KINDS
 
 
 def layer_mask(spec: ParamSpec, layers: list[str] | None) -> torch.Tensor:

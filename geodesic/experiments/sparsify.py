@@ -26,6 +26,7 @@ from ..core.targets import STRATEGIES, choose_groups
 from ..infra.lifecycle import Budget, Phase, Record, Sink, Status, Stop, execute, within
 from ..store.data import Split
 from ..store.source import Source
+from .presets import SPARSIFY_PRESETS
 
 
 @dataclass(frozen=True)
@@ -73,9 +74,9 @@ class SparsifyConfig:
         return asdict(self)
 
 
+# experiments/presets.py's settings as configs; "recommended" is SparsifyConfig(), the default
 PRESETS: dict[str, SparsifyConfig] = {
-    "recommended": SparsifyConfig(),
-    "literal": SparsifyConfig(strategy="norm", pull=0.0, relax_steps=0, path=PathConfig(adaptive=False)),
+    name: SparsifyConfig(**{**fields, "path": PathConfig(**fields["path"])}) for name, fields in SPARSIFY_PRESETS.items()
 }
 
 

@@ -317,12 +317,11 @@ def _read(path: Path) -> dict[str, "torch.Tensor"]:
         raise ValueError(f"{path}: not a readable .safetensors file ({e})") from None
 
 
-def load_run(path: str | os.PathLike, readonly: bool = False) -> Run:
-    """Open a run folder; a missing metrics file gives an empty table (the run died before its first step).
-    FileNotFoundError when it is not a run folder; ValueError when its files are unreadable or do not hold what a
-    run folder holds (summary or config not an object, metrics without step numbers)."""
-    path = Path(path)
-    meta_path = path / "meta.json"
+def read_meta(path: str | os.PathLike) -> dict:
+    """A run folder's meta.json, checked as load_run checks it (torch- and pandas-free): a JSON object whose
+    summary and config are objects or absent. FileNotFoundError when there is no meta.json; ValueError when it
+    does not read as that; OSError as reading the file raises it."""
+    meta_path = Path(path) / "meta.json"
     if not meta_path.is_file():
         raise FileNotFoundError(f"{path} is not a run folder (no meta.json)")
     try:
@@ -336,6 +335,15 @@ def load_run(path: str | os.PathLike, readonly: bool = False) -> Run:
     for name in ("summary", "config"):
         if meta.get(name) is not None and not isinstance(meta[name], dict):
             raise ValueError(f"{meta_path}: {name} is a {type(meta[name]).__name__}, not a JSON object")
+    return meta
+
+
+def load_run(path: str | os.PathLike, readonly: bool = False) -> Run:
+    """Open a run folder; a missing metrics file gives an empty table (the run died before its first step).
+    FileNotFoundError when it is not a run folder; ValueError when its files are unreadable or do not hold what a
+    run folder holds (summary or config not an object, metrics without step numbers)."""
+    path = Path(path)
+    meta = read_meta(path)
     import pandas as pd
 
     mp = path / "metrics.parquet"
@@ -349,6 +357,75 @@ def load_run(path: str | os.PathLike, readonly: bool = False) -> Run:
         if not pd.api.types.is_numeric_dtype(metrics["step"]) or metrics["step"].isna().all():
             raise ValueError(f"{mp}: its step column holds no step numbers")
     return Run(path, meta, metrics, readonly)
+
+
+_DTYPE_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U64": 8,
+                "U32": 4, "U16": 2, "U8": 1, "BOOL": 1, "F8_E4M3": 1, "F8_E5M2": 1}
+
+
+def safetensors_shapes(path: Path) -> dict[str, tuple[int, ...]]:
+    """Tensor shapes from a .safetensors header, checked against the file's size (no tensor is read; torch-free).
+
+    The file: n (8 bytes, little-endian), a JSON header of n bytes {name: {"dtype", "shape", "data_offsets":
+    [begin, end]}} (and "__metadata__"), then the data; each tensor's offsets lie inside the data and span
+    prod(shape) · width(dtype) bytes. ValueError when they do not (a truncated or damaged file)."""
+    size = path.stat().st_size
+    with open(path, "rb") as fh:
+        head = fh.read(8)
+        n = int.from_bytes(head, "little") if len(head) == 8 else -1
+        if not 2 <= n <= min(size - 8, 100_000_000):
+            raise ValueError("not a .safetensors file")
+        try:
+            header = json.loads(fh.read(n))
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            raise ValueError("not a .safetensors file (bad header)") from None
+    if not isinstance(header, dict):
+        raise ValueError("not a .safetensors file (bad header)")
+    shapes = {}
+    for name, t in header.items():
+        if name == "__metadata__":
+            continue
+        try:
+            shape, (begin, end), width = tuple(int(s) for s in t["shape"]), t["data_offsets"], _DTYPE_BYTES[t["dtype"]]
+        except (TypeError, KeyError, ValueError):
+            raise ValueError(f"tensor {name!r}: bad header entry") from None
+        if not 0 <= begin <= end <= size - 8 - n or end - begin != math.prod(shape) * width:
+            raise ValueError(f"tensor {name!r}: its data does not fit the file (truncated or damaged)")
+        shapes[name] = shape
+    return shapes
+
+
+def snapshot_problem(run: Run) -> str | None:
+    """Why `run`'s snapshots cannot be read as Run.snapshots reads them (a damaged file, sizes that differ from
+    each other or from the zoo net the run names), or None; from the files' headers alone (torch-free).
+
+    snapshots/<step>.safetensors hold w (n,) and step () or (1,); an older snapshots.safetensors holds
+    w (S, n) and step (S,)."""
+    from .zoo_table import WEIGHT_COUNTS
+
+    n_want = WEIGHT_COUNTS.get(str(run.meta.get("model")))
+    files = sorted((run.dir / SNAPSHOTS).glob("*.safetensors"))
+    legacy = run.dir / "snapshots.safetensors"
+    try:
+        sizes = set()
+        if files:
+            for p in files:
+                s = safetensors_shapes(p)
+                if len(s.get("w", ())) != 1 or s.get("step") not in ((), (1,)):
+                    raise ValueError(f"{p.name}: expected w (n,) and one step, found {s}")
+                sizes.add(s["w"][0])
+        elif legacy.is_file():
+            s = safetensors_shapes(legacy)
+            if len(s.get("w", ())) != 2 or s.get("step") != s["w"][:1]:
+                raise ValueError(f"expected w (snapshots, weights) and step (snapshots,), found {s}")
+            sizes.add(s["w"][1])
+        if len(sizes) > 1:
+            raise ValueError(f"snapshots of different sizes {sorted(sizes)}")
+        if n_want is not None and sizes and sizes != {n_want}:
+            raise ValueError(f"snapshots hold {sizes.pop():,} weights, a {run.meta.get('model')} has {n_want:,}")
+    except (OSError, ValueError) as e:
+        return f"snapshots unusable: {e}"
+    return None
 
 
 def scan(root: str | os.PathLike | None = None, readonly: bool = False) -> tuple[list[Run], list[str]]:
