@@ -26,7 +26,9 @@ import tempfile
 from pathlib import Path
 
 import pandas as pd
-from appdriver import (
+from common import RESULTS, ROOT, markdown  # puts the repository root on sys.path
+
+from tools.appdriver import (
     CONTROLS,
     busy_core,
     chromium,
@@ -37,7 +39,6 @@ from appdriver import (
     wait_idle,
     wait_quiet,
 )
-from common import RESULTS, ROOT, markdown
 
 CHECKPOINT, DATASET = "lenet60-fashion-mnist", "fashion-mnist"
 TARGETS = {"first paint, first visit (s)": "< 5", "time to interactive, first visit (s)": "< 5",

@@ -8,7 +8,7 @@
     python bench/bench_sweep.py checked --model resnet8  # geodesic cells of a front rerun with the self-checking step
 
 Every cell is `geodesic sweep`'s: the same CPU budget on one thread per task, full test sets. The front runs the
-command unchanged against a two-node Ray cluster simulated on this machine (bench/ray_cluster.py: `ray start`
+command unchanged against a two-node Ray cluster simulated on this machine (tools/ray_cluster.py: `ray start`
 on 127.0.0.1 only) and records which node ran each cell. Sweep folders go to bench/out/sweeps/ (not kept in
 git); their results tables and the summaries go to bench/results/sweep-*.
 """
@@ -73,7 +73,7 @@ def front_name(a: argparse.Namespace) -> str:
 
 
 def run_front(a: argparse.Namespace) -> None:
-    from ray_cluster import start_cluster, stop_cluster
+    from tools.ray_cluster import start_cluster, stop_cluster
 
     name = front_name(a)
     out = OUT / name

@@ -4,7 +4,7 @@
     python bench/bench_tangent.py --quick     # small sizes only (smoke test, < 30 s, nothing saved)
     python bench/bench_tangent.py --sizes 320x20000 --csv out.csv
 
-Except with --quick, the table is saved to bench/results/tangent.{md,csv} (README's results:tangent).
+Except with --quick, the table is saved to bench/results/tangent.{md,csv} (docs/results.md: Tangent solver).
 
 Each (method, size) runs in a fresh process (forked from a server that has imported torch and cvxpy but
 run nothing) that loads the saved problem, records ru_maxrss, solves, and records ru_maxrss again:

@@ -1,4 +1,4 @@
-"""Run every benchmark; each prints its table and writes bench/results/<name>.md and .csv (the README links them)."""
+"""Run every benchmark; each prints its table and writes bench/results/<name>.md and .csv (docs/results.md links them)."""
 
 from __future__ import annotations
 

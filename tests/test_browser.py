@@ -7,15 +7,14 @@ times and chart update rate are printed and written to tests/artifacts/browser-t
 
 import json
 import os
-import sys
 from pathlib import Path
 
 import pytest
 
+from tools.appdriver import CHROMIUM, chromium, measure_live, start_sparsify, time_to_interactive, wait_idle
+from tools.appdriver import server as app_server
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "bench"))
-from appdriver import CHROMIUM, chromium, measure_live, start_sparsify, time_to_interactive, wait_idle  # noqa: E402
-from appdriver import server as app_server  # noqa: E402
 
 ART = ROOT / "tests" / "artifacts"
 PAGES = [("Candidate paths", "Candidate paths"), ("Trajectories", "Weight trajectories"),

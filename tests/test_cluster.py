@@ -1,7 +1,7 @@
 """Joining a Ray cluster started by the book (`ray start --head`): with token authentication on, a sweep with
 --address sends the configured token; without it, with a wrong one, or with nothing listening, one line and a
 bounded wait; a cluster without authentication ignores a token left by an earlier local Ray.
-The cluster's processes are stopped by process group (bench/ray_cluster.stop_cluster), never by `ray stop`."""
+The cluster's processes are stopped by process group (tools/ray_cluster.py: stop_cluster), never by `ray stop`."""
 
 from __future__ import annotations
 
@@ -17,8 +17,6 @@ import pytest
 from conftest import CKPT, ROOT
 
 from geodesic.infra import backend
-
-sys.path.insert(0, str(ROOT / "bench"))
 
 
 def free_port() -> int:
@@ -47,8 +45,8 @@ def sweep_args(out, address: str, seeds: str = "0,1") -> list[str]:
 def stock_cluster(tmp_path_factory, auth: str):
     """A stock one-node cluster on 127.0.0.1 (`ray start --head`, auth "token" or "disabled"); yields (address,
     token file or None) and stops exactly its processes."""
-    import ray_cluster
-    from ray_cluster import start_cluster, stop_cluster
+    from tools import ray_cluster
+    from tools.ray_cluster import start_cluster, stop_cluster
 
     saved = dict(os.environ)
     os.environ["PYTHONPATH"] = str(ROOT)  # the cluster's workers import geodesic from this tree

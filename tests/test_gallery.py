@@ -1,4 +1,4 @@
-"""The shipped example runs (assets/gallery, made by bench/make_gallery.py): small, readable, finished, every
+"""The shipped example runs (assets/gallery, made by tools/make_gallery.py): small, readable, finished, every
 kind the pages show, usable sparse nets; and each page that lists runs draws a chart with an empty runs folder."""
 
 import json
@@ -12,7 +12,7 @@ from geodesic.infra.lifecycle import Status
 from geodesic.store import checkpoints, runs
 
 GALLERY = runs.gallery_root()
-LIMIT_BYTES = 15_000_000  # bench/make_gallery.py LIMIT_BYTES
+LIMIT_BYTES = 15_000_000  # tools/make_gallery.py LIMIT_BYTES
 WEIGHTS = {"mlp": 25_450, "lenet60": 85_670}
 MERGE_PHASES = {"walk", "relax", "line", "finetune"}
 
@@ -23,7 +23,7 @@ def folders() -> list[Path]:
 
 @pytest.fixture(scope="module")
 def gallery() -> list[runs.Run]:
-    assert GALLERY.is_dir(), f"{GALLERY} is missing: run bench/make_gallery.py"
+    assert GALLERY.is_dir(), f"{GALLERY} is missing: run tools/make_gallery.py"
     return [runs.load_run(d, readonly=True) for d in folders()]
 
 

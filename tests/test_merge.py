@@ -189,7 +189,7 @@ def test_stop_and_interruption_keep_what_was_done(two_nets, splits, tmp_path):
         if row["step"] == 4:
             raise RuntimeError("boom")
     w2 = runs.RunWriter({"kind": "merge", "model": "mlp"}, root=tmp_path, run_id="broken")
-    with pytest.raises(RuntimeError):
+    with pytest.raises(RuntimeError, match="boom"):
         merge(two_nets, splits, short(steps=50), writer=w2, on_row=boom)
     run = runs.load_run(w2.dir)
     assert run.status is Status.INTERRUPTED and len(run.metrics) == 5

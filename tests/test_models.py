@@ -33,28 +33,50 @@ def test_same_seed_same_init():
 
 @pytest.mark.parametrize("stem", ["lenet60-mnist", "lenet60-fashion-mnist", "mlp-mnist", "mlp-fashion-mnist"])
 def test_card_accuracy_reproduced_on_bundled_subset(stem):
+    """The net that load() returns measures what its card says, and check_accuracy tells an honest card from one
+    that claims more than the net does."""
+    from geodesic.infra.files import sha256_file
     from geodesic.store import data
 
-    model, card = checkpoints.load(CKPT / f"{stem}.safetensors")
-    for key in ("model", "dataset", "seed", "epochs", "test_accuracy", "sha256"):
-        assert key in card
+    path = CKPT / f"{stem}.safetensors"
+    model, card = checkpoints.load(path)
+    assert card == {"model": stem.split("-")[0], **json.loads(path.with_suffix(".json").read_text())}
+    assert card["sha256"] == sha256_file(path)  # the file is the one its card describes
     sub = data.load(card["dataset"], "test", "bundled")
     _, acc = evaluate(model, sub)
     p = card["test_accuracy"]
     sd = (p * (1 - p) / len(sub)) ** 0.5  # a random 2,000-image subset of the test set
     assert abs(acc - p) <= 4 * sd + 1e-3, (acc, p)
     assert checkpoints.check_accuracy(model, card, sub) is None  # no warning for an honest card
+    boast = checkpoints.check_accuracy(model, {**card, "test_accuracy": 1.0}, sub, tolerance=(1 - acc) / 2)
+    assert boast is not None and "its card says 100.0%" in boast
 
 
-def test_checkpoint_targets_reached():
-    assert checkpoints.load(CKPT / "lenet60-mnist.safetensors")[1]["test_accuracy"] >= 0.990
-    assert checkpoints.load(CKPT / "lenet60-fashion-mnist.safetensors")[1]["test_accuracy"] >= 0.900
+@pytest.mark.parametrize("stem, target", [("lenet60-mnist", 0.990), ("lenet60-fashion-mnist", 0.900)])
+def test_checkpoint_targets_reached(stem, target):
+    """The shipped lenet60 nets reach the accuracy the project set them, as measured here on the test set (the
+    full one when installed, else the bundled 2,000 images, allowing for that subset's sampling error)."""
+    from geodesic.store import data
+
+    model, card = checkpoints.load(CKPT / f"{stem}.safetensors")
+    assert card["test_accuracy"] >= target
+    split = data.load(card["dataset"], "test")
+    _, acc = evaluate(model, split)
+    assert acc >= target - 4 * (target * (1 - target) / len(split)) ** 0.5, (acc, split.source)
 
 
 def test_pairs_share_the_init_seed():
+    """Each pair of nets (MNIST, Fashion-MNIST) was trained from the same initialization, the one its cards' seed
+    builds: a trained net still points along its own init (cosine 0.2-0.6 here), not along another seed's (≈ 0)."""
     for m in ("lenet60", "mlp"):
-        cards = [checkpoints.load(CKPT / f"{m}-{d}.safetensors")[1] for d in ("mnist", "fashion-mnist")]
-        assert cards[0]["seed"] == cards[1]["seed"]
+        pair = [checkpoints.load(CKPT / f"{m}-{d}.safetensors") for d in ("mnist", "fashion-mnist")]
+        assert pair[0][1]["seed"] == pair[1][1]["seed"]
+        seed = pair[0][1]["seed"]
+        init, other = flatten(zoo.build(m, seed=seed)), flatten(zoo.build(m, seed=seed + 1))
+        for model, card in pair:
+            w = flatten(model)
+            assert torch.cosine_similarity(w, init, dim=0) > 0.1, (m, card["dataset"])
+            assert abs(torch.cosine_similarity(w, other, dim=0)) < 0.05, (m, card["dataset"])
 
 
 def test_mismatched_checkpoint_is_refused_with_the_difference(tmp_path):

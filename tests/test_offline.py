@@ -1,20 +1,19 @@
 """The explorer works without the internet: opening it makes no request to any host but the server's.
 
-Real headless Chromium (Playwright) against `streamlit run app/main.py`, started by bench/appdriver.py as in
+Real headless Chromium (Playwright) against `streamlit run app/main.py`, started by tools/appdriver.py as in
 tests/test_browser.py; skipped only when /usr/bin/chromium is missing.
 """
 
 import os
-import sys
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
 
+from tools.appdriver import CHROMIUM, chromium, first_paint, wait_idle
+from tools.appdriver import server as app_server
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "bench"))
-from appdriver import CHROMIUM, chromium, first_paint, wait_idle  # noqa: E402
-from appdriver import server as app_server  # noqa: E402
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 

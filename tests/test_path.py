@@ -103,8 +103,10 @@ def test_non_finite_direction_skips_the_step_and_keeps_eps():
 
 
 def test_bad_config_is_refused():
-    for bad in (dict(beta=0), dict(eps=-1), dict(probe=0), dict(solver="magic"), dict(eps=float("nan"))):
-        with pytest.raises(ValueError):
+    for bad, says in ((dict(beta=0), "beta must be in .*got 0"), (dict(eps=-1), "eps must be in .*got -1"),
+                      (dict(probe=0), "probe batch must be in .*got 0"), (dict(solver="magic"), "solver must be one of"),
+                      (dict(eps=float("nan")), "eps must be in .*got nan")):
+        with pytest.raises(ValueError, match=says):
             PathConfig(**bad).validate()
 
 
@@ -188,7 +190,7 @@ def test_candidate_strategies_choose_distinct_valid_sets(lenet_mnist, mnist_trai
         assert len({g.name for g in chosen}) == 50, s
     balanced = picks["balanced"]
     assert abs(sum(g.layer == "conv1" for g in balanced) / 50 - 20 / 60) < 0.05
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="cannot zero 61 groups: the model has 60"):
         choose_groups("norm", model, w, groups, 61)
 
 

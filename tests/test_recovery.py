@@ -186,7 +186,7 @@ def test_a_stop_request_ends_damage_and_recovery_within_one_step(mlp, mnist_trai
     assert torch.equal(run.final()["w"], out.w_damaged) and loads_as_state_dict(run, model)
 
     w_d, mask = dmg.zero_fraction(w, spec, 0.5, 0, ["fc1"])
-    stop, steps = Stop(), []
+    stop = Stop()
     writer = runs.RunWriter({"kind": "recover", "model": "mlp"}, root=tmp_path, run_id="r")
     o = run_recover(model, w, w_d, mask, RecoveryConfig("sgd", steps=50, eval_every=10), mnist_train, ev, groups,
                     writer, stop, lambda r: stop.set() if r["step"] == 10 else None)

@@ -54,7 +54,7 @@ def test_invalid_environment(monkeypatch, value):
 
 def test_invalid_value_leaves_torch_alone():
     torch.set_num_threads(1)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="threads must be a whole number of threads >= 1, got 0"):
         threads.configure(0)
     assert torch.get_num_threads() == 1
 

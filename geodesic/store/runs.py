@@ -50,7 +50,7 @@ def default_root() -> Path:
 
 
 def gallery_root() -> Path:
-    """Shipped example runs (made by bench/make_gallery.py), read-only."""
+    """Shipped example runs (made by tools/make_gallery.py), read-only."""
     return REPO / "assets" / "gallery"
 
 

@@ -57,7 +57,7 @@ their own group): extra nodes first, then the head without gcs_server, then
 gcs_server (about 1 s; all at once it takes 10+ s), SIGTERM first and
 SIGKILL after a grace period.
 
-Usage:  .venv/bin/python bench/ray_cluster.py [--nodes 2] [--port 6390]
+Usage:  .venv/bin/python tools/ray_cluster.py [--nodes 2] [--port 6390]
 """
 
 from __future__ import annotations

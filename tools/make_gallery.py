@@ -1,7 +1,7 @@
 """Regenerate assets/gallery: real run folders shipped with the app, shown read-only beside the user's runs.
 
-    .venv/bin/python bench/make_gallery.py            # all runs, then swap the new gallery in (≈ 15-25 min)
-    .venv/bin/python bench/make_gallery.py --work W   # keep the raw runs in W; a rerun reuses the finished ones
+    .venv/bin/python tools/make_gallery.py            # all runs, then swap the new gallery in (≈ 15-25 min)
+    .venv/bin/python tools/make_gallery.py --work W   # keep the raw runs in W; a rerun reuses the finished ones
 
 Every run is made by the CLI (`python -m geodesic …`, one torch thread) on the full datasets:
 
@@ -251,7 +251,7 @@ def readme(lines: list[dict], k: int, seconds: float) -> str:
     return (
         "# Example runs\n\n"
         "Real run folders shown read-only beside your own runs in the app (marked as examples), so that every page "
-        "has something to show on a first visit. Made by `bench/make_gallery.py` (the CLI, one torch thread, the "
+        "has something to show on a first visit. Made by `tools/make_gallery.py` (the CLI, one torch thread, the "
         "full datasets); rerun it to regenerate this folder.\n\n"
         "| run | kind | status | final accuracy | test images | snapshots | MB |\n|---|---|---|---|---|---|---|\n"
         f"{rows}\n\n"
