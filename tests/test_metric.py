@@ -7,7 +7,7 @@ import torch
 from torch import nn
 from torch.func import jacrev
 
-from geodesic.core import metric
+from geodesic.core import layers, metric
 from geodesic.core.params import flatten
 from geodesic.store import zoo
 
@@ -289,7 +289,7 @@ def test_layer_types_both_ways_to_conv_blocks(layer_net, min_t, monkeypatch):
     """Every one-group convolution's blocks by the convolution's weight-gradient kernel (min_t 1: stride,
     dilation, 'same' reflect padding, bias or none) and by unfold + matmul (min_t huge), whole and in chunks."""
     m, w, x, J = layer_net
-    monkeypatch.setattr(metric, "CONV_BLOCKS_MIN_T", min_t)
+    monkeypatch.setattr(layers, "CONV_BLOCKS_MIN_T", min_t)
     assert close(metric.jacobian_fast(m, w, x, "sqrt_probs"), J)
     v = torch.randn(w.numel(), generator=torch.Generator().manual_seed(5))
     for block_bytes in (metric.BLOCK_BYTES, 256):
