@@ -17,10 +17,11 @@ Layers. Each layer type that owns parameters has one rule in layers.py, found by
 reflect/circular, dilation, groups), BatchNorm1d/2d/3d in eval mode (γ, β are weights, the running statistics
 constants: rows Σ_positions g·x̂ and Σ_positions g with x̂ = (x − running_mean)/√(running_var + eps)). A rule
 forms its layer's blocks of J, J_l v, J_lᵀu and, where it applies, the Gram trick; this module records the
-layers, runs the backward passes, picks the routes and assembles the metric. Parameter-free operations between them (ReLU, in-place or not,
-pooling of any kind, flatten, residual additions) need none: autograd carries the output gradients g through
-them. Any other module owning parameters raises NotImplementedError naming it. Samples must be independent,
-so BatchNorm in training mode (batch statistics) and active dropout raise ValueError: call model.eval().
+layers, runs the backward passes, picks the routes and assembles the metric. Parameter-free operations between
+the layers (ReLU, in-place or not, pooling of any kind, flatten, residual additions) need no rule: autograd
+carries the output gradients g through them. Any other module owning parameters raises NotImplementedError
+naming it. Samples must be independent: each rule refuses what couples them (BatchNorm in training mode, on batch
+statistics), and active dropout is refused too; both raise ValueError: call model.eval().
 
 Routes to K_l = J_l J_lᵀ for a layer of k = B·m rows, T output positions, C_out output channels and
 d₁ = inputs per output channel (+1 with a bias), n_l = C_out·d₁ weights; costs in multiply-adds:
