@@ -534,7 +534,8 @@ def test_unsupported_layer_gets_the_same_clear_error(name):
               "metric.jacobian handles any model.")
     for call in (lambda: metric.jacobian_fast(net, flatten(net), x, "logits"),
                  lambda: metric.Metric(net, flatten(net), x, "logits").gram(),
-                 lambda: metric.LayerTape(net, flatten(net), x, "logits")):
+                 lambda: metric.LayerTape(net, flatten(net), x, "logits"),
+                 lambda: metric.check_layers(net)):  # refused before any forward pass: any input shape
         with pytest.raises(NotImplementedError) as err:
             call()
         assert str(err.value) == expect
