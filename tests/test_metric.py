@@ -7,7 +7,7 @@ import torch
 from torch import nn
 from torch.func import jacrev
 
-from geodesic.core import metric
+from geodesic.core import layers, metric
 from geodesic.core.params import flatten
 from geodesic.store import zoo
 
@@ -289,7 +289,7 @@ def test_layer_types_both_ways_to_conv_blocks(layer_net, min_t, monkeypatch):
     """Every one-group convolution's blocks by the convolution's weight-gradient kernel (min_t 1: stride,
     dilation, 'same' reflect padding, bias or none) and by unfold + matmul (min_t huge), whole and in chunks."""
     m, w, x, J = layer_net
-    monkeypatch.setattr(metric, "CONV_BLOCKS_MIN_T", min_t)
+    monkeypatch.setattr(layers, "CONV_BLOCKS_MIN_T", min_t)
     assert close(metric.jacobian_fast(m, w, x, "sqrt_probs"), J)
     v = torch.randn(w.numel(), generator=torch.Generator().manual_seed(5))
     for block_bytes in (metric.BLOCK_BYTES, 256):
@@ -405,3 +405,147 @@ def test_a_layer_called_twice_is_refused():
         metric.jacobian_fast(m, flatten(m), torch.rand(2, 4))
     with pytest.raises(ValueError, match="route"):
         metric.Metric(m, flatten(m), torch.rand(2, 4), route="fast")
+
+
+# --- one rule per layer type (layers.py): each rule alone against jacrev --------------------------------------
+
+
+class Readout(nn.Module):
+    """The layer under test on x (B, *in_shape), then a fixed parameter-free readout to 5 outputs: tanh, flatten and
+    a random buffer P, so that every parameter of the net is the layer's and every output depends on every
+    position."""
+
+    def __init__(self, layer, in_shape):
+        super().__init__()
+        self.layer = randomize_batchnorm(layer).eval()
+        with torch.no_grad():
+            n = self.layer(torch.zeros(1, *in_shape)).numel()
+        self.register_buffer("P", torch.randn(n, 5, generator=torch.Generator().manual_seed(2)) / n**0.5)
+
+    def forward(self, x):
+        return torch.tanh(self.layer(x)).flatten(1) @ self.P
+
+
+RULE_CASES = {  # id: (the layer, one sample's input shape)
+    "linear": (lambda: nn.Linear(6, 4), (6,)),
+    "linear-nobias": (lambda: nn.Linear(6, 4, bias=False), (6,)),
+    "linear-tokens": (lambda: nn.Linear(6, 4), (3, 6)),  # (B, tokens, features): T = 3 positions
+    "linear-tokens-nobias": (lambda: nn.Linear(6, 4, bias=False), (2, 3, 6)),
+    "conv": (lambda: nn.Conv2d(2, 3, 3), (2, 6, 6)),
+    "conv-nobias": (lambda: nn.Conv2d(2, 3, 3, bias=False), (2, 6, 6)),
+    "conv-pad2-stride2": (lambda: nn.Conv2d(2, 3, 3, stride=2, padding=2), (2, 7, 7)),
+    "conv-rect-dilation": (lambda: nn.Conv2d(2, 3, (3, 2), stride=(2, 1), padding=(1, 2), dilation=(2, 1)), (2, 7, 6)),
+    "conv-same": (lambda: nn.Conv2d(2, 3, (3, 4), padding="same"), (2, 6, 6)),
+    "conv-valid-nobias": (lambda: nn.Conv2d(2, 3, 3, padding="valid", bias=False), (2, 6, 6)),
+    "conv-same-reflect": (lambda: nn.Conv2d(2, 3, 3, padding="same", padding_mode="reflect"), (2, 6, 6)),
+    "conv-circular-stride2": (lambda: nn.Conv2d(2, 3, 3, stride=2, padding=1, padding_mode="circular"), (2, 7, 7)),
+    "conv-replicate-nobias": (lambda: nn.Conv2d(2, 3, 2, padding=(1, 2), padding_mode="replicate", bias=False),
+                              (2, 5, 5)),
+    "conv-groups": (lambda: nn.Conv2d(4, 6, 3, padding=1, groups=2), (4, 5, 5)),
+    "conv-depthwise-nobias": (lambda: nn.Conv2d(4, 4, 3, stride=2, dilation=2, groups=4, bias=False), (4, 7, 7)),
+    "conv-groups-reflect": (lambda: nn.Conv2d(4, 6, 3, padding=2, padding_mode="reflect", groups=2), (4, 5, 5)),
+    "bn1d": (lambda: nn.BatchNorm1d(6), (6,)),
+    "bn1d-sequence": (lambda: nn.BatchNorm1d(4), (4, 5)),
+    "bn2d": (lambda: nn.BatchNorm2d(3), (3, 4, 4)),
+    "bn3d": (lambda: nn.BatchNorm3d(2), (2, 3, 2, 3)),
+}
+
+
+def test_every_rule_has_a_jacrev_case():
+    """Adding a rule means adding its case above: the cases cover every registered layer type."""
+    covered = {type(layers.rule_for(make())) for make, _ in RULE_CASES.values()}
+    assert covered == {type(rule) for rule in layers.RULES.values()}
+
+
+@pytest.fixture(scope="module", params=sorted(RULE_CASES))
+def rule_net(request):
+    make, shape = RULE_CASES[request.param]
+    torch.manual_seed(11)
+    m = Readout(make(), shape).eval()
+    x = torch.rand(3, *shape, generator=torch.Generator().manual_seed(12))
+    w = flatten(m)
+    return m, w, x, oracle_J(m, w, x, "sqrt_probs").double()
+
+
+@pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel")  # conv-same's 3×4 kernel: on purpose
+@pytest.mark.parametrize("min_t", [1, 10**9])
+def test_rule_against_jacrev(rule_net, min_t, monkeypatch):
+    """One layer's rule alone: J (jacobian_fast), K and Jv by every route, whole and in chunks of 256 bytes, Jᵀu
+    from the tape, and K with a random half of the layer's columns frozen; convolutions' blocks by the
+    weight-gradient kernel (min_t 1) and by unfold + matmul (min_t huge). The Gram trick is taken wherever the rule
+    has one (layers.Rule.gram_dims) and the route asks for it."""
+    m, w, x, J = rule_net
+    monkeypatch.setattr(layers, "CONV_BLOCKS_MIN_T", min_t)
+    rule = layers.rule_for(m.layer)
+    assert J.abs().max() > 0 and close(metric.jacobian_fast(m, w, x, "sqrt_probs"), J)
+    g = torch.Generator().manual_seed(13)
+    v, u = torch.randn(w.numel(), generator=g), torch.randn(J.shape[0], generator=g)
+    for route in metric.ROUTES:
+        for block_bytes in (metric.BLOCK_BYTES, 256):
+            M = metric.Metric(m, w, x, "sqrt_probs", block_bytes=block_bytes, route=route)
+            K, Jv = M.gram_jvp(v)
+            assert close(K, J @ J.T) and close(Jv, J @ v.double(), 1e-4)
+            assert close(M.vjp(u), J.T @ u.double(), 1e-4)
+            has_trick = rule.gram_dims(m.layer, x, m.layer(x)) is not None
+            if route != "auto":
+                assert M.routes == {"layer": route if has_trick else "explicit"}
+    free = torch.rand(w.numel(), generator=g) > 0.5
+    Jf = J * free.double()
+    K, Jv = metric.Metric(m, w, x, "sqrt_probs", free=free, block_bytes=256).gram_jvp(v)
+    assert close(K, Jf @ Jf.T) and close(Jv, Jf @ v.double(), 1e-4)
+
+
+def test_rules_are_found_by_type_and_base_type():
+    class MyConv(nn.Conv2d):
+        pass
+
+    assert isinstance(layers.rule_for(MyConv(1, 1, 1)), layers.Conv2dRule)
+    assert isinstance(layers.rule_for(nn.BatchNorm3d(2)), layers.BatchNormRule)
+    assert isinstance(layers.rule_for(nn.Linear(2, 2)), layers.LinearRule)
+    assert layers.rule_for(nn.LayerNorm(2)) is None and layers.rule_for(nn.Conv1d(1, 1, 1)) is None
+
+
+class Scaled(nn.Linear):
+    """A Linear layer with a parameter its rule does not know."""
+
+    def __init__(self):
+        super().__init__(4, 3)
+        self.scale = nn.Parameter(torch.ones(3))
+
+
+UNSUPPORTED = {  # id: (net, input, the part of the message naming the layer)
+    "layernorm": (lambda: nn.Sequential(nn.Linear(4, 4), nn.LayerNorm(4)), (2, 4), "1 (LayerNorm: weight, bias)"),
+    "conv1d": (lambda: nn.Sequential(nn.Conv1d(1, 2, 3), nn.Flatten()), (2, 1, 5), "0 (Conv1d: weight, bias)"),
+    "embedding": (lambda: nn.Sequential(nn.Embedding(5, 3), nn.Flatten()), None, "0 (Embedding: weight)"),
+    "extra-parameter": (Scaled, (2, 4), "the model (Scaled: weight, bias, scale)"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(UNSUPPORTED))
+def test_unsupported_layer_gets_the_same_clear_error(name):
+    """A module owning parameters without a rule (or with parameters its rule does not know) is refused, by every
+    fast route and by check_layers, with this message."""
+    make, shape, what = UNSUPPORTED[name]
+    net = make().eval()
+    x = torch.randint(0, 5, (2, 3)) if shape is None else torch.rand(*shape)
+    expect = (f"the fast metric has no per-sample rule for the parameters of {what}. Layers with parameters it "
+              "supports: Linear, Conv2d (any stride, padding, dilation, groups), BatchNorm1d/2d/3d in eval mode; "
+              "parameter-free modules and functions (ReLU, pooling, flatten, additions) need no rule. "
+              "metric.jacobian handles any model.")
+    for call in (lambda: metric.jacobian_fast(net, flatten(net), x, "logits"),
+                 lambda: metric.Metric(net, flatten(net), x, "logits").gram(),
+                 lambda: metric.LayerTape(net, flatten(net), x, "logits"),
+                 lambda: metric.check_layers(net)):  # refused before any forward pass: any input shape
+        with pytest.raises(NotImplementedError) as err:
+            call()
+        assert str(err.value) == expect
+
+
+@pytest.mark.parametrize("bn", [nn.BatchNorm2d(2), nn.BatchNorm2d(2, affine=False),
+                                nn.BatchNorm2d(2, track_running_stats=False).eval()], ids=["train", "plain", "batch"])
+def test_batch_statistics_are_refused_by_the_rule(bn):
+    """BatchNorm's rule refuses batch statistics, also on a BatchNorm without parameters (no rows, still coupling)."""
+    net = nn.Sequential(nn.Conv2d(1, 2, 3), bn, nn.Flatten())
+    net[0].eval()
+    with pytest.raises(ValueError, match="call model.eval"):
+        metric.LayerTape(net, flatten(net), torch.rand(2, 1, 5, 5), "logits")

@@ -12,13 +12,16 @@ Three ways to J, one answer (tests check each against `torch.func.jacrev` on tin
 - `Metric.gram_jvp()` (K = JJᵀ and Jv) + `Metric.jvp` / `Metric.vjp`: K assembled layer by layer; J is never
   stored, nor any layer's block beyond a fixed budget (BLOCK_BYTES).
 
-Layers. Per-sample rules exist for the layers that own parameters: Linear (any number of leading dims),
-Conv2d (stride, padding incl. 'same' and reflect/circular, dilation, groups), BatchNorm1d/2d/3d in eval mode
-(γ, β are weights, the running statistics constants: rows Σ_positions g·x̂ and Σ_positions g with
-x̂ = (x − running_mean)/√(running_var + eps)). Parameter-free operations between them (ReLU, in-place or not,
-pooling of any kind, flatten, residual additions) need none: autograd carries the output gradients g through
-them. Any other module owning parameters raises NotImplementedError naming it. Samples must be independent,
-so BatchNorm in training mode (batch statistics) and active dropout raise ValueError: call model.eval().
+Layers. Each layer type that owns parameters has one rule in layers.py, found by the module's type
+(layers.rule_for): Linear (any number of leading dims), Conv2d (stride, padding incl. 'same' and
+reflect/circular, dilation, groups), BatchNorm1d/2d/3d in eval mode (γ, β are weights, the running statistics
+constants: rows Σ_positions g·x̂ and Σ_positions g with x̂ = (x − running_mean)/√(running_var + eps)). A rule
+forms its layer's blocks of J, J_l v, J_lᵀu and, where it applies, the Gram trick; this module records the
+layers, runs the backward passes, picks the routes and assembles the metric. Parameter-free operations between
+the layers (ReLU, in-place or not, pooling of any kind, flatten, residual additions) need no rule: autograd
+carries the output gradients g through them. Any other module owning parameters raises NotImplementedError
+naming it. Samples must be independent: each rule refuses what couples them (BatchNorm in training mode, on batch
+statistics), and active dropout is refused too; both raise ValueError: call model.eval().
 
 Routes to K_l = J_l J_lᵀ for a layer of k = B·m rows, T output positions, C_out output channels and
 d₁ = inputs per output channel (+1 with a bias), n_l = C_out·d₁ weights; costs in multiply-adds:
@@ -52,10 +55,11 @@ import math
 from typing import Callable, Iterator
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, jacrev, jvp, vjp, vmap
 
+from . import layers
+from .layers import EXACT_BLOCK
 from .params import ParamSpec, spec_of, unflatten
 
 OUTPUT_MAPS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
@@ -144,9 +148,9 @@ def distance_grad(model: nn.Module, w: torch.Tensor, w_ref: torch.Tensor, x: tor
 # --- fast routes: per-sample layer gradients ------------------------------------------------------
 
 BLOCK_BYTES = 128 * 2**20  # working memory of one explicit block J_c or one Gram block (float32 bytes)
-_BatchNorm = nn.modules.batchnorm._BatchNorm
 ROUTES = ("auto", "explicit", "gram")
-SUPPORTED = "Linear, Conv2d (any stride, padding, dilation, groups), BatchNorm1d/2d/3d in eval mode"
+SUPPORTED = layers.supported()
+GRAM_SLOWDOWN = 4.0  # a multiply-add of the trick (small products, inner dimension T) costs ~4 of the explicit route
 
 
 def gram(J: torch.Tensor, upper: bool = False) -> torch.Tensor:
@@ -176,13 +180,14 @@ def _blas_threads(n: int):
 
 
 def _param_owner(model: nn.Module, spec: ParamSpec) -> dict[str, tuple[str, str]]:
-    """parameter name -> (module name, 'weight'|'bias') for the supported layers; raises for anything else."""
+    """parameter name -> (module name, 'weight'|'bias') for the layers with a rule; raises for anything else."""
     owners, unsupported = {}, []
     for mname, mod in model.named_modules():
         own = [p for p, _ in mod.named_parameters(recurse=False)]
         if not own:
             continue
-        if isinstance(mod, (nn.Linear, nn.Conv2d, _BatchNorm)) and set(own) <= {"weight", "bias"}:
+        rule = layers.rule_for(mod)
+        if rule is not None and set(own) <= rule.params:
             owners.update({f"{mname}.{p}" if mname else p: (mname, p) for p in own})
         else:
             unsupported.append(f"{mname or 'the model'} ({type(mod).__name__}: {', '.join(own)})")
@@ -190,18 +195,18 @@ def _param_owner(model: nn.Module, spec: ParamSpec) -> dict[str, tuple[str, str]
     if unsupported or missing:
         raise NotImplementedError(f"the fast metric has no per-sample rule for the parameters of "
                                   f"{'; '.join(unsupported) or ', '.join(missing)}. Layers with parameters it "
-                                  f"supports: {SUPPORTED}; parameter-free modules and functions (ReLU, pooling, "
-                                  "flatten, additions) need no rule. metric.jacobian handles any model.")
+                                  f"supports: {layers.supported()}; parameter-free modules and functions (ReLU, "
+                                  "pooling, flatten, additions) need no rule. metric.jacobian handles any model.")
     return owners
 
 
 def _check_eval(model: nn.Module) -> None:
-    """Samples must be independent: BatchNorm on running statistics, no random dropout."""
+    """Samples must be independent: each layer's rule checks its own (BatchNorm on running statistics), and no
+    random dropout."""
     for name, mod in model.named_modules():
-        if isinstance(mod, _BatchNorm) and (mod.training or mod.running_mean is None):
-            raise ValueError(f"BatchNorm {name!r} normalizes with batch statistics ("
-                             f"{'training mode' if mod.training else 'track_running_stats=False'}), which couples "
-                             "the probe samples; call model.eval() (running statistics are constants of the metric)")
+        rule = layers.rule_for(mod)
+        if rule is not None:
+            rule.check(name, mod)
         if isinstance(mod, nn.modules.dropout._DropoutNd) and mod.training and mod.p > 0:
             raise ValueError(f"dropout {name!r} is in training mode (a random net per call); call model.eval()")
 
@@ -219,11 +224,12 @@ def check_layers(model: nn.Module) -> None:
 class LayerTape:
     """One forward pass at w on x recording each parametrized layer's input and output.
 
-    `output_grads()` runs one backward pass per output class c and keeps, for every layer, what its rows of
-    J need: the output gradients ∂y_{b,c}/∂z_l (Linear, Conv2d), or already the rows (Σ g·x̂, Σ g) summed over
-    positions (BatchNorm). Samples are independent in eval mode, so one backward pass serves the whole batch.
-    Parameter-free operations between layers (ReLU, pooling, flatten, residual additions, in-place ones too)
-    need nothing: autograd carries the output gradients through them.
+    `output_grads()` runs one backward pass per row c of a sample and keeps, for every layer, what its rule's
+    `recorder` asks of the output gradients ∂y_{b,c}/∂z_l (layers.py): the gradients themselves (Linear, Conv2d)
+    or already the rows (BatchNorm). Samples are independent in eval mode, so one backward pass serves the whole
+    batch. Parameter-free operations between layers (ReLU, pooling, flatten, residual additions, in-place ones too)
+    need nothing: autograd carries the output gradients through them. The per-layer algebra (blocks of J_l, J_l v,
+    J_lᵀu, the Gram trick) is the layer's rule's, in the layer's own columns; the tape places them in w.
     """
 
     def __init__(self, model: nn.Module, w: torch.Tensor, x: torch.Tensor, phi: str, reduce: bool = False):
@@ -231,9 +237,11 @@ class LayerTape:
         self.model, self.spec = model, spec_of(model)
         self.owners = _param_owner(model, self.spec)
         self.layers = {m: model.get_submodule(m) for m, _ in self.owners.values()}
+        self.rules = {m: layers.rule_for(mod) for m, mod in self.layers.items()}
         self.inputs: dict[str, torch.Tensor] = {}
         self.outputs: dict[str, torch.Tensor] = {}
         self._versions: dict[str, int] = {}
+        self._columns: dict[str, torch.Tensor] = {}
         hooks = [mod.register_forward_hook(self._hook(name)) for name, mod in self.layers.items()]
         try:
             params = {k: v.detach() for k, v in unflatten(self.spec, w).items()}
@@ -264,28 +272,20 @@ class LayerTape:
         return hook
 
     def columns(self, layer: str) -> torch.Tensor:
-        """Flat indices of a layer's weight then bias: the column order of its block J_l."""
-        names = [f"{layer}.{p}" for p in ("weight", "bias") if f"{layer}.{p}" in self.spec.names]
-        return torch.cat([torch.arange(self.spec.slice(nm).start, self.spec.slice(nm).stop) for nm in names])
-
-    def _offset(self, layer: str, p: str) -> int | None:
-        name = f"{layer}.{p}"
-        return self.spec.slice(name).start if name in self.spec.names else None
-
-    def _xhat(self, layer: str) -> torch.Tensor:
-        """BatchNorm's normalized input (x − running_mean)/√(running_var + eps), (B, C, *)."""
-        mod, x = self.layers[layer], self.inputs[layer]
-        shape = (1, -1) + (1,) * (x.dim() - 2)
-        return (x - mod.running_mean.view(shape)) * torch.rsqrt(mod.running_var.view(shape) + mod.eps)
+        """Flat indices of a layer's weight then bias: the column order of its block J_l (its rule's columns)."""
+        if layer not in self._columns:
+            names = [f"{layer}.{p}" for p in ("weight", "bias") if f"{layer}.{p}" in self.spec.names]
+            self._columns[layer] = torch.cat([torch.arange(self.spec.slice(nm).start, self.spec.slice(nm).stop)
+                                              for nm in names])
+        return self._columns[layer]
 
     def output_grads(self) -> dict[str, list[torch.Tensor]]:
         """Per layer, one entry per row c of a sample (`rows` backward passes: the output classes, or with `reduce`
-        the basis Q_b's rows): the output gradients g_c (B, *out) of a
-        Linear/Conv2d layer; for BatchNorm already its rows (B, parts·C), parts = (Σ_positions g·x̂ for γ,
-        Σ_positions g for β) as present. The gradients are autograd's own tensors (no copies)."""
+        the basis Q_b's rows): what the layer's rule keeps of its output gradients g_c (B, *out): g_c itself for
+        Linear/Conv2d (autograd's own tensor, no copy), already its rows (B, 2C) for BatchNorm."""
         names = list(self.layers)
         outs = [self.outputs[n] for n in names]
-        bn = {n: (self._xhat(n), None) for n in names if isinstance(self.layers[n], _BatchNorm)}
+        keep = {n: self.rules[n].recorder(self.layers[n], self.inputs[n]) for n in names}
         store: dict[str, list[torch.Tensor]] = {n: [] for n in names}
         for c in range(self.rows):
             if self.Q is None:
@@ -295,175 +295,35 @@ class LayerTape:
                 seed = self.Q[:, c].to(self.y.dtype)
             grads = torch.autograd.grad(self.y, outs, seed, retain_graph=c < self.rows - 1, allow_unused=True)
             for n, g in zip(names, grads):
-                g = torch.zeros_like(self.outputs[n]) if g is None else g
-                if n in bn:
-                    xhat, buf = bn[n]
-                    pos, B = tuple(range(2, g.dim())), g.shape[0]  # BatchNorm1d on (B, C): no positions
-                    if pos:  # one buffer per layer for g·x̂, reused for every class
-                        buf = torch.mul(g, xhat, out=buf)
-                        bn[n] = (xhat, buf)
-                    parts = [(buf.sum(pos) if pos else g * xhat) if self._offset(n, "weight") is not None else None,
-                             (g.sum(pos) if pos else g) if self._offset(n, "bias") is not None else None]
-                    g = torch.cat([p for p in parts if p is not None], 1).reshape(B, -1)
-                store[n].append(g)
+                store[n].append(keep[n](torch.zeros_like(self.outputs[n]) if g is None else g))
         return store
-
-    # --- Linear and Conv2d as one form: z_{b,t} = W_g a_{b,g,t} (+ bias) per group g and position t -----
-
-    def patches(self, layer: str) -> torch.Tensor:
-        """a: (B, G, d₁, T): per group, the layer's per-position inputs (unfolded patches of a conv, the leading
-        dims of a Linear input), with a row of ones appended when the layer has a bias (d₁ = d + 1)."""
-        mod, a = self.layers[layer], self.inputs[layer]
-        B = a.shape[0]
-        if isinstance(mod, nn.Linear):
-            a = a.reshape(B, -1, a.shape[-1]).transpose(1, 2)[:, None]  # (B, 1, in, T)
-        else:
-            pad = mod.padding
-            if mod.padding_mode != "zeros" or isinstance(pad, str):  # reflect/circular, 'same'/'valid'
-                mode = "constant" if mod.padding_mode == "zeros" else mod.padding_mode
-                a, pad = F.pad(a, mod._reversed_padding_repeated_twice, mode=mode), 0
-            a = F.unfold(a, mod.kernel_size, mod.dilation, pad, mod.stride)  # (B, Cin·kh·kw, T)
-            a = a.view(B, mod.groups, -1, a.shape[-1])
-        if mod.bias is not None:
-            a = torch.cat([a, a.new_ones(*a.shape[:2], 1, a.shape[-1])], 2)
-        return a
-
-    def _gview(self, layer: str, g: torch.Tensor) -> torch.Tensor:
-        """One class's output gradients g_c: (B, *out) as (B, G, C_out/G, T), a view."""
-        mod, B = self.layers[layer], g.shape[0]
-        if isinstance(mod, nn.Linear):
-            return g.reshape(B, -1, g.shape[-1]).transpose(1, 2)[:, None]
-        return g.reshape(B, mod.groups, g.shape[1] // mod.groups, -1)
 
     def blocks(self, layer: str, gs: list[torch.Tensor], max_elems: int | None = None,
                buffer: torch.Tensor | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor, bool]]:
         """J_l in column chunks: (flat indices (n_c,), J_c (B·m, n_c), class_major), every J_c of at most
         `max_elems` entries where one output channel allows (None: one chunk); together the chunks cover the
         layer. Rows are sample-major ((b, c): row b·m + c) or, when class_major, (c, b): row c·B + b. With
-        `buffer` (1-D, ≥ max_elems) each J_c is a view into it, valid until the next.
-
-        Linear/Conv2d row (b, c), output channel o of group g: [Σ_t g_{b,c,o,t} a_{b,g,t}, Σ_t g_{b,c,o,t}] (weight
-        row of channel o, its bias). One group (the usual case): the classes' gradients are stacked once per layer
-        and each chunk is one batched matmul over samples, m times taller than one per class (~1.6× faster);
-        grouped convolutions: one matmul per class and chunk. BatchNorm: the stored rows.
-        """
-        mod, m, B = self.layers[layer], len(gs), gs[0].shape[0]
-        if isinstance(mod, _BatchNorm):
-            yield self.columns(layer), torch.cat(gs), True
-            return
-        if isinstance(mod, nn.Conv2d) and mod.groups == 1 and gs[0][0, 0].numel() >= CONV_BLOCKS_MIN_T:
-            yield from self._conv_blocks(layer, gs, max_elems, buffer)
-            return
-        a, gv = self.patches(layer), [self._gview(layer, g) for g in gs]
-        G, oc, d1 = a.shape[1], gv[0].shape[2], a.shape[2]
-        aT = a.transpose(2, 3)  # (B, G, T, d₁)
-        d, w0, b0 = mod.weight[0].numel(), self._offset(layer, "weight"), self._offset(layer, "bias")
-        per = max(1, (max_elems or B * m * d1 * G * oc) // (B * m * d1))  # output channels per chunk
-        gst = torch.stack([g[:, 0] for g in gv], 1) if G == 1 else None  # (B, m, C_out, T)
-        for g0, g1, o0, o1 in _channel_chunks(G, oc, per):
-            shape = (m, B, g1 - g0, o1 - o0, d1)
-            size = math.prod(shape)
-            Jc = buffer[:size] if buffer is not None and buffer.numel() >= size else a.new_empty(size)
-            if gst is not None:
-                rows = gst[:, :, o0:o1].reshape(B, m * (o1 - o0), -1)  # a copy only when chunked
-                torch.bmm(rows, aT[:, 0], out=Jc.view(B, m * (o1 - o0), d1))
-            else:
-                Jc = Jc.view(shape)
-                for c in range(m):
-                    torch.matmul(gv[c][:, g0:g1, o0:o1], aT[:, g0:g1], out=Jc[c])
-            ch = (torch.arange(g0, g1)[:, None] * oc + torch.arange(o0, o1)).reshape(-1, 1)  # output channels
-            idx = [w0 + ch * d + torch.arange(d)] + ([b0 + ch] if b0 is not None else [])
-            yield torch.cat(idx, 1).reshape(-1).to(a.device), Jc.view(m * B, -1), gst is None
-
-    def _conv_blocks(self, layer: str, gs: list[torch.Tensor], max_elems: int | None,
-                     buffer: torch.Tensor | None) -> Iterator[tuple[torch.Tensor, torch.Tensor, bool]]:
-        """`blocks` of a one-group Conv2d by the convolution's own weight-gradient kernel: the batch as B groups
-        of one sample (input (1, B·C_in, H, W), output gradients (1, B·m·C_out, H′, W′)) gives every sample's and
-        row's weight gradient, (B·m·C_out, C_in, kh, kw), in one call; ~2× faster than unfold + batched matmul
-        where a sample has many output positions (CONV_BLOCKS_MIN_T)."""
-        mod, m, B = self.layers[layer], len(gs), gs[0].shape[0]
-        x, pad = self.inputs[layer], mod.padding
-        if mod.padding_mode != "zeros" or isinstance(pad, str):  # reflect/circular, 'same'/'valid'
-            mode = "constant" if mod.padding_mode == "zeros" else mod.padding_mode
-            x, pad = F.pad(x, mod._reversed_padding_repeated_twice, mode=mode), (0, 0)
-        cin, oc, d = x.shape[1], mod.out_channels, mod.weight[0].numel()
-        xs, bias = x.reshape(1, B * cin, *x.shape[2:]), mod.bias is not None
-        d1, w0, b0 = d + bias, self._offset(layer, "weight"), self._offset(layer, "bias")
-        per = max(1, (max_elems or B * m * d1 * oc) // (B * m * d1))  # output channels per chunk
-        gst = torch.stack(gs, 1)  # (B, m, C_out, H′, W′)
-        for o0 in range(0, oc, per):
-            o1 = min(oc, o0 + per)
-            n = o1 - o0
-            go = gst[:, :, o0:o1].reshape(1, B * m * n, *gst.shape[3:])  # a copy only when chunked
-            shape = x.new_empty(B * m * n, cin, *mod.kernel_size)  # the grouped weight's shape
-            gw = torch.ops.aten.convolution_backward(go, xs, shape, None, mod.stride, pad, mod.dilation, False,
-                                                     [0, 0], B, [False, True, False])[1]
-            if bias:  # [weight row, bias] per output channel
-                size = B * m * n * d1
-                Jc = buffer[:size] if buffer is not None and buffer.numel() >= size else x.new_empty(size)
-                Jc = Jc.view(B, m * n, d1)
-                Jc[..., :d] = gw.view(B, m * n, d)
-                torch.sum(go.view(B, m * n, -1), -1, out=Jc[..., d])
-            else:
-                Jc = gw
-            ch = torch.arange(o0, o1).reshape(-1, 1)
-            idx = [w0 + ch * d + torch.arange(d)] + ([b0 + ch] if bias else [])
-            yield torch.cat(idx, 1).reshape(-1).to(x.device), Jc.reshape(m * B, -1), False
+        `buffer` (1-D, ≥ max_elems) each J_c may be a view into it, valid until the next. The rule's `blocks`,
+        its columns placed in w."""
+        cols = self.columns(layer)
+        for idx, Jc, class_major in self.rules[layer].blocks(self.layers[layer], self.inputs[layer], gs, max_elems,
+                                                             buffer):
+            yield cols[idx].to(Jc.device), Jc, class_major
 
     def gram_trick(self, layer: str, gs: list[torch.Tensor], max_elems: int) -> torch.Tensor:
-        """K_l = J_l J_lᵀ, (B, m, B, m), without J_l (one group). With G_{b,c} (C_out × T) the output gradients
-        and M = A_bᵀA_{b′} (T × T) the products of two samples' per-position inputs (a with its 1 for a bias),
-            K_l[(b,c),(b′,c′)] = Σ_o Σ_{t,t′} g_{b,c,o,t} M_{t,t′} g_{b′,c′,o,t′} = ⟨G_{b,c} M, G_{b′,c′}⟩:
-        per pair of samples T²·d₁ + m·C_out·T² + m²·C_out·T multiply-adds (M, then G·M, then the inner products)
-        instead of the explicit m²·C_out·d₁ plus forming J_l. Computed on blocks of s samples whose products
-        (s²·(m·C_out·T + T²) entries) stay under `max_elems`."""
-        m, B = len(gs), gs[0].shape[0]
-        a = self.patches(layer)[:, 0].transpose(1, 2).contiguous()  # (B, T, d₁)
-        g = torch.stack([self._gview(layer, x)[:, 0] for x in gs], 1)  # (B, m, C_out, T)
-        T, cout = a.shape[1], g.shape[2]
-        if B * m * cout * a.shape[2] <= EXACT_BLOCK:  # as small as an explicit block that goes through float64
-            a, g = a.double(), g.double()
-        s = max(1, min(B, math.isqrt(max(1, max_elems // (m * cout * T + T * T)))))
-        s = -(-B // -(-B // s))  # blocks of equal size
-        K = torch.zeros(B, m, B, m, dtype=torch.float64, device=a.device)
-        for i in range(0, B, s):
-            ai, gi = a[i : i + s], g[i : i + s]
-            si = ai.shape[0]
-            for j in range(i, B, s):
-                aj, gj = a[j : j + s], g[j : j + s]
-                sj = aj.shape[0]
-                M = (ai.reshape(si * T, -1) @ aj.reshape(sj * T, -1).T).view(si, T, sj, T)  # M[i, t, j, t′]
-                H = g.new_empty(sj, si, m * cout, T)  # (G_{i,c} M_{ij})[o, t′], laid out for the next product
-                for jj in range(sj):
-                    torch.bmm(gi.reshape(si, m * cout, T), M[:, :, jj], out=H[jj])
-                Kij = torch.bmm(H.view(sj, si * m, cout * T), gj.reshape(sj, m, cout * T).transpose(1, 2))
-                Kij = Kij.view(sj, si, m, m).permute(1, 2, 0, 3).double()  # (si, m, sj, m)
-                K[i : i + si, :, j : j + sj] += Kij
-                if j != i:
-                    K[j : j + sj, :, i : i + si] += Kij.permute(2, 3, 0, 1)
-        return K
+        """K_l = J_l J_lᵀ, (B, m, B, m) float64, without J_l: the rule's `gram` (layers.AffineRule.gram)."""
+        return self.rules[layer].gram(self.layers[layer], self.inputs[layer], gs, max_elems)
 
     def linearized(self, layer: str, gs: list[torch.Tensor], v: torch.Tensor) -> torch.Tensor:
-        """J_l v_l, (m·B,) class-major, from the layer's output change δz = layer(x; v_l) (no J_l):
-        Σ_{outputs} g_{b,c}·δz_b."""
-        mod, x, B = self.layers[layer], self.inputs[layer], gs[0].shape[0]
-        vw = v[self.spec.slice(f"{layer}.weight")].view_as(mod.weight)
-        vb = v[self.spec.slice(f"{layer}.bias")] if mod.bias is not None else None
-        dz = (F.linear(x, vw, vb) if isinstance(mod, nn.Linear) else mod._conv_forward(x, vw, vb)).reshape(B, -1)
-        return torch.cat([(g.reshape(B, -1) * dz).sum(1) for g in gs])
+        """J_l v_l, (rows·B,) class-major, for v (n,): the rule's `jv` on the layer's part of v (Linear/Conv2d
+        from the layer applied to v_l, Σ_{outputs} g_{b,c}·δz_b; BatchNorm from its rows)."""
+        return self.rules[layer].jv(self.layers[layer], self.inputs[layer], gs, v[self.columns(layer)])
 
     def pulled(self, layer: str, gs: list[torch.Tensor], u: torch.Tensor) -> torch.Tensor:
-        """J_lᵀu for u: (B, rows) in the tape's rows, in the order of `columns(layer)`: the layer's parameter
-        gradient for the combined output gradient ĝ_b = Σ_c u_{b,c} g_{b,c} (one weight-gradient product, no
-        backward pass through the net); BatchNorm: Σ_{b,c} u_{b,c} row_{b,c}."""
-        mod, x = self.layers[layer], self.inputs[layer]
-        if isinstance(mod, _BatchNorm):
-            return torch.einsum("bc,cbk->k", u.to(gs[0].dtype), torch.stack(gs))
-        shape = (-1,) + (1,) * (gs[0].dim() - 1)
-        ghat = gs[0] * u[:, 0].to(gs[0].dtype).view(shape)
-        for c in range(1, len(gs)):
-            ghat.addcmul_(gs[c], u[:, c].to(gs[c].dtype).view(shape))
-        return torch.cat([g.reshape(-1) for g in _parameter_grads(mod, x, ghat)])
+        """J_lᵀu for u: (B, rows) in the tape's rows, in the order of `columns(layer)`: the rule's `pull` (one
+        weight-gradient product for the combined output gradient ĝ_b = Σ_c u_{b,c} g_{b,c}, no backward pass
+        through the net; BatchNorm: Σ_{b,c} u_{b,c} row_{b,c})."""
+        return self.rules[layer].pull(self.layers[layer], self.inputs[layer], gs, u)
 
     def to_rows(self, u: torch.Tensor) -> torch.Tensor:
         """u: (B, m) in output coordinates as (B, rows) in the tape's rows (Q_b u_b when reduced)."""
@@ -475,65 +335,20 @@ class LayerTape:
 
     def route(self, layer: str, max_elems: int, free: bool = True, prefer: str = "auto") -> str:
         """'gram' or 'explicit' for K_l, by the cost rule in the module docstring (multiply-adds); `prefer`
-        'explicit' or 'gram' forces a route wherever it applies (the Gram trick needs a fully free layer of
-        one group, not BatchNorm)."""
-        mod = self.layers[layer]
-        if isinstance(mod, _BatchNorm) or not free or (isinstance(mod, nn.Conv2d) and mod.groups != 1):
+        'explicit' or 'gram' forces a route wherever it applies (the Gram trick needs a fully free layer whose
+        rule has one: one group of the affine form, not BatchNorm)."""
+        dims = self.rules[layer].gram_dims(self.layers[layer], self.inputs[layer], self.outputs[layer])
+        if dims is None or not free:
             return "explicit"
         if prefer != "auto":
             return prefer
         B, m, k = self.B, self.m, self.B * self.m
-        cout, d1 = mod.weight.shape[0], mod.weight[0].numel() + (mod.bias is not None)
-        x = self.inputs[layer]
-        T = x[0].numel() // x.shape[-1] if isinstance(mod, nn.Linear) else self.outputs[layer][0, 0].numel()
+        T, cout, d1 = dims
         if m * cout * T + T * T > max_elems:  # not even one pair of samples fits the budget
             return "explicit"
         explicit = k * T * cout * d1 + k * k * cout * d1 / 2
         trick = GRAM_SLOWDOWN * B * (B + 1) / 2 * (T * T * d1 + m * cout * T * T + m * m * cout * T) + B * T * cout * d1
         return "gram" if trick < explicit else "explicit"
-
-
-# blocks up to this many entries go through syrk in float64 (cheap there): a tiny net's rank-deficient K keeps an
-# exact null space, which the tangent solver's rank test reads; larger blocks use float32 (4× faster, ~1e-7)
-EXACT_BLOCK = 1 << 18
-# one-group convolutions with at least this many output positions per sample form their blocks with the
-# convolution's weight-gradient kernel (_conv_blocks), the others by unfold + batched matmul. Measured on one
-# thread, probe 32 (probe 8), m = 9, ms matmul / kernel: 16→16 at 28×28 16.6 / 7.4 (4.3 / 1.7); 64→64 at 28×28
-# 313 / 194 (52 / 25); 32→32 at 14×14 14.9 / 7.9; 64→128 stride 2 to 14×14 117 / 161 (27 / 15); 128→128 at 7×7
-# (probe 8) 14.7 / 33.3: the kernel wins from 14×14 outputs up, loses at 7×7.
-CONV_BLOCKS_MIN_T = 196
-GRAM_SLOWDOWN = 4.0  # a multiply-add of the trick (small products, inner dimension T) costs ~4 of the explicit route
-
-
-def _parameter_grads(mod: nn.Module, x: torch.Tensor, g: torch.Tensor) -> list[torch.Tensor]:
-    """The gradients of Σ g·z for a Linear/Conv2d layer z = layer(x) with respect to its weight (and bias): the
-    weight-gradient product alone, without the layer's forward pass."""
-    g, x = g.detach(), x.detach()
-    if isinstance(mod, nn.Linear):
-        g2, x2 = g.reshape(-1, g.shape[-1]), x.reshape(-1, x.shape[-1])
-        return [g2.T @ x2] + ([g2.sum(0)] if mod.bias is not None else [])
-    pad = mod.padding
-    if mod.padding_mode != "zeros" or isinstance(pad, str):  # reflect/circular, 'same'/'valid'
-        mode = "constant" if mod.padding_mode == "zeros" else mod.padding_mode
-        x, pad = F.pad(x, mod._reversed_padding_repeated_twice, mode=mode), (0, 0)
-    bias = mod.bias is not None
-    _, gw, gb = torch.ops.aten.convolution_backward(g, x, mod.weight.detach(), [mod.out_channels] if bias else None,
-                                                    mod.stride, pad, mod.dilation, False, [0, 0], mod.groups,
-                                                    [False, True, bias])
-    return [gw] + ([gb] if bias else [])
-
-
-def _channel_chunks(groups: int, per_group: int, per_chunk: int) -> Iterator[tuple[int, int, int, int]]:
-    """(g0, g1, o0, o1): whole groups [g0, g1) when `per_chunk` channels hold at least one group, else slices
-    [o0, o1) of one group's channels."""
-    if per_chunk >= per_group:
-        step = per_chunk // per_group
-        for g0 in range(0, groups, step):
-            yield g0, min(groups, g0 + step), 0, per_group
-    else:
-        for g0 in range(groups):
-            for o0 in range(0, per_group, per_chunk):
-                yield g0, g0 + 1, o0, min(per_group, o0 + per_chunk)
 
 
 def jacobian_fast(model: nn.Module, w: torch.Tensor, x: torch.Tensor, phi: str = "sqrt_probs") -> torch.Tensor:
@@ -655,7 +470,7 @@ class Metric:
                 continue
             route = self.routes[layer] = tape.route(layer, max_elems, free is None or bool(free.all()), self.route)
             if v is not None:
-                Jv += self._layer_jv(tape, layer, gs, v).view(r, B)
+                Jv += tape.linearized(layer, gs, v).view(r, B)
             if route == "gram":
                 K += tape.gram_trick(layer, gs, max_elems)
                 continue
@@ -677,9 +492,3 @@ class Metric:
             K = torch.einsum("bjc,bjdk,dke->bcde", Q, K, Q)
         Jv = None if Jv is None else tape.from_rows(Jv.T).reshape(-1)
         return K.reshape(B * m, B * m), Jv
-
-    def _layer_jv(self, tape: "LayerTape", layer: str, gs: list[torch.Tensor], v: torch.Tensor) -> torch.Tensor:
-        """J_l v_l, (rows·B,) class-major: BatchNorm from its rows, other layers by linearization."""
-        if isinstance(tape.layers[layer], _BatchNorm):
-            return torch.cat(gs) @ v[tape.columns(layer)]
-        return tape.linearized(layer, gs, v)
