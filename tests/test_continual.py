@@ -10,7 +10,7 @@ from torch.func import functional_call, grad, vmap
 from geodesic.core.scenario import head
 from geodesic.core.split import Split
 from geodesic.experiments import continual as C
-from geodesic.experiments.sequence import learn_sequence
+from geodesic.experiments.sequence import SequenceConfig, run_sequence
 from geodesic.store import data, zoo
 from geodesic.store import tasks as T
 
@@ -92,6 +92,13 @@ def test_memory_trains_old_images_through_the_head_they_are_read_through_now():
 def test_unknown_method():
     with pytest.raises(ValueError, match="unknown method 'gem'; choose from finetune, joint, ewc"):
         C.make("gem", C.LearnConfig(), 0)
+
+
+def learn_sequence(model, tasks, train, test, scenario, method, cfg, seed) -> dict:
+    """R, b, ACC and the steps each task took, through the one sequence run."""
+    config = SequenceConfig("split-mnist", scenario, method, seed, learn=cfg)
+    out = run_sequence(model, train, test, config, tasks=tasks)
+    return {**out.summary, "R": out.R, "b": out.b, "spent": [r for r in out.rows if r["task"] >= 0]}
 
 
 def test_class_incremental_forgetting_and_replay():

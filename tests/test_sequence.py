@@ -8,7 +8,8 @@ import torch
 
 from geodesic.core.scenario import head
 from geodesic.core.split import Split
-from geodesic.experiments.sequence import accuracy, row, summary
+from geodesic.experiments.sequence import accuracy, row
+from geodesic.experiments.sequence import summary_of as summary
 from geodesic.store import tasks as T
 
 SPLIT = [(0, 1), (2, 3), (4, 5), (6, 7), (8, 9)]

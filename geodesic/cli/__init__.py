@@ -14,11 +14,11 @@ import sys
 
 from ..infra.backend import ClusterError
 from ..store import cards, data
-from . import damage, export, fetch_data, merge, recover, sparsify, sweep, train
+from . import damage, export, fetch_data, merge, recover, sequence, sparsify, sweep, train
 from .common import finished
 from .sparsify import config as sparsify_config
 
-COMMANDS = (fetch_data, train, sparsify, damage, recover, merge, export, sweep)  # in --help's order
+COMMANDS = (fetch_data, train, sparsify, damage, recover, merge, export, sweep, sequence)  # in --help's order
 
 
 def build_parser() -> argparse.ArgumentParser:

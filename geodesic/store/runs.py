@@ -115,17 +115,20 @@ def fresh_folder(out: str | os.PathLike) -> Path:
     return out
 
 
-def run_meta(kind: str, ckpt: Checkpoint, dataset: str, data_source: str, eval_images: int | None = None,
+def run_meta(kind: str, ckpt: Checkpoint | dict, dataset: str, data_source: str, eval_images: int | None = None,
              **fields) -> dict:
     """The meta.json fields of a run of `kind` from checkpoint `ckpt` on `dataset`, the one way the CLI, the app
     and the experiments open a run (RunWriter adds id, created, status, pid, host, versions):
 
         {"kind", "model", "checkpoint", ["arch",] "dataset", "data_source", ["eval_images",] **fields}
 
+    A run that starts from a fresh net (a task sequence) gives {"model": name[, "arch": spec]} for `ckpt`.
+
     `data_source`: the split's source ("full" or "bundled"); `eval_images`: test images behind the run's accuracy,
     left out when None (damage and recover runs record it elsewhere); `fields`: the kind's own ("method" and
     "damage" of a recover run, "checkpoint_b" and "task_b" of a merge, "preset", "group", "source": "app", ...)."""
-    return {"kind": kind, **ckpt.meta(), "dataset": dataset, "data_source": data_source,
+    start = ckpt if isinstance(ckpt, dict) else ckpt.meta()
+    return {"kind": kind, **start, "dataset": dataset, "data_source": data_source,
             **({} if eval_images is None else {"eval_images": eval_images}), **fields}
 
 

@@ -10,11 +10,12 @@ are checked against it (store.runs.snapshot_problem) without building a net.
 
 PRUNABLE_GROUPS: dict[str, tuple[tuple[str, int], ...]] = {
     "mlp": (("fc1", 32),),
+    "mlp100": (("fc1", 100), ("fc2", 100)),
     "lenet60": (("conv1", 20), ("conv2", 40)),
     "resnet8": (("conv1+layer1.conv2", 16), ("layer1.conv1", 16), ("layer2.conv1", 32),
                 ("layer2.conv2+layer2.shortcut.0", 32), ("layer3.conv1", 64), ("layer3.conv2+layer3.shortcut.0", 64)),
 }
-WEIGHT_COUNTS: dict[str, int] = {"mlp": 25_450, "lenet60": 85_670, "resnet8": 77_754}
+WEIGHT_COUNTS: dict[str, int] = {"mlp": 25_450, "mlp100": 89_610, "lenet60": 85_670, "resnet8": 77_754}
 
 
 def group_names(name: str) -> list[str]:

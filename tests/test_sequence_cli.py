@@ -1,0 +1,62 @@
+"""`geodesic sequence` end to end on the bundled MNIST subsets: run folders anyone can recompute R from, the
+results table, resume and growth, and nonsense refused before anything is written."""
+
+import pandas as pd
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from geodesic import cli
+from geodesic.core.scenario import head
+from geodesic.experiments.sequence import ACCURACY_FILE, row
+from geodesic.store import checkpoints, data, runs
+from geodesic.store import tasks as T
+
+ARGS = ["sequence", "--tasks", "split-mnist", "--scenario", "domain", "--steps", "20", "--memory", "10",
+        "--data-source", "bundled", "--backend", "loop"]
+
+
+def test_a_sequence_run_can_be_recomputed_and_resumed(tmp_path, capsys):
+    out = tmp_path / "seq"
+    assert cli.main([*ARGS, "--methods", "finetune,geodesic", "--out", str(out)]) == 0
+    table = pd.read_csv(out / "results.csv")
+    assert list(table["method"]) == ["finetune", "geodesic"] and set(table["status"]) == {"done"}
+    assert table[["ACC", "BWT", "FWT", "forgetting"]].notna().all().all() and list(table["steps"]) == [100, 100]
+    cell = out / "cells" / "geodesic-s0"
+    run = runs.load_run(cell)
+    assert run.meta["kind"] == "sequence" and run.meta["model"] == "mlp100" and run.meta["scenario"] == "domain"
+    tasks = T.read(cell / T.FILE)
+    assert [t.classes for t in tasks] == [t.classes for t in T.split_mnist()]
+    R = load_file(str(cell / ACCURACY_FILE))["R"]
+    model, card = checkpoints.load(cell / "final.safetensors")
+    test = data.load("mnist", "test", "bundled")
+    with torch.no_grad():
+        last = row(model, tasks, [t.apply(test) for t in tasks], 5, "domain")
+    assert last == pytest.approx(R[-1].tolist(), abs=1e-6)  # the final net gives R's last row back
+    assert table.loc[1, "ACC"] == pytest.approx(R[-1].mean().item(), abs=1e-6)
+    assert head([t.classes for t in tasks], 0, 5, "domain").units == (0, 1)
+    stamp = (cell / "meta.json").stat().st_mtime_ns
+    assert cli.main([*ARGS, "--methods", "finetune,geodesic", "--seeds", "0,1", "--out", str(out)]) == 0
+    assert (cell / "meta.json").stat().st_mtime_ns == stamp  # kept, not run again
+    assert sorted(pd.read_csv(out / "results.csv")["cell"]) == ["finetune-s0", "finetune-s1", "geodesic-s0",
+                                                               "geodesic-s1"]
+
+
+@pytest.mark.parametrize("args, says", [
+    (["--tasks", "permuted-mnist:3", "--scenario", "task"], "share their classes: with one ten-way output only the domain"),
+    (["--memory", "0"], "memory must be >= 1"),
+    (["--methods", "finetune,gem"], "method must be one of"),
+    (["--tasks", "cifar10"], "sequences are permuted-mnist:T, split-mnist, or datasets"),
+])
+def test_nonsense_is_refused_before_anything_is_written(args, says, tmp_path, capsys):
+    out = tmp_path / "seq"
+    assert cli.main([*ARGS, *args, "--out", str(out)]) == 2
+    assert says in capsys.readouterr().err and not out.exists()
+
+
+def test_another_sequence_in_the_same_folder_is_refused(tmp_path, capsys):
+    out = tmp_path / "seq"
+    assert cli.main([*ARGS, "--methods", "finetune", "--out", str(out)]) == 0
+    before = (out / "results.csv").read_bytes()
+    assert cli.main([*ARGS, "--methods", "finetune", "--memory", "11", "--out", str(out)]) == 2
+    assert "holds another sequence run" in capsys.readouterr().err and (out / "results.csv").read_bytes() == before
