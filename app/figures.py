@@ -344,3 +344,54 @@ def two_task_plane(df: pd.DataFrame, names: tuple[str, str], note: str = "") -> 
     return _figure(data, "Both tasks at once: each method's path", note,
                    xaxis=dict(title=dict(text=f"accuracy on task A: {names[0]}"), range=[0, 1.02]),
                    yaxis=dict(title=dict(text=f"accuracy on task B: {names[1]}"), range=[0, 1.02]))
+
+
+# --- task sequences ----------------------------------------------------------------------------------------
+
+
+def sequence_matrix(rows: pd.DataFrame) -> np.ndarray:
+    """R (learned, T) of one sequence run from its rows (geodesic.experiments.sequence.run_sequence: a row per task
+    learned with acc.<j>); rows of tasks not learned yet are left out."""
+    cols = sorted((c for c in rows.columns if str(c).startswith("acc.")), key=lambda c: int(str(c)[4:]))
+    learned = rows[_values(rows, "task") >= 0] if "task" in rows.columns else rows.iloc[:0]
+    return learned[cols].to_numpy(dtype=float) if cols else np.zeros((0, 0))
+
+
+def accuracy_matrix(rows: pd.DataFrame, names: list[str], method: str, note: str = "") -> go.Figure:
+    """The accuracy matrix R[i, j] (accuracy on task j after learning task i) of one method as a heatmap; the
+    rows fill in as tasks are learned."""
+    R = sequence_matrix(rows)
+    T = len(names)
+    full = np.full((T, T), np.nan)
+    full[:R.shape[0], :R.shape[1]] = R[:, :T]
+    text = [["" if math.isnan(v) else f"{v:.2f}" for v in r] for r in full]
+    after = [f"after {plain(n)}" for n in names]
+    data = [dict(type="heatmap", z=full, x=[plain(n) for n in names], y=after, text=text, texttemplate="%{text}",
+                 zmin=0, zmax=1, colorscale="Viridis", colorbar=dict(title="accuracy"),
+                 hovertemplate="%{y}, on %{x}: %{z:.4f}<extra></extra>")]
+    return _figure(data, f"Accuracy matrix: {plain(method)}", note, height=360,
+                   yaxis=dict(autorange="reversed", title="learned so far"), xaxis=dict(title="test set of task"))
+
+
+def task_curves(rows: pd.DataFrame, names: list[str], method: str, note: str = "") -> go.Figure:
+    """Accuracy on each task (one line each) against the number of tasks learned: a line that falls after its own
+    task is forgetting."""
+    R = sequence_matrix(rows)
+    b = rows[_values(rows, "task") < 0] if "task" in rows.columns else rows.iloc[:0]
+    start = b[[f"acc.{j}" for j in range(R.shape[1])]].to_numpy(dtype=float)[:1] if len(b) and R.size else None
+    full = np.vstack([start, R]) if start is not None else R
+    x = np.arange(len(full)) if start is not None else np.arange(1, len(full) + 1)
+    data = [dict(type="scatter", mode="lines+markers", x=x, y=full[:, j], name=plain(names[j]),
+                 line=dict(color=PALETTE[j % len(PALETTE)])) for j in range(min(full.shape[1], len(names)))]
+    return _figure(data, f"Accuracy on each task as tasks are learned: {plain(method)}", note, height=360,
+                   xaxis=dict(title="tasks learned", dtick=1), yaxis=dict(title="test accuracy", range=[0, 1.02]))
+
+
+def sequence_scores(table: pd.DataFrame, note: str = "") -> go.Figure:
+    """ACC (bars) and BWT (markers) per method: one row per method of `table` (method, ACC, BWT)."""
+    methods = [plain(m) for m in table["method"]]
+    data = [dict(type="bar", x=methods, y=_values(table, "ACC"), name="ACC (mean accuracy after the last task)",
+                 marker=dict(color=PALETTE[0])),
+            dict(type="scatter", mode="markers", x=methods, y=_values(table, "BWT"), name="BWT (< 0: forgetting)",
+                 marker=dict(color=PALETTE[1], size=11, symbol="diamond"))]
+    return _figure(data, "ACC and BWT per method", note, height=360, yaxis=dict(title="accuracy", range=[-1, 1]))

@@ -354,3 +354,32 @@ def task_b_weights(a, phases: tuple[str, ...], checkpoint_b: str | None, arch: s
 
 __all__ = ["Job", "Registry", "wait", "runs_root", "Source", "sparsify_job", "candidates_job",
            "damage_job", "two_tasks_job"]
+
+
+def sequence_job(spec, seed: int = 0, root: Path | None = None) -> Callable[[Job], Any]:
+    """Each method of `spec` (a sequence_cells.SequenceSpec) learning its task sequence in turn, one run folder
+    each under `root` (None: the engine's default), grouped; rows (one per task learned, with the method) stream
+    into the job, and each method's ACC, BWT, FWT and forgetting join job.info["scores"] as it ends."""
+    from geodesic.experiments.sequence_cells import run_cell
+    from geodesic.store.runs import default_root
+    from geodesic.store.tasks import parse
+
+    def body(job: Job):
+        group = f"seq-{time.strftime('%H%M%S')}-{os.getpid() % 1000}"
+        job.info.update(names=[t.name for t in parse(spec.tasks, spec.task_seed)], scenario=spec.scenario,
+                        methods=list(spec.methods), scores=[], group=group)
+        folder = Path(root) if root is not None else default_root()
+        for method in spec.methods:
+            if job.stop_event.is_set():
+                break
+            job.info["method"] = method
+            row = run_cell(spec, method, seed, str(folder), job.stop_event, job.on_row(method=method),
+                           run_id=f"{group}-{method}", group=group, source="app")
+            job.run_dirs.append(Path(row["dir"]))
+            if row.get("status") == Status.ERROR.value:
+                raise RuntimeError(f"{method}: {row.get('error')}")
+            job.info["scores"].append({k: row.get(k) for k in ("method", "ACC", "BWT", "FWT", "forgetting",
+                                                               "seconds", "steps")})
+        return {"group": group, "scores": job.info["scores"]}
+
+    return body

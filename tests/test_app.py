@@ -49,7 +49,7 @@ def fresh_root(tmp_path, monkeypatch):
 # the first heading of each page (app/views/<stem>.py)
 TITLES = {"sparsify": "Sparsify", "candidates": "Candidate paths", "trajectories": "Weight trajectories",
           "runs": "Runs on disk", "theory": "Theory", "playground": "Playground", "damage": "Damage",
-          "two_tasks": "Two tasks", "sweeps": "Sweeps"}
+          "two_tasks": "Two tasks", "sweeps": "Sweeps", "task_sequence": "Task sequence"}
 
 
 def page(name: str) -> AppTest:

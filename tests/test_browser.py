@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parent.parent
 ART = ROOT / "tests" / "artifacts"
 PAGES = [("Candidate paths", "Candidate paths"), ("Trajectories", "Weight trajectories"),
          ("Damage & recovery", "Damage"), ("Two tasks", "Two tasks"), ("Playground", "Playground"),
-         ("Theory", "Theory"), ("Runs", "Runs on disk"), ("Sparsify", "Sparsify")]
+         ("Theory", "Theory"), ("Runs", "Runs on disk"), ("Task sequence", "Task sequence"), ("Sparsify", "Sparsify")]
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 

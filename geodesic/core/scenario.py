@@ -16,8 +16,10 @@ Logits restricted to `units` feed the cross-entropy and the argmax, so a net wit
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:  # torch loads on first use: the app draws the scenarios before it loads
+    import torch
 
 SCENARIOS = ("task", "domain", "class")
 
@@ -33,6 +35,8 @@ class Head:
 
     def labels(self, y: torch.Tensor) -> torch.Tensor:
         """Dataset labels (B,) → positions in units (B,); every label must belong to the head."""
+        import torch
+
         table = torch.tensor(self.label_of, dtype=torch.long, device=y.device)
         mapped = table[y]
         if bool((mapped < 0).any()):

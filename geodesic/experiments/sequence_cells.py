@@ -114,9 +114,11 @@ def splits(spec: SequenceSpec) -> tuple[dict, dict]:
             {n: data.load(n, "test", spec.data_source) for n in names})
 
 
-def run_cell(spec: SequenceSpec, method: str, seed: int, root: str) -> dict:
-    """One method and seed into root/<method>-s<seed>/; its results row (status "error" with the message when it
-    raised). One torch thread."""
+def run_cell(spec: SequenceSpec, method: str, seed: int, root: str, stop: Stop | None = None,
+             on_row: Callable[[dict], None] | None = None, run_id: str | None = None, **meta) -> dict:
+    """One method and seed into root/<method>-s<seed>/ (or root/<run_id>); its results row, with the run folder as
+    "dir" (status "error" with the message when it raised). One torch thread. `stop`, `on_row`: the run loop's
+    (the app's live page); `meta`: more meta.json fields (the app's group of runs)."""
     from ..infra import threads
     from ..store.runs import RunWriter, run_meta
     from .sequence import run_sequence
@@ -124,25 +126,27 @@ def run_cell(spec: SequenceSpec, method: str, seed: int, root: str) -> dict:
     t0, cid = time.perf_counter(), cell_id(method, seed)
     threads.configure(1)
     base = {"method": method, "seed": seed, "cell": cid, "node": node(), "host": platform.node()}
-    writer = RunWriter({"kind": "sequence", "cell": cid, "sequence": spec.as_dict()}, root=root, run_id=cid)
+    writer = RunWriter({"kind": "sequence", "cell": cid, "sequence": spec.as_dict()}, root=root,
+                       run_id=cid if run_id is None else run_id)
     try:
         model, start = build_model(spec, seed)
         train, test = splits(spec)
         datasets = ",".join(train)
         writer.update(**run_meta("sequence", start, datasets, next(iter(train.values())).source,
                                  len(next(iter(test.values()))), tasks=spec.tasks, scenario=spec.scenario,
-                                 method=method, seed=seed, node=base["node"]))
-        out = run_sequence(model, train, test, spec.config(method, seed), writer)
+                                 method=method, seed=seed, node=base["node"], **meta))
+        out = run_sequence(model, train, test, spec.config(method, seed), writer, stop, on_row)
         s = out.summary
         keep = {k: s.get(k) for k in ("ACC", "BWT", "FWT", "forgetting", "seconds", "steps", "tasks_learned")}
         row = {**base, **keep, "memory": spec.learn.memory, "status": out.status.value, "error": None}
         writer.update(summary={**s, **row})
-        return {**row, "wall": time.perf_counter() - t0}
+        return {**row, "wall": time.perf_counter() - t0, "dir": str(writer.dir)}
     except Exception as e:  # noqa: BLE001 — recorded in the row and the folder; the other cells go on
         error = f"{type(e).__name__}: {e}"
         writer.update(status=Status.INTERRUPTED, error=error, trace=traceback.format_exc()[-4000:],
                       summary={**base, "status": Status.ERROR.value, "error": error})
-        return {**base, "status": Status.ERROR.value, "error": error, "wall": time.perf_counter() - t0}
+        return {**base, "status": Status.ERROR.value, "error": error, "wall": time.perf_counter() - t0,
+                "dir": str(writer.dir)}
 
 
 def write_results(out: Path, rows: list[dict]) -> "pd.DataFrame":
