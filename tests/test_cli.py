@@ -14,7 +14,8 @@ def run_cli(*args, timeout=300):
     return subprocess.run([sys.executable, "-m", "geodesic", *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout)
 
 
-@pytest.mark.parametrize("command", ["fetch-data", "train", "sparsify", "damage", "recover", "merge", "export", "sweep"])
+@pytest.mark.parametrize("command", ["fetch-data", "train", "sparsify", "damage", "recover", "merge", "export", "sweep",
+                                     "sequence"])
 def test_help_explains_every_option(command, capsys):
     parser = cli.build_parser()
     sub = next(a for a in parser._actions if a.dest == "command").choices[command]

@@ -256,9 +256,9 @@ class AGEM(Replay):
         g = torch.cat([p.grad.flatten() if p.grad is not None else torch.zeros(p.numel()) for p in ps])
         ref = torch.autograd.grad(self.memory.loss(model, self.cfg.batch, self.generator), ps, allow_unused=True)
         g_ref = torch.cat([r.flatten() if r is not None else torch.zeros(p.numel()) for r, p in zip(ref, ps)])
-        dot = torch.dot(g, g_ref)
-        if dot < 0:
-            g = g - dot / torch.dot(g_ref, g_ref) * g_ref
+        dot, norm2 = torch.dot(g.double(), g_ref.double()), torch.dot(g_ref.double(), g_ref.double())
+        if dot < 0 and norm2 > 0:  # in float64: |g_ref|² of a memory fit to 1e-20 underflows float32 to 0
+            g = g - (dot / norm2).float() * g_ref
             offset = 0
             for p in ps:
                 p.grad = g[offset:offset + p.numel()].view_as(p).clone()
