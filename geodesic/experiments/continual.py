@@ -49,10 +49,12 @@ class LearnConfig:
     steps: int = 2000  # Adam steps per task at most (the reference code's 2,000 iterations)
     seconds: float = math.inf  # CPU seconds per task at most (equal budgets across methods)
     memory: int = 100  # images kept per earlier task (replay, A-GEM; the geodesic's unlabelled probe)
-    ewc_lambda: float = 5000.0
+    # λ and c measured on split-MNIST, task scenario, mlp100, 10 CPU s a task, seed 0 (ACC): EWC λ 1e5 0.9514,
+    # 1e6 0.9865, 1e7 0.9880 (published 98.64); SI c 10 0.9925, 100 0.9875, 1000 0.9704 (published 99.09)
+    ewc_lambda: float = 1e6
     ewc_gamma: float = 1.0
     fisher_images: int = 1000
-    si_c: float = 1.0
+    si_c: float = 10.0
     si_xi: float = 0.1
     lwf_temperature: float = 2.0
     path: PathConfig = field(default_factory=lambda: PathConfig(beta=0.01, eps=0.5, probe=32, eval_every=10**9))

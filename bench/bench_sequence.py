@@ -1,0 +1,87 @@
+"""Task sequences: every method of `geodesic sequence` in each scenario of a sequence, side by side, at one CPU
+budget per task, one table per sequence (ACC, BWT, FWT, forgetting per method, mean ± sd over seeds).
+
+    python bench/bench_sequence.py --tasks split-mnist --scenarios task,domain,class --seeds 0,1,2 --seconds 10
+    python bench/bench_sequence.py --report --name first ...   # the table from sequence folders already run
+
+Runs each scenario's cells through the CLI (resumable folders under bench/out/sequences/<tasks>-<scenario>), then
+writes bench/results/sequence-<tasks>[-<name>].md/.csv. Each folder's sequence.json records the settings the cells
+ran with (the methods' λ, c, memory, budget); the report names them, so that a table never claims the defaults of
+another version.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+
+import pandas as pd
+from common import ROOT, save
+
+OUT = ROOT / "bench" / "out" / "sequences"
+
+
+def folder(tasks: str, scenario: str):
+    return OUT / f"{tasks.replace(':', '').replace(',', '-')}-{scenario}"
+
+
+def run(args, scenario: str) -> None:
+    cmd = [sys.executable, "-m", "geodesic", "sequence", "--tasks", args.tasks, "--scenario", scenario, "--seeds",
+           args.seeds, "--seconds", str(args.seconds), "--steps", str(args.steps), "--memory", str(args.memory),
+           "--model", args.model, "--backend", args.backend, "--out", str(folder(args.tasks, scenario))]
+    print(" ".join(cmd[1:]), flush=True)
+    subprocess.run(cmd, cwd=ROOT, check=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+
+
+def table(args) -> tuple[pd.DataFrame, list[str]]:
+    rows, notes = [], []
+    for scenario in args.scenarios.split(","):
+        where = folder(args.tasks, scenario)
+        df = pd.read_csv(where / "results.csv")
+        spec = json.loads((where / "sequence.json").read_text())
+        learn = spec["learn"]
+        notes.append(f"{scenario}: {spec['model']}, {learn['seconds']:g} CPU s and at most {learn['steps']} steps a "
+                     f"task, memory {learn['memory']} images per earlier task, EWC λ {learn['ewc_lambda']:g} (γ "
+                     f"{learn['ewc_gamma']:g}), SI c {learn['si_c']:g}, the geodesic's β {learn['path']['beta']:g}, "
+                     f"ε {learn['path']['eps']:g} (self-checked), pull {learn['pull']:g}")
+        for method, part in df.groupby("method", sort=False):
+            ok = part[part["status"] != "error"]
+            row = {"scenario": scenario, "method": method, "seeds": len(ok), "errors": len(part) - len(ok)}
+            for k in ("ACC", "BWT", "FWT", "forgetting"):
+                v = ok[k]
+                row[k] = f"{v.mean():.4f} ± {v.std(ddof=1):.4f}" if len(v) > 1 else (f"{v.mean():.4f}" if len(v) else "")
+            row["CPU s a cell"] = f"{ok['seconds'].mean():.0f}" if len(ok) else ""
+            row["steps a cell"] = f"{ok['steps'].mean():.0f}" if len(ok) else ""
+            rows.append(row)
+    return pd.DataFrame(rows), notes
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--tasks", default="split-mnist")
+    p.add_argument("--scenarios", default="task,domain,class")
+    p.add_argument("--seeds", default="0,1,2")
+    p.add_argument("--seconds", type=float, default=10.0)
+    p.add_argument("--steps", type=int, default=2000)
+    p.add_argument("--memory", type=int, default=100)
+    p.add_argument("--model", default="mlp100")
+    p.add_argument("--backend", default="ray")
+    p.add_argument("--name", default="", help="suffix of the result file")
+    p.add_argument("--report", action="store_true", help="only the table, from folders already run")
+    args = p.parse_args()
+    if not args.report:
+        for scenario in args.scenarios.split(","):
+            run(args, scenario)
+    df, notes = table(args)
+    load = os.getloadavg()
+    note = (f"{args.tasks}, full test sets, one torch thread a cell; mean ± sd over the cells' seeds. "
+            + "; ".join(notes) + f". Load average at the report: {load[0]:.1f}, {load[1]:.1f}, {load[2]:.1f}.")
+    name = f"sequence-{args.tasks.replace(':', '').replace(',', '-')}" + (f"-{args.name}" if args.name else "")
+    print(save(name, df, note))
+
+
+if __name__ == "__main__":
+    main()
