@@ -6,13 +6,12 @@ widgets show them, a net's prunable groups and a slider over their count.
 from __future__ import annotations
 
 from app.page import md
-from geodesic.core.strategies import STRATEGIES  # noqa: F401 — the pages read them here
+from geodesic.core.output_maps import NAMES as OUTPUT_MAPS  # noqa: F401 — the pages read them here
+from geodesic.core.strategies import STRATEGIES  # noqa: F401
 from geodesic.experiments.damage_kinds import KINDS as DAMAGE_KINDS  # noqa: F401
 from geodesic.experiments.presets import SPARSIFY_PRESETS
 from geodesic.store import zoo_table
-
-OUTPUT_MAPS = ("sqrt_probs", "probs", "logits")
-DATASETS = ("mnist", "fashion-mnist")
+from geodesic.store.dataset_table import DATASETS  # noqa: F401
 
 # the Sparsify page's presets by the label its radio shows (the first is the engine's default)
 PRESET_LABELS = {"recommended": "benchmarked for lenet60", "literal": "the paper's algorithm (literal)"}

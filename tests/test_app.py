@@ -750,7 +750,8 @@ def test_torch_free_tables_match_the_engine():
 CONTROLS = {"sparsify": ("button", "sp-start"), "candidates": ("button", "cand-start"),
             "damage": ("button", "dmg-start"), "two_tasks": ("button", "tt-start"),
             "playground": ("slider", "start w1"), "runs": ("multiselect", "Open / compare"),
-            "trajectories": ("multiselect", "Runs"), "sweeps": ("selectbox", "Sweep"), "theory": (None, None)}
+            "trajectories": ("multiselect", "Runs"), "sweeps": ("selectbox", "Sweep"), "theory": (None, None),
+            "task_sequence": ("button", "seq-start")}
 
 NO_ENGINE = r"""
 import json, sys

@@ -6,9 +6,9 @@ from dataclasses import replace
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import open_page
 
 from app import figures, jobs
-from conftest import open_page
 from geodesic.experiments.continual import LearnConfig
 from geodesic.experiments.sequence_cells import SequenceSpec
 from geodesic.infra.lifecycle import Status

@@ -55,3 +55,11 @@ def test_the_tables_import_neither_torch_nor_pandas():
                          env={"PYTHONPATH": str(ROOT), "PATH": ""}, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
+
+
+def test_the_output_map_and_dataset_names_are_the_engines():
+    from geodesic.core import metric, output_maps
+    from geodesic.store import data, dataset_table
+
+    assert set(output_maps.NAMES) == set(metric.OUTPUT_MAPS) and output_maps.NAMES[0] == "sqrt_probs"
+    assert data.FOLDERS is dataset_table.FOLDERS and dataset_table.DATASETS == ("mnist", "fashion-mnist")

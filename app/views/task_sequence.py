@@ -4,7 +4,8 @@ import streamlit as st
 
 from app import engine, job_panel, page, run_folders
 from geodesic.core.scenario import SCENARIOS
-from geodesic.experiments.sequence_choices import METHODS, SEQUENCES
+from geodesic.experiments.choices import SEQUENCE_METHODS as METHODS
+from geodesic.experiments.choices import SEQUENCES
 
 st.title("Task sequence: learn tasks one after another")
 st.markdown("**Idea (the paper's first motivation):** learn task after task without forgetting the earlier ones. "

@@ -62,7 +62,7 @@ from . import layers
 from .layers import EXACT_BLOCK
 from .params import ParamSpec, spec_of, unflatten
 
-OUTPUT_MAPS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+OUTPUT_MAPS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {  # the names: core/output_maps.py
     "logits": lambda z: z,
     "probs": lambda z: torch.softmax(z, dim=-1),
     "sqrt_probs": lambda z: torch.exp(0.5 * torch.log_softmax(z, dim=-1)),  # Hellinger; JᵀJ = Fisher / 4

@@ -37,7 +37,7 @@ from ..core.params import flatten, load_flat
 from ..core.path import Evaluation, Path, PathConfig
 from ..core.scenario import Head
 from ..core.split import Split
-from .sequence_choices import METHODS  # noqa: F401 (the torch-free list the app shows; make() checks against it)
+from .choices import SEQUENCE_METHODS as METHODS  # noqa: F401 (torch-free: the app shows it; make() checks it)
 
 
 @dataclass(frozen=True)

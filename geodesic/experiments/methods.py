@@ -34,12 +34,13 @@ from ..core.targets import choose_groups, smallest_groups
 from ..infra.lifecycle import Budget, Phase, Status, within
 from ..store.data import Split
 from .baselines import finetune, magnitude_prune
+from .choices import SWEEP_METHODS
 from .fip import fip
 from .recalibrate import images as recal_images
 from .recalibrate import recalibrate
 from .sparsify import budgeted, recommended, sparsify_phases
 
-METHODS = ("geodesic", "magnitude", "finetune", "distill", "fip")
+METHODS = SWEEP_METHODS
 RECAL = "+recal"  # suffix of a method's variant with BatchNorm recalibration before the mask's scoring
 VARIANTS = tuple(m + RECAL for m in METHODS)
 BATCH = 128  # images per fine-tuning / distillation step

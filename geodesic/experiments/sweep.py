@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Callable
 from ..infra.backend import node
 from ..infra.lifecycle import Status, Stop
 from ..store.source import Source
+from .choices import SWEEP_METHODS
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -50,7 +51,7 @@ class SweepSpec:
     source: Source
     filters: tuple[int, ...] = ()
     fractions: tuple[float, ...] = ()
-    methods: tuple[str, ...] = ("geodesic", "magnitude", "finetune", "distill", "fip")
+    methods: tuple[str, ...] = SWEEP_METHODS
     seeds: tuple[int, ...] = (0,)
     data: tuple[int, ...] = (0,)
     seconds: float = 60.0

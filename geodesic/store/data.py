@@ -24,12 +24,12 @@ from safetensors.torch import load_file, save_file
 
 from ..core.split import Split  # noqa: F401 (the loaders return it; data.Split is its public name)
 from ..infra.files import follow_umask
+from .dataset_table import FOLDERS
 
 REPO = Path(__file__).resolve().parents[2]
 ASSETS = REPO / "assets"
 FETCH_HINT = "run `make data` (or `python -m geodesic fetch-data`) to install the full datasets offline"
 
-FOLDERS = {"mnist": "MNIST", "fashion-mnist": "FashionMNIST"}
 FILES = {  # torchvision's raw file names
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
     "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
