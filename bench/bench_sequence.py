@@ -4,7 +4,7 @@ budget per task, one table per sequence (ACC, BWT, FWT, forgetting per method, m
     python bench/bench_sequence.py --tasks split-mnist --scenarios task,domain,class --seeds 0,1,2 --seconds 10
     python bench/bench_sequence.py --report --name first ...   # the table from sequence folders already run
 
-Runs each scenario's cells through the CLI (resumable folders under bench/out/sequences/<tasks>-<scenario>), then
+Runs each scenario's cells through the CLI (resumable folders under bench/out/sequences/<tasks>-<scenario>[-<name>]), then
 writes bench/results/sequence-<tasks>[-<name>].md/.csv. Each folder's sequence.json records the settings the cells
 ran with (the methods' λ, c, memory, budget); the report names them, so that a table never claims the defaults of
 another version.
@@ -24,14 +24,16 @@ from common import ROOT, save
 OUT = ROOT / "bench" / "out" / "sequences"
 
 
-def folder(tasks: str, scenario: str):
-    return OUT / f"{tasks.replace(':', '').replace(',', '-')}-{scenario}"
+def folder(tasks: str, scenario: str, name: str = ""):
+    """bench/out/sequences/<tasks>-<scenario>[-<name>]: a named run keeps its own folders (another budget is
+    another sequence run, which the command refuses to mix into a folder)."""
+    return OUT / (f"{tasks.replace(':', '').replace(',', '-')}-{scenario}" + (f"-{name}" if name else ""))
 
 
 def run(args, scenario: str) -> None:
     cmd = [sys.executable, "-m", "geodesic", "sequence", "--tasks", args.tasks, "--scenario", scenario, "--seeds",
            args.seeds, "--seconds", str(args.seconds), "--steps", str(args.steps), "--memory", str(args.memory),
-           "--model", args.model, "--backend", args.backend, "--out", str(folder(args.tasks, scenario))]
+           "--model", args.model, "--backend", args.backend, "--out", str(folder(args.tasks, scenario, args.name))]
     print(" ".join(cmd[1:]), flush=True)
     subprocess.run(cmd, cwd=ROOT, check=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
 
@@ -39,7 +41,7 @@ def run(args, scenario: str) -> None:
 def table(args) -> tuple[pd.DataFrame, list[str]]:
     rows, notes = [], []
     for scenario in args.scenarios.split(","):
-        where = folder(args.tasks, scenario)
+        where = folder(args.tasks, scenario, args.name)
         df = pd.read_csv(where / "results.csv")
         spec = json.loads((where / "sequence.json").read_text())
         learn = spec["learn"]
