@@ -111,3 +111,45 @@ def finished(status, what: str, where: Path) -> int:
             print(f"hint: {DIVERGED_HINT}", file=sys.stderr)
         return 1
     return 0
+
+
+def run_cells(run, out: str, score: str, columns: list[str]) -> int:
+    """Drive a grid of cells (a sweep, a task sequence): `run(on_cell, stop)` runs them and returns the results
+    table. A progress bar over the cells (the last cell's status and `score`); the first Ctrl-C stops the grid,
+    keeping every finished cell (exit 130), a second one interrupts at once; then the table's `columns`, each
+    failed cell's error, and where the results are. Exit 1 when a cell failed."""
+    import math
+    import signal
+
+    from ..infra.lifecycle import Status, Stop
+
+    bar = progress(0, "cells", unit="cell")
+
+    def on_cell(row: dict, done: int, total: int) -> None:
+        bar.total = total
+        bar.set_postfix(refresh=False, **{"last": row["cell"], "status": row.get("status"),
+                                           score: f"{row.get(score, math.nan):.3f}"})
+        bar.update(done - bar.n)
+
+    stop = Stop()
+
+    def on_ctrl_c(signum, frame) -> None:
+        stop.set()
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    # a Stop rather than KeyboardInterrupt: raised inside Ray's client code, the latter was sometimes lost
+    previous = signal.signal(signal.SIGINT, on_ctrl_c)
+    try:
+        table = run(on_cell, stop)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        bar.close()
+    if stop.is_set():
+        print(f"interrupted; every finished cell is kept in {out}: run the same command to resume", file=sys.stderr)
+        return 130
+    print(table[columns].to_string(index=False))
+    errors = table[table["status"] == Status.ERROR]
+    for _, r in errors.iterrows():
+        print(f"error: {r['cell']}: {r['error']}", file=sys.stderr)
+    print(f"results: {Path(out) / 'results.csv'} (and .parquet); run folders: {Path(out) / 'cells'}")
+    return 1 if len(errors) else 0

@@ -4,13 +4,9 @@ results table."""
 from __future__ import annotations
 
 import argparse
-import math
-import signal
-import sys
-from pathlib import Path
 
 from ..infra import threads
-from .common import backend_options, progress
+from .common import backend_options, run_cells
 from .sweep import numbers
 
 
@@ -60,39 +56,11 @@ def run(args: argparse.Namespace) -> int:
 
     from ..experiments.continual import LearnConfig
     from ..experiments.sequence_cells import SequenceSpec, run_sequences
-    from ..infra.lifecycle import Status, Stop
 
     threads.configure(1)
     learn = replace(LearnConfig(), memory=args.memory, seconds=args.seconds, steps=args.steps)
     spec = SequenceSpec(args.tasks, args.scenario, args.methods, args.seeds, args.model, args.arch, args.data_source,
                         args.task_seed, learn).validate()
-    bar = progress(0, "cells", unit="cell")
-
-    def on_cell(row: dict, done: int, total: int) -> None:
-        bar.total = total
-        bar.set_postfix(last=row["cell"], status=row.get("status"), ACC=f"{row.get('ACC', math.nan):.3f}",
-                        refresh=False)
-        bar.update(done - bar.n)
-
-    stop = Stop()
-
-    def on_ctrl_c(signum, frame) -> None:  # the first Ctrl-C stops; a second one interrupts at once
-        stop.set()
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-
-    previous = signal.signal(signal.SIGINT, on_ctrl_c)
-    try:
-        table = run_sequences(spec, args.out, args.backend, args.address, args.workers, on_cell, stop)
-    finally:
-        signal.signal(signal.SIGINT, previous)
-        bar.close()
-    if stop.is_set():
-        print(f"interrupted; every finished cell is kept in {args.out}: run the same command to resume", file=sys.stderr)
-        return 130
     cols = ["method", "seed", "ACC", "BWT", "FWT", "forgetting", "seconds", "steps", "status"]
-    print(table[cols].to_string(index=False))
-    errors = table[table["status"] == Status.ERROR]
-    for _, r in errors.iterrows():
-        print(f"error: {r['cell']}: {r['error']}", file=sys.stderr)
-    print(f"results: {Path(args.out) / 'results.csv'} (and .parquet); run folders: {Path(args.out) / 'cells'}")
-    return 1 if len(errors) else 0
+    return run_cells(lambda on_cell, stop: run_sequences(spec, args.out, args.backend, args.address, args.workers,
+                                                         on_cell, stop), args.out, "ACC", cols)

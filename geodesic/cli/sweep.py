@@ -3,13 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import math
-import signal
-import sys
-from pathlib import Path
 
 from ..infra import threads
-from .common import backend_options, checkpoint_options, one_architecture, progress
+from .common import backend_options, checkpoint_options, one_architecture, run_cells
 
 
 def numbers(kind: type, what: str):
@@ -51,42 +47,13 @@ def add(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..experiments.sweep import SweepSpec, run_sweep
-    from ..infra.lifecycle import Status, Stop
 
     threads.configure(1)
     spec = SweepSpec(source(args), filters=args.filters or (), fractions=args.fractions or (),
                      methods=args.methods, seeds=args.seeds, data=args.images, seconds=args.seconds).validate()
-    bar = progress(0, "cells", unit="cell")
-
-    def on_cell(row: dict, done: int, total: int) -> None:
-        bar.total = total
-        bar.set_postfix(last=row["cell"], status=row.get("status"), acc=f"{row.get('accuracy', math.nan):.3f}",
-                        refresh=False)
-        bar.update(done - bar.n)
-
-    stop = Stop()
-
-    def on_ctrl_c(signum, frame) -> None:  # the first Ctrl-C stops the sweep; a second one interrupts at once
-        stop.set()
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-
-    # a Stop rather than KeyboardInterrupt: raised inside Ray's client code, the latter was sometimes lost
-    previous = signal.signal(signal.SIGINT, on_ctrl_c)
-    try:
-        table = run_sweep(spec, args.out, args.backend, args.address, args.workers, on_cell, stop)
-    finally:
-        signal.signal(signal.SIGINT, previous)
-        bar.close()
-    if stop.is_set():
-        print(f"interrupted; every finished cell is kept in {args.out}: run the same command to resume", file=sys.stderr)
-        return 130
     cols = ["method", "filters", "seed", "data", "accuracy", "seconds", "steps", "status"]
-    print(table[cols].to_string(index=False))
-    errors = table[table["status"] == Status.ERROR]
-    for _, r in errors.iterrows():
-        print(f"error: {r['cell']}: {r['error']}", file=sys.stderr)
-    print(f"results: {Path(args.out) / 'results.csv'} (and .parquet); run folders: {Path(args.out) / 'cells'}")
-    return 1 if len(errors) else 0
+    return run_cells(lambda on_cell, stop: run_sweep(spec, args.out, args.backend, args.address, args.workers,
+                                                     on_cell, stop), args.out, "accuracy", cols)
 
 
 def source(args: argparse.Namespace):
