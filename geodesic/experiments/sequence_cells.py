@@ -24,13 +24,12 @@ from typing import TYPE_CHECKING, Callable
 from ..infra.backend import node
 from ..infra.lifecycle import Status, Stop
 from .continual import METHODS, LearnConfig
-from .sweep import CELLS, finished_rows
+from .sweep import CELLS, RESULTS, finished_rows, write_table  # noqa: F401 (RESULTS: the table beside results.csv)
 
 if TYPE_CHECKING:
     import pandas as pd
 
 SPEC = "sequence.json"
-RESULTS = "results.parquet"  # and results.csv beside it
 COLUMNS = ["method", "seed", "ACC", "BWT", "FWT", "forgetting", "seconds", "steps", "tasks_learned", "memory",
            "status", "error", "cell", "node", "host", "wall"]
 
@@ -150,17 +149,8 @@ def run_cell(spec: SequenceSpec, method: str, seed: int, root: str, stop: Stop |
 
 
 def write_results(out: Path, rows: list[dict]) -> "pd.DataFrame":
-    import pandas as pd
-
-    from ..store.runs import _atomic_write_bytes, plain
-
-    df = pd.DataFrame([plain(r) for r in rows]).reindex(columns=COLUMNS)
-    df = df.sort_values(["method", "seed"], kind="stable").reset_index(drop=True)
-    for col in ("ACC", "BWT", "FWT", "forgetting", "seconds", "wall"):
-        df[col] = pd.to_numeric(df[col], errors="coerce")
-    _atomic_write_bytes(out / "results.csv", lambda t: df.to_csv(t, index=False))
-    _atomic_write_bytes(out / RESULTS, lambda t: df.to_parquet(t, index=False))
-    return df
+    """DIR/results.csv and .parquet, one row per cell in COLUMNS order (sweep.write_table)."""
+    return write_table(out, rows, COLUMNS, ["method", "seed"], ("ACC", "BWT", "FWT", "forgetting", "seconds", "wall"))
 
 
 def read_spec(path: Path) -> SequenceSpec:

@@ -211,13 +211,21 @@ def find_sweeps(root: str | os.PathLike) -> list[Path]:
 
 def write_results(out: Path, rows: list[dict]) -> "pd.DataFrame":
     """DIR/results.csv and DIR/results.parquet, one row per cell in COLUMNS order (written atomically)."""
+    return write_table(out, rows, COLUMNS, ["method", "filters", "data", "seed"],
+                       ("accuracy", "loss", "distance", "seconds", "length", "wall", "fraction"))
+
+
+def write_table(out: Path, rows: list[dict], columns: list[str], order: list[str],
+                numeric: tuple[str, ...]) -> "pd.DataFrame":
+    """A grid's results table: `rows` as `columns`, sorted by `order`, the `numeric` columns as numbers (NaN for
+    a cell that has none), written atomically to DIR/results.csv and DIR/results.parquet."""
     import pandas as pd
 
     from ..store.runs import _atomic_write_bytes, plain
 
-    df = pd.DataFrame([plain(r) for r in rows]).reindex(columns=COLUMNS)
-    df = df.sort_values(["method", "filters", "data", "seed"], kind="stable").reset_index(drop=True)
-    for col in ("accuracy", "loss", "distance", "seconds", "length", "wall", "fraction"):
+    df = pd.DataFrame([plain(r) for r in rows]).reindex(columns=columns)
+    df = df.sort_values(order, kind="stable").reset_index(drop=True)
+    for col in numeric:
         df[col] = pd.to_numeric(df[col], errors="coerce")
     _atomic_write_bytes(out / "results.csv", lambda t: df.to_csv(t, index=False))
     _atomic_write_bytes(out / RESULTS, lambda t: df.to_parquet(t, index=False))
