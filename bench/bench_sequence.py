@@ -3,9 +3,13 @@ budget per task, one table per sequence (ACC, BWT, FWT, forgetting per method, m
 
     python bench/bench_sequence.py --tasks split-mnist --scenarios task,domain,class --seeds 0,1,2 --seconds 10
     python bench/bench_sequence.py --report --name first ...   # the table from sequence folders already run
+    python bench/bench_sequence.py --scenarios class --methods geodesic,agem,replay --memories 10,100,1000 \
+        --name memory                                            # a memory curve: ACC against M, one table
 
-Runs each scenario's cells through the CLI (resumable folders under bench/out/sequences/<tasks>-<scenario>[-<name>]), then
-writes bench/results/sequence-<tasks>[-<name>].md/.csv. Each folder's sequence.json records the settings the cells
+Runs each scenario's cells through the CLI (resumable folders under
+bench/out/sequences/<tasks>-<scenario>[-<name>][-m<M>]), then writes bench/results/sequence-<tasks>[-<name>].md/.csv.
+With several --memories, each memory size is its own sequence folder (M is part of what a folder runs) and the table
+has a row per scenario, method and M. Each folder's sequence.json records the settings the cells
 ran with (the methods' λ, c, memory, budget); the report names them, so that a table never claims the defaults of
 another version.
 """
@@ -24,24 +28,32 @@ from common import ROOT, save
 OUT = ROOT / "bench" / "out" / "sequences"
 
 
-def folder(tasks: str, scenario: str, name: str = ""):
-    """bench/out/sequences/<tasks>-<scenario>[-<name>]: a named run keeps its own folders (another budget is
-    another sequence run, which the command refuses to mix into a folder)."""
-    return OUT / (f"{tasks.replace(':', '').replace(',', '-')}-{scenario}" + (f"-{name}" if name else ""))
+def folder(tasks: str, scenario: str, name: str = "", memory: int | None = None):
+    """bench/out/sequences/<tasks>-<scenario>[-<name>][-m<M>]: a named run keeps its own folders (another budget is
+    another sequence run, which the command refuses to mix into a folder); a memory curve has one per M."""
+    return OUT / (f"{tasks.replace(':', '').replace(',', '-')}-{scenario}" + (f"-{name}" if name else "")
+                  + (f"-m{memory}" if memory is not None else ""))
 
 
-def run(args, scenario: str) -> None:
+def memories(args) -> list[int | None]:
+    """The memory sizes to run: None (the folder without an -m suffix) for a single --memory."""
+    return [int(m) for m in args.memories.split(",")] if args.memories else [None]
+
+
+def run(args, scenario: str, memory: int | None) -> None:
     cmd = [sys.executable, "-m", "geodesic", "sequence", "--tasks", args.tasks, "--scenario", scenario, "--seeds",
-           args.seeds, "--seconds", str(args.seconds), "--steps", str(args.steps), "--memory", str(args.memory),
-           "--model", args.model, "--backend", args.backend, "--out", str(folder(args.tasks, scenario, args.name))]
+           args.seeds, "--seconds", str(args.seconds), "--steps", str(args.steps),
+           "--memory", str(args.memory if memory is None else memory), "--model", args.model, "--backend",
+           args.backend, "--out", str(folder(args.tasks, scenario, args.name, memory))]
+    cmd += ["--methods", args.methods] if args.methods else []
     print(" ".join(cmd[1:]), flush=True)
     subprocess.run(cmd, cwd=ROOT, check=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
 
 
 def table(args) -> tuple[pd.DataFrame, list[str]]:
     rows, notes = [], []
-    for scenario in args.scenarios.split(","):
-        where = folder(args.tasks, scenario, args.name)
+    for scenario, memory in [(s, m) for s in args.scenarios.split(",") for m in memories(args)]:
+        where = folder(args.tasks, scenario, args.name, memory)
         df = pd.read_csv(where / "results.csv")
         spec = json.loads((where / "sequence.json").read_text())
         learn = spec["learn"]
@@ -51,7 +63,8 @@ def table(args) -> tuple[pd.DataFrame, list[str]]:
                      f"ε {learn['path']['eps']:g} (self-checked), pull {learn['pull']:g}")
         for method, part in df.groupby("method", sort=False):
             ok = part[part["status"] != "error"]
-            row = {"scenario": scenario, "method": method, "seeds": len(ok), "errors": len(part) - len(ok)}
+            row = {"scenario": scenario, "method": method, "memory": learn["memory"], "seeds": len(ok),
+                   "errors": len(part) - len(ok)}
             for k in ("ACC", "BWT", "FWT", "forgetting"):
                 v = ok[k]
                 row[k] = f"{v.mean():.4f} ± {v.std(ddof=1):.4f}" if len(v) > 1 else (f"{v.mean():.4f}" if len(v) else "")
@@ -69,6 +82,8 @@ def main() -> None:
     p.add_argument("--seconds", type=float, default=10.0)
     p.add_argument("--steps", type=int, default=2000)
     p.add_argument("--memory", type=int, default=100)
+    p.add_argument("--memories", default="", help="a memory curve: comma-separated M, each its own folder")
+    p.add_argument("--methods", default="", help="comma-separated (default every method)")
     p.add_argument("--model", default="mlp100")
     p.add_argument("--backend", default="ray")
     p.add_argument("--name", default="", help="suffix of the result file")
@@ -76,8 +91,11 @@ def main() -> None:
     args = p.parse_args()
     if not args.report:
         for scenario in args.scenarios.split(","):
-            run(args, scenario)
+            for memory in memories(args):
+                run(args, scenario, memory)
     df, notes = table(args)
+    if not args.memories:
+        df = df.drop(columns="memory")
     load = os.getloadavg()
     note = (f"{args.tasks}, full test sets, one torch thread a cell; mean ± sd over the cells' seeds. "
             + "; ".join(notes) + f". Load average at the report: {load[0]:.1f}, {load[1]:.1f}, {load[2]:.1f}.")

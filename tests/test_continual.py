@@ -2,6 +2,8 @@
 Fisher against per-image gradients from torch.func, A-GEM's projection against its definition, and a sequence
 where forgetting is certain (class-incremental split-MNIST) with and without replay."""
 
+from pathlib import Path
+
 import pytest
 import torch
 from torch import nn
@@ -133,3 +135,16 @@ def test_the_geodesic_learns_the_first_task_as_finetuning_and_then_keeps_it():
     assert out["geodesic"]["spent"][1]["steps"] == 100
     assert out["geodesic"]["R"][1, 0] > out["finetune"]["R"][1, 0] + 0.05
     assert out["geodesic"]["R"][1, 1] > 0.9  # and learns the new pair
+
+
+def test_each_benchmarks_strengths_are_the_best_of_its_measured_grid():
+    """continual.STRENGTHS (and the split-MNIST defaults of LearnConfig) are the values of
+    bench/results/sequence-strengths.csv with the best mean ACC over the benchmark's scenarios."""
+    import pandas as pd
+
+    df = pd.read_csv(Path(__file__).resolve().parent.parent / "bench" / "results" / "sequence-strengths.csv")
+    mean = df.groupby(["tasks", "method", "strength", "value"])["ACC"].mean().reset_index()
+    best = mean.loc[mean.groupby(["tasks", "method"])["ACC"].idxmax()]
+    assert len(best) >= 4
+    for r in best.itertuples():
+        assert getattr(C.config_for(r.tasks), r.strength) == r.value, (r.tasks, r.method)

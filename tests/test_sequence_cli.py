@@ -1,6 +1,8 @@
 """`geodesic sequence` end to end on the bundled MNIST subsets: run folders anyone can recompute R from, the
 results table, resume and growth, and nonsense refused before anything is written."""
 
+import json
+
 import pandas as pd
 import pytest
 import torch
@@ -47,6 +49,8 @@ def test_a_sequence_run_can_be_recomputed_and_resumed(tmp_path, capsys):
     (["--memory", "0"], "memory must be >= 1"),
     (["--methods", "finetune,gem"], "method must be one of"),
     (["--tasks", "cifar10"], "sequences are permuted-mnist:T, split-mnist, or datasets"),
+    (["--pull", "-1"], "the pull must be finite and >= 0"),
+    (["--ewc-lambda", "nan"], "EWC λ, SI c and the pull must be finite"),
 ])
 def test_nonsense_is_refused_before_anything_is_written(args, says, tmp_path, capsys):
     out = tmp_path / "seq"
@@ -60,3 +64,20 @@ def test_another_sequence_in_the_same_folder_is_refused(tmp_path, capsys):
     before = (out / "results.csv").read_bytes()
     assert cli.main([*ARGS, "--methods", "finetune", "--memory", "11", "--out", str(out)]) == 2
     assert "holds another sequence run" in capsys.readouterr().err and (out / "results.csv").read_bytes() == before
+
+
+def test_each_benchmark_runs_with_its_measured_strengths_unless_the_user_gives_one(tmp_path):
+    from geodesic.experiments.continual import STRENGTHS, LearnConfig
+
+    out = tmp_path / "perm"
+    args = [*ARGS[:2], "permuted-mnist:2", *ARGS[3:], "--methods", "finetune", "--si-c", "3", "--out", str(out)]
+    assert cli.main(args) == 0
+    learn = json.loads((out / "sequence.json").read_text())["learn"]
+    measured = STRENGTHS["permuted-mnist"]
+    assert learn["ewc_lambda"] == measured["ewc_lambda"] != LearnConfig().ewc_lambda
+    assert learn["pull"] == measured["pull"] and learn["si_c"] == 3.0  # the user's value wins
+    out = tmp_path / "split"
+    assert cli.main([*ARGS, "--methods", "finetune", "--out", str(out)]) == 0
+    learn = json.loads((out / "sequence.json").read_text())["learn"]
+    assert (learn["ewc_lambda"], learn["si_c"], learn["pull"]) == (LearnConfig().ewc_lambda, LearnConfig().si_c,
+                                                                    LearnConfig().pull)

@@ -32,14 +32,12 @@ memory = c[1].number_input("Memory (images per earlier task)", 1, 5000, 100, key
 seconds = c[2].number_input("CPU seconds per task", 0.5, 600.0, 5.0, key="seq-seconds")
 steps = c[3].number_input("Steps per task (at most)", 1, 20000, 500, key="seq-steps")
 if engine.start_button("Learn the sequence", "seq-start"):
-    from dataclasses import replace
-
     from app import jobs
-    from geodesic.experiments.continual import LearnConfig
+    from geodesic.experiments.continual import config_for
     from geodesic.experiments.sequence_cells import SequenceSpec
 
     try:
-        learn = replace(LearnConfig(), memory=int(memory), seconds=float(seconds), steps=int(steps))
+        learn = config_for(sequence, memory=int(memory), seconds=float(seconds), steps=int(steps))
         spec = SequenceSpec(sequence, scenario, tuple(methods), (int(seed),), model, learn=learn).validate()
     except ValueError as e:
         st.error(page.md(e))

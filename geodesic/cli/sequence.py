@@ -40,6 +40,9 @@ def add(sub) -> None:
                    help=f"images kept per earlier task by every method that keeps any (default {d.memory})")
     q.add_argument("--seconds", type=float, default=30.0, help="CPU seconds per task, one thread (default 30)")
     q.add_argument("--steps", type=int, default=d.steps, help=f"steps per task at most (default {d.steps})")
+    for flag, what in (("--ewc-lambda", "EWC's λ"), ("--si-c", "SI's c"), ("--pull", "the geodesic's pull ρ")):
+        q.add_argument(flag, type=float, help=f"{what} (default: the value measured for the benchmark, "
+                                              "continual.STRENGTHS)")
     q.add_argument("--model", choices=sorted(zoo.ZOO), default="mlp100",
                    help="the zoo net each cell starts from, freshly initialized by its seed (default mlp100)")
     q.add_argument("--arch", help="FILE.py:FACTORY, a net of your own instead of --model")
@@ -52,13 +55,12 @@ def add(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from dataclasses import replace
-
-    from ..experiments.continual import LearnConfig
+    from ..experiments.continual import config_for
     from ..experiments.sequence_cells import SequenceSpec, run_sequences
 
     threads.configure(1)
-    learn = replace(LearnConfig(), memory=args.memory, seconds=args.seconds, steps=args.steps)
+    given = {k: getattr(args, k) for k in ("ewc_lambda", "si_c", "pull") if getattr(args, k) is not None}
+    learn = config_for(args.tasks, memory=args.memory, seconds=args.seconds, steps=args.steps, **given)
     spec = SequenceSpec(args.tasks, args.scenario, args.methods, args.seeds, args.model, args.arch, args.data_source,
                         args.task_seed, learn).validate()
     cols = ["method", "seed", "ACC", "BWT", "FWT", "forgetting", "seconds", "steps", "status"]

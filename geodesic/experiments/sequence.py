@@ -96,6 +96,8 @@ class SequenceConfig:
             (lc.steps >= 1 and lc.seconds > 0, f"steps must be >= 1 and seconds > 0, got {lc.steps}, {lc.seconds}"),
             (lc.batch >= 1 and 0 < lc.lr < math.inf, f"batch must be >= 1 and lr > 0, got {lc.batch}, {lc.lr}"),
             (lc.memory >= 1, f"memory must be >= 1 image per task, got {lc.memory}"),
+            (all(0 <= v < math.inf for v in (lc.ewc_lambda, lc.si_c, lc.pull)),
+             f"EWC λ, SI c and the pull must be finite and >= 0, got {lc.ewc_lambda}, {lc.si_c}, {lc.pull}"),
         ])
         return self
 

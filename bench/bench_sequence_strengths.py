@@ -1,0 +1,114 @@
+"""Each continual-learning method's strength per benchmark, measured: ACC and BWT of one sequence run per setting
+(seed 0, mlp100, 10 CPU s a task, no step cap), the grid that chose the values in continual.STRENGTHS.
+
+    python bench/bench_sequence_strengths.py            # runs the grid points not yet in bench/out, then the table
+    python bench/bench_sequence_strengths.py --report   # only the table
+
+Each point calls the library as `geodesic sequence` does (sequence_cells.build_model, splits, run_sequence) with
+continual.config_for's settings for the benchmark and one strength changed; its result is one line of
+bench/out/sequence-strengths.jsonl (kept, so that an interrupted grid resumes). The table marks each method's best
+value per benchmark; the values of STRENGTHS should be those.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+
+import pandas as pd
+from common import ROOT, save
+
+OUT = ROOT / "bench" / "out" / "sequence-strengths.jsonl"
+SEQUENCES = {"permuted-mnist:10": ("domain",), "split-mnist": ("task", "domain", "class")}
+GRID = {"ewc": ("ewc_lambda", (1e1, 1e2, 1e3, 1e4, 1e6)), "si": ("si_c", (0.1, 1.0, 10.0)),
+        "geodesic": ("pull", (0.5, 1.0, 2.0, 4.0, 8.0))}
+PLAN = [("permuted-mnist:10", "domain", m, v) for m in GRID for v in GRID[m][1]] + [
+    ("split-mnist", s, "geodesic", v) for s in SEQUENCES["split-mnist"] for v in GRID["geodesic"][1]]
+
+
+def point(tasks: str, scenario: str, method: str, value: float, seconds: float) -> dict:
+    """One sequence run with one strength set (in this process, one torch thread)."""
+    from geodesic.experiments.continual import config_for
+    from geodesic.experiments.sequence import run_sequence
+    from geodesic.experiments.sequence_cells import SequenceSpec, build_model, splits
+    from geodesic.infra import threads
+
+    threads.configure(1)
+    learn = replace(config_for(tasks), seconds=seconds, steps=10**6, **{GRID[method][0]: value})
+    spec = SequenceSpec(tasks, scenario, (method,), (0,), learn=learn)
+    model, _ = build_model(spec, 0)
+    train, test = splits(spec)
+    t0 = time.time()
+    s = run_sequence(model, train, test, spec.config(method, 0)).summary
+    return {"tasks": tasks, "scenario": scenario, "method": method, "strength": GRID[method][0], "value": value,
+            "ACC": s["ACC"], "BWT": s["BWT"], "steps": s["steps"], "wall": time.time() - t0}
+
+
+def done() -> list[dict]:
+    return [json.loads(line) for line in OUT.read_text().splitlines() if line.strip()] if OUT.exists() else []
+
+
+def key(r) -> tuple:
+    return r["tasks"], r["scenario"], r["method"], float(r["value"])
+
+
+def run_grid(seconds: float, workers: int) -> None:
+    have = {key(r) for r in done()}
+    todo = [p for p in PLAN if (p[0], p[1], p[2], float(p[3])) not in have]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+
+    def one(p):
+        cmd = [sys.executable, __file__, "--point", json.dumps([*p, seconds])]
+        r = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
+        if r.returncode:
+            print(f"{p}: failed\n{r.stderr[-2000:]}", flush=True)
+            return
+        with OUT.open("a") as f:
+            f.write(r.stdout.strip().splitlines()[-1] + "\n")
+        print(r.stdout.strip().splitlines()[-1], flush=True)
+
+    OUT.parent.mkdir(parents=True, exist_ok=True)
+    with ThreadPoolExecutor(workers) as pool:
+        list(pool.map(one, todo))
+
+
+def report(seconds: float) -> str:
+    df = pd.DataFrame(done()).sort_values(["tasks", "scenario", "method", "value"])
+    best = df.groupby(["tasks", "scenario", "method"])["ACC"].transform("max") == df["ACC"]
+    df["best"] = best.map({True: "◀", False: ""})
+    df = df[["tasks", "scenario", "method", "strength", "value", "ACC", "BWT", "steps", "best"]]
+    mean = df.groupby(["tasks", "method", "value"])["ACC"].mean().reset_index()
+    top = mean.loc[mean.groupby(["tasks", "method"])["ACC"].idxmax()]
+    chosen = "; ".join(f"{r.tasks} {r.method} {r.value:g} (mean ACC over its scenarios {r.ACC:.4f})"
+                       for r in top.itertuples())
+    load = os.getloadavg()
+    note = (f"One seed (0), mlp100, {seconds:g} CPU s a task, no step cap, memory 100, full test sets; each row one "
+            f"sequence run with the benchmark's other settings at continual.config_for's. ◀: the best ACC of the "
+            f"method on that benchmark and scenario. A benchmark takes one value for all its scenarios, the best mean "
+            f"ACC over them: {chosen}. Load average at the report: {load[0]:.1f}, {load[1]:.1f}, {load[2]:.1f}.")
+    return save("sequence-strengths", df, note)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--seconds", type=float, default=10.0)
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--report", action="store_true")
+    p.add_argument("--point", help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.point:
+        print(json.dumps(point(*json.loads(args.point))))
+        return
+    if not args.report:
+        run_grid(args.seconds, args.workers)
+    print(report(args.seconds))
+
+
+if __name__ == "__main__":
+    main()
