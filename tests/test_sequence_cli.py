@@ -81,3 +81,13 @@ def test_each_benchmark_runs_with_its_measured_strengths_unless_the_user_gives_o
     learn = json.loads((out / "sequence.json").read_text())["learn"]
     assert (learn["ewc_lambda"], learn["si_c"], learn["pull"]) == (LearnConfig().ewc_lambda, LearnConfig().si_c,
                                                                     LearnConfig().pull)
+
+
+def test_a_net_for_colour_images_is_refused_once_with_the_fix(tmp_path, capsys):
+    """A torchvision net takes 3 channels: the command says so before any cell runs, and how to give it 1."""
+    (tmp_path / "tv.py").write_text("import torchvision\n\ndef resnet18():\n"
+                                    "    return torchvision.models.resnet18(num_classes=10)\n")
+    out = tmp_path / "seq"
+    assert cli.main([*ARGS, "--arch", f"{tmp_path / 'tv.py'}:resnet18", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "expected input" in err and "m.conv1 = nn.Conv2d(1, 64, 7, 2, 3, bias=False)" in err and not out.exists()

@@ -59,6 +59,10 @@ class SequenceSpec:
         for m in self.methods:
             for s in self.seeds:
                 self.config(m, s).validate()
+        if self.arch:  # once, before any cell: a net that cannot take the images fails here, not in every cell
+            from ..store import arch
+
+            arch.build(self.arch)  # ArchError is a ValueError
         return self
 
     def same_run(self, other: "SequenceSpec") -> bool:

@@ -113,7 +113,15 @@ def check_forward(model: nn.Module, spec: str) -> None:
     except Exception as e:  # noqa: BLE001 — the user's forward failed: say on what
         raise ArchError(f"{spec}: the model's forward fails on a batch of {'×'.join(map(str, shape))} images "
                         f"({type(e).__name__}: {e}); it must take (B, {', '.join(map(str, shape))}) images in [0, 1] "
-                        "and return (B, classes) logits") from None
+                        f"and return (B, classes) logits{channel_hint(e, shape)}") from None
     if not isinstance(y, torch.Tensor) or y.dim() != 2 or y.shape[0] != 2:
         got = tuple(y.shape) if isinstance(y, torch.Tensor) else type(y).__name__
         raise ArchError(f"{spec}: the model returns {got} for 2 images; it must return (B, classes) logits")
+
+
+def channel_hint(error: Exception, shape: tuple[int, ...]) -> str:
+    """A hint when a net built for colour images (torchvision's, 3 channels) meets the grey ones."""
+    if "channels" not in str(error) or shape[0] != 1:
+        return ""
+    return ("; a net made for 3-channel images (torchvision's models) needs its first convolution to take 1 channel, "
+            "e.g. in the factory: m = resnet18(num_classes=10); m.conv1 = nn.Conv2d(1, 64, 7, 2, 3, bias=False)")
