@@ -91,3 +91,22 @@ def test_a_net_for_colour_images_is_refused_once_with_the_fix(tmp_path, capsys):
     assert cli.main([*ARGS, "--arch", f"{tmp_path / 'tv.py'}:resnet18", "--out", str(out)]) == 2
     err = capsys.readouterr().err
     assert "expected input" in err and "m.conv1 = nn.Conv2d(1, 64, 7, 2, 3, bias=False)" in err and not out.exists()
+
+
+def test_a_cell_another_process_is_writing_is_never_cleared(tmp_path, capsys):
+    """Resuming clears the cells that did not end, but not one a running command is still writing (grid.py,
+    shared with the sweep)."""
+    import os
+    import platform
+    import time
+
+    out = tmp_path / "seq"
+    assert cli.main([*ARGS, "--methods", "finetune", "--out", str(out)]) == 0
+    meta_file = out / "cells" / "finetune-s0" / "meta.json"
+    meta = json.loads(meta_file.read_text())
+    meta.update(status="running", pid=os.getpid(), host=platform.node(),
+                created=time.strftime("%Y-%m-%dT%H:%M:%S"))  # after this process started: its writer
+    meta_file.write_text(json.dumps(meta))
+    assert cli.main([*ARGS, "--methods", "finetune", "--out", str(out)]) == 2
+    assert "being written by a running process; stop that sequence run first" in capsys.readouterr().err
+    assert meta_file.is_file()

@@ -15,7 +15,8 @@ import numpy as np
 import pandas as pd
 
 from ..infra.lifecycle import Status
-from .sweep import COLUMNS, RESULTS
+from .grid import RESULTS
+from .sweep import COLUMNS
 
 REQUIRED = ("method", "filters", "accuracy", "status")  # what a front needs; other columns may be missing
 NUMBERS = ("filters", "fraction", "seed", "data", "accuracy", "loss", "distance", "seconds", "steps", "grads",

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import platform
-import shutil
 import time
 import traceback
 from dataclasses import asdict, dataclass, field, fields, replace
@@ -24,7 +23,7 @@ from typing import TYPE_CHECKING, Callable
 from ..infra.backend import node
 from ..infra.lifecycle import Status, Stop
 from .continual import METHODS, LearnConfig
-from .sweep import CELLS, RESULTS, finished_rows, write_table  # noqa: F401 (RESULTS: the table beside results.csv)
+from .grid import CELLS, keep_finished, run_cells, write_table
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -153,7 +152,7 @@ def run_cell(spec: SequenceSpec, method: str, seed: int, root: str, stop: Stop |
 
 
 def write_results(out: Path, rows: list[dict]) -> "pd.DataFrame":
-    """DIR/results.csv and .parquet, one row per cell in COLUMNS order (sweep.write_table)."""
+    """DIR/results.csv and .parquet, one row per cell in COLUMNS order (grid.write_table)."""
     return write_table(out, rows, COLUMNS, ["method", "seed"], ("ACC", "BWT", "FWT", "forgetting", "seconds", "wall"))
 
 
@@ -185,15 +184,7 @@ def prepare(spec: SequenceSpec, out: Path) -> dict[str, dict]:
         out.mkdir(parents=True, exist_ok=True)
         check_writable(out, "sequence folder")
         write_json(saved, spec.as_dict())
-    root = out / CELLS
-    root.mkdir(exist_ok=True)
-    kept = finished_rows(root)
-    for m in spec.methods:
-        for s in spec.seeds:
-            folder = root / cell_id(m, s)
-            if cell_id(m, s) not in kept and folder.exists():
-                shutil.rmtree(folder)
-    return kept
+    return keep_finished(out, [cell_id(m, s) for m in spec.methods for s in spec.seeds], "sequence run")
 
 
 def run_sequences(spec: SequenceSpec, out: str | Path, backend: str = "ray", address: str | None = None,
@@ -208,16 +199,8 @@ def run_sequences(spec: SequenceSpec, out: str | Path, backend: str = "ray", add
     todo = [(m, s) for m in spec.methods for s in spec.seeds]
     with open_backend(backend, address, workers) as pool:
         kept = prepare(spec, out)
-        rows = dict(kept)
-        write_results(out, list(rows.values()))
-        pending = [(m, s) for m, s in todo if cell_id(m, s) not in kept]
-        args = [(spec, m, s, str(out / CELLS)) for m, s in pending]
-        for i, row in pool.map(run_cell, args, stop=stop):
-            if isinstance(row, BaseException):
-                m, s = pending[i]
-                row = {"method": m, "seed": s, "cell": cell_id(m, s), "status": Status.ERROR.value, "error": repr(row)}
-            rows[row["cell"]] = row
-            write_results(out, list(rows.values()))
-            if on_cell is not None:
-                on_cell(row, len(rows), len(todo))
-    return write_results(out, list(rows.values()))
+        pending = [(cell_id(m, s), (spec, m, s, str(out / CELLS))) for m, s in todo if cell_id(m, s) not in kept]
+        of = {cell_id(m, s): {"method": m, "seed": s} for m, s in todo}
+        failed = lambda cid, e: {**of[cid], "cell": cid, "status": Status.ERROR.value, "error": repr(e)}  # noqa: E731
+        return run_cells(pool, run_cell, pending, dict(kept), lambda rows: write_results(out, rows), failed,
+                         on_cell, len(todo), stop)

@@ -17,7 +17,6 @@ import json
 import math
 import os
 import platform
-import shutil
 import time
 import traceback
 from dataclasses import asdict, dataclass, fields, replace
@@ -28,17 +27,15 @@ from ..infra.backend import node
 from ..infra.lifecycle import Status, Stop
 from ..store.source import Source
 from .choices import SWEEP_METHODS
+from .grid import CELLS, keep_finished, run_cells, write_table
 
 if TYPE_CHECKING:
     import pandas as pd
 
-CELLS = "cells"
 SPEC = "sweep.json"
-RESULTS = "results.parquet"  # and results.csv beside it
 COLUMNS = ["method", "filters", "fraction", "seed", "data", "accuracy", "loss", "distance", "seconds", "steps",
            "grads", "length", "status", "error", "cell", "node", "host", "wall"]
 MAX_SEED = 2**32  # what every random generator of a cell accepts
-FINISHED = (Status.ARRIVED, Status.MISSED, Status.DONE, Status.DIVERGED)  # kept on resume
 
 
 @dataclass(frozen=True)
@@ -185,23 +182,6 @@ def _run(spec: SweepSpec, cell: Cell, writer) -> dict:
 # --- the driver -----------------------------------------------------------------------------------------
 
 
-def finished_rows(root: Path) -> dict[str, dict]:
-    """Cell id → row of every cell folder under root that ended (kept on resume)."""
-    from ..store.runs import load_run
-
-    out = {}
-    for meta in sorted(root.glob("*/meta.json")):
-        try:
-            run = load_run(meta.parent)
-        except (ValueError, OSError):
-            continue
-        row = run.meta.get("summary") or {}
-        if run.status in FINISHED and row.get("cell") == meta.parent.name:
-            out[row["cell"]] = {**row, "status": run.status.value, "node": run.meta.get("node", row.get("node")),
-                                "host": run.meta.get("host")}
-    return out
-
-
 def find_sweeps(root: str | os.PathLike) -> list[Path]:
     """Sweep folders (holding sweep.json) at root or one level below, newest first."""
     root = Path(root)
@@ -213,23 +193,6 @@ def write_results(out: Path, rows: list[dict]) -> "pd.DataFrame":
     """DIR/results.csv and DIR/results.parquet, one row per cell in COLUMNS order (written atomically)."""
     return write_table(out, rows, COLUMNS, ["method", "filters", "data", "seed"],
                        ("accuracy", "loss", "distance", "seconds", "length", "wall", "fraction"))
-
-
-def write_table(out: Path, rows: list[dict], columns: list[str], order: list[str],
-                numeric: tuple[str, ...]) -> "pd.DataFrame":
-    """A grid's results table: `rows` as `columns`, sorted by `order`, the `numeric` columns as numbers (NaN for
-    a cell that has none), written atomically to DIR/results.csv and DIR/results.parquet."""
-    import pandas as pd
-
-    from ..store.runs import _atomic_write_bytes, plain
-
-    df = pd.DataFrame([plain(r) for r in rows]).reindex(columns=columns)
-    df = df.sort_values(order, kind="stable").reset_index(drop=True)
-    for col in numeric:
-        df[col] = pd.to_numeric(df[col], errors="coerce")
-    _atomic_write_bytes(out / "results.csv", lambda t: df.to_csv(t, index=False))
-    _atomic_write_bytes(out / RESULTS, lambda t: df.to_parquet(t, index=False))
-    return df
 
 
 def read_spec(path: Path) -> SweepSpec:
@@ -270,7 +233,7 @@ def prepare(spec: SweepSpec, out: Path, todo: list[Cell], old: SweepSpec | None)
     """Write the folder's record (the grown grid when resuming), clear the cells that did not end; the rows
     kept (cell id → row)."""
     from ..infra.files import check_writable
-    from ..store.runs import load_run, write_json
+    from ..store.runs import write_json
 
     saved = out / SPEC
     if old is not None:
@@ -281,20 +244,7 @@ def prepare(spec: SweepSpec, out: Path, todo: list[Cell], old: SweepSpec | None)
         out.mkdir(parents=True, exist_ok=True)
         check_writable(out, "sweep folder")
         write_json(saved, spec.as_dict())
-    root = out / CELLS
-    root.mkdir(exist_ok=True)
-    kept = finished_rows(root)
-    for c in todo:
-        folder = root / c.id
-        if c.id not in kept and folder.exists():
-            try:
-                live = load_run(folder).live
-            except (FileNotFoundError, ValueError):
-                live = False
-            if live:
-                raise ValueError(f"{folder} is being written by a running process; stop that sweep first")
-            shutil.rmtree(folder)
-    return kept
+    return keep_finished(out, [c.id for c in todo], "sweep")
 
 
 def run_sweep(spec: SweepSpec, out: str | Path, backend: str = "ray", address: str | None = None,
@@ -310,14 +260,9 @@ def run_sweep(spec: SweepSpec, out: str | Path, backend: str = "ray", address: s
     out, todo, old = plan(spec, out)
     with open_backend(backend, address, workers) as pool:  # a cluster that refuses us: nothing written yet
         kept = prepare(spec, out, todo, old)
-        rows = dict(kept)
-        write_results(out, list(rows.values()))
-        pending = [c for c in todo if c.id not in kept]
-        for i, row in pool.map(run_cell, [(spec, c, str(out / CELLS)) for c in pending], stop=stop):
-            if isinstance(row, BaseException):
-                row = {**asdict(pending[i]), "cell": pending[i].id, "status": Status.ERROR.value, "error": repr(row)}
-            rows[row["cell"]] = row
-            write_results(out, list(rows.values()))
-            if on_cell is not None:
-                on_cell(row, len(rows), len(todo))
-    return write_results(out, list(rows.values()))
+        by_id = {c.id: c for c in todo}
+        pending = [(c.id, (spec, c, str(out / CELLS))) for c in todo if c.id not in kept]
+        failed = lambda cid, e: {**asdict(by_id[cid]), "cell": cid, "status": Status.ERROR.value,  # noqa: E731
+                                 "error": repr(e)}
+        return run_cells(pool, run_cell, pending, dict(kept), lambda rows: write_results(out, rows), failed,
+                         on_cell, len(todo), stop)
