@@ -84,6 +84,17 @@ def test_agem_projects_only_a_gradient_that_opposes_the_memory():
             assert torch.dot(g0, g_ref) >= 0 and torch.equal(g, g0)
 
 
+@pytest.mark.parametrize("scale", [1.0, 1e-20, 1e-40])
+def test_agem_projection_of_a_memory_fit_almost_exactly_stays_finite(scale):
+    """|g_ref| of 1e-40 (float32 subnormals): g·g_ref / |g_ref|² passes float32's range; the step must not."""
+    g = torch.tensor([1.0, 2.0, -3.0])
+    g_ref = torch.tensor([-1.0, 0.0, 1.0]) * scale
+    out = C.project(g, g_ref)
+    assert torch.isfinite(out).all() and out.norm() <= g.norm()
+    torch.testing.assert_close(out, torch.tensor([-1.0, 2.0, -1.0]), rtol=1e-5, atol=1e-6)  # by hand: g − (−4 / 2) r
+    assert C.project(g, -g_ref) is g  # agrees with the memory: unchanged
+
+
 def test_memory_trains_old_images_through_the_head_they_are_read_through_now():
     classes = [(0, 1), (2, 3)]
     first = C.Learned(toy(), head(classes, 0, 1, "class"))

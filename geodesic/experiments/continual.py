@@ -280,13 +280,23 @@ class AGEM(Replay):
         g = torch.cat([p.grad.flatten() if p.grad is not None else torch.zeros(p.numel()) for p in ps])
         ref = torch.autograd.grad(self.memory.loss(model, self.cfg.batch, self.generator), ps, allow_unused=True)
         g_ref = torch.cat([r.flatten() if r is not None else torch.zeros(p.numel()) for r, p in zip(ref, ps)])
-        dot, norm2 = torch.dot(g.double(), g_ref.double()), torch.dot(g_ref.double(), g_ref.double())
-        if dot < 0 and norm2 > 0:  # in float64: |g_ref|² of a memory fit to 1e-20 underflows float32 to 0
-            g = g - (dot / norm2).float() * g_ref
+        projected = project(g, g_ref)
+        if projected is not g:
             offset = 0
             for p in ps:
-                p.grad = g[offset:offset + p.numel()].view_as(p).clone()
+                p.grad = projected[offset:offset + p.numel()].view_as(p).clone()
                 offset += p.numel()
+
+
+def project(g: torch.Tensor, g_ref: torch.Tensor) -> torch.Tensor:
+    """A-GEM's step: g − (g·g_ref / g_ref·g_ref) g_ref where g·g_ref < 0, else g itself. All in float64: for a
+    memory fit to 1e-20, |g_ref|² underflows float32 to 0, and the ratio g·g_ref / |g_ref|² can pass float32's
+    largest number (an infinite, then NaN, step); the projected step is never longer than g."""
+    g64, r64 = g.double(), g_ref.double()
+    dot, norm2 = torch.dot(g64, r64), torch.dot(r64, r64)
+    if not (dot < 0 and norm2 > 0):
+        return g
+    return (g64 - (dot / norm2) * r64).to(g.dtype)
 
 
 class Geodesic(Method):
