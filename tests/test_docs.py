@@ -33,9 +33,9 @@ def verdict_rows() -> list[list[str]]:
     return rows
 
 
-def test_the_verdict_table_has_eight_claims_each_with_its_result_file():
+def test_the_verdict_table_has_nine_claims_each_with_its_result_file():
     rows = verdict_rows()
-    assert len(rows) == 8
+    assert len(rows) == 9
     for claim, verdict, figure, result in rows:
         assert verdict and figure and "bench/results/" in result, claim
 
