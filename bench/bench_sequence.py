@@ -54,6 +54,13 @@ def run(args, scenario: str, memory: int | None) -> None:
         raise SystemExit(f"the sequence command exited {rc}")
 
 
+def just_learned(cell) -> float:
+    """Mean of R[i, i], each task's accuracy right after it was learned (how well a method still learns)."""
+    from safetensors.torch import load_file
+
+    return load_file(str(cell / "accuracy.safetensors"))["R"].diagonal().nanmean().item()
+
+
 def table(args) -> tuple[pd.DataFrame, list[str]]:
     rows, notes = [], []
     for scenario, memory in [(s, m) for s in args.scenarios.split(",") for m in memories(args)]:
@@ -69,7 +76,8 @@ def table(args) -> tuple[pd.DataFrame, list[str]]:
             ok = part[part["status"] != "error"]
             row = {"scenario": scenario, "method": method, "memory": learn["memory"], "seeds": len(ok),
                    "errors": len(part) - len(ok)}
-            for k in ("ACC", "BWT", "FWT", "forgetting"):
+            ok = ok.assign(learned=[just_learned(where / "cells" / c) for c in ok["cell"]])
+            for k in ("ACC", "BWT", "FWT", "forgetting", "learned"):
                 v = ok[k]
                 row[k] = f"{v.mean():.4f} ± {v.std(ddof=1):.4f}" if len(v) > 1 else (f"{v.mean():.4f}" if len(v) else "")
             row["CPU s a cell"] = f"{ok['seconds'].mean():.0f}" if len(ok) else ""
@@ -101,7 +109,7 @@ def main() -> None:
     if not args.memories:
         df = df.drop(columns="memory")
     load = os.getloadavg()
-    note = (f"{args.tasks}, full test sets, one torch thread a cell; mean ± sd over the cells' seeds. "
+    note = (f"{args.tasks}, full test sets, one torch thread a cell; mean ± sd over the cells' seeds; learned: the mean of R[i, i], each task's accuracy right after it was learned. "
             + "; ".join(notes) + f". Load average at the report: {load[0]:.1f}, {load[1]:.1f}, {load[2]:.1f}.")
     name = f"sequence-{args.tasks.replace(':', '').replace(',', '-')}" + (f"-{args.name}" if args.name else "")
     print(save(name, df, note))
