@@ -61,6 +61,16 @@ def just_learned(cell) -> float:
     return load_file(str(cell / "accuracy.safetensors"))["R"].diagonal().nanmean().item()
 
 
+def last_row(cells) -> str:
+    """R's last row, each task's accuracy after the whole sequence, averaged over the cells ("" past five tasks)."""
+    from safetensors.torch import load_file
+
+    R = [load_file(str(c / "accuracy.safetensors"))["R"] for c in cells]
+    if not R or R[0].shape[0] > 5:
+        return ""
+    return " / ".join(f"{sum(r[-1, j].item() for r in R) / len(R):.4f}" for j in range(R[0].shape[0]))
+
+
 def table(args) -> tuple[pd.DataFrame, list[str]]:
     rows, notes = [], []
     for scenario, memory in [(s, m) for s in args.scenarios.split(",") for m in memories(args)]:
@@ -80,6 +90,7 @@ def table(args) -> tuple[pd.DataFrame, list[str]]:
             for k in ("ACC", "BWT", "FWT", "forgetting", "learned"):
                 v = ok[k]
                 row[k] = f"{v.mean():.4f} ± {v.std(ddof=1):.4f}" if len(v) > 1 else (f"{v.mean():.4f}" if len(v) else "")
+            row["each task at the end"] = last_row([where / "cells" / c for c in ok["cell"]])
             row["CPU s a cell"] = f"{ok['seconds'].mean():.0f}" if len(ok) else ""
             row["steps a cell"] = f"{ok['steps'].mean():.0f}" if len(ok) else ""
             rows.append(row)
@@ -108,6 +119,8 @@ def main() -> None:
     df, notes = table(args)
     if not args.memories:
         df = df.drop(columns="memory")
+    if not df["each task at the end"].any():
+        df = df.drop(columns="each task at the end")
     load = os.getloadavg()
     note = (f"{args.tasks}, full test sets, one torch thread a cell; mean ± sd over the cells' seeds; learned: the mean of R[i, i], each task's accuracy right after it was learned. "
             + "; ".join(notes) + f". Load average at the report: {load[0]:.1f}, {load[1]:.1f}, {load[2]:.1f}.")
