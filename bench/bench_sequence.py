@@ -54,18 +54,15 @@ def run(args, scenario: str, memory: int | None) -> None:
         raise SystemExit(f"the sequence command exited {rc}")
 
 
-def just_learned(cell) -> float:
-    """Mean of R[i, i], each task's accuracy right after it was learned (how well a method still learns)."""
+def matrices(cells) -> list:
+    """Each cell's accuracy matrix R (accuracy.safetensors)."""
     from safetensors.torch import load_file
 
-    return load_file(str(cell / "accuracy.safetensors"))["R"].diagonal().nanmean().item()
+    return [load_file(str(c / "accuracy.safetensors"))["R"] for c in cells]
 
 
-def last_row(cells) -> str:
+def last_row(R: list) -> str:
     """R's last row, each task's accuracy after the whole sequence, averaged over the cells ("" past five tasks)."""
-    from safetensors.torch import load_file
-
-    R = [load_file(str(c / "accuracy.safetensors"))["R"] for c in cells]
     if not R or R[0].shape[0] > 5:
         return ""
     return " / ".join(f"{sum(r[-1, j].item() for r in R) / len(R):.4f}" for j in range(R[0].shape[0]))
@@ -86,11 +83,12 @@ def table(args) -> tuple[pd.DataFrame, list[str]]:
             ok = part[part["status"] != "error"]
             row = {"scenario": scenario, "method": method, "memory": learn["memory"], "seeds": len(ok),
                    "errors": len(part) - len(ok)}
-            ok = ok.assign(learned=[just_learned(where / "cells" / c) for c in ok["cell"]])
+            R = matrices([where / "cells" / c for c in ok["cell"]])
+            ok = ok.assign(learned=[r.diagonal().nanmean().item() for r in R])  # mean R[i, i]: how well it learns
             for k in ("ACC", "BWT", "FWT", "forgetting", "learned"):
                 v = ok[k]
                 row[k] = f"{v.mean():.4f} ± {v.std(ddof=1):.4f}" if len(v) > 1 else (f"{v.mean():.4f}" if len(v) else "")
-            row["each task at the end"] = last_row([where / "cells" / c for c in ok["cell"]])
+            row["each task at the end"] = last_row(R)
             row["CPU s a cell"] = f"{ok['seconds'].mean():.0f}" if len(ok) else ""
             row["steps a cell"] = f"{ok['steps'].mean():.0f}" if len(ok) else ""
             rows.append(row)

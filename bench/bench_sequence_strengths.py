@@ -54,13 +54,9 @@ def done() -> list[dict]:
     return [json.loads(line) for line in OUT.read_text().splitlines() if line.strip()] if OUT.exists() else []
 
 
-def key(r) -> tuple:
-    return r["tasks"], r["scenario"], r["method"], float(r["value"])
-
-
 def run_grid(seconds: float, workers: int) -> None:
-    have = {key(r) for r in done()}
-    todo = [p for p in PLAN if (p[0], p[1], p[2], float(p[3])) not in have]
+    have = {(r["tasks"], r["scenario"], r["method"], float(r["value"])) for r in done()}
+    todo = [p for p in PLAN if (*p[:3], float(p[3])) not in have]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
 
     def one(p):

@@ -37,6 +37,7 @@ from ..core.params import flatten, load_flat
 from ..core.path import Evaluation, Path, PathConfig
 from ..core.scenario import Head
 from ..core.split import Split
+from ..store.tasks import family
 from .choices import SEQUENCE_METHODS as METHODS  # noqa: F401 (torch-free: the app shows it; make() checks it)
 
 
@@ -72,15 +73,9 @@ STRENGTHS: dict[str, dict[str, float]] = {
 }
 
 
-def family(tasks: str) -> str:
-    """The benchmark a sequence belongs to: permuted-mnist, split-mnist, or datasets."""
-    text = tasks.strip().lower()
-    return "permuted-mnist" if text.startswith("permuted-mnist") else text if text == "split-mnist" else "datasets"
-
-
 def config_for(tasks: str, **changes) -> LearnConfig:
     """The LearnConfig with the benchmark's measured strengths (STRENGTHS), then `changes` (a user's settings)."""
-    return replace(LearnConfig(), **{**STRENGTHS.get(family(tasks), {}), **changes})
+    return replace(LearnConfig(), **{**STRENGTHS.get(family(tasks), {}), **changes})  # family: store/tasks.py
 
 
 @dataclass

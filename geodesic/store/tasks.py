@@ -64,15 +64,21 @@ def dataset_sequence(names: list[str]) -> list[Task]:
     return [Task(check_name(n), n, DIGITS) for n in names]
 
 
+def family(spec: str) -> str:
+    """The kind of sequence `spec` names: "permuted-mnist", "split-mnist", or "datasets" (a list of datasets)."""
+    text = spec.strip().lower()
+    return "permuted-mnist" if text.startswith("permuted-mnist") else text if text == "split-mnist" else "datasets"
+
+
 def parse(spec: str, seed: int = 0) -> list[Task]:
     """`permuted-mnist:T` | `split-mnist` | a comma-separated list of datasets (`mnist,fashion-mnist`)."""
-    text = spec.strip().lower()
-    if text.startswith("permuted-mnist"):
+    text, kind = spec.strip().lower(), family(spec)
+    if kind == "permuted-mnist":
         _, _, count = text.partition(":")
         if not count.strip().isdigit():
             raise ValueError(f"{spec!r}: give the number of tasks, e.g. permuted-mnist:10")
         return permuted_mnist(int(count), seed)
-    if text == "split-mnist":
+    if kind == "split-mnist":
         return split_mnist()
     names = [n.strip() for n in text.split(",") if n.strip()]
     if len(names) < 1:
