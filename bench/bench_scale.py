@@ -1,13 +1,14 @@
 """A net of about 5 M weights, brought as a user brings one, sparsified to half its channel groups.
 
-    python bench/bench_scale.py [--dataset fashion-mnist] [--epochs 2] [--threads 2] [sparsify flags after --]
+    python bench/bench_scale.py [--dataset fashion-mnist] [--epochs 2] [--threads 2] [--sparsify-threads 1]
+                                [sparsify flags after --]
 
 The net is bench/archs/resnet5m.py:resnet5m (4.8 M weights, BatchNorm, projection skips). Both steps are the
 command line a user runs, timed as wall seconds:
 1. `geodesic train --arch … --epochs E --threads T` (skipped when bench/out/scale/ holds the checkpoint);
-2. `geodesic sparsify --arch … --fraction 0.5 --threads T` with the setting below for nets of this
-   size (any `-- FLAGS` replace it): the probe, pull and relaxation batches smaller than the defaults benchmarked
-   on 80 k-weight nets, because at 4.8 M weights one step's gradient of 256 images costs more than K itself.
+2. `geodesic sparsify --arch … --fraction 0.5 --threads S` with the defaults (one thread, the default budget of
+   CPU seconds), recording accuracy every 25 steps; any `-- FLAGS` are added to it.
+The checkpoint's card says where it was trained (its command and torch version).
 Dense and sparse accuracy on the full test set, the groups zeroed, the steps and the wall time go to
 bench/results/scale.md.
 """
@@ -29,8 +30,7 @@ from geodesic.store import arch, checkpoints, data, runs
 
 ARCH = f"{ROOT / 'bench' / 'archs' / 'resnet5m.py'}:resnet5m"
 OUT = ROOT / "bench" / "out" / "scale"
-SETTING = ["--probe", "8", "--eps", "0.3", "--pull-batch", "64", "--relax-steps", "100", "--eval-every", "25",
-           "--snapshot-every", "50"]
+RECORD = ["--eval-every", "25", "--snapshot-every", "50"]  # what is recorded along the path, not how it walks
 
 
 def geodesic(*args: str) -> float:
@@ -47,7 +47,8 @@ def main() -> None:
     ap.add_argument("--dataset", default="fashion-mnist", choices=("fashion-mnist", "mnist"))
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("sparsify", nargs="*", help="sparsify flags replacing the setting (after --)")
+    ap.add_argument("--sparsify-threads", type=int, default=1, help="torch threads of sparsify (its default: 1)")
+    ap.add_argument("sparsify", nargs="*", help="sparsify flags added to the defaults (after --)")
     a = ap.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
     ckpt = OUT / f"resnet5m-{a.dataset}.safetensors"
@@ -55,17 +56,18 @@ def main() -> None:
         geodesic("train", "--arch", ARCH, "--dataset", a.dataset, "--epochs", str(a.epochs), "--threads",
                  str(a.threads), "--out", str(ckpt))
     card = json.loads(ckpt.with_suffix(".json").read_text())
-    setting = a.sparsify or SETTING
+    setting = [*RECORD, *a.sparsify]
     run = OUT / f"sparsify-{a.dataset}-{time.strftime('%Y%m%d-%H%M%S')}"
     load0 = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     wall = geodesic("sparsify", "--arch", ARCH, "--checkpoint", str(ckpt), "--fraction", "0.5", "--threads",
-                    str(a.threads), *setting, "--out", str(run))
+                    str(a.sparsify_threads), *setting, "--out", str(run))
     load1 = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     r = runs.load_run(run)
     sparse, _ = checkpoints.load(run / "final.safetensors", arch=ARCH)
     test = data.load(a.dataset, "test", "full")
     _, accuracy = evaluate(sparse, test)
     rows = r.metrics
+    phases = rows.groupby("phase")["step"].count().to_dict()
     summary = r.meta["summary"]
     walk = rows[rows["phase"] == "walk"]
     df = pd.DataFrame([{
@@ -75,14 +77,16 @@ def main() -> None:
         "sparse accuracy": accuracy,
         "status": r.meta["status"],
         "walk steps": int(walk["step"].max()),
+        "after the walk": ", ".join(f"{p} {n}" for p, n in phases.items() if p not in ("walk", "snap")) or "-",
         "all steps": int(rows["step"].max()),
-        "s per step": float((rows["t_jacobian"] + rows["t_solve"] + rows["t_other"]).median()),
+        "CPU s": summary.get("seconds", float("nan")),
+        "s per walk step": float((walk["t_jacobian"] + walk["t_solve"] + walk["t_other"]).median()),
         "sparsify wall min": wall / 60,
         "train wall min": card["train_seconds"] / 60,
     }])
     note = (f"bench/archs/resnet5m.py on {a.dataset}, brought with --arch: trained {card['epochs']} epochs "
-            f"(`geodesic train --arch`, {a.threads} threads), then `geodesic sparsify --fraction 0.5 --threads "
-            f"{a.threads} {' '.join(setting)}` (its accuracy along the path on {r.meta['eval_images']} test images); "
+            f"(`{card.get('command', 'geodesic train --arch')}`, torch {card.get('torch', '?')}), then `geodesic sparsify --fraction 0.5 --threads "
+            f"{a.sparsify_threads} {' '.join(setting)}` (its accuracy along the path on {r.meta['eval_images']} test images); "
             f"dense and sparse accuracy afterwards on the full test set ({len(test)} images). "
             f"Load average {load0} at the start of sparsify, {load1} at its end, on {os.cpu_count()} cores.")
     print(save(f"scale-{a.dataset}", df, note))

@@ -218,15 +218,21 @@ def checked_front(a: argparse.Namespace) -> None:
         g = part[part["method"] == "geodesic"].iloc[0]
         gap = g["mean"] - best["mean"]
         verdict = "ahead" if gap > g["sd"] + best["sd"] else "level" if gap >= -(g["sd"] + best["sd"]) else "behind"
-        rows.append({**row, "best other": f"{best['method']} {_ms(best)}", "geodesic vs best": f"{gap:+.4f} ({verdict})"})
+        tuned = others[(others["filters"] == filters) & (others["method"] == "finetune")].iloc[0]
+        alive = "alive" if g["mean"] >= tuned["mean"] - 0.05 else "below"
+        rows.append({**row, "best other": f"{best['method']} {_ms(best)}", "geodesic vs best": f"{gap:+.4f} ({verdict})",
+                     "vs fine-tuning": f"{g['mean'] - tuned['mean']:+.4f} ({alive})"})
     import json
 
     budget = json.loads((OUT / f"{name}-{a.parts.split(',')[0]}" / "sweep.json").read_text())["seconds"]
     note = (f"{a.model} on {a.dataset}, full test set, a budget of {budget:g} CPU s a cell on one thread (the stored "
             f"cells': {int(old['seconds'].max() + 0.5)} s at most spent). 'geodesic before': the stored "
-            f"front (fixed ε = 0.1); '(checked)': the same cells run again with every step checking itself "
-            f"(geodesic.core.trust), from sweep folders {a.parts}. The other methods are the stored front's cells (their code is unchanged). Level: the means differ "
-            f"by less than the two seed spreads together. Load average at the report: {load()}.")
+            f"front (fixed ε = 0.1); '(checked)': the same cells run again with the default walk of today (every step "
+            f"checking itself, geodesic.core.trust; the walk due within half the budget, else projected and restored "
+            f"by descent, sparsify.sparsify_phases), from sweep folders {a.parts}. The other methods are the stored "
+            f"front's cells (their code is unchanged). Level: the means differ by less than the two seed spreads "
+            f"together. Alive: no more than 5 points below magnitude pruning + fine-tuning. "
+            f"Load average at the report: {load()}.")
     print(save(f"sweep-checked-{name}", pd.DataFrame(rows), note))
 
 

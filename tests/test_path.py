@@ -155,6 +155,23 @@ def test_relaxation_keeps_zeros_and_pulls_back_toward_the_start(mlp_setup):
     assert relax[-1]["distance"] < snap["distance"]
 
 
+def test_a_walk_the_budget_cannot_carry_is_projected_and_restored_by_descent(mlp_setup, tmp_path):
+    model, w0, groups, train, ev = mlp_setup
+    # a walk far too slow for its budget: ε = 1e-6 (the budget's floor would lift it; adaptive=False keeps it)
+    cfg = replace(PRESETS["recommended"], filters=8, seconds=4.0,
+                  path=PathConfig(max_steps=10**4, eps=1e-6, eval_every=5, adaptive=False))
+    writer = runs.RunWriter({"kind": "sparsify", "model": "mlp", "dataset": "mnist"}, root=tmp_path)
+    out = run_sparsify(model, w0, groups, cfg, train, ev, writer=writer)
+    assert out.status is Status.MISSED
+    snap = next(r for r in out.rows if r["phase"] == "snap")
+    restore = [r for r in out.rows if r["phase"] == "restore"]
+    assert snap["target_norm"] == 0.0 and len(restore) >= 5 and restore[0]["step"] == snap["step"] + 1
+    assert all(r["groups_zero"] >= 8 and r["target_norm"] == 0.0 for r in restore)
+    assert not math.isnan(restore[-1]["accuracy"]) and restore[-1]["distance"] < snap["distance"]
+    mask = group_mask([g for g in groups if g.name in writer.meta["target_groups"]], w0.numel())
+    assert torch.all(out.w[mask] == 0) and torch.equal(runs.load_run(writer.dir).final()["w"], out.w)
+
+
 def test_stop_ends_within_one_step(mlp_setup):
     model, w0, groups, train, ev = mlp_setup
     stop = Stop()

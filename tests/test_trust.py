@@ -178,17 +178,20 @@ def test_a_budget_floor_takes_the_step_the_check_would_reject():
     step = list(p)[1]
     assert hand_check(W0, V0, 0.1, 0.25).linearity > REJECT  # the check alone would go on to ε/16
     assert step.rejected == 1 and step.eps == pytest.approx(0.25) and p.eps == pytest.approx(0.25)
+    assert p.forced == 1  # taken against the check: what ends a walk the budget cannot carry (sparsify.FORCED_LIMIT)
     assert p.cpu_per_step() > 0 and p.efficiency > 0  # what a budget's floor is computed from
 
 
-def test_walk_floor_lets_the_walk_arrive_within_half_of_what_is_left():
+def test_walk_floor_lets_the_walk_arrive_by_its_deadline():
     from types import SimpleNamespace
 
-    from geodesic.experiments.sparsify import WALK_SHARE, walk_floor
+    from geodesic.experiments.sparsify import walk_floor
 
-    budget = SimpleNamespace(left=lambda: 10.0)
+    budget = SimpleNamespace(spent=lambda: 4.0)  # 4 of the deadline's 10 CPU s spent: 6 left, 0.9 of it used
     walk = SimpleNamespace(cpu_per_step=lambda: 0.1, efficiency=0.5, target_norm=lambda: 2.0, tol=0.1)
-    steps = WALK_SHARE * 10.0 / 0.1
-    assert walk_floor(budget)(walk) == pytest.approx((1.9 / (steps * 0.5)) ** 2)
+    steps = 0.9 * 6.0 / 0.1
+    assert walk_floor(budget, 10.0)(walk) == pytest.approx((1.9 / (steps * 0.5)) ** 2)
+    budget.spent = lambda: 12.0  # past the deadline: one step must do it
+    assert walk_floor(budget, 10.0)(walk) == pytest.approx((1.9 / 0.5) ** 2)
     walk.efficiency = math.nan  # nothing measured yet: no floor
-    assert walk_floor(budget)(walk) == 0.0
+    assert walk_floor(budget, 10.0)(walk) == 0.0

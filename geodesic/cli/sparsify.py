@@ -24,8 +24,8 @@ def options() -> list[Option]:
         Option("--relax-steps", "relax_steps", "geodesic restore steps inside the hyperplane after arrival"),
         Option("--relax-eps", "relax_eps", "trust region ε of the first relaxation step"),
         Option("--relax-eps-final", "relax_eps_final", "ε of the last relaxation step (cosine decay)"),
-        Option("--seconds", "seconds", "CPU seconds for the walk and the relaxation: the walk is cut there, the "
-                                       "relaxation sized to what the walk leaves"),
+        Option("--seconds", "seconds", "CPU seconds for the whole run: the walk must arrive within half of them "
+                                       "(else it is projected and restored by descent), the relaxation fits the rest"),
         path_option("phi", "output map of the metric"),
         path_option("beta", "weight β of the direction term"),
         path_option("eps", "trust region ε of the walk's first step and its cap (|θ|² ≤ ε); each step measures "
@@ -122,8 +122,12 @@ def one_path(ckpt: inputs.Checkpoint, cfg, folder: Path, meta: dict, train_set: 
     writer = writer_for(folder, meta)
     bar = progress(cfg.path.max_steps + cfg.relax_steps, label)
 
+    shown = {"D": float("nan")}
+
     def on_row(r: dict) -> None:
-        bar.set_postfix(zero=r["groups_zero"], D=f"{r['distance']:.4f}", phase=r["phase"], refresh=False)
+        if r["distance"] == r["distance"]:  # the restore by descent measures D every few steps only
+            shown["D"] = r["distance"]
+        bar.set_postfix(zero=r["groups_zero"], D=f"{shown['D']:.4f}", phase=r["phase"], refresh=False)
         bar.update(r["step"] - bar.n)
 
     try:

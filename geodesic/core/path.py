@@ -129,6 +129,7 @@ class Tried:
     t_metric: float
     t_solve: float
     t_check: float
+    forced: bool = False  # taken at the budget's floor although the check rejected it
 
 
 class Path:
@@ -167,6 +168,7 @@ class Path:
         self.best: tuple[float, int, torch.Tensor] | None = None  # (score, step, w)
         self.at = step0  # the last step taken
         self.skipped = 0  # consecutive steps skipped for a non-finite direction
+        self.forced = 0  # consecutive steps the budget's floor took although the check rejected them
 
     @property
     def tol(self) -> float:
@@ -232,7 +234,9 @@ class Path:
             eps = max(next_eps(eps, check, cap), floor)
         t_solve = time.perf_counter() - t1 - t_check
         self.eps = eps if not (cfg.adaptive and check.accepted) else max(next_eps(eps, check, cap), floor)
-        return Tried(res.theta, math.sqrt(check.predicted), res.mu, eps, check, rejected, t1 - t0, t_solve, t_check)
+        forced = cfg.adaptive and not check.accepted and eps <= floor
+        return Tried(res.theta, math.sqrt(check.predicted), res.mu, eps, check, rejected, t1 - t0, t_solve, t_check,
+                     forced)
 
     def __iter__(self) -> Iterator[Step]:
         cfg = self.cfg
@@ -268,6 +272,12 @@ class Path:
             self.status, self.reason = self._out_of_budget(), "max steps"
         if self.status is not Status.DIVERGED:
             yield from self._back_to_best()
+
+    def project(self, reason: str) -> Step:
+        """End a path that has not arrived (MISSED, for `reason`) on its target hyperplane: w_T := 0 exactly, a
+        step the check does not see, and its record."""
+        self.status, self.reason = Status.MISSED, reason
+        return self._snap(self.at)
 
     def _snap(self, step: int) -> Step:
         """w_T := 0 exactly, and its record."""
@@ -317,6 +327,7 @@ class Path:
             self.status, self.reason = Status.DIVERGED, "the metric is not finite at these weights"
             return None
         self.w = self.w + tried.theta
+        self.forced = self.forced + 1 if tried.forced else 0
         if self.frozen is not None:
             self.w[self.frozen] = self.frozen_values  # θ is 0 there already; guard against drift
         self.length += tried.step_length

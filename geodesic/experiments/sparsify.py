@@ -19,13 +19,14 @@ from torch import nn
 
 from ..core.metric import functional_distance, mapped_outputs
 from ..core.objectives import CHOICE, KEEP, PROBE, PULL, RELAX, BatchSampler, restore, sparsify, with_pull
-from ..core.params import Group, group_mask
-from ..core.path import Evaluation, PathConfig, require
+from ..core.params import Group, group_mask, group_norms
+from ..core.path import Evaluation, PathConfig, Step, require
 from ..core.path import Path as Walk
 from ..core.targets import STRATEGIES, choose_groups
 from ..infra.lifecycle import Budget, Phase, Record, Sink, Status, Stop, execute, within
 from ..store.data import Split
 from ..store.source import Source
+from .baselines import descend
 from .presets import SPARSIFY_PRESETS
 
 
@@ -38,8 +39,9 @@ class SparsifyConfig:
 
     The defaults are the benchmarked setting (bench/results/sparsify-*.md): filters balanced across layers, fewer
     and larger walk steps (ε = 0.1) with a weak target term (β = 0.001), pull ρ = 2, 600 relaxation steps from
-    ε = 0.3, all within `seconds` of CPU time (the relaxation is sized to what the walk leaves, so that its ε
-    schedule completes; on lenet60 the 600 steps take a tenth of the default budget). Every walk step checks itself
+    ε = 0.3, all within `seconds` of CPU time (the walk must arrive within half of it, else it is projected and
+    restored by descent; the relaxation is sized to what the walk leaves, so that its ε schedule completes; on lenet60
+    the 600 steps take a tenth of the default budget). Every walk step checks itself
     (geodesic.core.trust): ε is where the walk starts and the most it grows to. The relaxation ends on its best point
     by D(w, w_start) on KEEP_IMAGES fixed training images, so it never leaves the net further from the dense
     function than it found it at arrival. `PRESETS["literal"]` is the paper's algorithm as written."""
@@ -51,7 +53,7 @@ class SparsifyConfig:
     relax_steps: int = 600
     relax_eps: float = 0.3
     relax_eps_final: float = 0.002
-    seconds: float = 900.0  # CPU seconds for walk + relaxation: the walk is cut there, the relaxation fits what is left
+    seconds: float = 900.0  # CPU seconds for the run: the walk has half (sparsify_phases), the relaxation the rest
     path: PathConfig = field(default_factory=lambda: PathConfig(eps=0.1, beta=0.001))
 
     def validate(self) -> "SparsifyConfig":
@@ -97,15 +99,27 @@ def sparsify_phases(model: nn.Module, w0: torch.Tensor, groups: list[Group], cho
                     cfg: SparsifyConfig, train: Split, evaluation: Evaluation,
                     budget: Budget | None = None) -> Iterator[Phase]:
     """The phases of a sparsify run, created lazily: the walk to {w_T = 0}, then (if it arrived) the relaxation,
-    of cfg.relax_steps steps. Under a CPU `budget` the walk's ε never falls below what lets it arrive with half of
-    what is left (walk_floor), and the relaxation is at most what the walk left (relax_fit): its ε schedule then
-    ends within the budget."""
+    of cfg.relax_steps steps, at most what the budget left (relax_fit): its ε schedule then ends within it.
+
+    Under a CPU `budget` the walk must arrive within WALK_SHARE of it: its ε never falls below what arrives by
+    then (walk_floor). A walk that has not arrived by then, or that the floor has forced out of the linear regime
+    FORCED_LIMIT steps in a row (the budget cannot carry it without changing the function), ends MISSED: the
+    better of its own point and the start, projected onto {w_T = 0}, is restored by descent on D toward the start's
+    function for the rest of the budget (restore_phase): a metric step from a net that far from its function buys
+    less than a cheap gradient step (bench/results/sweep-checked-front-resnet8-fashion-mnist.md)."""
     target, seed = group_mask(chosen, w0.numel()), cfg.path.seed
     pull_sampler = BatchSampler.of(train, seed + PULL)
     field_ = with_pull(sparsify(target), model, w0, pull_sampler, cfg.pull, cfg.pull_batch, cfg.path.phi, only=~target)
+    deadline = None if budget is None else WALK_SHARE * budget.seconds
     walk = Walk(model, w0, field_, cfg.path, BatchSampler.of(train, seed + PROBE), evaluation, groups, target=target,
-                eps_floor=None if budget is None else walk_floor(budget))
-    yield path_phase(walk)
+                eps_floor=None if budget is None else walk_floor(budget, deadline))
+    yield path_phase(walk) if budget is None else deadline_phase(walk, budget, deadline)
+    keep = keep_score(model, w0, train, seed, cfg)
+    if walk.status is Status.MISSED and budget is not None and walk.target_norm() == 0.0:  # projected
+        start = torch.where(target, torch.zeros_like(w0), w0)
+        start = walk.w if keep(walk.w) <= keep(start) else start
+        yield restore_phase(model, w0, walk, start, target, cfg, train, evaluation, budget)
+        return
     steps = cfg.relax_steps if budget is None else min(cfg.relax_steps, relax_fit(budget)(walk))
     if walk.status is Status.ARRIVED and steps > 0:
         # its steps are meant to change the function (back toward the dense one), so they follow their ε schedule
@@ -115,7 +129,67 @@ def sparsify_phases(model: nn.Module, w0: torch.Tensor, groups: list[Group], cho
         field_ = restore(model, w0, pull_sampler, cfg.pull_batch, cfg.path.phi)
         yield path_phase(Walk(model, walk.w, field_, relax_cfg, BatchSampler.of(train, seed + RELAX), evaluation,
                               groups, frozen=target, phase="relax", w_ref=w0, step0=walk.snapshots[-1][0],
-                              length0=walk.length, watch=target, keep_best=keep_score(model, w0, train, seed, cfg)))
+                              length0=walk.length, watch=target, keep_best=keep))
+
+
+FORCED_LIMIT = 5  # steps in a row the budget's floor may take against the check before the walk is cut
+
+
+def deadline_phase(walk: Walk, budget: Budget, deadline: float) -> Phase:
+    """The walk as a phase that ends by `deadline` CPU seconds of the budget, or once its floor has forced
+    FORCED_LIMIT steps in a row: a walk not arrived then is projected onto its hyperplane (Walk.project)."""
+    def rows() -> Iterator[dict]:
+        for step in walk:
+            yield step.row()
+            if walk.status is not Status.RUNNING:
+                continue
+            left = walk.target_norm()
+            if walk.forced >= FORCED_LIMIT:
+                why = (f"the budget cannot carry the walk: {walk.forced} steps in a row left the linear regime at the "
+                       f"smallest ε that arrives within {deadline:.0f} CPU s")
+            elif budget.spent() >= deadline:
+                why = f"not arrived within {deadline:.0f} of the budget's {budget.seconds:.0f} CPU s"
+            else:
+                continue
+            yield walk.project(f"{why} (|w_T| = {left:.3g}); projected onto w_T = 0 and restored by descent").row()
+            return
+    return Phase(walk.phase, rows(), lambda: walk.status, lambda: walk.snapshots, lambda: walk.w)
+
+
+DESCENT_BATCH, DESCENT_LR = 128, 1e-3  # the restore by descent: Adam's images per step and learning rate
+DESCENT_EVAL = 25  # its steps between two records of accuracy and D
+
+
+def restore_phase(model: nn.Module, w0: torch.Tensor, walk: Walk, start: torch.Tensor, target: torch.Tensor,
+                  cfg: SparsifyConfig, train: Split, evaluation: Evaluation, budget: Budget) -> Phase:
+    """Adam on D(w, w0) = |φ f(x, w) − φ f(x, w0)|² over fresh unlabeled batches (distillation toward the start's
+    function), w_T held at 0, from `start` until the budget is spent, its learning rate decaying (cosine) to 0
+    there. A row per step, with accuracy and D every DESCENT_EVAL steps and at the end."""
+    spent0, left0 = budget.spent(), max(budget.left(), 1e-9)
+    cosine = lambda: 0.5 * (1 + math.cos(math.pi * min((budget.spent() - spent0) / left0, 1.0)))  # noqa: E731
+    points = descend(model, start, target, train, "adam", DESCENT_LR, DESCENT_BATCH, cfg.path.seed + RELAX,
+                     w_teacher=w0, phi=cfg.path.phi, lr_scale=cosine)
+    box = {"w": start}
+    x = evaluation.x[: evaluation.distance_batch]
+    ref = mapped_outputs(model, w0, x, cfg.path.phi)
+
+    def row(step: int, w: torch.Tensor, evaluate: bool, seconds: float) -> dict:
+        loss, acc = evaluation.scores(model, w) if evaluate else (math.nan, math.nan)
+        dist = functional_distance(model, w, None, x, cfg.path.phi, ref=ref) if evaluate else math.nan
+        norms = group_norms(w, walk.groups)
+        return Step(step, "restore", walk.length, 0.0, dist, 0.0, int((norms == 0).sum()), acc, loss, math.nan,
+                    math.nan, 0.0, 0.0, seconds, group_norms=norms.tolist()).row()
+
+    def rows() -> Iterator[dict]:
+        step = walk.at
+        while budget.left() > 0:
+            t0 = time.perf_counter()
+            box["w"], step = next(points), step + 1
+            if budget.left() > 0:
+                yield row(step, box["w"], (step - walk.at) % DESCENT_EVAL == 0, time.perf_counter() - t0)
+        yield row(step, box["w"], True, 0.0)
+
+    return Phase("restore", rows(), lambda: Status.DONE, lambda: [(walk.at, start)], lambda: box["w"])
 
 
 def keep_score(model: nn.Module, w0: torch.Tensor, train: Split, seed: int,
@@ -127,23 +201,25 @@ def keep_score(model: nn.Module, w0: torch.Tensor, train: Split, seed: int,
 
 
 def budgeted(phases: Iterator[Phase], budget: Budget) -> Iterator[Phase]:
-    """The phases of a sparsify run cut when the budget is spent (a cut walk has MISSED its target)."""
+    """The phases of a sparsify run cut when the budget is spent (a cut walk has MISSED its target); the restore by
+    descent ends itself there, after a last evaluated row."""
     for phase in phases:
-        yield within(phase, budget, Status.MISSED if phase.name == "walk" else Status.DONE)
+        yield phase if phase.name == "restore" else within(phase, budget, Status.MISSED if phase.name == "walk"
+                                                           else Status.DONE)
 
 
-WALK_SHARE = 0.5  # of what is left of a budget, the most the rest of a walk may take
+WALK_SHARE = 0.5  # of a budget, the CPU seconds by which the walk must arrive; the rest is the relaxation's
 
 
-def walk_floor(budget: Budget) -> Callable[[Walk], float]:
-    """Walk ↦ the smallest ε that still arrives within WALK_SHARE of what is left of the budget, from the walk's
-    measured CPU seconds per step and |w_T| removed per unit of √ε: ε ≥ (|w_T| / (steps left · efficiency))².
-    0 until both are measured, or while the walk is not gaining."""
+def walk_floor(budget: Budget, deadline: float) -> Callable[[Walk], float]:
+    """Walk ↦ the smallest ε that still arrives by `deadline` CPU seconds of the budget, from the walk's measured
+    CPU seconds per step and |w_T| removed per unit of √ε: ε ≥ (|w_T| / (steps left · efficiency))², steps left
+    being 0.9 of what the deadline allows. 0 until both are measured, or while the walk is not gaining."""
     def floor(walk: Walk) -> float:
         per_step, gain = walk.cpu_per_step(), walk.efficiency
         if not (per_step > 0 and gain > 0):
             return 0.0
-        steps = max(WALK_SHARE * budget.left() / per_step, 1.0)
+        steps = max(0.9 * (deadline - budget.spent()) / per_step, 1.0)
         return (max(walk.target_norm() - walk.tol, 0.0) / (steps * gain)) ** 2
     return floor
 
