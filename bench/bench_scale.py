@@ -79,7 +79,6 @@ def main() -> None:
         "walk steps": int(walk["step"].max()),
         "after the walk": ", ".join(f"{p} {n}" for p, n in phases.items() if p not in ("walk", "snap")) or "-",
         "all steps": int(rows["step"].max()),
-        "CPU s": summary.get("seconds", float("nan")),
         "s per walk step": float((walk["t_jacobian"] + walk["t_solve"] + walk["t_other"]).median()),
         "sparsify wall min": wall / 60,
         "train wall min": card["train_seconds"] / 60,

@@ -89,7 +89,8 @@ def render(job, df):
         m[0].metric("step", int(last["step"]))
         m[1].metric("filters at zero", int(last["groups_zero"]))
         m[2].metric("|w_T|", f"{last['target_norm']:.4f}")
-        m[3].metric("D(w, w₀)", f"{last['distance']:.4g}")
+        dist = df["distance"].dropna()  # the restore by descent measures D every few steps only
+        m[3].metric("D(w, w₀)", f"{dist.iloc[-1]:.4g}" if len(dist) else "–")
         m[4].metric("accuracy", f"{acc.iloc[-1]:.4f}" if len(acc) else "–",
                     delta=f"{acc.iloc[-1] - acc.iloc[0]:+.4f}" if len(acc) > 1 else None)
         if len(df) > 2:

@@ -130,6 +130,7 @@ class Tried:
     t_solve: float
     t_check: float
     forced: bool = False  # taken at the budget's floor although the check rejected it
+    short: bool = False  # the budget's floor asked for more than the cap: even the largest step arrives too late
 
 
 class Path:
@@ -168,7 +169,9 @@ class Path:
         self.best: tuple[float, int, torch.Tensor] | None = None  # (score, step, w)
         self.at = step0  # the last step taken
         self.skipped = 0  # consecutive steps skipped for a non-finite direction
-        self.forced = 0  # consecutive steps the budget's floor took although the check rejected them
+        self.forced: deque[bool] = deque(maxlen=5)  # of the last five steps, which the budget's floor took although
+        # the check rejected them
+        self.short = 0  # consecutive steps whose floor was above the cap (the budget's deadline out of reach)
 
     @property
     def tol(self) -> float:
@@ -222,7 +225,8 @@ class Path:
         if not (torch.isfinite(K).all() and torch.isfinite(Jv).all()):  # w left the model's finite range
             return None
         t1 = time.perf_counter()
-        floor = min(self.eps_floor(self), cap) if self.eps_floor is not None and cfg.adaptive else 0.0
+        wanted = self.eps_floor(self) if self.eps_floor is not None and cfg.adaptive else 0.0
+        floor = min(wanted, cap)
         solve, t_check, eps = prepare_exact_gram(K, Jv, JT, v, cfg.beta), 0.0, max(min(self.eps, cap), floor)
         for rejected in range(MAX_REJECTS + 1):
             res = solve(eps)
@@ -236,7 +240,7 @@ class Path:
         self.eps = eps if not (cfg.adaptive and check.accepted) else max(next_eps(eps, check, cap), floor)
         forced = cfg.adaptive and not check.accepted and eps <= floor
         return Tried(res.theta, math.sqrt(check.predicted), res.mu, eps, check, rejected, t1 - t0, t_solve, t_check,
-                     forced)
+                     forced, wanted > cap)
 
     def __iter__(self) -> Iterator[Step]:
         cfg = self.cfg
@@ -327,7 +331,8 @@ class Path:
             self.status, self.reason = Status.DIVERGED, "the metric is not finite at these weights"
             return None
         self.w = self.w + tried.theta
-        self.forced = self.forced + 1 if tried.forced else 0
+        self.forced.append(tried.forced)
+        self.short = self.short + 1 if tried.short else 0
         if self.frozen is not None:
             self.w[self.frozen] = self.frozen_values  # θ is 0 there already; guard against drift
         self.length += tried.step_length

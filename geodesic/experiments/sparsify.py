@@ -102,8 +102,9 @@ def sparsify_phases(model: nn.Module, w0: torch.Tensor, groups: list[Group], cho
     of cfg.relax_steps steps, at most what the budget left (relax_fit): its ε schedule then ends within it.
 
     Under a CPU `budget` the walk must arrive within WALK_SHARE of it: its ε never falls below what arrives by
-    then (walk_floor). A walk that has not arrived by then, or that the floor has forced out of the linear regime
-    FORCED_LIMIT steps in a row (the budget cannot carry it without changing the function), ends MISSED: the
+    then (walk_floor). A walk that has not arrived by then, that could not arrive by then even at its largest step
+    (cfg.path.eps) SHORT_LIMIT steps in a row, or that the floor has forced out of the linear regime in FORCED_LIMIT
+    of its last five steps (the budget cannot carry it without changing the function), ends MISSED: the
     better of its own point and the start, projected onto {w_T = 0}, is restored by descent on D toward the start's
     function for the rest of the budget (restore_phase): a metric step from a net that far from its function buys
     less than a cheap gradient step (bench/results/sweep-checked-front-resnet8-fashion-mnist.md)."""
@@ -132,21 +133,26 @@ def sparsify_phases(model: nn.Module, w0: torch.Tensor, groups: list[Group], cho
                               length0=walk.length, watch=target, keep_best=keep))
 
 
-FORCED_LIMIT = 5  # steps in a row the budget's floor may take against the check before the walk is cut
+FORCED_LIMIT = 3  # of the last five steps, how many the budget's floor may take against the check before the walk is cut
+SHORT_LIMIT = 3  # steps in a row whose floor is above the cap (the deadline out of reach) before the walk is cut
 
 
 def deadline_phase(walk: Walk, budget: Budget, deadline: float) -> Phase:
-    """The walk as a phase that ends by `deadline` CPU seconds of the budget, or once its floor has forced
-    FORCED_LIMIT steps in a row: a walk not arrived then is projected onto its hyperplane (Walk.project)."""
+    """The walk as a phase that ends by `deadline` CPU seconds of the budget, or once the deadline is out of its
+    reach (SHORT_LIMIT) or its floor has forced FORCED_LIMIT of its last five steps: a walk not arrived then is projected
+    onto its hyperplane (Walk.project)."""
     def rows() -> Iterator[dict]:
         for step in walk:
             yield step.row()
             if walk.status is not Status.RUNNING:
                 continue
             left = walk.target_norm()
-            if walk.forced >= FORCED_LIMIT:
-                why = (f"the budget cannot carry the walk: {walk.forced} steps in a row left the linear regime at the "
-                       f"smallest ε that arrives within {deadline:.0f} CPU s")
+            if walk.short >= SHORT_LIMIT:
+                why = (f"the walk cannot arrive within {deadline:.0f} CPU s: {walk.short} steps in a row, even its "
+                       f"largest step (ε = {walk.cfg.eps:g}) was too short")
+            elif sum(walk.forced) >= FORCED_LIMIT:
+                why = (f"the budget cannot carry the walk: {sum(walk.forced)} of its last {len(walk.forced)} steps "
+                       f"left the linear regime at the smallest ε that arrives within {deadline:.0f} CPU s")
             elif budget.spent() >= deadline:
                 why = f"not arrived within {deadline:.0f} of the budget's {budget.seconds:.0f} CPU s"
             else:
@@ -164,7 +170,7 @@ def restore_phase(model: nn.Module, w0: torch.Tensor, walk: Walk, start: torch.T
                   cfg: SparsifyConfig, train: Split, evaluation: Evaluation, budget: Budget) -> Phase:
     """Adam on D(w, w0) = |φ f(x, w) − φ f(x, w0)|² over fresh unlabeled batches (distillation toward the start's
     function), w_T held at 0, from `start` until the budget is spent, its learning rate decaying (cosine) to 0
-    there. A row per step, with accuracy and D every DESCENT_EVAL steps and at the end."""
+    there. A row per step; accuracy, D and the group norms every DESCENT_EVAL steps and at the end."""
     spent0, left0 = budget.spent(), max(budget.left(), 1e-9)
     cosine = lambda: 0.5 * (1 + math.cos(math.pi * min((budget.spent() - spent0) / left0, 1.0)))  # noqa: E731
     points = descend(model, start, target, train, "adam", DESCENT_LR, DESCENT_BATCH, cfg.path.seed + RELAX,
@@ -173,9 +179,14 @@ def restore_phase(model: nn.Module, w0: torch.Tensor, walk: Walk, start: torch.T
     x = evaluation.x[: evaluation.distance_batch]
     ref = mapped_outputs(model, w0, x, cfg.path.phi)
 
+    zero = int((group_norms(start, walk.groups) == 0).sum())  # the held groups stay at zero
+
     def row(step: int, w: torch.Tensor, evaluate: bool, seconds: float) -> dict:
-        loss, acc = evaluation.scores(model, w) if evaluate else (math.nan, math.nan)
-        dist = functional_distance(model, w, None, x, cfg.path.phi, ref=ref) if evaluate else math.nan
+        if not evaluate:  # most steps: only what the step was (the group norms and scores cost a pass each)
+            return Step(step, "restore", walk.length, 0.0, math.nan, 0.0, zero, math.nan, math.nan, math.nan,
+                        math.nan, 0.0, 0.0, seconds).row()
+        loss, acc = evaluation.scores(model, w)
+        dist = functional_distance(model, w, None, x, cfg.path.phi, ref=ref)
         norms = group_norms(w, walk.groups)
         return Step(step, "restore", walk.length, 0.0, dist, 0.0, int((norms == 0).sum()), acc, loss, math.nan,
                     math.nan, 0.0, 0.0, seconds, group_norms=norms.tolist()).row()
