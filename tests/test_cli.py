@@ -144,6 +144,19 @@ def test_sparsify_writes_a_run_folder(tmp_path):
     assert (out / "metrics.parquet").read_bytes() == before  # nothing is overwritten
 
 
+def test_a_budget_too_short_for_the_walk_ends_restored_and_says_so(tmp_path):
+    """Steps of at most ε = 1e-6 cannot walk 12 of 32 units to zero in 3 CPU s: the walk is projected, restored by
+    descent, and the run says so; not a failure (exit 0), the zero groups exact."""
+    out = tmp_path / "run"
+    r = run_cli("sparsify", "--checkpoint", str(CKPT / "mlp-mnist.safetensors"), "--filters", "12", "--eps", "1e-6",
+                "--seconds", "3", "--data", "bundled", "--eval-size", "300", "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    run = runs.load_run(out)
+    assert run.meta["status"] == "missed" and run.meta["summary"]["groups_zero"] >= 12
+    assert run.meta["summary"]["restore_steps"] == int((run.metrics["phase"] == "restore").sum()) > 0
+    assert "restored by descent" in r.stdout and "more --seconds" in r.stdout
+
+
 TINY_RESNET = '''
 import torch
 from torch import nn

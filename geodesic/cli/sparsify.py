@@ -78,8 +78,13 @@ def run(args: argparse.Namespace) -> int:
 
         o = one_path(ckpt, base, out, {**meta, "candidate": 0}, train_set, Evaluation(test_set.x, test_set.y),
                      f"path 1/1 ({base.strategy})")
-        print_candidates(out, [{"path": out.name, "strategy": base.strategy, "seed": base.path.seed, **o.summary()}],
+        summary = o.summary()
+        print_candidates(out, [{"path": out.name, "strategy": base.strategy, "seed": base.path.seed, **summary}],
                          test_set, single=True)
+        if summary.get("restore_steps"):
+            print(f"note: the walk could not arrive within half of --seconds ({base.seconds:g} CPU s) in the linear "
+                  f"regime; it was projected onto the zero groups and restored by descent toward the dense function "
+                  f"(no labels, {summary['restore_steps']} steps): more --seconds let it walk")
         return finished(o.status, "walk", out)
     return candidates(args, base, out, meta, test_set)
 

@@ -111,12 +111,13 @@ def sparsify_phases(model: nn.Module, w0: torch.Tensor, groups: list[Group], cho
     target, seed = group_mask(chosen, w0.numel()), cfg.path.seed
     pull_sampler = BatchSampler.of(train, seed + PULL)
     field_ = with_pull(sparsify(target), model, w0, pull_sampler, cfg.pull, cfg.pull_batch, cfg.path.phi, only=~target)
-    deadline = None if budget is None else WALK_SHARE * budget.seconds
+    # with no finishing steps allowed (relax_steps 0: the literal algorithm) the walk has the whole budget, as written
+    deadline = None if budget is None else budget.seconds * (WALK_SHARE if cfg.relax_steps > 0 else 1.0)
     walk = Walk(model, w0, field_, cfg.path, BatchSampler.of(train, seed + PROBE), evaluation, groups, target=target,
                 eps_floor=None if budget is None else walk_floor(budget, deadline))
-    yield path_phase(walk) if budget is None else deadline_phase(walk, budget, deadline)
+    yield deadline_phase(walk, budget, deadline) if budget is not None and cfg.relax_steps > 0 else path_phase(walk)
     keep = keep_score(model, w0, train, seed, cfg)
-    if walk.status is Status.MISSED and budget is not None and walk.target_norm() == 0.0:  # projected
+    if walk.status is Status.MISSED and cfg.relax_steps > 0 and walk.target_norm() == 0.0:  # projected
         start = torch.where(target, torch.zeros_like(w0), w0)
         start = walk.w if keep(walk.w) <= keep(start) else start
         yield restore_phase(model, w0, walk, start, target, cfg, train, evaluation, budget)
@@ -157,7 +158,7 @@ def deadline_phase(walk: Walk, budget: Budget, deadline: float) -> Phase:
                 why = f"not arrived within {deadline:.0f} of the budget's {budget.seconds:.0f} CPU s"
             else:
                 continue
-            yield walk.project(f"{why} (|w_T| = {left:.3g}); projected onto w_T = 0 and restored by descent").row()
+            yield walk.project(f"{why} (|w_T| = {left:.3g}); projected onto w_T = 0").row()
             return
     return Phase(walk.phase, rows(), lambda: walk.status, lambda: walk.snapshots, lambda: walk.w)
 
@@ -263,9 +264,12 @@ def sparsify_summary(rows: list[dict], status: Status, seconds: float) -> dict:
         return {"status": status, "steps": 0, "seconds": seconds}
     last = rows[-1]
     evaluated = [r for r in rows if not math.isnan(r["accuracy"])]
-    return {"status": status, "steps": last["step"], "length": last["length"], "distance": last["distance"],
+    measured = [r for r in rows if not math.isnan(r["distance"])]
+    return {"status": status, "steps": last["step"], "length": last["length"],
+            "distance": measured[-1]["distance"] if measured else math.nan,
             "groups_zero": last["groups_zero"], "accuracy": evaluated[-1]["accuracy"] if evaluated else math.nan,
-            "loss": evaluated[-1]["loss"] if evaluated else math.nan, "seconds": seconds}
+            "loss": evaluated[-1]["loss"] if evaluated else math.nan, "seconds": seconds,
+            "restore_steps": sum(r["phase"] == "restore" for r in rows)}
 
 
 def run_sparsify(model: nn.Module, w0: torch.Tensor, groups: list[Group], cfg: SparsifyConfig, train: Split,
