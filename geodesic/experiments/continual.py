@@ -59,7 +59,11 @@ class LearnConfig:
     si_c: float = 10.0
     si_xi: float = 0.1
     lwf_temperature: float = 2.0
-    path: PathConfig = field(default_factory=lambda: PathConfig(beta=0.01, eps=0.5, probe=32, eval_every=10**9))
+    # β of the geodesic's tangent: the smaller, the more its step keeps to the memory's null space (the constraint
+    # |θ|² ≤ ε sets the pace). Seed 0, 10 CPU s a task, ACC: permuted-MNIST β 1e-2 0.8710, 1e-3 0.8754, 1e-4 0.8804
+    # (BWT −0.0448), 1e-5 0.8715 (BWT −0.0269, but each task learned less); split-MNIST at 1e-4 against 1e-2:
+    # class 0.9091 / 0.8704, domain 0.9427 / 0.9424, task 0.9882 / 0.9843
+    path: PathConfig = field(default_factory=lambda: PathConfig(beta=1e-4, eps=0.5, probe=32, eval_every=10**9))
     pull: float = 4.0  # ρ of the geodesic's pull toward the earlier tasks' function (split-MNIST's measured)
 
 
