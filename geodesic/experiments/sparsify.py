@@ -134,14 +134,14 @@ def sparsify_phases(model: nn.Module, w0: torch.Tensor, groups: list[Group], cho
                               length0=walk.length, watch=target, keep_best=keep))
 
 
-FORCED_LIMIT = 3  # of the last five steps, how many the budget's floor may take against the check before the walk is cut
+FORCED_LIMIT = 3  # of its last five steps, how many the budget's floor may force past the check before the walk is cut
 SHORT_LIMIT = 3  # steps in a row whose floor is above the cap (the deadline out of reach) before the walk is cut
 
 
 def deadline_phase(walk: Walk, budget: Budget, deadline: float) -> Phase:
     """The walk as a phase that ends by `deadline` CPU seconds of the budget, or once the deadline is out of its
-    reach (SHORT_LIMIT) or its floor has forced FORCED_LIMIT of its last five steps: a walk not arrived then is projected
-    onto its hyperplane (Walk.project)."""
+    reach (SHORT_LIMIT) or its floor has forced FORCED_LIMIT of its last five steps: a walk not arrived then is
+    projected onto its hyperplane (Walk.project)."""
     def rows() -> Iterator[dict]:
         for step in walk:
             yield step.row()
@@ -179,7 +179,6 @@ def restore_phase(model: nn.Module, w0: torch.Tensor, walk: Walk, start: torch.T
     box = {"w": start}
     x = evaluation.x[: evaluation.distance_batch]
     ref = mapped_outputs(model, w0, x, cfg.path.phi)
-
     zero = int((group_norms(start, walk.groups) == 0).sum())  # the held groups stay at zero
 
     def row(step: int, w: torch.Tensor, evaluate: bool, seconds: float) -> dict:
