@@ -204,8 +204,7 @@ def checked_front(a: argparse.Namespace) -> None:
     geodesic before and after, the best other method, and the verdict (level: the means differ by less than the two
     spreads together)."""
     name = front_name(a)
-    new = pd.concat([pd.read_csv(OUT / f"{name}-{part}" / "results.csv") for part in a.parts.split(",")],
-                    ignore_index=True)
+    new = sweep_cells(name, a.parts)
     old = pd.read_csv(RESULTS / f"sweep-{name}-cells.csv")
     before = fronts.front(old[old["method"] == "geodesic"]).set_index("filters")
     others = fronts.front(old[old["method"] != "geodesic"])
@@ -230,11 +229,22 @@ def checked_front(a: argparse.Namespace) -> None:
             f"cells': {int(old['seconds'].max() + 0.5)} s at most spent). 'geodesic before': the stored "
             f"front (fixed ε = 0.1); '(checked)': the same cells run again with the default walk of today (every step "
             f"checking itself, geodesic.core.trust; the walk due within half the budget, else projected and restored "
-            f"by descent, sparsify.sparsify_phases), from sweep folders {a.parts}. The other methods are the stored "
+            f"by descent, sparsify.sparsify_phases), from sweep folders {a.parts} (a cell run again in a later one "
+            f"counts once, its last run). The other methods are the stored "
             f"front's cells (their code is unchanged). Level: the means differ by less than the two seed spreads "
             f"together. Alive: no more than 5 points below magnitude pruning + fine-tuning. "
             f"Load average at the report: {load()}.")
     print(save(f"sweep-checked-{name}", pd.DataFrame(rows), note))
+
+
+def sweep_cells(name: str, parts: str) -> pd.DataFrame:
+    """The results of sweep folders <name>-<part> for each of the comma-separated `parts` that exists; a cell run
+    again in a later part replaces its earlier row."""
+    paths = [OUT / f"{name}-{part}" / "results.csv" for part in parts.split(",")]
+    tables = [pd.read_csv(p) for p in paths if p.is_file()]
+    if not tables:
+        return pd.DataFrame()
+    return pd.concat(tables, ignore_index=True).drop_duplicates("cell", keep="last")
 
 
 ALIVE = {"mlp": ("front-mlp-{ds}", None), "lenet60": ("front-{ds}", "sweep-front-{ds}-cells.csv"),
@@ -248,10 +258,9 @@ def alive(a: argparse.Namespace) -> None:
     rows = []
     for net, (folder, stored) in ALIVE.items():
         for ds in ("fashion-mnist", "mnist"):
-            path = OUT / f"{folder.format(ds=ds)}-{a.parts}" / "results.csv"
-            if not path.is_file():
+            new = sweep_cells(folder.format(ds=ds), a.parts)
+            if new.empty:
                 continue
-            new = pd.read_csv(path)
             old = pd.read_csv(RESULTS / stored.format(ds=ds)) if stored else new
             geo, tuned = fronts.front(new[new["method"] == "geodesic"]), fronts.front(old[old["method"] == "finetune"])
             for _, g in geo.iterrows():
@@ -270,7 +279,8 @@ def alive(a: argparse.Namespace) -> None:
             "resnet8: fine-tuning is the stored front's cells (its code is unchanged); the mlp (32 hidden units): "
             "its cells of the same sweep. lenet60 runs its front's sparsities (30 = half of its 60 filters, up to "
             "58); resnet8 and the mlp a quarter and half of their groups. restored by descent: cells whose walk "
-            f"ended missed and were restored. Sweep folders: <front>-{a.parts}. Load average at the report: {load()}.")
+            f"ended missed and were restored. Sweep folders: <front>-<part> for parts {a.parts} (a cell run again "
+            f"in a later part counts once, its last run). Load average at the report: {load()}.")
     print(save("sweep-alive", pd.DataFrame(rows), note))
 
 
