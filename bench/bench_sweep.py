@@ -277,8 +277,8 @@ def alive(a: argparse.Namespace) -> None:
             "budget, else projected and restored by descent, sparsify.sparsify_phases) against magnitude pruning + "
             "Adam on the labels at the same CPU budget, one thread a cell, full test sets, 3 seeds. lenet60 and "
             "resnet8: fine-tuning is the stored front's cells (its code is unchanged); the mlp (32 hidden units): "
-            "its cells of the same sweep. lenet60 runs its front's sparsities (30 = half of its 60 filters, up to "
-            "58); resnet8 and the mlp a quarter and half of their groups. restored by descent: cells whose walk "
+            "its cells of the same sweep. lenet60: the sparsities its folders hold, of 60 filters (30 is half); "
+            "resnet8 and the mlp: a quarter and half of their groups. restored by descent: cells whose walk "
             f"ended missed and were restored. Sweep folders: <front>-<part> for parts {a.parts} (a cell run again "
             f"in a later part counts once, its last run). Load average at the report: {load()}.")
     print(save("sweep-alive", pd.DataFrame(rows), note))
