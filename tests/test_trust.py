@@ -169,29 +169,32 @@ def test_the_best_point_is_kept_when_the_end_scores_worse():
     assert rows[-1].phase == "best" and torch.equal(p.w, w0) and torch.equal(p.snapshots[-1][1], w0)
 
 
-def test_a_budget_floor_takes_the_step_the_check_would_reject():
+def floored_walk(eps: float, max_steps: int, floor: float) -> Path:
+    """The Product net's walk toward its second weight at 0, self-checked from `eps`, under a budget's floor."""
     m = Product().eval()
     target = torch.tensor([False, True])
-    cfg = PathConfig(phi="logits", beta=0.1, eps=1.0, probe=3, max_steps=1, solver="explicit", arrive_tol=1e-9)
-    p = Path(m, flatten(m), objectives.sparsify(target), cfg, lambda b: (X, None),
-             Evaluation(X, torch.zeros(3, dtype=torch.long)), groups=[], target=target, eps_floor=lambda path: 0.25)
+    cfg = PathConfig(phi="logits", beta=0.1, eps=eps, probe=3, max_steps=max_steps, solver="explicit",
+                     arrive_tol=1e-9)
+    return Path(m, flatten(m), objectives.sparsify(target), cfg, lambda b: (X, None),
+                Evaluation(X, torch.zeros(3, dtype=torch.long)), groups=[], target=target,
+                eps_floor=lambda path: floor)
+
+
+def test_a_budget_floor_takes_the_step_the_check_would_reject():
+    p = floored_walk(1.0, 1, 0.25)
     step = list(p)[1]
     assert hand_check(W0, V0, 0.1, 0.25).linearity > REJECT  # the check alone would go on to ε/16
     assert step.rejected == 1 and step.eps == pytest.approx(0.25) and p.eps == pytest.approx(0.25)
-    assert list(p.forced) == [True]  # taken against the check: what ends a walk the budget cannot carry (sparsify.FORCED_LIMIT)
+    # taken against the check: what ends a walk the budget cannot carry (sparsify.FORCED_LIMIT)
+    assert list(p.forced) == [True]
     assert p.cpu_per_step() > 0 and p.efficiency > 0  # what a budget's floor is computed from
 
 
 def test_a_floor_above_the_cap_marks_the_deadline_out_of_reach():
-    m = Product().eval()
-    target = torch.tensor([False, True])
-    cfg = PathConfig(phi="logits", beta=0.1, eps=0.01, probe=3, max_steps=2, solver="explicit", arrive_tol=1e-9)
-    p = Path(m, flatten(m), objectives.sparsify(target), cfg, lambda b: (X, None),
-             Evaluation(X, torch.zeros(3, dtype=torch.long)), groups=[], target=target, eps_floor=lambda path: 5.0)
+    p = floored_walk(0.01, 2, 5.0)
     steps = list(p)[1:]
     assert all(s.eps <= 0.01 for s in steps) and p.short == 2  # the cap holds; sparsify.SHORT_LIMIT counts these
-    q = Path(m, flatten(m), objectives.sparsify(target), cfg, lambda b: (X, None),
-             Evaluation(X, torch.zeros(3, dtype=torch.long)), groups=[], target=target, eps_floor=lambda path: 0.001)
+    q = floored_walk(0.01, 2, 0.001)
     list(q)
     assert q.short == 0
 

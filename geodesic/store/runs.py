@@ -153,7 +153,7 @@ class RunWriter:
                      "versions": {"geodesic": __version__, "torch": torch.__version__,
                                   "python": platform.python_version()}, **meta}
         self.rows: list[dict] = []
-        self._flushed = -math.inf  # when metrics.parquet was last written (perf_counter)
+        self._flushed = (-math.inf, 0)  # when metrics.parquet was last written (perf_counter), with how many rows
         self.model: torch.nn.Module | None = None
         self.w_start: torch.Tensor | None = None
         write_json(self.dir / "meta.json", self.meta)
@@ -168,24 +168,24 @@ class RunWriter:
         """Append one row; metrics.parquet is rewritten at most every FLUSH_SECONDS (a rewrite costs the whole
         table, which a run of many cheap steps would pay per step), and always with a snapshot and at the end."""
         self.rows.append(row)
-        if time.perf_counter() - self._flushed >= FLUSH_SECONDS:
+        if time.perf_counter() - self._flushed[0] >= FLUSH_SECONDS:
             self.flush()
 
     def flush(self) -> None:
-        """Write metrics.parquet with every row so far."""
+        """Write metrics.parquet with every row so far (nothing to do when it holds them already)."""
+        if len(self.rows) == self._flushed[1]:
+            return
         import pandas as pd
 
         df = pd.DataFrame(self.rows)
         _atomic_write_bytes(self.dir / "metrics.parquet", lambda t: df.to_parquet(t, index=False))
-        self._flushed = time.perf_counter()
+        self._flushed = (time.perf_counter(), len(self.rows))
 
     def add_snapshot(self, step: int, w: torch.Tensor) -> None:
         """Save the weights at `step`, and every row so far with them (a killed run keeps both up to here)."""
         import torch
 
-        if self.rows:
-            self.flush()
-
+        self.flush()
         folder = self.dir / SNAPSHOTS
         folder.mkdir(exist_ok=True)
         save_tensors(folder / f"{step:07d}.safetensors", {"w": w, "step": torch.tensor(step)})
@@ -197,8 +197,7 @@ class RunWriter:
     def finish(self, status: Status, w: torch.Tensor | None, summary: dict) -> None:
         """The final weights (flat in state.safetensors; as a state dict + card when the model is known), then
         status and summary in meta.json."""
-        if self.rows:
-            self.flush()
+        self.flush()
         if w is not None:
             start = self.w_start if self.w_start is not None else w
             save_tensors(self.dir / STATE, {"w_start": start, "w": w})
