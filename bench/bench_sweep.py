@@ -7,6 +7,7 @@
     python bench/bench_sweep.py report                   # the tables again from the sweep folders
     python bench/bench_sweep.py checked --model resnet8  # geodesic cells of a front rerun with the self-checking step
     python bench/bench_sweep.py alive --parts deadline   # every zoo net's geodesic cells against fine-tuning
+    python bench/bench_sweep.py side --model resnet8 --parts side   # every method of sweeps run side by side
 
 Every cell is `geodesic sweep`'s: the same CPU budget on one thread per task, full test sets. The front runs the
 command unchanged against a two-node Ray cluster simulated on this machine (tools/ray_cluster.py: `ray start`
@@ -237,6 +238,39 @@ def checked_front(a: argparse.Namespace) -> None:
     print(save(f"sweep-checked-{name}", pd.DataFrame(rows), note))
 
 
+def side_by_side(a: argparse.Namespace) -> None:
+    """Every method of the sweep folders <front>-<part> (--parts), run in the same sweeps, with today's code and
+    today's machine: a CPU budget buys a machine's steps, and the stored front's baselines took two to three times as
+    many steps per CPU second as the same cells do today, so only cells run together compare. One row per sparsity:
+    each method's mean ± sd and mean steps, and the geodesic against the best other method."""
+    name = front_name(a)
+    cells = sweep_cells(name, a.parts)
+    table = fronts.front(cells)
+    rows = []
+    for filters, part in table.groupby("filters"):
+        row = {"groups zeroed": int(filters)}
+        for _, r in part.sort_values("method").iterrows():
+            row[r["method"]] = f"{_ms(r)} ({int(r['seeds'])}; {r['steps']:.0f} steps)"
+        others = part[part["method"] != "geodesic"].sort_values("mean")
+        g = part[part["method"] == "geodesic"]
+        if len(g) and len(others):
+            g, best = g.iloc[0], others.iloc[-1]
+            gap, spread = g["mean"] - best["mean"], g["sd"] + best["sd"]
+            verdict = "ahead" if gap > spread else "level" if gap >= -spread else "behind"
+            row["geodesic vs best"] = f"{gap:+.4f} against {best['method']} ({verdict})"
+        rows.append(row)
+    import json
+
+    budget = json.loads((OUT / f"{name}-{a.parts.split(',')[0]}" / "sweep.json").read_text())["seconds"]
+    note = (f"{a.model} on {a.dataset}, full test set, {budget:g} CPU s a cell on one thread, every method run in "
+            f"the same sweep folders ({a.parts}; a cell run again in a later one counts once, its last run), two "
+            f"cells at a time on this 2-core machine. Each cell: mean ± sd (seeds; mean steps a cell). +recal: "
+            f"BatchNorm statistics re-estimated on unlabeled training images at the mask "
+            f"(geodesic.experiments.methods). Level: the means differ by less than the two seed spreads together. "
+            f"Load average at the report: {load()}.")
+    print(save(f"sweep-side-{name}", pd.DataFrame(rows), note))
+
+
 def sweep_cells(name: str, parts: str) -> pd.DataFrame:
     """The results of sweep folders <name>-<part> for each of the comma-separated `parts` that exists; a cell run
     again in a later part replaces its earlier row."""
@@ -290,7 +324,7 @@ def _ms(r) -> str:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("part", choices=("front", "data", "overhead", "report", "checked", "alive"))
+    p.add_argument("part", choices=("front", "data", "overhead", "report", "checked", "alive", "side"))
     p.add_argument("--dataset", default="fashion-mnist", choices=("fashion-mnist", "mnist"))
     p.add_argument("--model", default="lenet60", choices=("lenet60", "resnet8"), help="the front's shipped net")
     p.add_argument("--fractions", default=None, help="front: fractions of the groups (e.g. 0.25,0.5) instead of "
@@ -312,6 +346,8 @@ def main() -> None:
         checked_front(a)
     elif a.part == "alive":
         alive(a)
+    elif a.part == "side":
+        side_by_side(a)
     else:
         report_front(a)
 

@@ -102,6 +102,30 @@ def test_non_finite_direction_skips_the_step_and_keeps_eps():
     assert [s.step for s in steps] == [0, 2, 3]
 
 
+def test_a_budgeted_path_follows_its_budget_and_ends_with_it():
+    """progress (the budget's spent fraction) drives the cosine cap and ends the path at 1, before max_steps."""
+    m = TwoWeights().eval()
+    with torch.no_grad():
+        m.fc.weight.copy_(torch.tensor([[0.8, -0.6]]))
+    ticks = {"n": 0}
+
+    def progress():  # a budget spent a tenth per step taken
+        return ticks["n"] / 10
+
+    def field(w):
+        ticks["n"] += 1
+        return -w
+
+    cfg = PathConfig(phi="logits", beta=1.0, eps=0.1, eps_final=0.001, probe=3, max_steps=1000, adaptive=False)
+    p = Path(m, flatten(m), field, cfg, lambda b: (X, None), Evaluation(X, torch.zeros(3, dtype=torch.long)),
+             groups=[], progress=progress)
+    steps = [s for s in p if s.phase == "walk" and s.step > 0]
+    assert len(steps) == 10 and p.status is Status.DONE and p.reason == "CPU budget"
+    expected = [0.001 + 0.099 * 0.5 * (1 + math.cos(math.pi * k / 10)) for k in range(1, 11)]
+    np.testing.assert_allclose([s.eps for s in steps], expected, rtol=1e-6)  # not the 1000-step schedule's
+    assert steps[-1].eps == pytest.approx(0.001)
+
+
 def test_bad_config_is_refused():
     for bad, says in ((dict(beta=0), "beta must be in .*got 0"), (dict(eps=-1), "eps must be in .*got -1"),
                       (dict(probe=0), "probe batch must be in .*got 0"), (dict(solver="magic"), "solver must be one of"),
@@ -153,6 +177,18 @@ def test_relaxation_keeps_zeros_and_pulls_back_toward_the_start(mlp_setup):
     assert all(s["groups_zero"] >= 8 for s in relax)
     assert all(s["target_norm"] == 0.0 for s in relax)  # |w_T| of the zeroed groups, shown as 0 (not NaN)
     assert relax[-1]["distance"] < snap["distance"]
+
+
+def test_a_budgeted_relaxation_spends_what_the_walk_left(mlp_setup):
+    model, w0, groups, train, ev = mlp_setup
+    cfg = replace(PRESETS["recommended"], filters=8, seconds=10.0, relax_steps=10**5,
+                  path=PathConfig(max_steps=300, eps=0.04, beta=1e-3, eval_every=50))
+    out = run_sparsify(model, w0, groups, cfg, train, ev)
+    relax = [r for r in out.rows if r["phase"] == "relax"]
+    assert out.status is Status.ARRIVED and 5 <= len(relax) < 10**5
+    assert relax[-1]["eps"] < 0.1 * cfg.relax_eps  # the schedule decayed with the budget, not over 10⁵ steps
+    spent = sum(r["t_jacobian"] + r["t_solve"] + r["t_other"] + r["t_check"] for r in out.rows)
+    assert spent <= 1.5 * cfg.seconds  # wall seconds of the steps, on a machine that may be loaded
 
 
 def test_a_walk_the_budget_cannot_carry_is_projected_and_restored_by_descent(mlp_setup, tmp_path):

@@ -140,13 +140,16 @@ class Path:
 
     `keep_best` (w ↦ a score, lower is better), when given, is measured at the start and every eval_every steps;
     a path that ends worse than its best point goes back to it (one more row, phase "best"). `eps_floor` (Path ↦ ε),
-    when given, bounds the self-checking step from below: a budget that must see the path arrive decides there."""
+    when given, bounds the self-checking step from below: a budget that must see the path arrive decides there.
+    `progress` (() ↦ the fraction of its CPU budget spent), when given, ends the path once it reaches 1 (as max
+    steps do) and drives the ε schedule by the larger of it and the steps' fraction: the schedule completes when
+    the budget does, whatever a step costs."""
 
     def __init__(self, model: nn.Module, w_start: torch.Tensor, field: Field, cfg: PathConfig, probe: Sampler,
                  evaluation: Evaluation, groups: list[Group], target: torch.Tensor | None = None,
                  frozen: torch.Tensor | None = None, phase: str = "walk", w_ref: torch.Tensor | None = None,
                  step0: int = 0, length0: float = 0.0, watch: torch.Tensor | None = None,
-                 keep_best=None, eps_floor=None):
+                 keep_best=None, eps_floor=None, progress=None):
         self.model, self.field, self.cfg = model.eval(), field, cfg.validate()
         self.probe, self.evaluation, self.groups = probe, evaluation, groups
         self.w = w_start.detach().clone()
@@ -164,6 +167,7 @@ class Path:
         self._ref_out: torch.Tensor | None = None  # φ f(x, w_ref) on the distance batch, computed once
         self.keep_best = keep_best
         self.eps_floor = eps_floor  # Path ↦ the smallest ε a budget allows (the check never shrinks below it)
+        self.progress = progress  # () ↦ the fraction of the path's CPU budget spent (it ends at 1)
         self.cpu: deque[float] = deque(maxlen=10)  # CPU seconds of the last ten steps taken
         self.efficiency = math.nan  # |w_T| gained per unit of step norm √ε, averaged over the steps taken
         self.best: tuple[float, int, torch.Tensor] | None = None  # (score, step, w)
@@ -192,11 +196,13 @@ class Path:
                     acc, loss, mu, self.eps, *times, group_norms=norms.tolist())
 
     def cap(self, step: int) -> float:
-        """The largest trust region at this step: cfg.eps, or its cosine decay to eps_final over max_steps."""
+        """The largest trust region at this step: cfg.eps, or its cosine decay to eps_final over max_steps (or over
+        the path's budget, whichever runs out first)."""
         cfg = self.cfg
         if cfg.eps_final <= 0:
             return cfg.eps
         frac = (step - self.step0 - 1) / max(cfg.max_steps - 1, 1)
+        frac = min(max(frac, self.progress()), 1.0) if self.progress is not None else frac
         return cfg.eps_final + (cfg.eps - cfg.eps_final) * 0.5 * (1 + math.cos(math.pi * frac))
 
     def direction(self, w: torch.Tensor) -> torch.Tensor:
@@ -271,6 +277,9 @@ class Path:
                 self._score(step)
             if rec.distance > cfg.max_distance:
                 self.status, self.reason = self._out_of_budget(), "distance budget"
+                break
+            if self.progress is not None and self.progress() >= 1.0:
+                self.status, self.reason = self._out_of_budget(), "CPU budget"
                 break
         else:
             self.status, self.reason = self._out_of_budget(), "max steps"
