@@ -47,16 +47,28 @@ def point(tasks: str, scenario: str, method: str, value: float, seconds: float) 
     t0 = time.time()
     s = run_sequence(model, train, test, spec.config(method, 0)).summary
     return {"tasks": tasks, "scenario": scenario, "method": method, "strength": GRID[method][0], "value": value,
-            "ACC": s["ACC"], "BWT": s["BWT"], "steps": s["steps"], "wall": time.time() - t0}
+            "ACC": s["ACC"], "BWT": s["BWT"], "steps": s["steps"], "wall": time.time() - t0, "beta": learn.path.beta}
+
+
+OLD_BETA = 0.01  # the geodesic's β of the points recorded before each point named its β
 
 
 def done() -> list[dict]:
-    return [json.loads(line) for line in OUT.read_text().splitlines() if line.strip()] if OUT.exists() else []
+    rows = [json.loads(line) for line in OUT.read_text().splitlines() if line.strip()] if OUT.exists() else []
+    return [{**r, "beta": r.get("beta", OLD_BETA) if r["method"] == "geodesic" else float("nan")} for r in rows]
 
 
-def run_grid(seconds: float, workers: int) -> None:
-    have = {(r["tasks"], r["scenario"], r["method"], float(r["value"])) for r in done()}
-    todo = [p for p in PLAN if (*p[:3], float(p[3])) not in have]
+def key(tasks: str, scenario: str, method: str, value: float, beta: float) -> tuple:
+    """A grid point: the geodesic's also by its β (a point at another β is another point)."""
+    return tasks, scenario, method, float(value), beta if method == "geodesic" else None
+
+
+def run_grid(seconds: float, workers: int, only: str | None) -> None:
+    from geodesic.experiments.continual import LearnConfig
+
+    beta = LearnConfig().path.beta
+    have = {key(r["tasks"], r["scenario"], r["method"], r["value"], r["beta"]) for r in done()}
+    todo = [p for p in PLAN if key(*p, beta) not in have and (only is None or p[0] == only)]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
 
     def one(p):
@@ -75,19 +87,21 @@ def run_grid(seconds: float, workers: int) -> None:
 
 
 def report(seconds: float) -> str:
-    df = pd.DataFrame(done()).sort_values(["tasks", "scenario", "method", "value"])
-    best = df.groupby(["tasks", "scenario", "method"])["ACC"].transform("max") == df["ACC"]
+    df = pd.DataFrame(done())
+    df["β"] = df["beta"].map(lambda b: "" if b != b else f"{b:g}")  # the geodesic's; blank for the others
+    df = df.sort_values(["tasks", "scenario", "method", "β", "value"])
+    best = df.groupby(["tasks", "scenario", "method", "β"])["ACC"].transform("max") == df["ACC"]
     df["best"] = best.map({True: "◀", False: ""})
-    df = df[["tasks", "scenario", "method", "strength", "value", "ACC", "BWT", "steps", "best"]]
-    mean = df.groupby(["tasks", "method", "value"])["ACC"].mean().reset_index()
-    top = mean.loc[mean.groupby(["tasks", "method"])["ACC"].idxmax()]
-    chosen = "; ".join(f"{r.tasks} {r.method} {r.value:g} (mean ACC over its scenarios {r.ACC:.4f})"
-                       for r in top.itertuples())
+    df = df[["tasks", "scenario", "method", "β", "strength", "value", "ACC", "BWT", "steps", "best"]]
+    mean = df.groupby(["tasks", "method", "β", "value"])["ACC"].mean().reset_index()
+    top = mean.loc[mean.groupby(["tasks", "method", "β"])["ACC"].idxmax()]
+    chosen = "; ".join(f"{r.tasks} {r.method}{f' at β {r.β}' if r.β else ''} {r.value:g} (mean ACC over its "
+                       f"scenarios {r.ACC:.4f})" for r in top.itertuples())
     load = os.getloadavg()
     note = (f"One seed (0), mlp100, {seconds:g} CPU s a task, no step cap, memory 100, full test sets; each row one "
             f"sequence run with the benchmark's other settings at continual.config_for's. ◀: the best ACC of the "
             f"method on that benchmark and scenario. A benchmark takes one value for all its scenarios, the best mean "
-            f"ACC over them: {chosen}. Load average at the report: {load[0]:.1f}, {load[1]:.1f}, {load[2]:.1f}.")
+            f"ACC over them: {chosen}. β: the geodesic's tangent β the point ran at (each β has its own best). Load average at the report: {load[0]:.1f}, {load[1]:.1f}, {load[2]:.1f}.")
     return save("sequence-strengths", df, note)
 
 
@@ -96,13 +110,14 @@ def main() -> None:
     p.add_argument("--seconds", type=float, default=10.0)
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--report", action="store_true")
+    p.add_argument("--only", help="run only this benchmark's points (e.g. permuted-mnist:10)")
     p.add_argument("--point", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.point:
         print(json.dumps(point(*json.loads(args.point))))
         return
     if not args.report:
-        run_grid(args.seconds, args.workers)
+        run_grid(args.seconds, args.workers, args.only)
     print(report(args.seconds))
 
 
