@@ -268,7 +268,9 @@ def side_by_side(a: argparse.Namespace) -> None:
             f"BatchNorm statistics re-estimated on unlabeled training images at the mask "
             f"(geodesic.experiments.methods). Level: the means differ by less than the two seed spreads together. "
             f"Load average at the report: {load()}.")
-    print(save(f"sweep-side-{name}", pd.DataFrame(rows), note))
+    methods = sorted(table["method"].unique(), key=lambda m: (m != "geodesic", m))
+    columns = ["groups zeroed", *methods, "geodesic vs best"]
+    print(save(f"sweep-side-{name}", pd.DataFrame(rows).reindex(columns=columns).fillna("-"), note))
 
 
 def sweep_cells(name: str, parts: str) -> pd.DataFrame:
