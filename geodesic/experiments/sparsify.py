@@ -138,7 +138,7 @@ def sparsify_phases(model: nn.Module, w0: torch.Tensor, groups: list[Group], cho
 
 # of its last five steps, how many the budget's floor may force past the check before the walk is cut: on resnet8 at
 # half its groups (240 CPU s) a walk let go to 3 forced steps spent up to 39 steps (a sixth of the budget) before
-# its cut, and not one walk arrived; lenet60's and the mlp's walks are never forced
+# its cut, and not one walk arrived; no lenet60 or mlp walk of the fronts had two forced steps within five
 FORCED_LIMIT = 2
 SHORT_LIMIT = 3  # steps in a row whose floor is above the cap (the deadline out of reach) before the walk is cut
 
