@@ -3,10 +3,12 @@
 
     python bench/bench_sequence_strengths.py            # runs the grid points not yet in bench/out, then the table
     python bench/bench_sequence_strengths.py --report   # only the table
+    python bench/bench_sequence_strengths.py --only permuted-mnist:10   # one benchmark's points (e.g. at a new β)
 
 Each point calls the library as `geodesic sequence` does (sequence_cells.build_model, splits, run_sequence) with
 continual.config_for's settings for the benchmark and one strength changed; its result is one line of
-bench/out/sequence-strengths.jsonl (kept, so that an interrupted grid resumes). The table marks each method's best
+bench/out/sequence-strengths.jsonl (kept, so that an interrupted grid resumes); a geodesic point records its β,
+and a point at another β is another point. The table marks each method's best
 value per benchmark; the values of STRENGTHS should be those.
 """
 
