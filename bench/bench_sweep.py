@@ -18,6 +18,7 @@ git); their results tables and the summaries go to bench/results/sweep-*.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
@@ -103,7 +104,6 @@ def run_front(a: argparse.Namespace) -> None:
 def ship(out, name: str) -> None:
     """The sweep's table (sweep.json, results.csv/.parquet, no cell folders) as the app's shipped example
     assets/gallery/sweeps/<name>: the Sweeps page shows it on a first visit."""
-    import json
     import shutil
 
     dest = ROOT / "assets" / "gallery" / "sweeps" / name
@@ -217,15 +217,12 @@ def checked_front(a: argparse.Namespace) -> None:
         for _, r in part.iterrows():
             row[f"{r['method']} (checked)"] = f"{_ms(r)} ({int(r['seeds'])} seeds)"
         g = part[part["method"] == "geodesic"].iloc[0]
-        gap = g["mean"] - best["mean"]
-        verdict = "ahead" if gap > g["sd"] + best["sd"] else "level" if gap >= -(g["sd"] + best["sd"]) else "behind"
+        gap, verdict = compare(g, best)
         tuned = others[(others["filters"] == filters) & (others["method"] == "finetune")].iloc[0]
         alive = "alive" if g["mean"] >= tuned["mean"] - 0.05 else "below"
         rows.append({**row, "best other": f"{best['method']} {_ms(best)}", "geodesic vs best": f"{gap:+.4f} ({verdict})",
                      "vs fine-tuning": f"{g['mean'] - tuned['mean']:+.4f} ({alive})"})
-    import json
-
-    budget = json.loads((OUT / f"{name}-{a.parts.split(',')[0]}" / "sweep.json").read_text())["seconds"]
+    budget = sweep_seconds(name, a.parts)
     note = (f"{a.model} on {a.dataset}, full test set, a budget of {budget:g} CPU s a cell on one thread (the stored "
             f"cells': {int(old['seconds'].max() + 0.5)} s at most spent). 'geodesic before': the stored "
             f"front (fixed ε = 0.1); '(checked)': the same cells run again with the default walk of today (every step "
@@ -255,13 +252,10 @@ def side_by_side(a: argparse.Namespace) -> None:
         g = part[part["method"] == "geodesic"]
         if len(g) and len(others):
             g, best = g.iloc[0], others.iloc[-1]
-            gap, spread = g["mean"] - best["mean"], g["sd"] + best["sd"]
-            verdict = "ahead" if gap > spread else "level" if gap >= -spread else "behind"
+            gap, verdict = compare(g, best)
             row["geodesic vs best"] = f"{gap:+.4f} against {best['method']} ({verdict})"
         rows.append(row)
-    import json
-
-    budget = json.loads((OUT / f"{name}-{a.parts.split(',')[0]}" / "sweep.json").read_text())["seconds"]
+    budget = sweep_seconds(name, a.parts)
     note = (f"{a.model} on {a.dataset}, full test set, {budget:g} CPU s a cell on one thread, every method run in "
             f"the same sweep folders ({a.parts}; a cell run again in a later one counts once, its last run), two "
             f"cells at a time on this 2-core machine. Each cell: mean ± sd (seeds; mean steps a cell). +recal: "
@@ -271,6 +265,18 @@ def side_by_side(a: argparse.Namespace) -> None:
     methods = sorted(table["method"].unique(), key=lambda m: (m != "geodesic", m))
     columns = ["groups zeroed", *methods, "geodesic vs best"]
     print(save(f"sweep-side-{name}", pd.DataFrame(rows).reindex(columns=columns).fillna("-"), note))
+
+
+def compare(g: pd.Series, best: pd.Series) -> tuple[float, str]:
+    """(the geodesic's mean minus the best other's, and the verdict): level when they differ by less than the two
+    seed spreads together."""
+    gap, spread = g["mean"] - best["mean"], g["sd"] + best["sd"]
+    return gap, "ahead" if gap > spread else "level" if gap >= -spread else "behind"
+
+
+def sweep_seconds(name: str, parts: str) -> float:
+    """The CPU budget a cell had in the first of the sweep folders <name>-<part> (sweep.json)."""
+    return json.loads((OUT / f"{name}-{parts.split(',')[0]}" / "sweep.json").read_text())["seconds"]
 
 
 def sweep_cells(name: str, parts: str) -> pd.DataFrame:
