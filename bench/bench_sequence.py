@@ -43,8 +43,9 @@ def memories(args) -> list[int | None]:
 def run(args, scenario: str, memory: int | None) -> None:
     cmd = [sys.executable, "-m", "geodesic", "sequence", "--tasks", args.tasks, "--scenario", scenario, "--seeds",
            args.seeds, "--seconds", str(args.seconds), "--steps", str(args.steps),
-           "--memory", str(args.memory if memory is None else memory), "--model", args.model, "--backend",
-           args.backend, "--out", str(folder(args.tasks, scenario, args.name, memory))]
+           "--model", args.model, "--backend", args.backend, "--out", str(folder(args.tasks, scenario, args.name, memory))]
+    m = args.memory if memory is None else memory
+    cmd += ["--memory", str(m)] if m is not None else []  # else the benchmark's (choices.memory_for)
     cmd += ["--methods", args.methods] if args.methods else []
     print(" ".join(cmd[1:]), flush=True)
     rc = subprocess.run(cmd, cwd=ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1"}).returncode
@@ -68,6 +69,12 @@ def last_row(R: list) -> str:
     return " / ".join(f"{sum(r[-1, j].item() for r in R) / len(R):.4f}" for j in range(R[0].shape[0]))
 
 
+def decay(path: dict) -> str:
+    """How the geodesic's cap on ε ran: constant, or decayed (cosine) to eps_final over each task's budget."""
+    final = float(path.get("eps_final", 0.0))
+    return f" decaying to {final:g}" if final else ""
+
+
 def table(args) -> tuple[pd.DataFrame, list[str]]:
     rows, notes = [], []
     for scenario, memory in [(s, m) for s in args.scenarios.split(",") for m in memories(args)]:
@@ -78,7 +85,7 @@ def table(args) -> tuple[pd.DataFrame, list[str]]:
         notes.append(f"{scenario}: {spec['model']}, {learn['seconds']:g} CPU s and at most {learn['steps']} steps a "
                      f"task, memory {learn['memory']} images per earlier task, EWC λ {learn['ewc_lambda']:g} (γ "
                      f"{learn['ewc_gamma']:g}), SI c {learn['si_c']:g}, the geodesic's β {learn['path']['beta']:g}, "
-                     f"ε {learn['path']['eps']:g} (self-checked), pull {learn['pull']:g}")
+                     f"ε {learn['path']['eps']:g} (self-checked){decay(learn['path'])}, pull {learn['pull']:g}")
         for method, part in df.groupby("method", sort=False):
             ok = part[part["status"] != "error"]
             row = {"scenario": scenario, "method": method, "memory": learn["memory"], "seeds": len(ok),
@@ -102,7 +109,7 @@ def main() -> None:
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--seconds", type=float, default=10.0)
     p.add_argument("--steps", type=int, default=2000)
-    p.add_argument("--memory", type=int, default=100)
+    p.add_argument("--memory", type=int, help="images per earlier task (default: the benchmark's)")
     p.add_argument("--memories", default="", help="a memory curve: comma-separated M, each its own folder")
     p.add_argument("--methods", default="", help="comma-separated (default every method)")
     p.add_argument("--model", default="mlp100")

@@ -7,8 +7,8 @@
 
 Each point calls the library as `geodesic sequence` does (sequence_cells.build_model, splits, run_sequence) with
 continual.config_for's settings for the benchmark and one strength changed; its result is one line of
-bench/out/sequence-strengths.jsonl (kept, so that an interrupted grid resumes); a geodesic point records its β,
-and a point at another β is another point. The table marks each method's best
+bench/out/sequence-strengths.jsonl (kept, so that an interrupted grid resumes); a geodesic point records its walk
+(β, the final cap on ε) and the memory, and a point at another of those is another point. The table marks each method's best
 value per benchmark; the values of STRENGTHS should be those.
 """
 
@@ -49,28 +49,40 @@ def point(tasks: str, scenario: str, method: str, value: float, seconds: float) 
     t0 = time.time()
     s = run_sequence(model, train, test, spec.config(method, 0)).summary
     return {"tasks": tasks, "scenario": scenario, "method": method, "strength": GRID[method][0], "value": value,
-            "ACC": s["ACC"], "BWT": s["BWT"], "steps": s["steps"], "wall": time.time() - t0, "beta": learn.path.beta}
+            "ACC": s["ACC"], "BWT": s["BWT"], "steps": s["steps"], "wall": time.time() - t0, **walk(learn)}
 
 
-OLD_BETA = 0.01  # the geodesic's β of the points recorded before each point named its β
+# What a geodesic point ran at, before its points recorded it: β 0.01, a constant cap on ε, memory 100
+OLD_WALK = {"beta": 0.01, "eps_final": 0.0, "memory": 100}
+
+
+def walk(learn) -> dict:
+    """The geodesic's settings besides its pull that a point depends on."""
+    return {"beta": learn.path.beta, "eps_final": learn.path.eps_final, "memory": learn.memory}
 
 
 def done() -> list[dict]:
     rows = [json.loads(line) for line in OUT.read_text().splitlines() if line.strip()] if OUT.exists() else []
-    return [{**r, "beta": r.get("beta", OLD_BETA) if r["method"] == "geodesic" else float("nan")} for r in rows]
+    nan = {k: float("nan") for k in OLD_WALK}
+    return [{**r, **({**OLD_WALK, **{k: r[k] for k in OLD_WALK if k in r}} if r["method"] == "geodesic" else nan)}
+            for r in rows]
 
 
-def key(tasks: str, scenario: str, method: str, value: float, beta: float) -> tuple:
-    """A grid point: the geodesic's also by its β (a point at another β is another point)."""
-    return tasks, scenario, method, float(value), beta if method == "geodesic" else None
+def setting(r: dict) -> tuple:
+    return tuple(r[k] for k in OLD_WALK) if r["method"] == "geodesic" else None
+
+
+def key(tasks: str, scenario: str, method: str, value: float, at: tuple | None) -> tuple:
+    """A grid point: the geodesic's also by its walk and memory (at another, it is another point)."""
+    return tasks, scenario, method, float(value), at if method == "geodesic" else None
 
 
 def run_grid(seconds: float, workers: int, only: str | None) -> None:
-    from geodesic.experiments.continual import LearnConfig
+    from geodesic.experiments.continual import config_for
 
-    beta = LearnConfig().path.beta
-    have = {key(r["tasks"], r["scenario"], r["method"], r["value"], r["beta"]) for r in done()}
-    todo = [p for p in PLAN if key(*p, beta) not in have and (only is None or p[0] == only)]
+    have = {key(r["tasks"], r["scenario"], r["method"], r["value"], setting(r)) for r in done()}
+    todo = [p for p in PLAN if key(*p, tuple(walk(config_for(p[0])).values())) not in have
+            and (only is None or p[0] == only)]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
 
     def one(p):
@@ -88,22 +100,32 @@ def run_grid(seconds: float, workers: int, only: str | None) -> None:
         list(pool.map(one, todo))
 
 
+def walk_label(r) -> str:
+    """The geodesic's walk and memory, for the table (blank for the other methods)."""
+    if r["beta"] != r["beta"]:
+        return ""
+    cap = f", ε → {r['eps_final']:g}" if r["eps_final"] else ", ε constant"
+    return f"β {r['beta']:g}{cap}, M {int(r['memory'])}"
+
+
 def report(seconds: float) -> str:
     df = pd.DataFrame(done())
-    df["β"] = df["beta"].map(lambda b: "" if b != b else f"{b:g}")  # the geodesic's; blank for the others
-    df = df.sort_values(["tasks", "scenario", "method", "β", "value"])
-    best = df.groupby(["tasks", "scenario", "method", "β"])["ACC"].transform("max") == df["ACC"]
+    df["walk"] = df.apply(walk_label, axis=1)
+    df = df.sort_values(["tasks", "scenario", "method", "walk", "value"])
+    best = df.groupby(["tasks", "scenario", "method", "walk"])["ACC"].transform("max") == df["ACC"]
     df["best"] = best.map({True: "◀", False: ""})
-    df = df[["tasks", "scenario", "method", "β", "strength", "value", "ACC", "BWT", "steps", "best"]]
-    mean = df.groupby(["tasks", "method", "β", "value"])["ACC"].mean().reset_index()
-    top = mean.loc[mean.groupby(["tasks", "method", "β"])["ACC"].idxmax()]
-    chosen = "; ".join(f"{r.tasks} {r.method}{f' at β {r.β}' if r.β else ''} {r.value:g} (mean ACC over its "
+    df = df[["tasks", "scenario", "method", "walk", "strength", "value", "ACC", "BWT", "steps", "best"]]
+    mean = df.groupby(["tasks", "method", "walk", "value"])["ACC"].mean().reset_index()
+    top = mean.loc[mean.groupby(["tasks", "method", "walk"])["ACC"].idxmax()]
+    chosen = "; ".join(f"{r.tasks} {r.method}{f' ({r.walk})' if r.walk else ''} {r.value:g} (mean ACC over its "
                        f"scenarios {r.ACC:.4f})" for r in top.itertuples())
     load = os.getloadavg()
-    note = (f"One seed (0), mlp100, {seconds:g} CPU s a task, no step cap, memory 100, full test sets; each row one "
-            f"sequence run with the benchmark's other settings at continual.config_for's. ◀: the best ACC of the "
-            f"method on that benchmark and scenario. A benchmark takes one value for all its scenarios, the best mean "
-            f"ACC over them: {chosen}. β: the geodesic's tangent β the point ran at (each β has its own best). Load average at the report: {load[0]:.1f}, {load[1]:.1f}, {load[2]:.1f}.")
+    note = (f"One seed (0), mlp100, {seconds:g} CPU s a task, no step cap, full test sets; each row one sequence run "
+            f"with the benchmark's other settings at continual.config_for's (EWC and SI keep no memory). ◀: the best "
+            f"ACC of the method on that benchmark and scenario. A benchmark takes one value for all its scenarios, "
+            f"the best mean ACC over them: {chosen}. walk: the geodesic's tangent β, the final cap on ε and the "
+            f"memory M the point ran at (each has its own best). Load average at the report: {load[0]:.1f}, "
+            f"{load[1]:.1f}, {load[2]:.1f}.")
     return save("sequence-strengths", df, note)
 
 

@@ -151,14 +151,21 @@ def test_the_geodesic_learns_the_first_task_as_finetuning_and_then_keeps_it():
 def test_each_benchmarks_strengths_are_the_best_of_its_measured_grid():
     """continual.STRENGTHS (and the split-MNIST defaults of LearnConfig) are the values of
     bench/results/sequence-strengths.csv with the best mean ACC over the benchmark's scenarios (the geodesic's at
-    its current β, where measured)."""
+    its current walk and memory, where measured)."""
     import pandas as pd
 
     df = pd.read_csv(Path(__file__).resolve().parent.parent / "bench" / "results" / "sequence-strengths.csv")
-    # the geodesic's points at the current β where the grid has them (a point at another β is another setting)
-    geo, beta = df["method"] == "geodesic", pd.to_numeric(df["β"], errors="coerce")
-    remeasured = set(df.loc[geo & (beta == C.LearnConfig().path.beta), "tasks"])
-    df = df[~geo | (beta == C.LearnConfig().path.beta) | ~df["tasks"].isin(remeasured)]
+
+    def walk(tasks: str) -> str:  # the table's label of the geodesic's settings besides its pull
+        c = C.config_for(tasks)
+        cap = f", ε → {c.path.eps_final:g}" if c.path.eps_final else ", ε constant"
+        return f"β {c.path.beta:g}{cap}, M {c.memory}"
+
+    # the geodesic's points at its current walk where the grid has them (a point at another walk is another setting)
+    geo = df["method"] == "geodesic"
+    now = df["walk"] == df["tasks"].map(walk)
+    remeasured = set(df.loc[geo & now, "tasks"])
+    df = df[~geo | now | ~df["tasks"].isin(remeasured)]
     mean = df.groupby(["tasks", "method", "strength", "value"])["ACC"].mean().reset_index()
     best = mean.loc[mean.groupby(["tasks", "method"])["ACC"].idxmax()]
     assert len(best) >= 4

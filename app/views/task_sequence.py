@@ -5,7 +5,7 @@ import streamlit as st
 from app import engine, job_panel, page, run_folders
 from geodesic.core.scenario import SCENARIOS
 from geodesic.experiments.choices import SEQUENCE_METHODS as METHODS
-from geodesic.experiments.choices import SEQUENCES
+from geodesic.experiments.choices import SEQUENCES, memory_for
 
 st.title("Task sequence: learn tasks one after another")
 st.markdown("**Idea (the paper's first motivation):** learn task after task without forgetting the earlier ones. "
@@ -28,7 +28,9 @@ model = c[2].selectbox("Net", ("mlp100", "mlp"), key="seq-model", help="fresh fr
 seed = c[3].number_input("Seed", 0, 1000, 0, key="seq-seed")
 c = st.columns(4)
 methods = c[0].multiselect("Methods", METHODS, default=["finetune", "ewc", "replay", "geodesic"], key="seq-methods")
-memory = c[1].number_input("Memory (images per earlier task)", 1, 5000, 100, key="seq-memory")
+memory = c[1].number_input("Memory (images per earlier task)", 1, 5000, memory_for(sequence),
+                           key=f"seq-memory-{sequence}", help="the same for every method that keeps images; the "
+                                                              "default is the benchmark's, chosen by measurement")
 seconds = c[2].number_input("CPU seconds per task", 0.5, 600.0, 5.0, key="seq-seconds")
 steps = c[3].number_input("Steps per task (at most)", 1, 20000, 500, key="seq-steps")
 if engine.start_button("Learn the sequence", "seq-start"):

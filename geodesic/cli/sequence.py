@@ -16,6 +16,7 @@ def names(text: str) -> tuple[str, ...]:
 
 def add(sub) -> None:
     from ..core.scenario import SCENARIOS
+    from ..experiments.choices import DEFAULT_MEMORY, MEMORY
     from ..experiments.continual import METHODS, LearnConfig
     from ..store import zoo
 
@@ -36,8 +37,9 @@ def add(sub) -> None:
     q.add_argument("--methods", type=names, default=METHODS, help=f"comma-separated, among {','.join(METHODS)} "
                                                                    "(default all)")
     q.add_argument("--seeds", type=numbers(int, "--seeds"), default=(0,), help="e.g. 0,1,2 (default 0)")
-    q.add_argument("--memory", type=int, default=d.memory,
-                   help=f"images kept per earlier task by every method that keeps any (default {d.memory})")
+    per = ", ".join(f"{m} on {k}" for k, m in MEMORY.items())
+    q.add_argument("--memory", type=int, help="images kept per earlier task by every method that keeps any "
+                                              f"(default: the benchmark's, {per}, else {DEFAULT_MEMORY})")
     q.add_argument("--seconds", type=float, default=30.0, help="CPU seconds per task, one thread (default 30)")
     q.add_argument("--steps", type=int, default=d.steps, help=f"steps per task at most (default {d.steps})")
     for flag, what in (("--ewc-lambda", "EWC's λ"), ("--si-c", "SI's c"), ("--pull", "the geodesic's pull ρ")):
@@ -59,8 +61,8 @@ def run(args: argparse.Namespace) -> int:
     from ..experiments.sequence_cells import SequenceSpec, run_sequences
 
     threads.configure(1)
-    given = {k: getattr(args, k) for k in ("ewc_lambda", "si_c", "pull") if getattr(args, k) is not None}
-    learn = config_for(args.tasks, memory=args.memory, seconds=args.seconds, steps=args.steps, **given)
+    given = {k: getattr(args, k) for k in ("ewc_lambda", "si_c", "pull", "memory") if getattr(args, k) is not None}
+    learn = config_for(args.tasks, seconds=args.seconds, steps=args.steps, **given)
     spec = SequenceSpec(args.tasks, args.scenario, args.methods, args.seeds, args.model, args.arch, args.data_source,
                         args.task_seed, learn).validate()
     cols = ["method", "seed", "ACC", "BWT", "FWT", "forgetting", "seconds", "steps", "status"]

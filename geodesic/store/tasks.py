@@ -22,6 +22,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from ..core.split import Split
+from ..experiments.choices import family  # noqa: F401 (torch-free; re-exported)
 from .data import check_name
 from .runs import _atomic_write_bytes as atomic_write
 
@@ -62,12 +63,6 @@ def split_mnist() -> list[Task]:
 
 def dataset_sequence(names: list[str]) -> list[Task]:
     return [Task(check_name(n), n, DIGITS) for n in names]
-
-
-def family(spec: str) -> str:
-    """The kind of sequence `spec` names: "permuted-mnist", "split-mnist", or "datasets" (a list of datasets)."""
-    text = spec.strip().lower()
-    return "permuted-mnist" if text.startswith("permuted-mnist") else text if text == "split-mnist" else "datasets"
 
 
 def parse(spec: str, seed: int = 0) -> list[Task]:
