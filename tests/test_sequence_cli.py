@@ -83,6 +83,25 @@ def test_each_benchmark_runs_with_its_measured_strengths_unless_the_user_gives_o
                                                                     LearnConfig().pull)
 
 
+def test_each_benchmark_keeps_its_measured_memory_and_walk_unless_the_user_gives_one(tmp_path):
+    """The memory is the benchmark's (choices.MEMORY) unless --memory is given; a sequence of datasets walks as
+    `merge` does (its β and final ε in the path)."""
+    from geodesic.experiments.choices import MEMORY
+    from geodesic.experiments.continual import STRENGTHS, LearnConfig, config_for
+
+    perm = ["sequence", "--tasks", "permuted-mnist:2", "--scenario", "domain", "--steps", "20", "--data-source",
+            "bundled", "--backend", "loop", "--methods", "finetune"]
+    for extra, memory in (([], MEMORY["permuted-mnist"]), (["--memory", "7"], 7)):
+        out = tmp_path / f"perm{memory}"
+        assert cli.main([*perm, *extra, "--out", str(out)]) == 0
+        assert json.loads((out / "sequence.json").read_text())["learn"]["memory"] == memory
+    assert MEMORY["permuted-mnist"] != LearnConfig().memory
+    walk = config_for("mnist,fashion-mnist").path
+    assert (walk.beta, walk.eps_final) == (STRENGTHS["datasets"]["beta"], STRENGTHS["datasets"]["eps_final"])
+    assert config_for("split-mnist").path == LearnConfig().path
+    assert config_for("mnist,fashion-mnist", beta=1e-3).path.beta == 1e-3
+
+
 def test_a_net_for_colour_images_is_refused_once_with_the_fix(tmp_path, capsys):
     """A torchvision net takes 3 channels: the command says so before any cell runs, and how to give it 1."""
     (tmp_path / "tv.py").write_text("import torchvision\n\ndef resnet18():\n"

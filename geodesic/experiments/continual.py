@@ -76,20 +76,28 @@ class LearnConfig:
 # Each benchmark's strengths, the best ACC of a grid on seed 0 (bench/bench_sequence_strengths.py,
 # bench/results/sequence-strengths.md): the field's reference code tunes them per benchmark too, and a strength
 # tuned on one benchmark can cripple a method on another (EWC λ 1e6 on permuted-MNIST: ACC 0.52 against 0.87 at 1e2).
-# A sequence of whole datasets (mnist,fashion-mnist) takes split-MNIST's, the LearnConfig defaults. The geodesic's pull
-# is the best of the grid at the current β where the grid has it: permuted-MNIST at β 1e-4, 0.5 (0.8788 against 0.8759
-# at 1; 2, 4 and 8 lower); split-MNIST's 4 was measured at β 1e-2 only.
+# The geodesic's pull is the best of the grid at its current walk and memory where the grid has it: permuted-MNIST at
+# β 1e-4, ε → 0.005, memory 1000, 0.5 (ACC 0.9072, BWT −0.0192; 1, 2, 4, 8 forget less, down to −0.0013 at 8, and
+# learn less, ACC 0.9010 to 0.8793); split-MNIST's 4 was measured at β 1e-2 with a constant ε. A sequence of whole
+# datasets (mnist,fashion-mnist) takes the walk of `geodesic merge` (experiments/merge.py; bench/results/merge.md):
+# lenet60, 150 CPU s a task, seed 0, memory 100: 0.9022 / 0.8867 against 0.9365 / 0.8311 with split-MNIST's walk;
+# with the whole of MNIST as its memory (merge's data): 0.9881 / 0.8773 against 0.9887 / 0.8464 at β 1e-4 (merge:
+# 0.9891 / 0.8711). Keys that are PathConfig fields (beta, eps_final) set the geodesic's walk.
 STRENGTHS: dict[str, dict[str, float]] = {
     "split-mnist": {},
     "permuted-mnist": {"ewc_lambda": 1e2, "si_c": 1.0, "pull": 0.5},
+    "datasets": {"pull": 0.5, "beta": 1e-2, "eps_final": 2e-3},
 }
+WALK_KEYS = ("beta", "eps", "eps_final", "probe")  # the settings of STRENGTHS or config_for that go to the path
 
 
 def config_for(tasks: str, **changes) -> LearnConfig:
     """The LearnConfig with the benchmark's memory and measured strengths (choices.MEMORY, STRENGTHS), then
-    `changes` (a user's settings)."""
-    measured = {"memory": memory_for(tasks), **STRENGTHS.get(family(tasks), {})}
-    return replace(LearnConfig(), **{**measured, **changes})
+    `changes` (a user's settings); beta, eps, eps_final and probe set the geodesic's walk (LearnConfig.path)."""
+    settings = {"memory": memory_for(tasks), **STRENGTHS.get(family(tasks), {}), **changes}
+    walk = {k: settings.pop(k) for k in WALK_KEYS if k in settings}
+    cfg = replace(LearnConfig(), **settings)
+    return replace(cfg, path=replace(cfg.path, **walk))
 
 
 @dataclass
