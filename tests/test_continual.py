@@ -148,6 +148,26 @@ def test_the_geodesic_learns_the_first_task_as_finetuning_and_then_keeps_it():
     assert out["geodesic"]["R"][1, 1] > 0.9  # and learns the new pair
 
 
+def test_the_geodesic_walks_each_task_until_its_budget_with_a_decaying_cap():
+    """A task's walk ends when its CPU budget is spent (not after a step past it), and its cap on ε has decayed
+    from eps to eps_final by then; under a step budget (no seconds) it decays over the steps instead."""
+    train = data.load("mnist", "train", "bundled")
+    first, second = (t.apply(train) for t in T.split_mnist()[:2])
+    pairs = [(0, 1), (2, 3)]
+    for budget in ({"seconds": 0.6, "steps": 10**6}, {"steps": 12}):
+        cfg = C.LearnConfig(memory=30, **budget)
+        method, model = C.make("geodesic", cfg, 0), zoo.build("mlp", seed=0)
+        one = C.Learned(first, head(pairs, 0, 1, "domain"))
+        method.after_task(model, one)
+        spent = C.learn(model, method, C.Learned(second, head(pairs, 1, 2, "domain")), [one], 0)
+        assert spent["status"] == "done" and spent["cap"] == pytest.approx(cfg.path.eps_final)
+        if "seconds" in budget:
+            assert budget["seconds"] <= spent["seconds"] < 2 * budget["seconds"]
+        else:
+            assert spent["steps"] == 12
+    assert C.LearnConfig().path.eps_final < C.LearnConfig().path.eps
+
+
 def test_each_benchmarks_strengths_are_the_best_of_its_measured_grid():
     """continual.STRENGTHS (and the split-MNIST defaults of LearnConfig) are the values of
     bench/results/sequence-strengths.csv with the best mean ACC over the benchmark's scenarios (the geodesic's at

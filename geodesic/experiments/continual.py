@@ -322,7 +322,9 @@ class Geodesic(Method):
         self.memory: list[torch.Tensor] = []  # M images per earlier task, no labels
 
     def walk(self, model: nn.Module, task: Learned, seed: int) -> dict:
-        """Walk from the current net along the task's loss under the memory's metric, within the task's budget."""
+        """Walk from the current net along the task's loss under the memory's metric, within the task's budget
+        (cfg.seconds of CPU, else cfg.steps), over which its cap on ε decays to eps_final; the steps, CPU seconds,
+        the path's status and the cap of its last step."""
         cfg = self.cfg
         kept = torch.cat(self.memory)
         memory = Split(kept, torch.zeros(len(kept), dtype=torch.long), task.data.name, "memory", task.data.source)
@@ -337,7 +339,8 @@ class Geodesic(Method):
         for s in path:
             steps = s.step
         load_flat(model, path.w)
-        return {"steps": steps, "seconds": time.process_time() - t0, "status": path.status.value}
+        return {"steps": steps, "seconds": time.process_time() - t0, "status": path.status.value,
+                "cap": path.cap(path.at)}
 
     def after_task(self, model, task):
         idx = torch.randperm(len(task.data), generator=self.generator)[:self.cfg.memory]
