@@ -38,8 +38,9 @@ from ..core.params import flatten, load_flat
 from ..core.path import Evaluation, Path, PathConfig
 from ..core.scenario import Head
 from ..core.split import Split
+from ..store.task_kinds import family
 from .choices import SEQUENCE_METHODS as METHODS  # noqa: F401 (torch-free: the app shows it; make() checks it)
-from .choices import family, memory_for
+from .choices import memory_for
 
 
 @dataclass(frozen=True)

@@ -22,9 +22,9 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from ..core.split import Split
-from ..experiments.choices import family  # noqa: F401 (torch-free; re-exported)
 from .data import check_name
 from .runs import _atomic_write_bytes as atomic_write
+from .task_kinds import family
 
 PIXELS = 28 * 28
 FILE = "tasks.safetensors"
