@@ -43,7 +43,8 @@ def memories(args) -> list[int | None]:
 def run(args, scenario: str, memory: int | None) -> None:
     cmd = [sys.executable, "-m", "geodesic", "sequence", "--tasks", args.tasks, "--scenario", scenario, "--seeds",
            args.seeds, "--seconds", str(args.seconds), "--steps", str(args.steps),
-           "--model", args.model, "--backend", args.backend, "--out", str(folder(args.tasks, scenario, args.name, memory))]
+           "--model", args.model, "--backend", args.backend,
+           "--out", str(folder(args.tasks, scenario, args.name, memory))]
     m = args.memory if memory is None else memory
     cmd += ["--memory", str(m)] if m is not None else []  # else the benchmark's (choices.memory_for)
     cmd += ["--methods", args.methods] if args.methods else []
