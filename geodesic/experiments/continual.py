@@ -26,7 +26,7 @@ from __future__ import annotations
 import copy
 import math
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 
 import torch
 import torch.nn.functional as F
@@ -89,12 +89,12 @@ STRENGTHS: dict[str, dict[str, float]] = {
     "permuted-mnist": {"ewc_lambda": 1e2, "si_c": 1.0, "pull": 0.5},
     "datasets": {"pull": 0.5, "beta": 1e-2, "eps_final": 2e-3},
 }
-WALK_KEYS = ("beta", "eps", "eps_final", "probe")  # the settings of STRENGTHS or config_for that go to the path
+WALK_KEYS = frozenset(f.name for f in fields(PathConfig))  # settings of STRENGTHS or config_for that go to the path
 
 
 def config_for(tasks: str, **changes) -> LearnConfig:
     """The LearnConfig with the benchmark's memory and measured strengths (choices.MEMORY, STRENGTHS), then
-    `changes` (a user's settings); beta, eps, eps_final and probe set the geodesic's walk (LearnConfig.path)."""
+    `changes` (a user's settings); those that are PathConfig fields (beta, eps_final, …) set the geodesic's walk."""
     settings = {"memory": memory_for(tasks), **STRENGTHS.get(family(tasks), {}), **changes}
     walk = {k: settings.pop(k) for k in WALK_KEYS if k in settings}
     cfg = replace(LearnConfig(), **settings)
