@@ -210,6 +210,38 @@ def test_a_walk_the_budget_cannot_carry_is_projected_and_restored_by_descent(mlp
     assert literal.status is Status.MISSED and {r["phase"] for r in literal.rows} == {"walk"}
 
 
+def test_batches_are_halved_until_the_walk_share_holds_its_steps(mlp_setup, monkeypatch):
+    from geodesic.experiments import sparsify as sp
+    from geodesic.infra.lifecycle import Budget
+
+    model, w0, groups, train, ev = mlp_setup
+    cfg = replace(PRESETS["recommended"], filters=8, seconds=100.0)  # room: 0.5 · 100 / 50 = 1 CPU s a step
+    fit = lambda c: sp.fit_batches(model, w0, groups, groups[:8], c, train, ev, Budget(c.seconds))  # noqa: E731
+    monkeypatch.setattr(sp, "trial_steps", lambda *a: iter([5.0, 4.0]))  # the lesser: 4 s → 2 (16, 128) → 1 (8, 64)
+    assert sp.MIN_WALK_STEPS == 50 and sp.WALK_SHARE == 0.5
+    fitted = fit(cfg)
+    assert (fitted.path.probe, fitted.pull_batch) == (8, 64)
+    assert fitted == replace(cfg, pull_batch=64, path=replace(cfg.path, probe=8))  # nothing else changes
+    monkeypatch.setattr(sp, "trial_steps", lambda *a: iter([1e3, 1e3]))  # never fits: down to the floors, not below
+    assert (fit(cfg).path.probe, fit(cfg).pull_batch) == (sp.MIN_PROBE, sp.MIN_PULL)
+    given = replace(cfg, pull_batch=20, path=replace(cfg.path, probe=3))  # below the floors: never raised
+    assert fit(given) == given
+    monkeypatch.setattr(sp, "trial_steps", lambda *a: iter([0.9]))  # fits as given: one trial step
+    assert fit(cfg) == cfg
+    literal = replace(LITERAL, filters=8)
+    monkeypatch.setattr(sp, "trial_steps", lambda *a: pytest.fail("a literal walk keeps its batches"))
+    assert fit(literal) == literal
+
+
+def test_a_run_records_the_batches_its_budget_fitted(mlp_setup, tmp_path):
+    model, w0, groups, train, ev = mlp_setup
+    cfg = replace(PRESETS["recommended"], filters=8, seconds=0.05, path=PathConfig(max_steps=5, eps=0.04))
+    writer = runs.RunWriter({"kind": "sparsify", "model": "mlp", "dataset": "mnist"}, root=tmp_path)
+    out = run_sparsify(model, w0, groups, cfg, train, ev, writer=writer)  # one mlp step costs more than 0.5 ms
+    assert (out.config.path.probe, out.config.pull_batch) == (8, 32)
+    assert writer.meta["config"]["pull_batch"] == 32 and writer.meta["config"]["path"]["probe"] == 8
+
+
 def test_stop_ends_within_one_step(mlp_setup):
     model, w0, groups, train, ev = mlp_setup
     stop = Stop()

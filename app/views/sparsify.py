@@ -38,7 +38,10 @@ if picked is not None:  # every widget from torch-free tables (app/choices.py); 
                             help="the trust region of the first step and the most it grows to: each step measures "
                                  "its real change against the metric's prediction and shrinks ε when it left the "
                                  "linear regime")
-    probe = c[2].number_input("Probe batch B", 1, 256, base["probe"], key=f"{k}-probe")
+    probe = c[2].number_input("Probe batch B", 1, 256, base["probe"], key=f"{k}-probe",
+                              help="the largest: where a step would leave room for fewer than 50 walk steps in "
+                                   "half the CPU seconds, it is halved with the pull batch (the run's settings "
+                                   "record what it used)")
     seed = c[3].number_input("Seed", 0, 10_000, base["seed"], key=f"{k}-seed")
     c = st.columns(4)
     pull = c[0].number_input("Pull ρ toward the start's function", 0.0, 10.0, base["pull"], key=f"{k}-pull",

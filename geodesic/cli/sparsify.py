@@ -20,7 +20,8 @@ def options() -> list[Option]:
         Option("--filters", "filters", "number of groups to zero (conv filters; hidden neurons of an mlp)"),
         Option("--strategy", "strategy", "which groups to zero (with --paths K > 1: strategies in turn)", STRATEGIES),
         Option("--pull", "pull", "ρ: pull toward the start's function on the free weights, v + ρ|v|p̂, p̂ ∝ −∇D (0: none)"),
-        Option("--pull-batch", "pull_batch", "images per pull and relaxation gradient"),
+        Option("--pull-batch", "pull_batch", "images per pull and relaxation gradient, at most (halved with --probe when "
+                                             "a step would leave room for fewer than 50 walk steps in half of --seconds)"),
         Option("--relax-steps", "relax_steps", "geodesic restore steps inside the hyperplane after arrival"),
         Option("--relax-eps", "relax_eps", "trust region ε of the first relaxation step"),
         Option("--relax-eps-final", "relax_eps_final", "ε of the last relaxation step (cosine decay)"),
@@ -30,7 +31,7 @@ def options() -> list[Option]:
         path_option("beta", "weight β of the direction term"),
         path_option("eps", "trust region ε of the walk's first step and its cap (|θ|² ≤ ε); each step measures "
                            "itself and shrinks or grows it"),
-        path_option("probe", "probe batch size B (J has B·classes rows)"),
+        path_option("probe", "probe batch size B (J has B·classes rows), at most (see --pull-batch)"),
         path_option("seed", "probe-batch and choice seed"),
         path_option("max_steps", "step cap of the walk"),
         path_option("solver", "K = JJᵀ layer by layer (J never stored) or explicit J"),
@@ -61,6 +62,7 @@ def add(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..experiments.sparsify import MIN_WALK_STEPS
     from ..store.runs import fresh_folder, run_meta
 
     base = config(args)
@@ -79,6 +81,11 @@ def run(args: argparse.Namespace) -> int:
         o = one_path(ckpt, base, out, {**meta, "candidate": 0}, train_set, Evaluation(test_set.x, test_set.y),
                      f"path 1/1 ({base.strategy})")
         summary = o.summary()
+        fitted = o.config
+        if fitted is not None and (fitted.path.probe, fitted.pull_batch) != (base.path.probe, base.pull_batch):
+            print(f"note: one walk step at probe {base.path.probe} and pull batch {base.pull_batch} would leave room "
+                  f"for fewer than {MIN_WALK_STEPS} steps in half of --seconds ({base.seconds:g} CPU s): the run used "
+                  f"probe {fitted.path.probe} and pull batch {fitted.pull_batch} (more --seconds keep them)")
         print_candidates(out, [{"path": out.name, "strategy": base.strategy, "seed": base.path.seed, **summary}],
                          test_set, single=True)
         if summary.get("restore_steps"):

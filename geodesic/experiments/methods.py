@@ -38,7 +38,7 @@ from .choices import SWEEP_METHODS
 from .fip import fip
 from .recalibrate import images as recal_images
 from .recalibrate import recalibrate
-from .sparsify import DESCENT_BATCH, budgeted, recommended, sparsify_phases
+from .sparsify import DESCENT_BATCH, budgeted, fit_batches, recommended, sparsify_phases
 
 METHODS = SWEEP_METHODS
 RECAL = "+recal"  # suffix of a method's variant with BatchNorm recalibration before the mask's scoring
@@ -125,6 +125,7 @@ def geodesic_phases(t: Task, budget: Budget, counter: Counter) -> tuple[list[Gro
     probe = t.train.batch(cfg.path.probe, torch.Generator().manual_seed(t.seed + 3))[0]
     chosen = choose_groups(cfg.strategy, t.model, t.w0, t.groups, t.count, probe, cfg.path.phi, t.seed)
     quick = Evaluation(t.evaluation.x[:1000], t.evaluation.y[:1000])
+    cfg = fit_batches(t.model, t.w0, t.groups, chosen, cfg, t.train, quick, budget)
     per_step = {"walk": cfg.path.probe * _classes(t) + cfg.pull_batch, "restore": DESCENT_BATCH}
     per_step["relax"] = per_step["walk"]
 

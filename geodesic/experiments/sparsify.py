@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 import time
@@ -18,7 +19,7 @@ import torch
 from torch import nn
 
 from ..core.metric import functional_distance, mapped_outputs
-from ..core.objectives import CHOICE, KEEP, PROBE, PULL, RELAX, BatchSampler, restore, sparsify, with_pull
+from ..core.objectives import CHOICE, KEEP, PROBE, PULL, RELAX, TRIAL, BatchSampler, restore, sparsify, with_pull
 from ..core.params import Group, group_mask, group_norms
 from ..core.path import Evaluation, PathConfig, Step, require
 from ..core.path import Path as Walk
@@ -44,7 +45,9 @@ class SparsifyConfig:
     completes when the budget does). Every walk step checks itself
     (geodesic.core.trust): ε is where the walk starts and the most it grows to. The relaxation ends on its best point
     by D(w, w_start) on KEEP_IMAGES fixed training images, so it never leaves the net further from the dense
-    function than it found it at arrival. `PRESETS["literal"]` is the paper's algorithm as written."""
+    function than it found it at arrival. The probe and pull batches are the largest the run uses: under a budget
+    too small for MIN_WALK_STEPS steps at them, both are halved (fit_batches). `PRESETS["literal"]` is the paper's
+    algorithm as written."""
 
     filters: int = 50
     strategy: str = "balanced"
@@ -227,6 +230,48 @@ def budgeted(phases: Iterator[Phase], budget: Budget) -> Iterator[Phase]:
 
 WALK_SHARE = 0.5  # of a budget, the CPU seconds by which the walk must arrive; the rest is the relaxation's
 
+# the fewest walk steps the budget's walk share must hold at the batches a run starts with: lenet60's walks to 50 of
+# 60 filters arrive in 72 to 79 steps (bench/out/sweeps/front-fashion-mnist-side), resnet8's need about 430, so with
+# less room than this no walk of the zoo could arrive; lenet60, the mlp and resnet8 at their sweep budgets have more
+MIN_WALK_STEPS = 50
+MIN_PROBE, MIN_PULL = 8, 32  # the smallest batches fitting halves to (a metric of 8·classes rows; a 32-image pull)
+
+
+def fit_batches(model: nn.Module, w0: torch.Tensor, groups: list[Group], chosen: list[Group], cfg: SparsifyConfig,
+                train: Split, evaluation: Evaluation, budget: Budget) -> SparsifyConfig:
+    """cfg with its probe batch B and pull batch halved together (not below MIN_PROBE, MIN_PULL) until
+    MIN_WALK_STEPS walk steps fit the walk's share of the budget: c · MIN_WALK_STEPS ≤ WALK_SHARE · seconds, c
+    being a trial walk step's CPU seconds at the given batches (on their own batches, from the budget; the lesser of
+    two when the first, which pays the cold start, does not fit) scaled by the mean of the two halvings (a step's metric grows with B, its pull with the pull batch). The given
+    batches are the largest a run uses, as cfg.path.eps is the largest step: a net whose step costs little keeps
+    them. A literal walk (fixed ε, no relaxation) keeps its batches as written."""
+    if not cfg.path.adaptive or cfg.relax_steps == 0:
+        return cfg
+    room = WALK_SHARE * budget.seconds / MIN_WALK_STEPS
+    probe, pull = cfg.path.probe, cfg.pull_batch
+    trial = trial_steps(model, w0, groups, chosen, cfg, train, evaluation)
+    cost = next(trial)
+    cost = min(cost, next(trial)) if cost > room else cost  # lenet60's first step: 0.95 CPU s, then 0.28
+    while cost > room and (probe > MIN_PROBE or pull > MIN_PULL):
+        halved = max(probe // 2, min(probe, MIN_PROBE)), max(pull // 2, min(pull, MIN_PULL))
+        cost *= (halved[0] / probe + halved[1] / pull) / 2
+        probe, pull = halved
+    return replace(cfg, pull_batch=pull, path=replace(cfg.path, probe=probe))
+
+
+def trial_steps(model: nn.Module, w0: torch.Tensor, groups: list[Group], chosen: list[Group], cfg: SparsifyConfig,
+                train: Split, evaluation: Evaluation) -> Iterator[float]:
+    """CPU seconds of successive walk steps from w0 at cfg's batches (the direction with its pull, the checked
+    tangent, the record), on batches of their own stream (TRIAL): the run's walk draws what it would have drawn."""
+    target, seed = group_mask(chosen, w0.numel()), cfg.path.seed + TRIAL
+    field_ = with_pull(sparsify(target), model, w0, BatchSampler.of(train, seed), cfg.pull, cfg.pull_batch,
+                       cfg.path.phi, only=~target)
+    walk = Walk(model, w0, field_, cfg.path, BatchSampler.of(train, seed + 1), evaluation, groups, target=target)
+    for step in itertools.count(1):
+        cpu0 = time.process_time()
+        walk.step(step, 0)
+        yield time.process_time() - cpu0
+
 
 def walk_floor(budget: Budget, deadline: float) -> Callable[[Walk], float]:
     """Walk ↦ the smallest ε that still arrives by `deadline` CPU seconds of the budget, from the walk's measured
@@ -252,13 +297,15 @@ def relax_progress(budget: Budget, walk: Walk) -> Callable[[], float]:
 
 @dataclass
 class Outcome:
-    """A finished sparsify run: the final weights, its status, one row per step and the kept snapshots."""
+    """A finished sparsify run: the final weights, its status, one row per step, the kept snapshots and the
+    config it ran (its batches fitted to the budget, fit_batches)."""
 
     w: torch.Tensor
     status: Status
     rows: list[dict]
     snapshots: list[tuple[int, torch.Tensor]]
     seconds: float
+    config: SparsifyConfig | None = None
 
     def summary(self) -> dict:
         return sparsify_summary(self.rows, self.status, self.seconds)
@@ -289,18 +336,18 @@ def run_sparsify(model: nn.Module, w0: torch.Tensor, groups: list[Group], cfg: S
     if chosen is None:
         probe = train.batch(cfg.path.probe, torch.Generator().manual_seed(cfg.path.seed + CHOICE))[0]
         chosen = choose_groups(cfg.strategy, model, w0, groups, cfg.filters, probe, cfg.path.phi, cfg.path.seed)
+    t0, budget = time.perf_counter(), Budget(cfg.seconds)
+    cfg = fit_batches(model, w0, groups, chosen, cfg, train, evaluation, budget)  # what the run uses is recorded
     if writer is not None:
         writer.begin(model, w0, config=cfg.as_dict(), target_groups=[g.name for g in chosen])
-    t0 = time.perf_counter()
 
     def summary(rec: Record) -> dict:
         return sparsify_summary(rec.rows, rec.status, time.perf_counter() - t0)
 
-    budget = Budget(cfg.seconds)
     phases = budgeted(sparsify_phases(model, w0, groups, chosen, cfg, train, evaluation, budget), budget)
     rec = execute(phases, writer, stop, on_row, summary)
     return Outcome(rec.w if rec.w is not None else w0.clone(), rec.status, rec.rows, rec.snapshots,
-                   time.perf_counter() - t0)
+                   time.perf_counter() - t0, cfg)
 
 
 def candidate_configs(base: SparsifyConfig, count: int) -> list[SparsifyConfig]:
