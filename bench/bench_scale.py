@@ -9,7 +9,8 @@ command line a user runs, timed as wall seconds:
 2. `geodesic sparsify --arch … --fraction 0.5 --threads S` with the defaults (one thread, the default budget of
    CPU seconds), recording accuracy every 25 steps; any `-- FLAGS` are added to it.
 The checkpoint's card says where it was trained (its command and torch version).
-Dense and sparse accuracy on the full test set, the groups zeroed, the steps and the wall time go to
+Dense and sparse accuracy on the full test set, the groups zeroed, the batches the budget fitted
+(sparsify.fit_batches), the steps and the wall time go to
 bench/results/scale.md.
 """
 
@@ -76,10 +77,11 @@ def main() -> None:
         "dense accuracy": card["test_accuracy"],
         "sparse accuracy": accuracy,
         "status": r.meta["status"],
+        "batches (probe, pull)": f"{r.meta['config']['path']['probe']}, {r.meta['config']['pull_batch']}",
         "walk steps": int(walk["step"].max()),
         "after the walk": ", ".join(f"{p} {n}" for p, n in phases.items() if p not in ("walk", "snap")) or "-",
         "all steps": int(rows["step"].max()),
-        "s per walk step": float((walk["t_jacobian"] + walk["t_solve"] + walk["t_other"]).median()),
+        "s per walk step": float((walk["t_jacobian"] + walk["t_solve"] + walk["t_other"] + walk["t_check"]).median()),
         "sparsify wall min": wall / 60,
         "train wall min": card["train_seconds"] / 60,
     }])

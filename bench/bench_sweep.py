@@ -6,7 +6,7 @@
     python bench/bench_sweep.py overhead                 # the same cells in a plain loop and on a local Ray
     python bench/bench_sweep.py report                   # the tables again from the sweep folders
     python bench/bench_sweep.py checked --model resnet8  # geodesic cells of a front rerun with the self-checking step
-    python bench/bench_sweep.py alive --parts deadline   # every zoo net's geodesic cells against fine-tuning
+    python bench/bench_sweep.py alive                    # every zoo net: geodesic against fine-tuning, side by side
     python bench/bench_sweep.py side --model resnet8 --parts side   # every method of sweeps run side by side
 
 Every cell is `geodesic sweep`'s: the same CPU budget on one thread per task, full test sets. The front runs the
@@ -289,22 +289,21 @@ def sweep_cells(name: str, parts: str) -> pd.DataFrame:
     return pd.concat(tables, ignore_index=True).drop_duplicates("cell", keep="last")
 
 
-ALIVE = {"mlp": ("front-mlp-{ds}", None), "lenet60": ("front-{ds}", "sweep-front-{ds}-cells.csv"),
-         "resnet8": ("front-resnet8-{ds}", "sweep-front-resnet8-{ds}-cells.csv")}
+# each zoo net's sweep folders <front>-<part> holding its default geodesic and fine-tuning cells, run side by side
+ALIVE = {"mlp": ("front-mlp-{ds}", "deadline,fronts"), "lenet60": ("front-{ds}", "fronts"),
+         "resnet8": ("front-resnet8-{ds}", "side,side2,side3,half")}
 
 
 def alive(a: argparse.Namespace) -> None:
-    """Every zoo net on both datasets: the default geodesic cells (sweep folders <front>-<part>) against magnitude
-    pruning + fine-tuning (the stored front's cells, or the same sweep's for the mlp, which has no stored front):
-    alive when no more than 5 points below it."""
+    """Every zoo net on both datasets: the default geodesic cells against magnitude pruning + fine-tuning run in the
+    same sweep folders (ALIVE): alive when no more than 5 points below it."""
     rows = []
-    for net, (folder, stored) in ALIVE.items():
+    for net, (folder, parts) in ALIVE.items():
         for ds in ("fashion-mnist", "mnist"):
-            new = sweep_cells(folder.format(ds=ds), a.parts)
+            new = sweep_cells(folder.format(ds=ds), parts)
             if new.empty:
                 continue
-            old = pd.read_csv(RESULTS / stored.format(ds=ds)) if stored else new
-            geo, tuned = fronts.front(new[new["method"] == "geodesic"]), fronts.front(old[old["method"] == "finetune"])
+            geo, tuned = fronts.front(new[new["method"] == "geodesic"]), fronts.front(new[new["method"] == "finetune"])
             for _, g in geo.iterrows():
                 t = tuned[tuned["filters"] == g["filters"]]
                 gap = g["mean"] - t["mean"].iloc[0] if len(t) else float("nan")
@@ -317,12 +316,12 @@ def alive(a: argparse.Namespace) -> None:
                              "CPU s a cell": int(part["seconds"].max() + 0.5)})
     note = ("The default geodesic (recommended setting: every step self-checked; the walk due within half the "
             "budget, else projected and restored by descent, sparsify.sparsify_phases) against magnitude pruning + "
-            "Adam on the labels at the same CPU budget, one thread a cell, full test sets, 3 seeds. lenet60 and "
-            "resnet8: fine-tuning is the stored front's cells (its code is unchanged); the mlp (32 hidden units): "
-            "its cells of the same sweep. lenet60: the sparsities its folders hold, of 60 filters (30 is half); "
-            "resnet8 and the mlp: a quarter and half of their groups. restored by descent: cells whose walk "
-            f"ended missed and were restored. Sweep folders: <front>-<part> for parts {a.parts} (a cell run again "
-            f"in a later part counts once, its last run). Load average at the report: {load()}.")
+            "Adam on the labels at the same CPU budget, both run in the same sweep folders, one thread a cell, "
+            "two cells at a time, full test sets, 3 seeds. lenet60: the sparsities of its front, of 60 filters "
+            "(15 is a quarter, 30 half); resnet8 and the mlp (32 hidden units): a quarter and half of their groups. "
+            "restored by descent: cells whose walk ended missed and were restored. Sweep folders <front>-<part>: "
+            + "; ".join(f"{net} {parts}" for net, (_, parts) in ALIVE.items()) + " (a cell run again in a later "
+            f"part counts once, its last run). Load average at the report: {load()}.")
     print(save("sweep-alive", pd.DataFrame(rows), note))
 
 

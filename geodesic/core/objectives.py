@@ -25,7 +25,8 @@ from .split import Split
 Field = Callable[[torch.Tensor], torch.Tensor]  # w (n,) -> v (n,)
 
 # Independent random streams of one run: a sampler draws from seed + its stream, fixed so that runs reproduce.
-PROBE, PULL, RELAX, CHOICE, KEEP, TRIAL = 0, 1, 2, 3, 4, 5  # sparsify and recovery: probe batches, pull/restore batches, …
+# sparsify and recovery: probe batches, pull/restore batches, …, the trial steps that size a run's batches
+PROBE, PULL, RELAX, CHOICE, KEEP, TRIAL = 0, 1, 2, 3, 4, 5
 LEARN_B, PULL_A, RELAX_PATH = 1, 2, 10  # the two-task walk: task-B batches, pull toward A, path relaxation
 
 

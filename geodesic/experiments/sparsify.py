@@ -240,11 +240,12 @@ MIN_PROBE, MIN_PULL = 8, 32  # the smallest batches fitting halves to (a metric 
 def fit_batches(model: nn.Module, w0: torch.Tensor, groups: list[Group], chosen: list[Group], cfg: SparsifyConfig,
                 train: Split, evaluation: Evaluation, budget: Budget) -> SparsifyConfig:
     """cfg with its probe batch B and pull batch halved together (not below MIN_PROBE, MIN_PULL) until
-    MIN_WALK_STEPS walk steps fit the walk's share of the budget: c · MIN_WALK_STEPS ≤ WALK_SHARE · seconds, c
-    being a trial walk step's CPU seconds at the given batches (on their own batches, from the budget; the lesser of
-    two when the first, which pays the cold start, does not fit) scaled by the mean of the two halvings (a step's metric grows with B, its pull with the pull batch). The given
-    batches are the largest a run uses, as cfg.path.eps is the largest step: a net whose step costs little keeps
-    them. A literal walk (fixed ε, no relaxation) keeps its batches as written."""
+    MIN_WALK_STEPS walk steps fit the walk's share of the budget, c · MIN_WALK_STEPS ≤ WALK_SHARE · seconds. c is a
+    trial walk step's CPU seconds at the given batches (on batches of its own, from the budget; the lesser of two
+    when the first, which pays the cold start, does not fit), scaled at each halving by the mean of the two ratios
+    (a step's metric grows with B, its pull with the pull batch). The given batches are the largest a run uses, as
+    cfg.path.eps is the largest step: a net whose step costs little keeps them. A literal walk (fixed ε, no
+    relaxation) keeps its batches as written."""
     if not cfg.path.adaptive or cfg.relax_steps == 0:
         return cfg
     room = WALK_SHARE * budget.seconds / MIN_WALK_STEPS
