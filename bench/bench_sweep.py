@@ -8,6 +8,7 @@
     python bench/bench_sweep.py checked --model resnet8  # geodesic cells of a front rerun with the self-checking step
     python bench/bench_sweep.py alive                    # every zoo net: geodesic against fine-tuning, side by side
     python bench/bench_sweep.py side --model resnet8 --parts side   # every method of sweeps run side by side
+    python bench/bench_sweep.py regression --parts fronts  # lenet60's default against its stored front, by margin
 
 Every cell is `geodesic sweep`'s: the same CPU budget on one thread per task, full test sets. The front runs the
 command unchanged against a two-node Ray cluster simulated on this machine (tools/ray_cluster.py: `ray start`
@@ -267,6 +268,35 @@ def side_by_side(a: argparse.Namespace) -> None:
     print(save(f"sweep-side-{name}", pd.DataFrame(rows).reindex(columns=columns).fillna("-"), note))
 
 
+def regression(a: argparse.Namespace) -> None:
+    """The geodesic and fine-tuning of sweep folders <front>-<part> (--parts), run side by side, against the stored
+    front (sweep-front-<dataset>-cells.csv, another day): for each sparsity both accuracies, and the geodesic's margin
+    over fine-tuning today and then. Since a CPU second buys different work on different days, the margin (both
+    methods of one day) is what tells whether the default lost ground: kept when today's margin is no more than the
+    two geodesic seed spreads together below the stored one."""
+    name = front_name(a)
+    today, stored = sweep_cells(name, a.parts), pd.read_csv(RESULTS / f"sweep-{name}-cells.csv")
+    rows = []
+    for filters in sorted(set(today["filters"]) & set(stored["filters"])):
+        pick = lambda t, m: fronts.front(t[(t["method"] == m) & (t["filters"] == filters)]).iloc[0]  # noqa: E731
+        g1, f1, g0, f0 = pick(today, "geodesic"), pick(today, "finetune"), pick(stored, "geodesic"), pick(stored, "finetune")
+        m1, m0, spread = g1["mean"] - f1["mean"], g0["mean"] - f0["mean"], g1["sd"] + g0["sd"]
+        rows.append({"filters zeroed": int(filters), "geodesic today": _ms(g1), "fine-tuning today": _ms(f1),
+                     "geodesic stored": _ms(g0), "fine-tuning stored": _ms(f0),
+                     "steps today (geodesic, fine-tuning)": f"{g1['steps']:.0f}, {f1['steps']:.0f}",
+                     "steps stored": f"{g0['steps']:.0f}, {f0['steps']:.0f}",
+                     "margin today": f"{m1:+.4f}", "margin stored": f"{m0:+.4f}",
+                     "verdict": "kept" if m1 >= m0 - spread else "lost ground"})
+    budget = sweep_seconds(name, a.parts)
+    note = (f"{a.model} on {a.dataset}, full test set, {budget:g} CPU s a cell on one thread, 3 seeds (mean ± sd). Today: "
+            f"the default geodesic and magnitude pruning + fine-tuning run in the same sweep folders ({a.parts}), two "
+            f"cells at a time on this 2-core machine. Stored: the front of sweep-{name}.md, run on another day with "
+            f"the geodesic of that day (a fixed ε). Margin: geodesic minus fine-tuning of the same day; kept when "
+            f"today's margin is at most the two geodesic seed spreads together below the stored one. Load average at "
+            f"the report: {load()}.")
+    print(save(f"sweep-regression-{name}", pd.DataFrame(rows), note))
+
+
 def compare(g: pd.Series, best: pd.Series) -> tuple[float, str]:
     """(the geodesic's mean minus the best other's, and the verdict): level when they differ by less than the two
     seed spreads together."""
@@ -331,7 +361,7 @@ def _ms(r) -> str:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("part", choices=("front", "data", "overhead", "report", "checked", "alive", "side"))
+    p.add_argument("part", choices=("front", "data", "overhead", "report", "checked", "alive", "side", "regression"))
     p.add_argument("--dataset", default="fashion-mnist", choices=("fashion-mnist", "mnist"))
     p.add_argument("--model", default="lenet60", choices=("lenet60", "resnet8"), help="the front's shipped net")
     p.add_argument("--fractions", default=None, help="front: fractions of the groups (e.g. 0.25,0.5) instead of "
@@ -355,6 +385,8 @@ def main() -> None:
         alive(a)
     elif a.part == "side":
         side_by_side(a)
+    elif a.part == "regression":
+        regression(a)
     else:
         report_front(a)
 
