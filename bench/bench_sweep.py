@@ -288,7 +288,8 @@ def regression(a: argparse.Namespace) -> None:
                      "margin today": f"{m1:+.4f}", "margin stored": f"{m0:+.4f}",
                      "verdict": "kept" if m1 >= m0 - spread else "lost ground"})
     budget = sweep_seconds(name, a.parts)
-    note = (f"{a.model} on {a.dataset}, full test set, {budget:g} CPU s a cell on one thread, 3 seeds (mean ± sd). Today: "
+    seeds = ", ".join(str(int(s)) for s in sorted(today["seed"].unique()))
+    note = (f"{a.model} on {a.dataset}, full test set, {budget:g} CPU s a cell on one thread, seeds {seeds} (mean ± sd). Today: "
             f"the default geodesic and magnitude pruning + fine-tuning run in the same sweep folders ({a.parts}), two "
             f"cells at a time on this 2-core machine. Stored: the front of sweep-{name}.md, run on another day with "
             f"the geodesic of that day (a fixed ε). Margin: geodesic minus fine-tuning of the same day; kept when "

@@ -93,6 +93,14 @@ def recommended(filters: int = 50) -> SparsifyConfig:
     return replace(PRESETS["recommended"], filters=filters)
 
 
+def target_walk(model: nn.Module, w0: torch.Tensor, groups: list[Group], target: torch.Tensor, cfg: SparsifyConfig,
+                pull: BatchSampler, probe: BatchSampler, evaluation: Evaluation, **kwargs) -> Walk:
+    """The walk from w0 toward {w_T = 0}: v = −w_T, pulled on the free weights toward w0's function (cfg.pull on
+    cfg.pull_batch images a step from `pull`), its metric on `probe` batches; kwargs go to Walk."""
+    field_ = with_pull(sparsify(target), model, w0, pull, cfg.pull, cfg.pull_batch, cfg.path.phi, only=~target)
+    return Walk(model, w0, field_, cfg.path, probe, evaluation, groups, target=target, **kwargs)
+
+
 def path_phase(path: Walk) -> Phase:
     """A path as a phase of a run: its Step rows, its end, its snapshots and its current point."""
     return Phase(path.phase, (s.row() for s in path), lambda: path.status, lambda: path.snapshots, lambda: path.w)
@@ -114,11 +122,10 @@ def sparsify_phases(model: nn.Module, w0: torch.Tensor, groups: list[Group], cho
     less than a cheap gradient step (bench/results/sweep-checked-front-resnet8-fashion-mnist.md)."""
     target, seed = group_mask(chosen, w0.numel()), cfg.path.seed
     pull_sampler = BatchSampler.of(train, seed + PULL)
-    field_ = with_pull(sparsify(target), model, w0, pull_sampler, cfg.pull, cfg.pull_batch, cfg.path.phi, only=~target)
     # with no finishing steps allowed (relax_steps 0: the literal algorithm) the walk has the whole budget, as written
     deadline = None if budget is None else budget.seconds * (WALK_SHARE if cfg.relax_steps > 0 else 1.0)
-    walk = Walk(model, w0, field_, cfg.path, BatchSampler.of(train, seed + PROBE), evaluation, groups, target=target,
-                eps_floor=None if budget is None else walk_floor(budget, deadline))
+    walk = target_walk(model, w0, groups, target, cfg, pull_sampler, BatchSampler.of(train, seed + PROBE), evaluation,
+                       eps_floor=None if budget is None else walk_floor(budget, deadline))
     yield deadline_phase(walk, budget, deadline) if budget is not None and cfg.relax_steps > 0 else path_phase(walk)
     keep = keep_score(model, w0, train, seed, cfg)
     if walk.status is Status.MISSED and cfg.relax_steps > 0 and walk.target_norm() == 0.0:  # projected
@@ -265,9 +272,8 @@ def trial_steps(model: nn.Module, w0: torch.Tensor, groups: list[Group], chosen:
     """CPU seconds of successive walk steps from w0 at cfg's batches (the direction with its pull, the checked
     tangent, the record), on batches of their own stream (TRIAL): the run's walk draws what it would have drawn."""
     target, seed = group_mask(chosen, w0.numel()), cfg.path.seed + TRIAL
-    field_ = with_pull(sparsify(target), model, w0, BatchSampler.of(train, seed), cfg.pull, cfg.pull_batch,
-                       cfg.path.phi, only=~target)
-    walk = Walk(model, w0, field_, cfg.path, BatchSampler.of(train, seed + 1), evaluation, groups, target=target)
+    walk = target_walk(model, w0, groups, target, cfg, BatchSampler.of(train, seed), BatchSampler.of(train, seed + 1),
+                       evaluation)
     for step in itertools.count(1):
         cpu0 = time.process_time()
         walk.step(step, 0)
