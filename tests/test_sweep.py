@@ -134,6 +134,18 @@ def test_a_sweep_writes_results_resumes_and_keeps_finished_cells(tmp_path):
     assert saved.seeds == (0, 1, 2) and saved.filters == bigger.filters and saved.methods == spec.methods
 
 
+def test_a_geodesic_cell_records_the_batches_its_budget_fitted(tmp_path):
+    from geodesic.experiments.sparsify import MIN_PROBE, MIN_PULL, SparsifyConfig
+
+    table = run_sweep(small_spec(methods=("geodesic", "magnitude")), tmp_path / "sw", backend="loop")
+    geo, mag = (table[table["method"] == m].iloc[0] for m in ("geodesic", "magnitude"))
+    config = runs.load_run(tmp_path / "sw" / "cells" / geo["cell"]).meta["config"]
+    assert (geo["probe"], geo["pull_batch"]) == (config["path"]["probe"], config["pull_batch"])
+    given = SparsifyConfig()
+    assert MIN_PROBE <= geo["probe"] <= given.path.probe and MIN_PULL <= geo["pull_batch"] <= given.pull_batch
+    assert pd.isna(mag["probe"]) and pd.isna(mag["pull_batch"])  # a baseline has no metric batches
+
+
 def test_a_failing_cell_records_its_error_and_the_others_finish(tmp_path, monkeypatch):
     import geodesic.experiments.methods as methods
 

@@ -55,6 +55,7 @@ class Counter:
     steps: int = 0
     grads: int = 0
     seconds: float = 0.0  # CPU seconds spent before the final mask and evaluation
+    config: dict | None = None  # the geodesic's SparsifyConfig as it ran (its batches fitted to the budget)
 
 
 def parse_method(name: str) -> tuple[str, bool]:
@@ -126,6 +127,7 @@ def geodesic_phases(t: Task, budget: Budget, counter: Counter) -> tuple[list[Gro
     chosen = choose_groups(cfg.strategy, t.model, t.w0, t.groups, t.count, probe, cfg.path.phi, t.seed)
     quick = Evaluation(t.evaluation.x[:1000], t.evaluation.y[:1000])
     cfg = fit_batches(t.model, t.w0, t.groups, chosen, cfg, t.train, quick, budget)
+    counter.config = cfg.as_dict()
     per_step = {"walk": cfg.path.probe * _classes(t) + cfg.pull_batch, "restore": DESCENT_BATCH}
     per_step["relax"] = per_step["walk"]
 

@@ -34,7 +34,9 @@ if TYPE_CHECKING:
 
 SPEC = "sweep.json"
 COLUMNS = ["method", "filters", "fraction", "seed", "data", "accuracy", "loss", "distance", "seconds", "steps",
-           "grads", "length", "status", "error", "cell", "node", "host", "wall"]
+           "grads", "length", "probe", "pull_batch", "status", "error", "cell", "node", "host", "wall"]
+# probe, pull_batch: the batches a geodesic cell ran with, fitted to its budget (sparsify.fit_batches); empty for
+# the other methods. Its meta.json holds the whole config.
 MAX_SEED = 2**32  # what every random generator of a cell accepts
 
 
@@ -165,7 +167,10 @@ def _run(spec: SweepSpec, cell: Cell, writer) -> dict:
     writer.update(**run_meta("sweep-cell", ckpt, dataset, train.source, len(test)))  # kind, cell, sweep were set
     budget, counter = Budget(spec.seconds), Counter()
     chosen, phases = method_phases(cell.method, task, budget, counter)
-    writer.begin(ckpt.model, ckpt.w, target_groups=[g.name for g in chosen])
+    writer.begin(ckpt.model, ckpt.w, target_groups=[g.name for g in chosen],
+                 **({"config": counter.config} if counter.config else {}))
+    ran = {} if counter.config is None else {"probe": counter.config["path"]["probe"],
+                                             "pull_batch": counter.config["pull_batch"]}
 
     def summary(rec) -> dict:
         last = rec.rows[-1] if rec.rows else {}
@@ -173,7 +178,7 @@ def _run(spec: SweepSpec, cell: Cell, writer) -> dict:
         return {**asdict(cell), "cell": cell.id, "status": rec.status, "accuracy": last.get("accuracy", math.nan),
                 "loss": last.get("loss", math.nan), "distance": last.get("distance", math.nan),
                 "seconds": counter.seconds, "steps": counter.steps, "grads": counter.grads,
-                "length": lengths[-1] if lengths else math.nan, "error": None}
+                "length": lengths[-1] if lengths else math.nan, "error": None, **ran}
 
     rec = execute(phases, writer, None, None, summary)
     return summary(rec) | {"status": rec.status.value}
@@ -192,7 +197,7 @@ def find_sweeps(root: str | os.PathLike) -> list[Path]:
 def write_results(out: Path, rows: list[dict]) -> "pd.DataFrame":
     """DIR/results.csv and DIR/results.parquet, one row per cell in COLUMNS order (written atomically)."""
     return write_table(out, rows, COLUMNS, ["method", "filters", "data", "seed"],
-                       ("accuracy", "loss", "distance", "seconds", "length", "wall", "fraction"))
+                       ("accuracy", "loss", "distance", "seconds", "length", "wall", "fraction", "probe", "pull_batch"))
 
 
 def read_spec(path: Path) -> SweepSpec:
