@@ -20,7 +20,7 @@ from .sweep import COLUMNS
 
 REQUIRED = ("method", "filters", "accuracy", "status")  # what a front needs; other columns may be missing
 NUMBERS = ("filters", "fraction", "seed", "data", "accuracy", "loss", "distance", "seconds", "steps", "grads",
-           "length", "wall")
+           "length", "probe", "pull_batch", "wall")
 
 
 def read_results(folder: str | os.PathLike) -> pd.DataFrame:
