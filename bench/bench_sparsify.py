@@ -38,7 +38,7 @@ VARIANTS = {  # name -> (overrides of the literal preset, overrides of its PathC
     "balanced, ε=0.01, β=0.001, pull ρ=2 + relax 200 from ε=0.3": (
         {"strategy": "balanced", "pull": 2.0, "relax_steps": 200, "relax_eps": 0.3}, {"eps": 0.01, "beta": 0.001}),
 }
-BEST = "recommended (the default): balanced, ε=0.1, β=0.001, pull ρ=2 + relax 600 from ε=0.3"
+BEST = "recommended (the default): balanced, ε=0.1, β=0.001, pull ρ=2 + relax for the budget from ε=0.3"
 
 
 def config(name: str, filters: int, max_steps: int) -> SparsifyConfig:

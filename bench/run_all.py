@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-RECOMMENDED = "recommended (the default): balanced, ε=0.1, β=0.001, pull ρ=2 + relax 600 from ε=0.3"
+RECOMMENDED = "recommended (the default): balanced, ε=0.1, β=0.001, pull ρ=2 + relax for the budget from ε=0.3"
 SCRIPTS = [
     ["bench_checkpoints.py"],
     ["bench_tangent.py"],

@@ -155,6 +155,7 @@ def test_a_budget_too_short_for_the_walk_ends_restored_and_says_so(tmp_path):
     assert run.meta["status"] == "missed" and run.meta["summary"]["groups_zero"] >= 12
     assert run.meta["summary"]["restore_steps"] == int((run.metrics["phase"] == "restore").sum()) > 0
     assert "restored by descent" in r.stdout and "more --seconds" in r.stdout
+    assert "/3 CPU s" in r.stderr  # the progress counts the budget's CPU seconds (a plain line off a terminal)
     fitted = (run.meta["config"]["path"]["probe"], run.meta["config"]["pull_batch"]) != (32, 256)
     assert ("the run used probe" in r.stdout) == fitted  # the CLI says when the budget fitted the batches
 

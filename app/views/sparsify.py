@@ -46,9 +46,11 @@ if picked is not None:  # every widget from torch-free tables (app/choices.py); 
     c = st.columns(4)
     pull = c[0].number_input("Pull ρ toward the start's function", 0.0, 10.0, base["pull"], key=f"{k}-pull",
                              help="relative strength of the pull on the free weights (0: the literal algorithm)")
-    relax = c[1].number_input("Relax steps (after arrival)", 0, 2000, base["relax_steps"], key=f"{k}-relax",
-                              help=f"geodesic restore steps inside the hyperplane after arrival, ε decaying from "
-                                   f"{base['relax_eps']:g} to {base['relax_eps_final']:g}")
+    relax = c[1].number_input("Relax steps (after arrival)", 0, 100_000, base["relax_steps"], key=f"{k}-relax",
+                              placeholder="until the budget ends",
+                              help=f"geodesic restore steps inside the hyperplane after arrival, at most (empty: "
+                                   f"until the CPU seconds are spent; 0: none), ε decaying from "
+                                   f"{base['relax_eps']:g} to {base['relax_eps_final']:g} over them")
     max_steps = c[2].number_input("Max steps", 1, 5000, 200, key=f"{k}-max")
     eval_size = c[3].number_input("Test images for accuracy", 100, 2000, 500, step=100, key=f"{k}-eval")
     seconds = st.number_input("CPU seconds (walk + relaxation)", 1.0, 10**6 * 1.0, base["seconds"], step=60.0,
@@ -60,7 +62,7 @@ if picked is not None:  # every widget from torch-free tables (app/choices.py); 
     if engine.start_button("Start", "sp-start"):  # a press before the engine is loaded waits for it here
         cfg = choices.preset_config(preset)
         try:
-            cfg = replace(cfg, filters=int(filters), strategy=strategy, pull=float(pull), relax_steps=int(relax),
+            cfg = replace(cfg, filters=int(filters), strategy=strategy, pull=float(pull), relax_steps=None if relax is None else int(relax),
                           seconds=float(seconds),
                           path=replace(cfg.path, phi=phi, beta=float(beta), eps=float(eps), probe=int(probe),
                                        seed=int(seed), max_steps=int(max_steps))).validate()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import math
 import sys
+import time
 from pathlib import Path
 
 from ..infra.options import Option, add_options, apply_options
@@ -22,7 +23,8 @@ def options() -> list[Option]:
         Option("--pull", "pull", "ρ: pull toward the start's function on the free weights, v + ρ|v|p̂, p̂ ∝ −∇D (0: none)"),
         Option("--pull-batch", "pull_batch", "images per pull and relaxation gradient, at most (halved with --probe when "
                                              "a step would leave room for fewer than 50 walk steps in half of --seconds)"),
-        Option("--relax-steps", "relax_steps", "geodesic restore steps inside the hyperplane after arrival"),
+        Option("--relax-steps", "relax_steps", "geodesic restore steps inside the hyperplane after arrival, at most "
+                                               "(none: until --seconds are spent; 0: no relaxation)"),
         Option("--relax-eps", "relax_eps", "trust region ε of the first relaxation step"),
         Option("--relax-eps-final", "relax_eps_final", "ε of the last relaxation step (cosine decay)"),
         Option("--seconds", "seconds", "CPU seconds for the whole run: the walk must arrive within half of them "
@@ -132,15 +134,15 @@ def one_path(ckpt: inputs.Checkpoint, cfg, folder: Path, meta: dict, train_set: 
     from ..experiments.sparsify import run_sparsify
 
     writer = writer_for(folder, meta)
-    bar = progress(cfg.path.max_steps + cfg.relax_steps, label)
-
-    shown = {"D": float("nan")}
+    bar = progress(math.ceil(cfg.seconds), label, unit="CPU s")  # the budget ends the run, not a step count
+    shown, cpu0 = {"D": float("nan")}, time.process_time()
 
     def on_row(r: dict) -> None:
         if r["distance"] == r["distance"]:  # the restore by descent measures D every few steps only
             shown["D"] = r["distance"]
-        bar.set_postfix(zero=r["groups_zero"], D=f"{shown['D']:.4f}", phase=r["phase"], refresh=False)
-        bar.update(r["step"] - bar.n)
+        bar.set_postfix(step=r["step"], zero=r["groups_zero"], D=f"{shown['D']:.4f}", phase=r["phase"],
+                        refresh=False)
+        bar.update(min(int(time.process_time() - cpu0), bar.total) - bar.n)
 
     try:
         return run_sparsify(ckpt.model, ckpt.w, ckpt.groups, cfg, train_set, evaluation, writer=writer, on_row=on_row)

@@ -118,8 +118,8 @@ class Task:
 
 
 def geodesic_phases(t: Task, budget: Budget, counter: Counter) -> tuple[list[Group], Iterator[Phase]]:
-    """recommended(count) with the task's seed; its relaxation for what the walk left of the budget (at most the
-    recommended 600 steps), its ε schedule following that time; evaluation every 50 steps on 1,000
+    """recommended(count) with the task's seed; its relaxation for what the walk left of the budget, its ε
+    schedule following that time; evaluation every 50 steps on 1,000
     images, first and last snapshot only (a sweep keeps many runs)."""
     cfg = recommended(t.count)
     cfg = replace(cfg, path=replace(cfg.path, seed=t.seed, eval_every=50, snapshot_every=10**6, max_steps=10**4))

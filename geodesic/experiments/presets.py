@@ -9,7 +9,7 @@ norm strategy, a fixed ε).
 """
 
 SPARSIFY_PRESETS: dict[str, dict] = {
-    "recommended": {"strategy": "balanced", "pull": 2.0, "relax_steps": 600, "relax_eps": 0.3,
+    "recommended": {"strategy": "balanced", "pull": 2.0, "relax_steps": None, "relax_eps": 0.3,
                     "relax_eps_final": 0.002, "seconds": 900.0,
                     "path": {"phi": "sqrt_probs", "beta": 0.001, "eps": 0.1, "probe": 32, "seed": 0,
                              "adaptive": True}},
