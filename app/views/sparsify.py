@@ -55,9 +55,10 @@ if picked is not None:  # every widget from torch-free tables (app/choices.py); 
     eval_size = c[3].number_input("Test images for accuracy", 100, 2000, 500, step=100, key=f"{k}-eval")
     seconds = st.number_input("CPU seconds (walk + relaxation)", 1.0, 10**6 * 1.0, base["seconds"], step=60.0,
                               key=f"{k}-seconds", help="the walk must arrive within half of them (else it is projected and "
-                                                       "restored by descent); the relaxation is sized to what the "
-                                                       "walk leaves (every step checks itself: ε above is where it "
-                                                       "starts and the most it grows to)")
+                                                       "restored by descent); the relaxation spends what the walk "
+                                                       "leaves, so a run takes them all: give fewer for a quicker "
+                                                       "demo (every step checks itself: ε above is where it starts "
+                                                       "and the most it grows to)")
 
     if engine.start_button("Start", "sp-start"):  # a press before the engine is loaded waits for it here
         cfg = choices.preset_config(preset)
