@@ -63,8 +63,8 @@ if picked is not None:  # every widget from torch-free tables (app/choices.py); 
     if engine.start_button("Start", "sp-start"):  # a press before the engine is loaded waits for it here
         cfg = choices.preset_config(preset)
         try:
-            cfg = replace(cfg, filters=int(filters), strategy=strategy, pull=float(pull), relax_steps=None if relax is None else int(relax),
-                          seconds=float(seconds),
+            cfg = replace(cfg, filters=int(filters), strategy=strategy, pull=float(pull),
+                          relax_steps=None if relax is None else int(relax), seconds=float(seconds),
                           path=replace(cfg.path, phi=phi, beta=float(beta), eps=float(eps), probe=int(probe),
                                        seed=int(seed), max_steps=int(max_steps))).validate()
         except ValueError as e:

@@ -42,8 +42,8 @@ class SparsifyConfig:
     and larger walk steps (ε = 0.1) with a weak target term (β = 0.001), pull ρ = 2, a relaxation from ε = 0.3,
     all within `seconds` of CPU time (the walk must arrive within half of it, else it is projected and restored by
     descent; the relaxation has what the walk leaves, and its ε schedule follows that time, so that it completes
-    when the budget does: on lenet60 at 50 of 60 filters, 900 CPU s, ~3,400 relaxation steps keep 0.75 point more
-    on Fashion-MNIST than 600 steps did, bench/results/budget-lenet60.md). Every walk step checks itself
+    when the budget does: on lenet60 at 50 of 60 filters in 900 CPU s, ~3,400 relaxation steps keep 0.7 point more
+    on Fashion-MNIST and 0.2 on MNIST than the 600 it was capped at before, bench/results/budget-lenet60.md). Every walk step checks itself
     (geodesic.core.trust): ε is where the walk starts and the most it grows to. The relaxation ends on its best point
     by D(w, w_start) on KEEP_IMAGES fixed training images, so it never leaves the net further from the dense
     function than it found it at arrival. The probe and pull batches are the largest the run uses: under a budget
