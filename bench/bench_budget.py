@@ -102,8 +102,11 @@ def main() -> None:
                   dense=("dense", "first"), relax_steps=("relax steps", "mean"), adam_steps=("steps", "mean"), cpu_s=("CPU s", "mean"),
                   wall_s=("wall s", "mean")).reset_index())
     table["loss (points)"] = 100 * (table["dense"] - table["accuracy"])
+    for col in ("accuracy", "spread", "dense"):  # four decimals, as the README and docs quote them
+        table[col] = table[col].map(lambda x: f"{x:.4f}")
     note = (f"lenet60, 50 of 60 filters, the default sparsify run within {seconds:.0f} CPU s, one torch thread a run, "
-            f"{args.workers} runs at a time on this machine, all in one sweep; accuracy on the full test set (mean and "
+            f"{args.workers} runs at a time on this machine in the order the .jsonl file keeps them (a variant added "
+            f"later ran after the others); accuracy on the full test set (mean and "
             f"standard deviation over seeds); variants: {VARIANTS}. cpu_s: a run's process time (its budget's clock) "
             f"before the final scoring; wall_s: its wall seconds, which other load on the machine stretches. Runs are "
             f"kept in bench/out/budget/{args.name}.jsonl and a run missing there is run again; load average at the "

@@ -22,6 +22,7 @@ SCRIPTS = [
      "balanced, ε=0.1, β=0.001, pull ρ=2 + relax 200 from ε=0.3;"
      "balanced, ε=0.01, β=0.001, pull ρ=2 + relax 200 from ε=0.3",
      "--max-steps", "400", "--baselines", "2"],
+    ["bench_budget.py"],
     ["bench_linearity.py"],
     ["bench_recal.py"],
     ["bench_export.py"],
