@@ -1,7 +1,8 @@
 """The minimal `sparsify --filters 50` on lenet60 under its default budget, beside variants of how the relaxation
-uses that budget: seeds × datasets × variants, two runs at a time (one torch thread each), all in one sweep.
+uses that budget, and fine-tuning given the same budget: seeds × datasets × variants, two runs at a time (one torch
+thread each). Finished runs are kept, so the same command resumes, and a variant added later runs after the others.
 
-    python bench/bench_budget.py --datasets fashion-mnist,mnist --seeds 0,1,2 --variants "budget,600 steps"
+    python bench/bench_budget.py --datasets fashion-mnist,mnist --seeds 0,1,2 --variants "budget,600 steps,fine-tuning"
 
 Each run is the CLI's default (experiments.recommended(50), eval on 2,000 test images along the path); its final
 net is scored on the full test set. Variants change only the relaxation's step cap:

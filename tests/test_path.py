@@ -194,7 +194,7 @@ def test_a_budgeted_relaxation_spends_what_the_walk_left(mlp_setup):
     assert out.status is Status.ARRIVED and len(relax) >= 5 and spent >= 0.9 * cfg.seconds
     assert relax[-1]["eps"] < 0.1 * cfg.relax_eps  # the schedule decayed with the budget
     assert not any(r["phase"] == "restore" for r in out.rows)
-    # --relax-steps N caps it: 7 steps, the schedule over them, the budget left unspent
+    # --relax-steps N caps it: 7 steps, the schedule decayed over them
     capped = run_sparsify(model, w0, groups, replace(cfg, relax_steps=7), train, ev)
     relax = [r for r in capped.rows if r["phase"] == "relax"]
     assert capped.status is Status.ARRIVED and len(relax) == 7 and relax[-1]["eps"] == pytest.approx(cfg.relax_eps_final)
