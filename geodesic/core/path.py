@@ -31,6 +31,7 @@ SOLVERS = ("gram", "explicit")
 MAX_BETA = 1e6  # beyond this β·v overflows float32 in the solve; steps are Euclidean long before
 MAX_EPS = 1e4  # |θ| ≤ 100: any larger step leaves every trained net's finite range
 MAX_PROBE = 1024
+MAX_STEPS = 10**7  # the most steps a path may be given (a relaxation that the budget ends is given this)
 MAX_SKIPPED = 3  # consecutive steps whose direction is not finite before the path counts as diverged
 
 
@@ -66,7 +67,7 @@ class PathConfig:
             (0 <= self.eps_final <= self.eps, f"eps_final must be in [0, eps = {self.eps}], got {self.eps_final}"),
             (1 <= self.probe <= MAX_PROBE,
              f"probe batch must be in [1, {MAX_PROBE}] (K = JJᵀ has (B·classes)² entries), got {self.probe}"),
-            (1 <= self.max_steps <= 10**7, f"max_steps must be in [1, 10^7], got {self.max_steps}"),
+            (1 <= self.max_steps <= MAX_STEPS, f"max_steps must be in [1, 10^7], got {self.max_steps}"),
             (self.eval_every >= 1 and self.snapshot_every >= 1, "eval_every and snapshot_every must be >= 1"),
             (self.arrive_tol >= 0, f"arrive_tol must be >= 0, got {self.arrive_tol}"),
             (self.solver in SOLVERS, f"solver must be one of {SOLVERS}, got {self.solver!r}"),

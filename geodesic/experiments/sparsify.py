@@ -21,7 +21,7 @@ from torch import nn
 from ..core.metric import functional_distance, mapped_outputs
 from ..core.objectives import CHOICE, KEEP, PROBE, PULL, RELAX, TRIAL, BatchSampler, restore, sparsify, with_pull
 from ..core.params import Group, group_mask, group_norms
-from ..core.path import Evaluation, PathConfig, Step, require
+from ..core.path import MAX_STEPS, Evaluation, PathConfig, Step, require
 from ..core.path import Path as Walk
 from ..core.targets import STRATEGIES, choose_groups
 from ..infra.lifecycle import Budget, Phase, Record, Sink, Status, Stop, execute, within
@@ -43,8 +43,8 @@ class SparsifyConfig:
     all within `seconds` of CPU time (the walk must arrive within half of it, else it is projected and restored by
     descent; the relaxation has what the walk leaves, and its ε schedule follows that time, so that it completes
     when the budget does: on lenet60 at 50 of 60 filters in 900 CPU s, ~3,400 relaxation steps keep 0.7 point more
-    on Fashion-MNIST and 0.2 on MNIST than the 600 it was capped at before, bench/results/budget-lenet60.md). Every walk step checks itself
-    (geodesic.core.trust): ε is where the walk starts and the most it grows to. The relaxation ends on its best point
+    on Fashion-MNIST and 0.2 on MNIST than the 600 it was capped at before, bench/results/budget-lenet60.md). Every
+    walk step checks itself (geodesic.core.trust): ε is where the walk starts and the most it grows to. The relaxation ends on its best point
     by D(w, w_start) on KEEP_IMAGES fixed training images, so it never leaves the net further from the dense
     function than it found it at arrival. The probe and pull batches are the largest the run uses: under a budget
     too small for MIN_WALK_STEPS steps at them, both are halved (fit_batches). `PRESETS["literal"]` is the paper's
@@ -87,7 +87,6 @@ PRESETS: dict[str, SparsifyConfig] = {
 }
 
 
-UNCAPPED = 10**7  # the relaxation's step count when the budget alone ends it (its schedule follows the budget)
 KEEP_IMAGES = 512  # fixed unlabeled training images on which the relaxation keeps its best point
 
 
@@ -145,7 +144,7 @@ def sparsify_phases(model: nn.Module, w0: torch.Tensor, groups: list[Group], cho
         # its steps are meant to change the function (back toward the dense one), so they follow their ε schedule
         # unchecked: checked, lenet60 at 50 of 60 filters ended at 0.8622 where the schedule gives 0.8803 (3 seeds,
         # 120 CPU s); keep_best measures instead what the relaxation is for, and it ends on its best point
-        steps = UNCAPPED if cfg.relax_steps is None else cfg.relax_steps  # the budget ends it (progress)
+        steps = MAX_STEPS if cfg.relax_steps is None else cfg.relax_steps  # None: the budget ends it (progress)
         relax_cfg = replace(cfg.path, max_steps=steps, eps=cfg.relax_eps, eps_final=cfg.relax_eps_final,
                             adaptive=False)
         field_ = restore(model, w0, pull_sampler, cfg.pull_batch, cfg.path.phi)

@@ -167,10 +167,11 @@ def _run(spec: SweepSpec, cell: Cell, writer) -> dict:
     writer.update(**run_meta("sweep-cell", ckpt, dataset, train.source, len(test)))  # kind, cell, sweep were set
     budget, counter = Budget(spec.seconds), Counter()
     chosen, phases = method_phases(cell.method, task, budget, counter)
-    writer.begin(ckpt.model, ckpt.w, target_groups=[g.name for g in chosen],
-                 **({"config": counter.config} if counter.config else {}))
-    ran = {} if counter.config is None else {"probe": counter.config["path"]["probe"],
-                                             "pull_batch": counter.config["pull_batch"]}
+    ran, config = {}, {}  # a geodesic cell's config as it ran: whole in meta.json, its batches in the table
+    if counter.config is not None:
+        config = {"config": counter.config}
+        ran = {"probe": counter.config["path"]["probe"], "pull_batch": counter.config["pull_batch"]}
+    writer.begin(ckpt.model, ckpt.w, target_groups=[g.name for g in chosen], **config)
 
     def summary(rec) -> dict:
         last = rec.rows[-1] if rec.rows else {}
