@@ -4,11 +4,18 @@ thread each). Finished runs are kept, so the same command resumes, and a variant
 
     python bench/bench_budget.py --datasets fashion-mnist,mnist --seeds 0,1,2 --variants "budget,600 steps,fine-tuning"
 
+Another zoo net and group count, at a budget long enough for its walk to arrive (resnet8's walk to half its groups
+needs about 1,050 CPU s, and the walk has half the budget):
+
+    python bench/bench_budget.py --net resnet8 --groups 112 --seconds 2400 --datasets fashion-mnist --seeds 0,1 \
+        --variants "budget,fine-tuning" --name budget-resnet8
+
 Each run is the CLI's default (experiments.recommended(50), eval on 2,000 test images along the path); its final
 net is scored on the full test set. Variants change only the relaxation's step cap:
   budget     the default: no cap, the relaxation ends when the budget does (its ε schedule follows the budget)
   600 steps  at most 600 relaxation steps (the default before), the schedule over them
-and beside them magnitude pruning + fine-tuning on the labels for the same CPU budget.
+and beside them magnitude pruning + fine-tuning on the labels, or + distillation toward the dense net's outputs (no
+labels), for the same CPU budget.
 """
 
 from __future__ import annotations
@@ -26,9 +33,10 @@ from common import ROOT, save
 
 VARIANTS = {"budget": {}, "600 steps": {"relax_steps": 600}}
 FINETUNE = "fine-tuning"  # magnitude pruning (as the sweep's), then Adam on the labels for the same CPU budget
+DISTILL = "distillation"  # magnitude pruning, then Adam on D toward the dense net's outputs, the same CPU budget
 
 
-def one(dataset: str, seed: int, variant: str, seconds: float) -> dict:
+def one(net: str, count: int, dataset: str, seed: int, variant: str, seconds: float) -> dict:
     """One run in this process (one thread): its accuracy on the full test set and what it spent."""
     from geodesic.core.params import flatten
     from geodesic.core.path import Evaluation
@@ -36,23 +44,24 @@ def one(dataset: str, seed: int, variant: str, seconds: float) -> dict:
     from geodesic.store import checkpoints, data, zoo
 
     threads.configure(1)
-    model, _ = checkpoints.load(ROOT / "assets" / "checkpoints" / f"lenet60-{dataset}.safetensors")
+    model, _ = checkpoints.load(ROOT / "assets" / "checkpoints" / f"{net}-{dataset}.safetensors")
     w0, groups = flatten(model), zoo.filter_groups(model)
     train, test = data.load(dataset, "train", "full"), data.load(dataset, "test", "full")
     t0, cpu0 = time.perf_counter(), time.process_time()
-    w, row = (tuned if variant == FINETUNE else geodesic)(model, w0, groups, train, test, seed, variant, seconds)
+    run = tuned if variant in (FINETUNE, DISTILL) else geodesic
+    w, row = run(model, w0, groups, count, train, test, seed, variant, seconds)
     full = Evaluation(test.x, test.y)
-    return {"dataset": dataset, "variant": variant, "seed": seed, "seconds": seconds,
+    return {"net": net, "groups": count, "dataset": dataset, "variant": variant, "seed": seed, "seconds": seconds,
             "accuracy": full.scores(model, w)[1], "dense": full.scores(model, w0)[1], **row,
             "CPU s": time.process_time() - cpu0, "wall s": time.perf_counter() - t0}
 
 
-def geodesic(model, w0, groups, train, test, seed: int, variant: str, seconds: float):
+def geodesic(model, w0, groups, count: int, train, test, seed: int, variant: str, seconds: float):
     """The CLI's sparsify run (eval on 2,000 test images along the path) with the variant's relaxation."""
     from geodesic.core.path import Evaluation
     from geodesic.experiments.sparsify import recommended, run_sparsify
 
-    base = recommended(50)
+    base = recommended(count)
     cfg = replace(base, seconds=seconds, path=replace(base.path, seed=seed), **VARIANTS[variant])
     out = run_sparsify(model, w0, groups, cfg, train, Evaluation(test.x[:2000], test.y[:2000]))
     phases = pd.Series([r["phase"] for r in out.rows]).value_counts().to_dict()
@@ -61,17 +70,21 @@ def geodesic(model, w0, groups, train, test, seed: int, variant: str, seconds: f
                    "distance": out.summary()["distance"]}
 
 
-def tuned(model, w0, groups, train, test, seed: int, variant: str, seconds: float):
-    """Magnitude pruning of 50 groups, then Adam on the labels (lr 1e-3, batch 128) for `seconds` of CPU."""
+def tuned(model, w0, groups, count: int, train, test, seed: int, variant: str, seconds: float):
+    """Magnitude pruning of `count` groups, then Adam (lr 1e-3, batch 128) for `seconds` of CPU: on the labels, or
+    for distillation on D toward the dense net's outputs."""
     from geodesic.experiments.baselines import finetune, magnitude_prune
 
-    pruned, mask = magnitude_prune(w0, groups, 50)
-    w, steps = finetune(model, pruned, mask, train, cpu_seconds=seconds, seed=seed)
+    pruned, mask = magnitude_prune(w0, groups, count)
+    teacher = w0 if variant == DISTILL else None
+    w, steps = finetune(model, pruned, mask, train, cpu_seconds=seconds, seed=seed, w_teacher=teacher)
     return w, {"status": "done", "steps": steps}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--net", default="lenet60", help="a zoo net with a shipped checkpoint per dataset")
+    ap.add_argument("--groups", type=int, default=50, help="how many of its groups to zero")
     ap.add_argument("--datasets", default="fashion-mnist,mnist")
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--variants", default=",".join([*VARIANTS, FINETUNE]))
@@ -80,6 +93,10 @@ def main() -> None:
     ap.add_argument("--name", default="budget-lenet60")
     args = ap.parse_args()
     from geodesic.experiments.sparsify import SparsifyConfig
+    from geodesic.store import checkpoints, zoo
+
+    model, _ = checkpoints.load(ROOT / "assets" / "checkpoints" / f"{args.net}-{args.datasets.split(',')[0]}.safetensors")
+    groups = zoo.filter_groups(model)
 
     seconds = args.seconds or SparsifyConfig().seconds
     # every finished run is kept in bench/out/budget/<name>.jsonl: the same command again runs only what is missing
@@ -87,7 +104,7 @@ def main() -> None:
     done_path.parent.mkdir(parents=True, exist_ok=True)
     done = [json.loads(line) for line in done_path.read_text().splitlines()] if done_path.is_file() else []
     have = {(r["dataset"], r["seed"], r["variant"]) for r in done if r["seconds"] == seconds}
-    jobs = [(d, int(s), v, seconds) for s in args.seeds.split(",") for d in args.datasets.split(",")
+    jobs = [(args.net, args.groups, d, int(s), v, seconds) for s in args.seeds.split(",") for d in args.datasets.split(",")
             for v in args.variants.split(",") if (d, int(s), v) not in have]
     with ProcessPoolExecutor(args.workers, mp_context=get_context("spawn")) as pool:
         for row in pool.map(one, *zip(*jobs)) if jobs else []:
@@ -97,15 +114,16 @@ def main() -> None:
             done.append(row)
     cells = pd.DataFrame([r for r in done if r["seconds"] == seconds])
     save(f"{args.name}-runs", cells)
-    cells = cells.reindex(columns=list(dict.fromkeys([*cells.columns, "relax steps", "steps"])))
+    cells = cells.reindex(columns=list(dict.fromkeys([*cells.columns, "walk steps", "relax steps", "steps"])))
     table = (cells.groupby(["dataset", "variant"], sort=False)
              .agg(seeds=("seed", "count"), accuracy=("accuracy", "mean"), spread=("accuracy", "std"),
-                  dense=("dense", "first"), relax_steps=("relax steps", "mean"), adam_steps=("steps", "mean"), cpu_s=("CPU s", "mean"),
+                  dense=("dense", "first"), status=("status", lambda s: ", ".join(sorted(set(s)))),
+                  walk_steps=("walk steps", "mean"), relax_steps=("relax steps", "mean"), adam_steps=("steps", "mean"), cpu_s=("CPU s", "mean"),
                   wall_s=("wall s", "mean")).reset_index())
     table["loss (points)"] = 100 * (table["dense"] - table["accuracy"])
     for col in ("accuracy", "spread", "dense"):  # four decimals, as the README and docs quote them
         table[col] = table[col].map(lambda x: f"{x:.4f}")
-    note = (f"lenet60, 50 of 60 filters, the default sparsify run within {seconds:.0f} CPU s, one torch thread a run, "
+    note = (f"{args.net}, {args.groups} of {len(groups)} groups, the default sparsify run within {seconds:.0f} CPU s, one torch thread a run, "
             f"{args.workers} runs at a time on this machine in the order the .jsonl file keeps them (a variant added "
             f"later ran after the others); accuracy on the full test set (mean and "
             f"standard deviation over seeds); variants: {VARIANTS}. cpu_s: a run's process time (its budget's clock) "
