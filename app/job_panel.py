@@ -65,10 +65,22 @@ def controls(job: jobs.Job) -> None:
         cols[2].button("Stop", key=f"stop-{job.id}", on_click=job.stop, type="primary")
     if status is Status.DIVERGED:  # the job ran to its end, but its path did not: say so, and what to try
         st.warning(md(f"The path diverged: {DIVERGED_HINT} (the ε setting)."))
+    if isinstance(job.result, dict) and job.result.get("restore_steps"):  # a sparsify run whose walk was cut
+        st.info(md(restored_note(job.result)))
     if status is Status.ERROR:
         st.error(md(f"The job failed: {job.error.splitlines()[0]}"))
         with st.expander("traceback"):
             st.code(job.error)
+
+
+def restored_note(summary: dict) -> str:
+    """What a sparsify run whose walk could not arrive in time did instead, and the budget that would let it."""
+    need = summary.get("budget_to_arrive")
+    more = (f"By its steps so far, about {need:,} CPU seconds would let it arrive." if need
+            else "More CPU seconds let it walk further.")
+    return (f"The walk could not arrive within half of the CPU seconds in the linear regime: it was projected onto "
+            f"the zero groups and restored by descent toward the dense function (no labels, "
+            f"{summary['restore_steps']} steps). {more}")
 
 
 def figure(name: str, job: jobs.Job, df: pd.DataFrame, build: Callable[[], object], every: int = 1):

@@ -196,6 +196,19 @@ def test_a_diverged_path_says_so_and_what_to_try(tmp_path, fresh_root):
     assert any(w.value.replace("\\", "").startswith(f"The path diverged: {DIVERGED_HINT}") for w in at.warning)
 
 
+def test_a_walk_cut_and_restored_says_what_budget_would_let_it_arrive(fresh_root):
+    """A run whose summary says its walk was restored by descent: the page says so and names the budget the walk
+    estimated (the real run's summary: tests/test_path.py, tests/test_cli.py)."""
+    summary = {"status": "missed", "restore_steps": 292, "budget_to_arrive": 2400}
+    job = job_panel.registry().start("sparsify", lambda job: summary)
+    assert jobs.wait(job, 90).status is Status.DONE, job.error
+    at = page("sparsify")
+    at.session_state["sp-job"] = job.id
+    at.run()
+    said = [w.value.replace("\\", "") for w in at.info]
+    assert any("restored by descent" in t and "292 steps" in t and "about 2,400 CPU seconds" in t for t in said), said
+
+
 def test_sparsify_presets_fill_in_the_settings():
     at = page("sparsify")
     assert at.radio(key="sp-preset").value == list(choices.PRESETS)[0]

@@ -217,6 +217,9 @@ def test_a_walk_the_budget_cannot_carry_is_projected_and_restored_by_descent(mlp
     assert not math.isnan(restore[-1]["accuracy"]) and restore[-1]["distance"] < snap["distance"]
     mask = group_mask([g for g in groups if g.name in writer.meta["target_groups"]], w0.numel())
     assert torch.all(out.w[mask] == 0) and torch.equal(runs.load_run(writer.dir).final()["w"], out.w)
+    # it says what budget its steps would have needed: far beyond 4 CPU s at ε = 1e-6, in the run's summary too
+    assert out.notes["budget_to_arrive"] > 100 * cfg.seconds and out.notes["budget_to_arrive"] % 100 == 0
+    assert runs.load_run(writer.dir).meta["summary"]["budget_to_arrive"] == out.notes["budget_to_arrive"]
     # with no finishing steps (the literal algorithm's relax_steps 0) the walk has the whole budget, as written
     literal = run_sparsify(model, w0, groups, replace(cfg, relax_steps=0, seconds=1.0), train, ev)
     assert literal.status is Status.MISSED and {r["phase"] for r in literal.rows} == {"walk"}

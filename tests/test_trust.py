@@ -12,7 +12,7 @@ from geodesic.core import objectives
 from geodesic.core.params import flatten
 from geodesic.core.path import Evaluation, Path, PathConfig
 from geodesic.core.tangent import prepare_exact_gram, solve_cvxpy, solve_exact_gram
-from geodesic.core.trust import FLOOR, REJECT, TARGET, Check, next_eps
+from geodesic.core.trust import FLOOR, REJECT, TARGET, Check, linear_eps, next_eps
 from geodesic.infra.lifecycle import Status
 
 X = torch.tensor([[1.0], [2.0], [-1.0]])
@@ -124,6 +124,35 @@ def test_ratio_and_next_eps_by_hand():
     assert next_eps(0.05, Check(1.0, TARGET / 2), cap=0.1) == 0.05
 
 
+def test_linear_eps_by_hand():
+    assert linear_eps(0.1, Check(1.0, 1.0)) == 0.1  # linear: the step's own ε
+    assert linear_eps(0.1, Check(1.0, TARGET / 2)) == 0.1  # at the middle of the band the rule holds ε in
+    assert linear_eps(0.1, Check(1.0, 1 + 10 * (TARGET / 2 - 1))) == pytest.approx(0.01)  # r − 1 ten times over
+    assert linear_eps(0.1, Check(1.0, math.inf)) == 0.0  # outputs overflowed: no ε is known to be linear
+
+
+def test_the_steps_left_to_arrive_are_estimated_from_the_steps_taken():
+    """A linear net (r = 1, every step at the cap, a constant gain per step): the estimate after 5 steps of how
+    many steps are left (cpu_to_arrive / cpu_per_step) against the steps the walk then takes."""
+    m = nn.Sequential(nn.Linear(2, 1, bias=False)).eval()
+    with torch.no_grad():
+        m[0].weight.copy_(torch.tensor([[0.8, -0.6]]))
+    x = torch.tensor([[1.0, 0.5], [0.2, 1.0], [-0.7, 0.4]])
+    target = torch.tensor([False, True])
+    cfg = PathConfig(phi="logits", beta=1.0, eps=1e-4, probe=3, max_steps=1000, arrive_tol=1e-3)
+    p = Path(m, flatten(m), objectives.sparsify(target), cfg, lambda b: (x, None),
+             Evaluation(x, torch.zeros(3, dtype=torch.long)), groups=[], target=target)
+    assert math.isnan(p.cpu_to_arrive())  # nothing measured yet
+    steps = iter(p)
+    while next(steps).step < 5:
+        pass
+    predicted = p.cpu_to_arrive() / p.cpu_per_step()
+    taken = sum(1 for s in steps if s.phase == "walk")
+    assert p.status is Status.ARRIVED and taken > 20
+    assert predicted == pytest.approx(taken, rel=0.1)
+    assert p.cpu_to_arrive() == 0.0  # arrived
+
+
 def test_a_re_solve_from_one_eigendecomposition_is_the_exact_step_at_every_eps():
     g = torch.Generator().manual_seed(0)
     J = torch.randn(12, 40, generator=g, dtype=torch.float64)
@@ -187,6 +216,8 @@ def test_a_budget_floor_takes_the_step_the_check_would_reject():
     assert step.rejected == 1 and step.eps == pytest.approx(0.25) and p.eps == pytest.approx(0.25)
     # taken against the check: what ends a walk the budget cannot carry (sparsify.FORCED_LIMIT)
     assert list(p.forced) == [True]
+    r = hand_check(W0, V0, 0.1, 0.25).linearity  # the ε it would have had in the linear regime, for estimates
+    assert list(p.linear) == [pytest.approx(0.25 * (TARGET / 2 - 1) / (r - 1), rel=1e-3)]
     assert p.cpu_per_step() > 0 and p.efficiency > 0  # what a budget's floor is computed from
 
 

@@ -91,11 +91,19 @@ def run(args: argparse.Namespace) -> int:
         print_candidates(out, [{"path": out.name, "strategy": base.strategy, "seed": base.path.seed, **summary}],
                          test_set, single=True)
         if summary.get("restore_steps"):
-            print(f"note: the walk could not arrive within half of --seconds ({base.seconds:g} CPU s) in the linear "
-                  f"regime; it was projected onto the zero groups and restored by descent toward the dense function "
-                  f"(no labels, {summary['restore_steps']} steps): more --seconds let it walk")
+            print(missed_note(base.seconds, summary))
         return finished(o.status, "walk", out)
     return candidates(args, base, out, meta, test_set)
+
+
+def missed_note(seconds: float, summary: dict) -> str:
+    """What a run whose walk was cut and restored by descent says, with the budget that would let the walk arrive
+    when the walk could estimate it."""
+    more = (f"about --seconds {summary['budget_to_arrive']} would let it walk there, by its steps so far"
+            if summary.get("budget_to_arrive") else "more --seconds let it walk")
+    return (f"note: the walk could not arrive within half of --seconds ({seconds:g} CPU s) in the linear regime; it "
+            f"was projected onto the zero groups and restored by descent toward the dense function (no labels, "
+            f"{summary['restore_steps']} steps): {more}")
 
 
 def config(args: argparse.Namespace):

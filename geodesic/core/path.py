@@ -25,7 +25,7 @@ from .objectives import Field, Sampler
 from .params import Group, group_norms
 from .tangent import prepare_exact_gram
 from .train import scores
-from .trust import MAX_REJECTS, Check, next_eps
+from .trust import MAX_REJECTS, Check, linear_eps, next_eps
 
 SOLVERS = ("gram", "explicit")
 MAX_BETA = 1e6  # beyond this β·v overflows float32 in the solve; steps are Euclidean long before
@@ -177,6 +177,8 @@ class Path:
         self.forced: deque[bool] = deque(maxlen=5)  # of the last five steps, which the budget's floor took although
         # the check rejected them
         self.short = 0  # consecutive steps whose floor was above the cap (the budget's deadline out of reach)
+        self.linear: deque[float] = deque(maxlen=10)  # of the last ten steps, the ε each would have had in the
+        # linear regime (trust.linear_eps): what the check alone would let the walk take, without a budget's floor
 
     @property
     def tol(self) -> float:
@@ -343,6 +345,7 @@ class Path:
         self.w = self.w + tried.theta
         self.forced.append(tried.forced)
         self.short = self.short + 1 if tried.short else 0
+        self.linear.append(linear_eps(tried.eps, tried.check))
         if self.frozen is not None:
             self.w[self.frozen] = self.frozen_values  # θ is 0 there already; guard against drift
         self.length += tried.step_length
@@ -364,6 +367,18 @@ class Path:
         gained = (before - self.target_norm()) / math.sqrt(eps)
         if self.target is not None and math.isfinite(gained):
             self.efficiency = gained if math.isnan(self.efficiency) else 0.9 * self.efficiency + 0.1 * gained
+
+    def cpu_to_arrive(self) -> float:
+        """CPU seconds the walk would still need to arrive in the linear regime, estimated from its last steps:
+        (|w_T| − tol) / (efficiency · √ε_lin) steps of cpu_per_step() each, ε_lin the geometric mean of the ε its last
+        steps would have had in the linear regime (trust.linear_eps). nan before it can be measured."""
+        left, gain, per_step = self.target_norm() - self.tol, self.efficiency, self.cpu_per_step()
+        if left <= 0:
+            return 0.0
+        if not (gain > 0 and per_step > 0 and self.linear and min(self.linear) > 0):
+            return math.nan
+        eps = math.exp(sum(math.log(e) for e in self.linear) / len(self.linear))
+        return left / (gain * math.sqrt(eps)) * per_step
 
     def cpu_per_step(self) -> float:
         """Mean CPU seconds of the last ten steps (nan before the first)."""

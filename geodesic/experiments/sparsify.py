@@ -110,7 +110,7 @@ def path_phase(path: Walk) -> Phase:
 
 def sparsify_phases(model: nn.Module, w0: torch.Tensor, groups: list[Group], chosen: list[Group],
                     cfg: SparsifyConfig, train: Split, evaluation: Evaluation,
-                    budget: Budget | None = None) -> Iterator[Phase]:
+                    budget: Budget | None = None, notes: dict | None = None) -> Iterator[Phase]:
     """The phases of a sparsify run, created lazily: the walk to {w_T = 0}, then (if it arrived) the relaxation,
     of cfg.relax_steps steps at most (None: no count; then a budget is needed); under a budget it ends when the
     budget is spent, and its ε schedule follows the budget (relax_progress), so that it completes there whatever a
@@ -119,7 +119,8 @@ def sparsify_phases(model: nn.Module, w0: torch.Tensor, groups: list[Group], cho
     Under a CPU `budget` the walk must arrive within WALK_SHARE of it: its ε never falls below what arrives by
     then (walk_floor). A walk that has not arrived by then, that could not arrive by then even at its largest step
     (cfg.path.eps) SHORT_LIMIT steps in a row, or that the floor has forced out of the linear regime in FORCED_LIMIT
-    of its last five steps (the budget cannot carry it without changing the function), ends MISSED: the
+    of its last five steps (the budget cannot carry it without changing the function), ends MISSED (`notes`, when
+    given, gets "budget_to_arrive": the budget its steps so far say it would arrive within, deadline_phase): the
     better of its own point and the start, projected onto {w_T = 0}, is restored by descent on D toward the start's
     function for the rest of the budget (restore_phase): a metric step from a net that far from its function buys
     less than a cheap gradient step (bench/results/sweep-checked-front-resnet8-fashion-mnist.md)."""
@@ -132,7 +133,7 @@ def sparsify_phases(model: nn.Module, w0: torch.Tensor, groups: list[Group], cho
     deadline = None if budget is None else budget.seconds * (WALK_SHARE if relaxes else 1.0)
     walk = target_walk(model, w0, groups, target, cfg, pull_sampler, BatchSampler.of(train, seed + PROBE), evaluation,
                        eps_floor=None if budget is None else walk_floor(budget, deadline))
-    yield deadline_phase(walk, budget, deadline) if budget is not None and relaxes else path_phase(walk)
+    yield deadline_phase(walk, budget, deadline, notes) if budget is not None and relaxes else path_phase(walk)
     keep = keep_score(model, w0, train, seed, cfg)
     if walk.status is Status.MISSED and relaxes and walk.target_norm() == 0.0:  # projected
         start = torch.where(target, torch.zeros_like(w0), w0)
@@ -160,10 +161,12 @@ FORCED_LIMIT = 2
 SHORT_LIMIT = 3  # steps in a row whose floor is above the cap (the deadline out of reach) before the walk is cut
 
 
-def deadline_phase(walk: Walk, budget: Budget, deadline: float) -> Phase:
+def deadline_phase(walk: Walk, budget: Budget, deadline: float, notes: dict | None = None) -> Phase:
     """The walk as a phase that ends by `deadline` CPU seconds of the budget, or once the deadline is out of its
     reach (SHORT_LIMIT) or its floor has forced FORCED_LIMIT of its last five steps: a walk not arrived then is
-    projected onto its hyperplane (Walk.project)."""
+    projected onto its hyperplane (Walk.project). `notes` then gets "budget_to_arrive": the CPU seconds spent plus
+    what the walk would still need in the linear regime (Walk.cpu_to_arrive), over WALK_SHARE, rounded up to 100 s;
+    a rough figure (its steps so far stand for the whole walk), absent when the walk could not measure it."""
     def rows() -> Iterator[dict]:
         for step in walk:
             yield step.row()
@@ -180,6 +183,12 @@ def deadline_phase(walk: Walk, budget: Budget, deadline: float) -> Phase:
                 why = f"not arrived within {deadline:.0f} of the budget's {budget.seconds:.0f} CPU s"
             else:
                 continue
+            need = budget.spent() + walk.cpu_to_arrive()
+            if math.isfinite(need):
+                budget_to_arrive = 100 * math.ceil(need / WALK_SHARE / 100)
+                why += f"; by its steps so far a budget of about {budget_to_arrive} CPU s would let it arrive"
+                if notes is not None:
+                    notes["budget_to_arrive"] = budget_to_arrive
             yield walk.project(f"{why} (|w_T| = {left:.3g}); projected onto w_T = 0").row()
             return
     return Phase(walk.phase, rows(), lambda: walk.status, lambda: walk.snapshots, lambda: walk.w)
@@ -320,9 +329,10 @@ class Outcome:
     snapshots: list[tuple[int, torch.Tensor]]
     seconds: float
     config: SparsifyConfig | None = None
+    notes: dict = field(default_factory=dict)  # what the phases found beside their rows (sparsify_phases)
 
     def summary(self) -> dict:
-        return sparsify_summary(self.rows, self.status, self.seconds)
+        return {**sparsify_summary(self.rows, self.status, self.seconds), **self.notes}
 
 
 def sparsify_summary(rows: list[dict], status: Status, seconds: float) -> dict:
@@ -355,13 +365,15 @@ def run_sparsify(model: nn.Module, w0: torch.Tensor, groups: list[Group], cfg: S
     if writer is not None:
         writer.begin(model, w0, config=cfg.as_dict(), target_groups=[g.name for g in chosen])
 
-    def summary(rec: Record) -> dict:
-        return sparsify_summary(rec.rows, rec.status, time.perf_counter() - t0)
+    notes: dict = {}
 
-    phases = budgeted(sparsify_phases(model, w0, groups, chosen, cfg, train, evaluation, budget), budget)
+    def summary(rec: Record) -> dict:
+        return {**sparsify_summary(rec.rows, rec.status, time.perf_counter() - t0), **notes}
+
+    phases = budgeted(sparsify_phases(model, w0, groups, chosen, cfg, train, evaluation, budget, notes), budget)
     rec = execute(phases, writer, stop, on_row, summary)
     return Outcome(rec.w if rec.w is not None else w0.clone(), rec.status, rec.rows, rec.snapshots,
-                   time.perf_counter() - t0, cfg)
+                   time.perf_counter() - t0, cfg, notes)
 
 
 def candidate_configs(base: SparsifyConfig, count: int) -> list[SparsifyConfig]:
