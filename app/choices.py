@@ -9,7 +9,7 @@ from app.page import md
 from geodesic.core.output_maps import NAMES as OUTPUT_MAPS  # noqa: F401 — the pages read them here
 from geodesic.core.strategies import STRATEGIES  # noqa: F401
 from geodesic.experiments.damage_kinds import KINDS as DAMAGE_KINDS  # noqa: F401
-from geodesic.experiments.presets import SPARSIFY_PRESETS
+from geodesic.experiments.presets import NO_STEP_CAP, SPARSIFY_PRESETS  # noqa: F401 — the pages read it here
 from geodesic.store import zoo_table
 from geodesic.store.dataset_table import DATASETS  # noqa: F401
 

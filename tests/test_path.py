@@ -13,7 +13,7 @@ from torch import nn
 
 from geodesic.core import objectives
 from geodesic.core.params import flatten, group_mask, spec_of
-from geodesic.core.path import Evaluation, Path, PathConfig
+from geodesic.core.path import MAX_STEPS, Evaluation, Path, PathConfig
 from geodesic.core.targets import choose_groups
 from geodesic.experiments import damage
 from geodesic.experiments.sparsify import PRESETS, run_sparsify
@@ -223,6 +223,19 @@ def test_a_walk_the_budget_cannot_carry_is_projected_and_restored_by_descent(mlp
     # with no finishing steps (the literal algorithm's relax_steps 0) the walk has the whole budget, as written
     literal = run_sparsify(model, w0, groups, replace(cfg, relax_steps=0, seconds=1.0), train, ev)
     assert literal.status is Status.MISSED and {r["phase"] for r in literal.rows} == {"walk"}
+
+
+def test_a_walk_that_ends_on_its_step_cap_is_projected_and_restored_too(mlp_setup):
+    """A step cap under a budget (the recommended walk has none) ends the walk before its deadline: the net is still
+    made sparse (projected) and restored by descent for the rest of the budget, not left with its groups nonzero."""
+    model, w0, groups, train, ev = mlp_setup
+    cfg = replace(PRESETS["recommended"], filters=8, seconds=3.0, path=replace(PRESETS["recommended"].path,
+                                                                               max_steps=2))
+    out = run_sparsify(model, w0, groups, cfg, train, ev)
+    phases = [r["phase"] for r in out.rows]
+    assert out.status is Status.MISSED and phases.count("walk") == 3 and "snap" in phases  # step 0, two steps
+    assert phases[-1] == "restore" and out.rows[-1]["groups_zero"] >= 8 and out.rows[-1]["target_norm"] == 0.0
+    assert PRESETS["recommended"].path.max_steps == MAX_STEPS  # the default walk: its budget ends it
 
 
 def test_batches_are_halved_until_the_walk_share_holds_its_steps(mlp_setup, monkeypatch):

@@ -42,6 +42,10 @@ def test_the_engine_uses_the_tables():
 def test_the_presets_are_the_engines_configs():
     """recommended is the default config; literal the paper's algorithm (no pull, no relaxation, a fixed ε)."""
     assert sparsify.PRESETS["recommended"] == sparsify.SparsifyConfig()
+    from geodesic.core.path import MAX_STEPS
+    from geodesic.experiments.presets import NO_STEP_CAP
+
+    assert NO_STEP_CAP == MAX_STEPS  # the recommended walk has no step cap: its budget ends it
     assert sparsify.PRESETS["literal"] == sparsify.SparsifyConfig(strategy="norm", pull=0.0, relax_steps=0,
                                                                  path=PathConfig(adaptive=False))
     for cfg in sparsify.PRESETS.values():

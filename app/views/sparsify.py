@@ -51,7 +51,8 @@ if picked is not None:  # every widget from torch-free tables (app/choices.py); 
                               help=f"geodesic restore steps inside the hyperplane after arrival, at most (empty: "
                                    f"until the CPU seconds are spent; 0: none), ε decaying from "
                                    f"{base['relax_eps']:g} to {base['relax_eps_final']:g} over them")
-    max_steps = c[2].number_input("Max steps", 1, 5000, 200, key=f"{k}-max")
+    max_steps = c[2].number_input("Max steps", 1, choices.NO_STEP_CAP, base["max_steps"], key=f"{k}-max",
+                                  help=f"the walk's step cap ({choices.NO_STEP_CAP:,}: none, the CPU seconds end it)")
     eval_size = c[3].number_input("Test images for accuracy", 100, 2000, 500, step=100, key=f"{k}-eval")
     seconds = st.number_input("CPU seconds (walk + relaxation)", 1.0, 10**6 * 1.0, base["seconds"], step=60.0,
                               key=f"{k}-seconds", help="the walk must arrive within half of them (else it is projected and "

@@ -58,7 +58,7 @@ class SparsifyConfig:
     relax_eps: float = 0.3
     relax_eps_final: float = 0.002
     seconds: float = 900.0  # CPU seconds for the run: the walk has half (sparsify_phases), the relaxation the rest
-    path: PathConfig = field(default_factory=lambda: PathConfig(eps=0.1, beta=0.001))
+    path: PathConfig = field(default_factory=lambda: PathConfig(eps=0.1, beta=0.001, max_steps=MAX_STEPS))
 
     def validate(self) -> "SparsifyConfig":
         checks = [
@@ -164,15 +164,24 @@ SHORT_LIMIT = 3  # steps in a row whose floor is above the cap (the deadline out
 def deadline_phase(walk: Walk, budget: Budget, deadline: float, notes: dict | None = None) -> Phase:
     """The walk as a phase that ends by `deadline` CPU seconds of the budget, or once the deadline is out of its
     reach (SHORT_LIMIT) or its floor has forced FORCED_LIMIT of its last five steps: a walk not arrived then is
-    projected onto its hyperplane (Walk.project). `notes` then gets "budget_to_arrive": the CPU seconds spent plus
+    projected onto its hyperplane (Walk.project), as is one that ends MISSED on its own (its step cap, a
+    distance budget; the recommended walk has no step cap). `notes` then gets "budget_to_arrive": the CPU seconds spent plus
     what the walk would still need in the linear regime (Walk.cpu_to_arrive), over WALK_SHARE, rounded up to 100 s;
     a rough figure (its steps so far stand for the whole walk), absent when the walk could not measure it."""
+    def cut(why: str) -> dict:
+        left, need = walk.target_norm(), budget.spent() + walk.cpu_to_arrive()
+        if math.isfinite(need):
+            budget_to_arrive = 100 * math.ceil(need / WALK_SHARE / 100)
+            why += f"; by its steps so far a budget of about {budget_to_arrive} CPU s would let it arrive"
+            if notes is not None:
+                notes["budget_to_arrive"] = budget_to_arrive
+        return walk.project(f"{why} (|w_T| = {left:.3g}); projected onto w_T = 0").row()
+
     def rows() -> Iterator[dict]:
         for step in walk:
             yield step.row()
             if walk.status is not Status.RUNNING:
                 continue
-            left = walk.target_norm()
             if walk.short >= SHORT_LIMIT:
                 why = (f"the walk cannot arrive within {deadline:.0f} CPU s: {walk.short} steps in a row, even its "
                        f"largest step (ε = {walk.cfg.eps:g}) was too short")
@@ -183,14 +192,10 @@ def deadline_phase(walk: Walk, budget: Budget, deadline: float, notes: dict | No
                 why = f"not arrived within {deadline:.0f} of the budget's {budget.seconds:.0f} CPU s"
             else:
                 continue
-            need = budget.spent() + walk.cpu_to_arrive()
-            if math.isfinite(need):
-                budget_to_arrive = 100 * math.ceil(need / WALK_SHARE / 100)
-                why += f"; by its steps so far a budget of about {budget_to_arrive} CPU s would let it arrive"
-                if notes is not None:
-                    notes["budget_to_arrive"] = budget_to_arrive
-            yield walk.project(f"{why} (|w_T| = {left:.3g}); projected onto w_T = 0").row()
+            yield cut(why)
             return
+        if walk.status is Status.MISSED and walk.target_norm() > 0:  # ended on its own: a step cap, a distance budget
+            yield cut(f"not arrived ({walk.reason})")
     return Phase(walk.phase, rows(), lambda: walk.status, lambda: walk.snapshots, lambda: walk.w)
 
 
