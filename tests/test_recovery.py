@@ -103,6 +103,16 @@ def test_a_short_recovery_raises_accuracy(method, mlp, mnist_train, ev):
     assert bool((out.w[mask] == 0).all()) and s["steps"] == 20
 
 
+@pytest.mark.parametrize("method", ["geodesic", "adam"])
+def test_a_recovery_with_a_budget_of_evaluations_alone_has_no_step_cap(method, mlp, mnist_train, ev):
+    """steps=None (what `recover --grad-evals N` alone gives): the other budget ends it, whatever the method."""
+    model, w, groups, spec = mlp
+    w_d, mask = dmg.zero_fraction(w, spec, 0.6, 0, ["fc1"])
+    cfg = RecoveryConfig(method, steps=None, grad_evals=3_000, eval_every=2, path=PathConfig(eps=0.04, probe=8))
+    s = run_recover(model, w, w_d, mask, cfg, mnist_train, ev, groups).summary()
+    assert s["steps"] >= 2 and s["grad_evals"] <= 3_000 + (256 + 8 * 10 + 4 * 8)
+
+
 def test_first_within_finds_the_first_row_in_reach():
     curve = pd.DataFrame({"step": [0, 5, 10, 15], "seconds": [0, 1.0, 2.0, 3.0], "grad_evals": [0, 50, 100, 150],
                           "accuracy": [0.5, 0.88, 0.895, 0.91]})

@@ -19,5 +19,5 @@ SPARSIFY_PRESETS: dict[str, dict] = {
     "literal": {"strategy": "norm", "pull": 0.0, "relax_steps": 0, "relax_eps": 0.3,
                 "relax_eps_final": 0.002, "seconds": 900.0,
                 "path": {"phi": "sqrt_probs", "beta": 0.01, "eps": 0.01, "probe": 32, "seed": 0,
-                         "adaptive": False}},
+                         "adaptive": False, "max_steps": 400}},
 }

@@ -28,7 +28,7 @@ from torch import nn
 from ..core.metric import functional_distance
 from ..core.objectives import PROBE, PULL, BatchSampler, restore
 from ..core.params import Group
-from ..core.path import Evaluation, Path, PathConfig, require
+from ..core.path import MAX_STEPS, Evaluation, Path, PathConfig, require
 from ..infra.lifecycle import Phase, Record, Row, Status, Stop, execute
 from ..store.data import Split
 from ..store.runs import RunWriter
@@ -97,7 +97,7 @@ def geodesic_restore(model: nn.Module, w_ref: torch.Tensor, w: torch.Tensor, fro
     """The restore path from w (frozen held) toward the function of w_ref, and an iterator of its points.
 
     The path's own evaluation is cut to one image (accuracy and D are measured by `Recovery`, untimed)."""
-    max_steps = cfg.steps if cfg.steps is not None else 10**9
+    max_steps = cfg.steps if cfg.steps is not None else MAX_STEPS  # the other budget ends it
     pcfg = replace(cfg.path, seed=cfg.seed, max_steps=max_steps, eval_every=max_steps, snapshot_every=max_steps)
     x1, y1 = train.x[:1], train.y[:1]
     field_ = restore(model, w_ref, BatchSampler.of(train, cfg.seed + PULL), cfg.restore_batch, pcfg.phi)
