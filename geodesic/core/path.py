@@ -370,8 +370,8 @@ class Path:
 
     def cpu_to_arrive(self) -> float:
         """CPU seconds the walk would still need to arrive in the linear regime, estimated from its last steps:
-        (|w_T| − tol) / (efficiency · √ε_lin) steps of cpu_per_step() each, ε_lin the geometric mean of the ε its last
-        steps would have had in the linear regime (trust.linear_eps). nan before it can be measured."""
+        (|w_T| − tol) / (efficiency · √ε_lin) steps of cpu_per_step() each, ε_lin the geometric mean of the ε its
+        last steps would have had in the linear regime (trust.linear_eps). nan before it can be measured."""
         left, gain, per_step = self.target_norm() - self.tol, self.efficiency, self.cpu_per_step()
         if left <= 0:
             return 0.0

@@ -164,8 +164,8 @@ SHORT_LIMIT = 3  # steps in a row whose floor is above the cap (the deadline out
 def deadline_phase(walk: Walk, budget: Budget, deadline: float, notes: dict | None = None) -> Phase:
     """The walk as a phase that ends by `deadline` CPU seconds of the budget, or once the deadline is out of its
     reach (SHORT_LIMIT) or its floor has forced FORCED_LIMIT of its last five steps: a walk not arrived then is
-    projected onto its hyperplane (Walk.project), as is one that ends MISSED on its own (its step cap, a
-    distance budget; the recommended walk has no step cap). `notes` then gets "budget_to_arrive": the CPU seconds spent plus
+    projected onto its hyperplane (Walk.project), as is one that ends MISSED on its own (its step cap, a distance
+    budget; the recommended walk has no step cap). `notes` then gets "budget_to_arrive": the CPU seconds spent plus
     what the walk would still need in the linear regime (Walk.cpu_to_arrive), over WALK_SHARE, rounded up to 100 s;
     a rough figure (its steps so far stand for the whole walk), absent when the walk could not measure it."""
     def cut(why: str) -> dict:
