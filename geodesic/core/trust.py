@@ -64,8 +64,9 @@ class Check:
 def linear_eps(eps: float, check: Check) -> float:
     """The ε at which a step tried at `eps` would have had r = TARGET/2 (mid-way in the band the rule holds ε in),
     were r − 1 proportional to ε: ε·(TARGET/2 − 1)/(r − 1), or `eps` itself when the step was linear
-    (r ≤ TARGET/2). A rough model, for estimates only: on resnet8 at half its groups the median r fell from 352 to 6.3 as ε went
-    from 0.1 to 0.006 (r − 1 ∝ ε^1.5), on lenet60 from 14 to 7.7 as ε went from 0.1 to 0.025 (∝ ε^0.5)."""
+    (r ≤ TARGET/2). A rough model, for estimates only: on resnet8 at half its groups the median r fell from 352 to
+    6.3 as ε went from 0.1 to 0.006 (r − 1 ∝ ε^1.5), on lenet60 from 14 to 7.7 as ε went from 0.1 to 0.025
+    (∝ ε^0.5)."""
     r = check.linearity
     if not math.isfinite(r):
         return 0.0
