@@ -754,7 +754,8 @@ def test_torch_free_tables_match_the_engine():
         cfg = choices.preset_config(name)
         expected = {**{k: getattr(cfg, k) for k in ("strategy", "pull", "relax_steps", "relax_eps", "relax_eps_final",
                                                             "seconds")},
-                    **{k: getattr(cfg.path, k) for k in ("phi", "beta", "eps", "probe", "seed", "adaptive")}}
+                    **{k: getattr(cfg.path, k) for k in ("phi", "beta", "eps", "probe", "seed", "adaptive",
+                                                              "max_steps")}}
         assert {k: v for k, v in shown.items() if k != "engine"} == expected, name
     assert all(isinstance(s, Status) and not s.ended for s in jobs.ACTIVE)  # a job's statuses are the engine's
 

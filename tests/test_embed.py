@@ -65,7 +65,7 @@ def test_errors():
 
 
 def test_embed_runs_merges_metrics_and_caches(tmp_path):
-    cfg = SparsifyConfig(filters=2, path=PathConfig(max_steps=6, eval_every=3, snapshot_every=2))
+    cfg = SparsifyConfig(filters=2, relax_steps=0, path=PathConfig(max_steps=6, eval_every=3, snapshot_every=2))
     train, test = splits("mnist", "bundled", 100)
     dirs = []
     for _ in range(2):

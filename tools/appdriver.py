@@ -180,7 +180,7 @@ def start_sparsify(page, checkpoint: str, max_steps: int = 400) -> None:
     page.locator('[data-testid="stSelectbox"]').filter(has_text="Checkpoint").click()
     page.get_by_role("option", name=checkpoint).click()
     wait_idle(page)
-    ms = page.get_by_label("Max steps")
+    ms = page.get_by_role("spinbutton", name="Max steps")
     ms.fill(str(max_steps))
     ms.press("Enter")
     wait_idle(page)
