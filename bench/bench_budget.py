@@ -11,9 +11,13 @@ needs about 1,050 CPU s, and the walk has half the budget):
         --variants "budget,fine-tuning" --name budget-resnet8
 
 Each run is the CLI's default (experiments.recommended(50), eval on 2,000 test images along the path); its final
-net is scored on the full test set. Variants change only the relaxation's step cap:
+net is scored on the full test set. Variants change how the run uses its budget:
   budget     the default: no cap, the relaxation ends when the budget does (its ε schedule follows the budget)
   600 steps  at most 600 relaxation steps (the default before), the schedule over them
+  fixed ε    the default before the step checked itself: every walk step at ε = 0.1, unchecked (adaptive off, so no
+             floor from the budget and no fitted batches either), then at most 600 relaxation steps; side by side
+             with "budget" it tells whether the check cost a net ground on the same day (a CPU second buys different
+             work on different days on this shared machine)
 and beside them magnitude pruning + fine-tuning on the labels, or + distillation toward the dense net's outputs (no
 labels), for the same CPU budget.
 """
@@ -31,7 +35,8 @@ from multiprocessing import get_context
 import pandas as pd
 from common import ROOT, save
 
-VARIANTS = {"budget": {}, "600 steps": {"relax_steps": 600}}
+VARIANTS = {"budget": {}, "600 steps": {"relax_steps": 600}, "fixed ε": {"relax_steps": 600, "adaptive": False}}
+PATH_FIELDS = ("adaptive",)  # variant keys that belong to the walk's PathConfig
 FINETUNE = "fine-tuning"  # magnitude pruning (as the sweep's), then Adam on the labels for the same CPU budget
 DISTILL = "distillation"  # magnitude pruning, then Adam on D toward the dense net's outputs, the same CPU budget
 
@@ -61,8 +66,10 @@ def geodesic(model, w0, groups, count: int, train, test, seed: int, variant: str
     from geodesic.core.path import Evaluation
     from geodesic.experiments.sparsify import recommended, run_sparsify
 
-    base = recommended(count)
-    cfg = replace(base, seconds=seconds, path=replace(base.path, seed=seed), **VARIANTS[variant])
+    base, change = recommended(count), VARIANTS[variant]
+    path = {k: v for k, v in change.items() if k in PATH_FIELDS}
+    run = {k: v for k, v in change.items() if k not in PATH_FIELDS}
+    cfg = replace(base, seconds=seconds, path=replace(base.path, seed=seed, **path), **run)
     out = run_sparsify(model, w0, groups, cfg, train, Evaluation(test.x[:2000], test.y[:2000]))
     phases = pd.Series([r["phase"] for r in out.rows]).value_counts().to_dict()
     return out.w, {"status": out.status.value, "walk steps": phases.get("walk", 0),
