@@ -52,7 +52,9 @@ if picked is not None:  # every widget from torch-free tables (app/choices.py); 
                                    f"until the CPU seconds are spent; 0: none), ε decaying from "
                                    f"{base['relax_eps']:g} to {base['relax_eps_final']:g} over them")
     max_steps = c[2].number_input("Max steps", 1, choices.NO_STEP_CAP, base["max_steps"], key=f"{k}-max",
-                                  help=f"the walk's step cap ({choices.NO_STEP_CAP:,}: none, the CPU seconds end it)")
+                                  help=f"the walk's step cap ({choices.NO_STEP_CAP:,}: none, the CPU seconds end "
+                                       "it); a walk it stops short is projected and restored when the run relaxes, "
+                                       "as one the budget cuts")
     eval_size = c[3].number_input("Test images for accuracy", 100, 2000, 500, step=100, key=f"{k}-eval")
     seconds = st.number_input("CPU seconds (walk + relaxation)", 1.0, 10**6 * 1.0, base["seconds"], step=60.0,
                               key=f"{k}-seconds", help="the walk must arrive within half of them (else it is projected and "

@@ -35,7 +35,8 @@ def options() -> list[Option]:
                            "itself and shrinks or grows it"),
         path_option("probe", "probe batch size B (J has B·classes rows), at most (see --pull-batch)"),
         path_option("seed", "probe-batch and choice seed"),
-        path_option("max_steps", "step cap of the walk (10000000: none, the CPU budget ends it)"),
+        path_option("max_steps", "step cap of the walk (10000000: none, the CPU budget ends it; a walk it stops "
+                                 "short is projected and restored when the run relaxes, as one the budget cuts)"),
         path_option("solver", "K = JJᵀ layer by layer (J never stored) or explicit J"),
         path_option("eval_every", "evaluate accuracy every k steps"),
         path_option("snapshot_every", "keep the weights every k steps"),
