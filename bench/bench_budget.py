@@ -5,7 +5,7 @@ thread each). Finished runs are kept, so the same command resumes, and a variant
     python bench/bench_budget.py --datasets fashion-mnist,mnist --seeds 0,1,2 --variants "budget,600 steps,fine-tuning"
 
 Another zoo net and group count, at a budget long enough for its walk to arrive (resnet8's walk to half its groups
-needs about 1,050 CPU s, and the walk has half the budget):
+arrived after 549 and 652 steps within its half of 2,400 CPU s; at 240 it is cut after a few):
 
     python bench/bench_budget.py --net resnet8 --groups 112 --seconds 2400 --datasets fashion-mnist --seeds 0,1 \
         --variants "budget,fine-tuning" --name budget-resnet8
