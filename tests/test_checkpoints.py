@@ -398,3 +398,15 @@ def test_training_stops_when_the_loss_is_nan(mnist_test):
         train(m, mnist_test, 1, 0, progress=lambda *a: seen.append(a))
     assert seen == [] and not m.training
     assert not torch.isfinite(flatten(m)).all()  # the caller sees why; nothing would be saved
+
+
+@pytest.mark.parametrize("value", [float("inf"), float("-inf"), float("nan")])
+def test_outputs_that_are_not_finite_are_named_so_whichever_way_they_overflow(value):
+    """A matmul that overflows gives inf or NaN depending on its kernel's order of sums: both read "not finite"
+    (nan_to_num would otherwise turn inf into float32's largest value)."""
+    class Overflowing(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.full((x.shape[0], 10), value)
+
+    with pytest.raises(cards.CheckpointError, match=r"x.safetensors: the net's outputs are not finite"):
+        checkpoints.check_outputs(Overflowing(), Path("x.safetensors"))
