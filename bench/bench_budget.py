@@ -36,7 +36,6 @@ import pandas as pd
 from common import ROOT, save
 
 VARIANTS = {"budget": {}, "600 steps": {"relax_steps": 600}, "fixed ε": {"relax_steps": 600, "adaptive": False}}
-PATH_FIELDS = ("adaptive",)  # variant keys that belong to the walk's PathConfig
 FINETUNE = "fine-tuning"  # magnitude pruning (as the sweep's), then Adam on the labels for the same CPU budget
 DISTILL = "distillation"  # magnitude pruning, then Adam on D toward the dense net's outputs, the same CPU budget
 
@@ -64,11 +63,12 @@ def one(net: str, count: int, dataset: str, seed: int, variant: str, seconds: fl
 def geodesic(model, w0, groups, count: int, train, test, seed: int, variant: str, seconds: float):
     """The CLI's sparsify run (eval on 2,000 test images along the path) with the variant's relaxation."""
     from geodesic.core.path import Evaluation
+    from geodesic.experiments.continual import WALK_KEYS
     from geodesic.experiments.sparsify import recommended, run_sparsify
 
-    base, change = recommended(count), VARIANTS[variant]
-    path = {k: v for k, v in change.items() if k in PATH_FIELDS}
-    run = {k: v for k, v in change.items() if k not in PATH_FIELDS}
+    base, change = recommended(count), VARIANTS[variant]  # a variant's PathConfig keys go to the walk
+    path = {k: v for k, v in change.items() if k in WALK_KEYS}
+    run = {k: v for k, v in change.items() if k not in WALK_KEYS}
     cfg = replace(base, seconds=seconds, path=replace(base.path, seed=seed, **path), **run)
     out = run_sparsify(model, w0, groups, cfg, train, Evaluation(test.x[:2000], test.y[:2000]))
     phases = pd.Series([r["phase"] for r in out.rows]).value_counts().to_dict()
