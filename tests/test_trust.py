@@ -12,7 +12,7 @@ from geodesic.core import objectives
 from geodesic.core.params import flatten
 from geodesic.core.path import Evaluation, Path, PathConfig
 from geodesic.core.tangent import prepare_exact_gram, solve_cvxpy, solve_exact_gram
-from geodesic.core.trust import FLOOR, REJECT, TARGET, Check, linear_eps, next_eps
+from geodesic.core.trust import FLOOR, GROW_BELOW, REJECT, TARGET, Check, linear_eps, next_eps
 from geodesic.infra.lifecycle import Status
 
 X = torch.tensor([[1.0], [2.0], [-1.0]])
@@ -65,16 +65,16 @@ W0, V0 = np.array([1.0, 1.0]), np.array([0.0, -1.0])  # the product net's start 
 def test_a_step_that_leaves_the_linear_regime_is_rejected_and_solved_again_smaller():
     # by hand: at ε = 1 and ε/4 the second-order term θ_a θ_b dominates (r > REJECT); at ε/16 the step is taken
     r = [hand_check(W0, V0, 0.1, e).linearity for e in (1.0, 0.25, 0.0625)]
-    assert r[0] > REJECT and r[1] > REJECT and TARGET / 4 < r[2] < TARGET
+    assert r[0] > REJECT and r[1] > REJECT and GROW_BELOW < r[2] < TARGET
     p = product_path(0.1, 1.0)
     step = list(p)[1]
     assert step.rejected == 2 and step.eps == pytest.approx(0.0625)
     np.testing.assert_allclose((p.w - flatten(Product())).double().numpy(), hand_theta(W0, V0, 0.1, 0.0625), atol=2e-5)
     assert step.linearity == pytest.approx(r[2], rel=1e-3)
-    assert p.eps == pytest.approx(0.0625)  # taken between TARGET / 4 and TARGET: the next step starts there too
+    assert p.eps == pytest.approx(0.0625)  # taken between GROW_BELOW and TARGET: the next step starts there too
 
 
-@pytest.mark.parametrize("beta,eps,after", [(1.0, 1.0, 0.5), (1.0, 0.25, 0.25)])  # halved; kept
+@pytest.mark.parametrize("beta,eps,after", [(1.0, 1.0, 0.5), (1.0, 0.5, 0.5)])  # halved; kept
 def test_a_step_taken_sets_the_next_eps_by_its_ratio(beta, eps, after):
     r = hand_check(W0, V0, beta, eps).linearity
     p = product_path(beta, eps)
@@ -83,12 +83,16 @@ def test_a_step_taken_sets_the_next_eps_by_its_ratio(beta, eps, after):
     assert p.eps == pytest.approx(after) and p.eps == next_eps(eps, Check(1.0, r), cap=eps)
 
 
-def test_a_step_that_stays_linear_grows_eps_up_to_the_cap():
-    assert hand_check(W0, V0, 1.0, 0.0625).linearity < TARGET / 4
+@pytest.mark.parametrize("eps", [0.0625, 0.25])
+def test_a_step_that_stays_linear_grows_eps_up_to_the_cap(eps):
+    # ε = 0.25: r ≈ 4.5, between TARGET / 4 and GROW_BELOW, where a net whose r does not fall with ε sits; a rule
+    # that grew only below TARGET / 4 hardly ever brought ε back there after a spike had halved it
+    r = hand_check(W0, V0, 1.0, eps).linearity
+    assert r < GROW_BELOW and (eps == 0.0625 or r > TARGET / 4)
     p = product_path(1.0, 1.0)
-    p.eps = 0.0625  # as after earlier rejections: under the cap ε = 1
+    p.eps = eps  # as after earlier rejections: under the cap ε = 1
     step = list(p)[1]
-    assert step.eps == 0.0625 and p.eps == pytest.approx(0.125)
+    assert step.eps == eps and p.eps == pytest.approx(2 * eps)
 
 
 def test_fixed_eps_records_the_check_but_takes_the_step():
@@ -121,13 +125,14 @@ def test_ratio_and_next_eps_by_hand():
     assert next_eps(0.1, Check(1.0, REJECT + 1), cap=0.1) == pytest.approx(0.025)  # rejected
     assert next_eps(0.1, Check(1.0, TARGET + 1), cap=0.1) == pytest.approx(0.05)  # taken, far from linear
     assert next_eps(0.05, Check(1.0, 1.0), cap=0.08) == pytest.approx(0.08)  # grows to the cap, not past it
-    assert next_eps(0.05, Check(1.0, TARGET / 2), cap=0.1) == 0.05
+    assert next_eps(0.05, Check(1.0, GROW_BELOW), cap=0.1) == 0.05  # in the band [GROW_BELOW, TARGET]: kept
+    assert next_eps(0.05, Check(1.0, GROW_BELOW - 1), cap=0.1) == pytest.approx(0.1)  # just below it: doubled
 
 
 def test_linear_eps_by_hand():
     assert linear_eps(0.1, Check(1.0, 1.0)) == 0.1  # linear: the step's own ε
-    assert linear_eps(0.1, Check(1.0, TARGET / 2)) == 0.1  # at the middle of the band the rule holds ε in
-    assert linear_eps(0.1, Check(1.0, 1 + 10 * (TARGET / 2 - 1))) == pytest.approx(0.01)  # r − 1 ten times over
+    assert linear_eps(0.1, Check(1.0, GROW_BELOW)) == 0.1  # at the low edge of the band the rule holds ε in
+    assert linear_eps(0.1, Check(1.0, 1 + 10 * (GROW_BELOW - 1))) == pytest.approx(0.01)  # r − 1 ten times over
     assert linear_eps(0.1, Check(1.0, math.inf)) == 0.0  # outputs overflowed: no ε is known to be linear
 
 
@@ -217,7 +222,7 @@ def test_a_budget_floor_takes_the_step_the_check_would_reject():
     # taken against the check: what ends a walk the budget cannot carry (sparsify.FORCED_LIMIT)
     assert list(p.forced) == [True]
     r = hand_check(W0, V0, 0.1, 0.25).linearity  # the ε it would have had in the linear regime, for estimates
-    assert list(p.linear) == [pytest.approx(0.25 * (TARGET / 2 - 1) / (r - 1), rel=1e-3)]
+    assert list(p.linear) == [pytest.approx(0.25 * (GROW_BELOW - 1) / (r - 1), rel=1e-3)]
     assert p.cpu_per_step() > 0 and p.efficiency > 0  # what a budget's floor is computed from
 
 

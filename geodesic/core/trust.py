@@ -11,8 +11,8 @@ says whether the first-order model that chose θ held. The rule:
     r > REJECT (64) : the step left the linear regime: reject it, ε ← ε/4 (the radius halves) and solve again
                       from the same eigendecomposition of K (only the secular equation depends on ε)
     r > TARGET (16) : take it, ε ← ε/2 for the next step
-    r < TARGET/4    : take it, ε ← min(2ε, cap)
-    otherwise       : take it, ε unchanged
+    r < TARGET/2    : take it, ε ← min(2ε, cap)
+    otherwise       : take it, ε unchanged (the band [TARGET/2, TARGET], one factor of 2 in r wide)
 
 A step whose measured change is below FLOOR counts as linear whatever r says: a step almost entirely in the
 metric's null space predicts ~0 and changes next to nothing. The user's ε is the starting radius and the cap.
@@ -25,6 +25,17 @@ thresholds bracket what the benchmarks found safe: walks whose median r was 14�
 help: with TARGET = 8 resnet8's walk took 668 steps at a median ε of 0.003 and arrived further from the dense
 function (D 0.337, 0.7468 masked) than at a fixed ε = 0.01 (D 0.197, 0.8304): each step also adds the drift of
 its small probe batch, so more, smaller steps are not safer, and they cost the budget the relaxation needs.
+
+Why growth starts below TARGET/2 and not lower: r need not fall as ε does. Near the end of lenet60's walk to 58 of
+its 60 filters on MNIST, r stays between 4 and 30 for any ε from 0.1 down to 0.0004 (filters near zero leave their
+units near the kink, at a distance that shrinks with the step). With growth only below TARGET/4, each spike above
+TARGET halved ε and hardly any step doubled it again: ε ratcheted down to 0.0004, and the walk took 95 steps to the
+fixed walk's 54 and kept half a point less after relaxation (bench/results/side-fixed-lenet60-mnist-58.md). Growing
+below TARGET/2 lets ε climb back between spikes (bench/results/side-grow-lenet60-mnist-58.md). Acting on the median
+r of three steps at one ε instead of each step's r, so that a lone spike does not halve ε, did not shorten that walk
+(83 and 88 steps), and snapping to zero one step of the current ε from the hyperplane rather than √cap (the snap from
+|w_T| = √0.1 there takes D from 0.31 to 1.39) made it chase the hyperplane in hundreds of ever smaller steps until
+its deadline cut it (0.895): neither is the rule.
 """
 
 from __future__ import annotations
@@ -33,7 +44,8 @@ import math
 from dataclasses import dataclass
 
 REJECT = 64.0  # r above this: reject the step, shrink ε, solve again
-TARGET = 16.0  # r above this: take the step, shrink ε for the next; below TARGET / 4: grow it
+TARGET = 16.0  # r above this: take the step, shrink ε for the next
+GROW_BELOW = TARGET / 2  # r below this: take the step, grow ε for the next
 SHRINK_REJECTED = 0.25  # ε ← ε/4 on a rejection (radius halved)
 SHRINK, GROW = 0.5, 2.0
 FLOOR = 1e-7  # a measured change this small (mean over the probe of |Δφ f|²) counts as linear
@@ -62,15 +74,15 @@ class Check:
 
 
 def linear_eps(eps: float, check: Check) -> float:
-    """The ε at which a step tried at `eps` would have had r = TARGET/2 (mid-way in the band the rule holds ε in),
-    were r − 1 proportional to ε: ε·(TARGET/2 − 1)/(r − 1), or `eps` itself when the step was linear
-    (r ≤ TARGET/2). A rough model, for estimates only: on resnet8 at half its groups the median r fell from 352 to
+    """The ε at which a step tried at `eps` would have had r = GROW_BELOW (the low edge of the band the rule holds
+    ε in, so the estimate leans toward more, smaller steps), were r − 1 proportional to ε: ε·(GROW_BELOW − 1)/(r − 1),
+    or `eps` itself when the step was linear (r ≤ GROW_BELOW). A rough model, for estimates only: on resnet8 at half its groups the median r fell from 352 to
     6.3 as ε went from 0.1 to 0.006 (r − 1 ∝ ε^1.5), on lenet60 from 14 to 7.7 as ε went from 0.1 to 0.025
     (∝ ε^0.5)."""
     r = check.linearity
     if not math.isfinite(r):
         return 0.0
-    return eps if r <= TARGET / 2 else eps * (TARGET / 2 - 1) / (r - 1)
+    return eps if r <= GROW_BELOW else eps * (GROW_BELOW - 1) / (r - 1)
 
 
 def next_eps(eps: float, check: Check, cap: float) -> float:
@@ -81,6 +93,6 @@ def next_eps(eps: float, check: Check, cap: float) -> float:
         return eps * SHRINK_REJECTED
     if r > TARGET:
         return min(eps * SHRINK, cap)
-    if r < TARGET / 4:
+    if r < GROW_BELOW:
         return min(eps * GROW, cap)
     return min(eps, cap)
