@@ -6,6 +6,7 @@
     python bench/bench_sweep.py overhead                 # the same cells in a plain loop and on a local Ray
     python bench/bench_sweep.py report                   # the tables again from the sweep folders
     python bench/bench_sweep.py checked --model resnet8  # geodesic cells of a front rerun with the self-checking step
+    python bench/bench_sweep.py checked --parts grow --label grow  # ... from folders <front>-grow, as sweep-grow-<front>
     python bench/bench_sweep.py alive                    # every zoo net: geodesic against fine-tuning, side by side
     python bench/bench_sweep.py side --model resnet8 --parts side   # every method of sweeps run side by side
     python bench/bench_sweep.py regression --parts fronts  # lenet60's default against its stored front, by margin
@@ -233,7 +234,7 @@ def checked_front(a: argparse.Namespace) -> None:
             f"front's cells (their code is unchanged). Level: the means differ by less than the two seed spreads "
             f"together. Alive: no more than 5 points below magnitude pruning + fine-tuning. "
             f"Load average at the report: {load()}.")
-    print(save(f"sweep-checked-{name}", pd.DataFrame(rows), note))
+    print(save(f"sweep-{a.label or 'checked'}-{name}", pd.DataFrame(rows), note))
 
 
 def side_by_side(a: argparse.Namespace) -> None:
@@ -295,7 +296,7 @@ def regression(a: argparse.Namespace) -> None:
             f"the geodesic of that day (a fixed ε). Margin: geodesic minus fine-tuning of the same day; kept when "
             f"today's margin is at most the two geodesic seed spreads together below the stored one. Load average at "
             f"the report: {load()}.")
-    print(save(f"sweep-regression-{name}", pd.DataFrame(rows), note))
+    print(save(f"sweep-{a.label or 'regression'}-{name}", pd.DataFrame(rows), note))
 
 
 def compare(g: pd.Series, best: pd.Series) -> tuple[float, str]:
@@ -370,6 +371,8 @@ def main() -> None:
     p.add_argument("--seconds", type=float, default=None, help="CPU seconds per cell (front 120, data 60)")
     p.add_argument("--port", type=int, default=6390)
     p.add_argument("--parts", default="checked", help="checked: the sweep folders <front>-<part> to read")
+    p.add_argument("--label", default="", help="checked, regression: the result files' name, sweep-<label>-<front> "
+                   "(default: the part's name), so that a later rerun keeps the earlier table")
     a = p.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
     if a.part == "front":

@@ -31,11 +31,11 @@ its 60 filters on MNIST, r stays between 4 and 30 for any ε from 0.1 down to 0.
 units near the kink, at a distance that shrinks with the step). With growth only below TARGET/4, each spike above
 TARGET halved ε and hardly any step doubled it again: ε ratcheted down to 0.0004, and the walk took 95 steps to the
 fixed walk's 54 and kept half a point less after relaxation (bench/results/side-fixed-lenet60-mnist-58.md). Growing
-below TARGET/2 lets ε climb back between spikes (bench/results/side-grow-lenet60-mnist-58.md). Acting on the median
-r of three steps at one ε instead of each step's r, so that a lone spike does not halve ε, did not shorten that walk
-(83 and 88 steps), and snapping to zero one step of the current ε from the hyperplane rather than √cap (the snap from
-|w_T| = √0.1 there takes D from 0.31 to 1.39) made it chase the hyperplane in hundreds of ever smaller steps until
-its deadline cut it (0.895): neither is the rule.
+below TARGET/2 lets ε climb back between spikes, though there it still drifts down: 87 steps on average, 0.3 point
+behind the fixed walk (bench/results/side-grow-lenet60-mnist-58.md). Two other rules were tried there and not kept:
+acting on the median r of three steps at one ε, so that a lone spike does not halve ε, took as many steps (83, 88);
+snapping to zero one step of the current ε from the hyperplane rather than √cap (that snap takes D from 0.31 to 1.39)
+made the walk chase the hyperplane in hundreds of ever smaller steps until its deadline cut it (0.895).
 """
 
 from __future__ import annotations
@@ -76,9 +76,9 @@ class Check:
 def linear_eps(eps: float, check: Check) -> float:
     """The ε at which a step tried at `eps` would have had r = GROW_BELOW (the low edge of the band the rule holds
     ε in, so the estimate leans toward more, smaller steps), were r − 1 proportional to ε: ε·(GROW_BELOW − 1)/(r − 1),
-    or `eps` itself when the step was linear (r ≤ GROW_BELOW). A rough model, for estimates only: on resnet8 at half its groups the median r fell from 352 to
-    6.3 as ε went from 0.1 to 0.006 (r − 1 ∝ ε^1.5), on lenet60 from 14 to 7.7 as ε went from 0.1 to 0.025
-    (∝ ε^0.5)."""
+    or `eps` itself when the step was linear (r ≤ GROW_BELOW). A rough model, for estimates only: on resnet8 at half
+    its groups the median r fell from 352 to 6.3 as ε went from 0.1 to 0.006 (r − 1 ∝ ε^1.5), on lenet60 from 14 to
+    7.7 as ε went from 0.1 to 0.025 (∝ ε^0.5)."""
     r = check.linearity
     if not math.isfinite(r):
         return 0.0
