@@ -33,7 +33,7 @@ TARGET halved ε and hardly any step doubled it again: ε ratcheted down to 0.00
 fixed walk's 54 and kept half a point less after relaxation (bench/results/side-fixed-lenet60-mnist-58.md). Growing
 below TARGET/2 lets ε climb back between spikes, though there it still drifts down: 87 steps on average, 0.3 point
 behind the fixed walk (bench/results/side-grow-lenet60-mnist-58.md). Two other rules were tried there and not kept:
-acting on the median r of three steps at one ε, so that a lone spike does not halve ε, took as many steps (83, 88);
+acting on the median r of three steps at one ε, so that a lone spike does not halve ε, took as many steps (83, 88, 79);
 snapping to zero one step of the current ε from the hyperplane rather than √cap (that snap takes D from 0.31 to 1.39)
 made the walk chase the hyperplane in hundreds of ever smaller steps until its deadline cut it (0.895).
 """
