@@ -27,7 +27,7 @@ function (D 0.337, 0.7468 masked) than at a fixed ε = 0.01 (D 0.197, 0.8304): e
 its small probe batch, so more, smaller steps are not safer, and they cost the budget the relaxation needs.
 
 Why growth starts below TARGET/2 and not lower: r need not fall as ε does. Near the end of lenet60's walk to 58 of
-its 60 filters on MNIST, r stays between 4 and 30 for any ε from 0.1 down to 0.0004 (filters near zero leave their
+its 60 filters on MNIST, r stays between 4 and 60 for any ε from 0.1 down to 0.0004 (filters near zero leave their
 units near the kink, at a distance that shrinks with the step). With growth only below TARGET/4, each spike above
 TARGET halved ε and hardly any step doubled it again: ε ratcheted down to 0.0004, and the walk took 95 steps to the
 fixed walk's 54 and kept half a point less after relaxation (bench/results/side-fixed-lenet60-mnist-58.md). Growing
