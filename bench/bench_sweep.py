@@ -8,6 +8,7 @@
     python bench/bench_sweep.py checked --model resnet8  # geodesic cells of a front rerun with the self-checking step
     python bench/bench_sweep.py checked --parts grow --label grow  # ... from folders <front>-grow, as sweep-grow-<front>
     python bench/bench_sweep.py alive                    # every zoo net: geodesic against fine-tuning, side by side
+    python bench/bench_sweep.py alive --label grow       # ... from folders <front>-grow, as sweep-alive-grow
     python bench/bench_sweep.py side --model resnet8 --parts side   # every method of sweeps run side by side
     python bench/bench_sweep.py regression --parts fronts  # lenet60's default against its stored front, by margin
 
@@ -328,9 +329,11 @@ ALIVE = {"mlp": ("front-mlp-{ds}", "deadline,fronts"), "lenet60": ("front-{ds}",
 
 def alive(a: argparse.Namespace) -> None:
     """Every zoo net on both datasets: the default geodesic cells against magnitude pruning + fine-tuning run in the
-    same sweep folders (ALIVE): alive when no more than 5 points below it."""
+    same sweep folders (ALIVE, or <front>-<label> for every net with --label): alive when no more than 5 points
+    below it. A sparsity without fine-tuning cells in those folders has no row."""
     rows = []
     for net, (folder, parts) in ALIVE.items():
+        parts = a.label or parts
         for ds in ("fashion-mnist", "mnist"):
             new = sweep_cells(folder.format(ds=ds), parts)
             if new.empty:
@@ -338,12 +341,14 @@ def alive(a: argparse.Namespace) -> None:
             geo, tuned = fronts.front(new[new["method"] == "geodesic"]), fronts.front(new[new["method"] == "finetune"])
             for _, g in geo.iterrows():
                 t = tuned[tuned["filters"] == g["filters"]]
-                gap = g["mean"] - t["mean"].iloc[0] if len(t) else float("nan")
+                if t.empty:
+                    continue
+                gap = g["mean"] - t["mean"].iloc[0]
                 part = new[(new["method"] == "geodesic") & (new["filters"] == g["filters"])]
                 rows.append({"net": net, "dataset": ds, "groups zeroed": int(g["filters"]),
                              "geodesic": f"{_ms(g)} ({int(g['seeds'])} seeds)",
                              "restored by descent": f"{int((part['status'] == 'missed').sum())} of {len(part)}",
-                             "fine-tuning": _ms(t.iloc[0]) if len(t) else "-",
+                             "fine-tuning": _ms(t.iloc[0]),
                              "vs fine-tuning": f"{gap:+.4f} ({'alive' if gap >= -0.05 else 'below'})",
                              "CPU s a cell": int(part["seconds"].max() + 0.5)})
     note = ("The default geodesic (recommended setting: every step self-checked; the walk due within half the "
@@ -352,9 +357,9 @@ def alive(a: argparse.Namespace) -> None:
             "two cells at a time, full test sets, 3 seeds. lenet60: the sparsities of its front, of 60 filters "
             "(15 is a quarter, 30 half); resnet8 and the mlp (32 hidden units): a quarter and half of their groups. "
             "restored by descent: cells whose walk ended missed and were restored. Sweep folders <front>-<part>: "
-            + "; ".join(f"{net} {parts}" for net, (_, parts) in ALIVE.items()) + " (a cell run again in a later "
-            f"part counts once, its last run). Load average at the report: {load()}.")
-    print(save("sweep-alive", pd.DataFrame(rows), note))
+            + "; ".join(f"{net} {a.label or parts}" for net, (_, parts) in ALIVE.items()) + " (a cell run again in a "
+            f"later part counts once, its last run). Load average at the report: {load()}.")
+    print(save(f"sweep-alive{'-' + a.label if a.label else ''}", pd.DataFrame(rows), note))
 
 
 def _ms(r) -> str:
@@ -372,7 +377,8 @@ def main() -> None:
     p.add_argument("--port", type=int, default=6390)
     p.add_argument("--parts", default="checked", help="checked: the sweep folders <front>-<part> to read")
     p.add_argument("--label", default="", help="checked, regression: the result files' name, sweep-<label>-<front> "
-                   "(default: the part's name), so that a later rerun keeps the earlier table")
+                   "(default: the part's name), so that a later rerun keeps the earlier table; alive: read the "
+                   "folders <front>-<label> and write sweep-alive-<label>")
     a = p.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
     if a.part == "front":
