@@ -18,6 +18,8 @@ net is scored on the full test set. Variants change how the run uses its budget:
              floor from the budget and no fitted batches either), then at most 600 relaxation steps; side by side
              with "budget" it tells whether the check cost a net ground on the same day (a CPU second buys different
              work on different days on this shared machine)
+  norm       the default, but zeroing the groups of smallest layer-normalized norm across the net (as magnitude
+             pruning and the baselines after it do) instead of the same fraction of every layer
 and beside them magnitude pruning + fine-tuning on the labels, or + distillation toward the dense net's outputs (no
 labels), for the same CPU budget.
 """
@@ -35,7 +37,8 @@ from multiprocessing import get_context
 import pandas as pd
 from common import ROOT, save
 
-VARIANTS = {"budget": {}, "600 steps": {"relax_steps": 600}, "fixed ε": {"relax_steps": 600, "adaptive": False}}
+VARIANTS = {"budget": {}, "600 steps": {"relax_steps": 600}, "fixed ε": {"relax_steps": 600, "adaptive": False},
+            "norm": {"strategy": "norm"}}
 FINETUNE = "fine-tuning"  # magnitude pruning (as the sweep's), then Adam on the labels for the same CPU budget
 DISTILL = "distillation"  # magnitude pruning, then Adam on D toward the dense net's outputs, the same CPU budget
 

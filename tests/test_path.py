@@ -202,6 +202,42 @@ def test_a_budgeted_relaxation_spends_what_the_walk_left(mlp_setup):
         next(sparsify_phases(model, w0, groups, groups[:8], cfg, train, ev))
 
 
+def burn(seconds: float) -> None:
+    """Spend about `seconds` of this process's CPU time."""
+    t0 = time.process_time()
+    while time.process_time() - t0 < seconds:
+        sum(i * i for i in range(1000))
+
+
+def test_the_record_share_holds_measurements_to_their_share_of_cpu():
+    from geodesic.core.path import RecordShare
+
+    share = RecordShare(0.5)
+    assert share.allows()
+    with share.timed():
+        burn(0.2)
+    assert share.spent >= 0.2 and not share.allows()  # 0.2 s of 0.2: over half
+    burn(0.3)
+    assert share.allows()  # 0.2 s of 0.5: within half
+    assert RecordShare(None).allows()
+
+
+def test_a_budgeted_run_measures_its_record_within_its_share(mlp_setup, mnist_test):
+    model, w0, groups, train, _ = mlp_setup
+    reps = 40_000 // len(mnist_test.y) + 1  # 40,000 images or more: evaluating them costs far more than 5% of a step
+    ev = Evaluation(mnist_test.x.repeat(reps, 1, 1, 1), mnist_test.y.repeat(reps))
+    cfg = replace(PRESETS["recommended"], filters=8, seconds=6.0,
+                  path=PathConfig(max_steps=300, eps=0.04, beta=1e-3, eval_every=1))
+    out = run_sparsify(model, w0, groups, cfg, train, ev)
+    relax = [r for r in out.rows if r["phase"] == "relax"]
+    measured = [r for r in relax if not math.isnan(r["distance"])]
+    assert out.status is Status.ARRIVED and len(relax) >= 10
+    assert len(measured) < len(relax) / 2  # due every step, but most would overrun the share
+    assert not math.isnan(relax[-1]["accuracy"]) and not math.isnan(relax[-1]["distance"])  # the end is measured
+    assert all(math.isnan(r["accuracy"]) == math.isnan(r["distance"]) for r in relax)
+    # a path given no share (recovery, merge, the hand-made ones above) measures D at every step
+
+
 def test_a_walk_the_budget_cannot_carry_is_projected_and_restored_by_descent(mlp_setup, tmp_path):
     model, w0, groups, train, ev = mlp_setup
     # a walk far too slow for its budget: ε = 1e-6 (the budget's floor would lift it; adaptive=False keeps it)

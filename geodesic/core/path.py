@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 import time
 from collections import deque
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Iterator
 
@@ -54,7 +55,7 @@ class PathConfig:
     seed: int = 0  # probe-batch sampling seed
     max_steps: int = 400
     arrive_tol: float = 0.0  # |w_T| at which to snap to zero; 0 means √ε (one step away)
-    max_distance: float = math.inf  # stop when D(w, w_start) exceeds this
+    max_distance: float = math.inf  # stop when D(w, w_start) exceeds this (checked where a row measures D)
     eval_every: int = 10  # loss/accuracy on the evaluation set every k steps
     snapshot_every: int = 5  # keep the weight vector every k steps
     solver: str = "gram"  # "gram": K = JJᵀ layer by layer, J never stored; "explicit": J from jacobian_fast
@@ -118,6 +119,29 @@ class Evaluation:
 
 
 @dataclass
+class RecordShare:
+    """How much of a phase's CPU time its record's measurements may take: they are made only while their CPU
+    seconds so far are at most `share` of the phase's (None: always, whatever they cost). Under a budget the record
+    is the user's view of the run, and what it costs is taken from the run's steps."""
+
+    share: float | None = None
+    start: float = field(default_factory=time.process_time)
+    spent: float = 0.0  # CPU seconds of the measurements so far
+
+    def allows(self, part: float = 1.0) -> bool:
+        """Whether the measurements so far are within `part` of the share."""
+        return self.share is None or self.spent <= part * self.share * (time.process_time() - self.start)
+
+    @contextmanager
+    def timed(self) -> Iterator[None]:
+        t0 = time.process_time()
+        try:
+            yield
+        finally:
+            self.spent += time.process_time() - t0
+
+
+@dataclass
 class Tried:
     """The accepted step of one path step: θ, its solve and its check, and what it cost."""
 
@@ -144,13 +168,16 @@ class Path:
     when given, bounds the self-checking step from below: a budget that must see the path arrive decides there.
     `progress` (() ↦ the fraction of its CPU budget spent), when given, ends the path once it reaches 1 (as max
     steps do) and drives the ε schedule by the larger of it and the steps' fraction: the schedule completes when
-    the budget does, whatever a step costs."""
+    the budget does, whatever a step costs. `record_share`, when given, bounds what the record costs (RecordShare):
+    D and accuracy are then measured at the eval_every steps while the measurements so far cost at most that share
+    of the path's CPU time, D alone at the other steps while they cost at most half of it, and both at the start,
+    the arrival and the end; rows not measured hold NaN."""
 
     def __init__(self, model: nn.Module, w_start: torch.Tensor, field: Field, cfg: PathConfig, probe: Sampler,
                  evaluation: Evaluation, groups: list[Group], target: torch.Tensor | None = None,
                  frozen: torch.Tensor | None = None, phase: str = "walk", w_ref: torch.Tensor | None = None,
                  step0: int = 0, length0: float = 0.0, watch: torch.Tensor | None = None,
-                 keep_best=None, eps_floor=None, progress=None):
+                 keep_best=None, eps_floor=None, progress=None, record_share: float | None = None):
         self.model, self.field, self.cfg = model.eval(), field, cfg.validate()
         self.probe, self.evaluation, self.groups = probe, evaluation, groups
         self.w = w_start.detach().clone()
@@ -169,6 +196,8 @@ class Path:
         self.keep_best = keep_best
         self.eps_floor = eps_floor  # Path ↦ the smallest ε a budget allows (the check never shrinks below it)
         self.progress = progress  # () ↦ the fraction of the path's CPU budget spent (it ends at 1)
+        self.share = RecordShare(record_share)
+        self.measured = True  # whether the last record measured D (a row that did not holds NaN there)
         self.cpu: deque[float] = deque(maxlen=10)  # CPU seconds of the last ten steps taken
         self.efficiency = math.nan  # |w_T| gained per unit of step norm √ε, averaged over the steps taken
         self.best: tuple[float, int, torch.Tensor] | None = None  # (score, step, w)
@@ -188,12 +217,19 @@ class Path:
         return float(self.w[self.watch].norm()) if self.watch is not None else float("nan")
 
     def record(self, step: int, phase: str, step_length: float, mu: float, times: tuple[float, float, float],
-               evaluate: bool) -> Step:
-        ev, w = self.evaluation, self.w
-        if self._ref_out is None:
-            self._ref_out = mapped_outputs(self.model, self.w_ref, ev.x[: ev.distance_batch], self.cfg.phi)
-        dist = functional_distance(self.model, w, None, ev.x[: ev.distance_batch], self.cfg.phi, ref=self._ref_out)
-        loss, acc = ev.scores(self.model, w) if evaluate else (float("nan"), float("nan"))
+               evaluate: bool, measure: bool = True) -> Step:
+        """The row of the current point: D(w, w_ref) when `measure`, and accuracy and loss when also `evaluate`
+        (NaN otherwise); the group norms always."""
+        ev, w, nan = self.evaluation, self.w, float("nan")
+        dist, loss, acc = nan, nan, nan
+        self.measured = measure
+        if measure:
+            with self.share.timed():
+                if self._ref_out is None:
+                    self._ref_out = mapped_outputs(self.model, self.w_ref, ev.x[: ev.distance_batch], self.cfg.phi)
+                x = ev.x[: ev.distance_batch]
+                dist = functional_distance(self.model, w, None, x, self.cfg.phi, ref=self._ref_out)
+                loss, acc = ev.scores(self.model, w) if evaluate else (nan, nan)
         norms = group_norms(w, self.groups)
         return Step(step, phase, self.length, step_length, dist, self.target_norm(), int((norms == 0).sum()),
                     acc, loss, mu, self.eps, *times, group_norms=norms.tolist())
@@ -351,9 +387,11 @@ class Path:
         self.length += tried.step_length
         self._measure(before, tried.eps, time.process_time() - cpu0)
         arrived = self.target is not None and self.target_norm() <= self.tol
-        evaluate = step % cfg.eval_every == 0 or step == last or arrived
+        ending = arrived or step == last or (self.progress is not None and self.progress() >= 1.0)
+        due = step % cfg.eval_every == 0 or ending
+        measure = ending or self.share.allows(1.0 if due else 0.5)  # D between due steps within half the share
         rec = self.record(step, self.phase, tried.step_length, tried.mu, (tried.t_metric, tried.t_solve, 0.0),
-                          evaluate)
+                          due and measure, measure)
         rec.eps, rec.linearity = tried.eps, tried.check.linearity
         rec.rejected, rec.t_check = tried.rejected, tried.t_check
         rec.t_other = time.perf_counter() - t0 - tried.t_metric - tried.t_solve - tried.t_check
@@ -386,7 +424,7 @@ class Path:
 
     def _finite(self, rec: Step) -> bool:
         """False (status DIVERGED) when the weights or the net's outputs are no longer finite numbers."""
-        if torch.isfinite(self.w).all() and math.isfinite(rec.distance):
+        if torch.isfinite(self.w).all() and (math.isfinite(rec.distance) or not self.measured):
             return True
         self.status, self.reason = Status.DIVERGED, "the net's outputs are not finite at these weights"
         return False

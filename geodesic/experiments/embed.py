@@ -110,7 +110,7 @@ def _metrics_by_step(run: str, m: pd.DataFrame) -> pd.DataFrame:
     if m.empty or "step" not in m.columns:
         return pd.DataFrame({"run": pd.Series(dtype=str), "step": pd.Series(dtype="int64")})
     m = m[["step", *cols]].copy()
-    for c in ("accuracy", "loss"):
+    for c in ("distance", "accuracy", "loss"):  # measured every few steps: a snapshot has its last measured value
         if c in m.columns:
             m[c] = m[c].ffill()
     m = m.drop_duplicates("step", keep="last")

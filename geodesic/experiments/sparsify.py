@@ -21,7 +21,7 @@ from torch import nn
 from ..core.metric import functional_distance, mapped_outputs
 from ..core.objectives import CHOICE, KEEP, PROBE, PULL, RELAX, TRIAL, BatchSampler, restore, sparsify, with_pull
 from ..core.params import Group, group_mask, group_norms
-from ..core.path import MAX_STEPS, Evaluation, PathConfig, Step, require
+from ..core.path import MAX_STEPS, Evaluation, PathConfig, RecordShare, Step, require
 from ..core.path import Path as Walk
 from ..core.targets import STRATEGIES, choose_groups
 from ..infra.lifecycle import Budget, Phase, Record, Sink, Status, Stop, execute, within
@@ -131,8 +131,9 @@ def sparsify_phases(model: nn.Module, w0: torch.Tensor, groups: list[Group], cho
     if budget is None and cfg.relax_steps is None:
         raise ValueError("a relaxation without a CPU budget needs a step count (relax_steps)")
     deadline = None if budget is None else budget.seconds * (WALK_SHARE if relaxes else 1.0)
+    share = None if budget is None else RECORD_SHARE
     walk = target_walk(model, w0, groups, target, cfg, pull_sampler, BatchSampler.of(train, seed + PROBE), evaluation,
-                       eps_floor=None if budget is None else walk_floor(budget, deadline))
+                       eps_floor=None if budget is None else walk_floor(budget, deadline), record_share=share)
     yield deadline_phase(walk, budget, deadline, notes) if budget is not None and relaxes else path_phase(walk)
     keep = keep_score(model, w0, train, seed, cfg)
     if walk.status is Status.MISSED and relaxes and walk.target_norm() == 0.0:  # projected
@@ -151,7 +152,8 @@ def sparsify_phases(model: nn.Module, w0: torch.Tensor, groups: list[Group], cho
         field_ = restore(model, w0, pull_sampler, cfg.pull_batch, cfg.path.phi)
         yield path_phase(Walk(model, walk.w, field_, relax_cfg, BatchSampler.of(train, seed + RELAX), evaluation,
                               groups, frozen=target, phase="relax", w_ref=w0, step0=walk.snapshots[-1][0],
-                              length0=walk.length, watch=target, keep_best=keep, progress=progress))
+                              length0=walk.length, watch=target, keep_best=keep, progress=progress,
+                              record_share=share))
 
 
 # of its last five steps, how many the budget's floor may force past the check before the walk is cut: on resnet8 at
@@ -201,6 +203,11 @@ def deadline_phase(walk: Walk, budget: Budget, deadline: float, notes: dict | No
 
 DESCENT_BATCH, DESCENT_LR = 128, 1e-3  # the restore by descent: Adam's images per step and learning rate
 DESCENT_EVAL = 25  # its steps between two records of accuracy and D (at least the path's eval_every)
+# under a budget, the most of a phase's CPU time its record (D on the distance batch, accuracy on the evaluation set)
+# may take (core.path.RecordShare): measured every step and every eval_every steps, it took 19% of a lenet60
+# relaxation step (0.025 s of D, 0.17 s of accuracy and keep score every ten steps, against 0.22 s a step) and 15% of
+# resnet8's restore by descent, steps the baselines beside it spend on their method
+RECORD_SHARE = 0.05
 
 
 def restore_phase(model: nn.Module, w0: torch.Tensor, walk: Walk, start: torch.Tensor, target: torch.Tensor,
@@ -209,22 +216,24 @@ def restore_phase(model: nn.Module, w0: torch.Tensor, walk: Walk, start: torch.T
     function), w_T held at 0, from `start` until the budget is spent, at a constant learning rate (as the distill
     baseline): a restore has little time, and on resnet8 at half its groups 572 steps reached 0.8478 at a constant
     rate against 0.8299 with a cosine decay to 0 (seed 0, Fashion-MNIST). A row per step; accuracy, D and the group
-    norms every DESCENT_EVAL steps (or the path's eval_every, if more) and at the end."""
+    norms every DESCENT_EVAL steps (or the path's eval_every, if more) while they take at most RECORD_SHARE of its
+    CPU time, and at the end."""
     points = descend(model, start, target, train, "adam", DESCENT_LR, DESCENT_BATCH, cfg.path.seed + RELAX,
                      w_teacher=w0, phi=cfg.path.phi)
     box = {"w": start}
     x = evaluation.x[: evaluation.distance_batch]
     ref = mapped_outputs(model, w0, x, cfg.path.phi)
     zero = int((group_norms(start, walk.groups) == 0).sum())  # the held groups stay at zero
-    every = max(DESCENT_EVAL, cfg.path.eval_every)
+    every, share = max(DESCENT_EVAL, cfg.path.eval_every), RecordShare(RECORD_SHARE)
 
     def row(step: int, w: torch.Tensor, evaluate: bool, seconds: float) -> dict:
         if not evaluate:  # most steps: only what the step was (the group norms and scores cost a pass each)
             return Step(step, "restore", walk.length, 0.0, math.nan, 0.0, zero, math.nan, math.nan, math.nan,
                         math.nan, 0.0, 0.0, seconds).row()
-        loss, acc = evaluation.scores(model, w)
-        dist = functional_distance(model, w, None, x, cfg.path.phi, ref=ref)
-        norms = group_norms(w, walk.groups)
+        with share.timed():
+            loss, acc = evaluation.scores(model, w)
+            dist = functional_distance(model, w, None, x, cfg.path.phi, ref=ref)
+            norms = group_norms(w, walk.groups)
         return Step(step, "restore", walk.length, 0.0, dist, 0.0, int((norms == 0).sum()), acc, loss, math.nan,
                     math.nan, 0.0, 0.0, seconds, group_norms=norms.tolist()).row()
 
@@ -234,7 +243,8 @@ def restore_phase(model: nn.Module, w0: torch.Tensor, walk: Walk, start: torch.T
             t0 = time.perf_counter()
             box["w"], step = next(points), step + 1
             if budget.left() > 0:
-                yield row(step, box["w"], (step - walk.at) % every == 0, time.perf_counter() - t0)
+                due = (step - walk.at) % every == 0 and share.allows()
+                yield row(step, box["w"], due, time.perf_counter() - t0)
         yield row(step, box["w"], True, 0.0)
 
     return Phase("restore", rows(), lambda: Status.DONE, lambda: [(walk.at, start)], lambda: box["w"])
@@ -291,10 +301,11 @@ def fit_batches(model: nn.Module, w0: torch.Tensor, groups: list[Group], chosen:
 def trial_steps(model: nn.Module, w0: torch.Tensor, groups: list[Group], chosen: list[Group], cfg: SparsifyConfig,
                 train: Split, evaluation: Evaluation) -> Iterator[float]:
     """CPU seconds of successive walk steps from w0 at cfg's batches (the direction with its pull, the checked
-    tangent, the record), on batches of their own stream (TRIAL): the run's walk draws what it would have drawn."""
+    tangent, the record as a budgeted walk keeps it), on batches of their own stream (TRIAL): the run's walk draws
+    what it would have drawn."""
     target, seed = group_mask(chosen, w0.numel()), cfg.path.seed + TRIAL
     walk = target_walk(model, w0, groups, target, cfg, BatchSampler.of(train, seed), BatchSampler.of(train, seed + 1),
-                       evaluation)
+                       evaluation, record_share=RECORD_SHARE)
     for step in itertools.count(1):
         cpu0 = time.process_time()
         walk.step(step, 0)
