@@ -98,7 +98,7 @@ def render(job, df):
         m[0].metric("step", int(last["step"]))
         m[1].metric("filters at zero", int(last["groups_zero"]))
         m[2].metric("|w_T|", f"{last['target_norm']:.4f}")
-        dist = df["distance"].dropna()  # the restore by descent measures D every few steps only
+        dist = df["distance"].dropna()  # under a budget D is measured every few steps only
         m[3].metric("D(w, w₀)", f"{dist.iloc[-1]:.4g}" if len(dist) else "–")
         m[4].metric("accuracy", f"{acc.iloc[-1]:.4f}" if len(acc) else "–",
                     delta=f"{acc.iloc[-1] - acc.iloc[0]:+.4f}" if len(acc) > 1 else None)

@@ -147,7 +147,7 @@ def one_path(ckpt: inputs.Checkpoint, cfg, folder: Path, meta: dict, train_set: 
     shown, cpu0 = {"D": float("nan")}, time.process_time()
 
     def on_row(r: dict) -> None:
-        if r["distance"] == r["distance"]:  # the restore by descent measures D every few steps only
+        if r["distance"] == r["distance"]:  # under a budget D is measured every few steps only (RECORD_SHARE)
             shown["D"] = r["distance"]
         bar.set_postfix(step=r["step"], zero=r["groups_zero"], D=f"{shown['D']:.4f}", phase=r["phase"],
                         refresh=False)
