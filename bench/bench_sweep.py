@@ -357,7 +357,8 @@ def alive(a: argparse.Namespace) -> None:
             "two cells at a time, full test sets, 3 seeds. lenet60: the sparsities of its front, of 60 filters "
             "(15 is a quarter, 30 half); resnet8 and the mlp (32 hidden units): a quarter and half of their groups. "
             "restored by descent: cells whose walk ended missed and were restored. Sweep folders <front>-<part>: "
-            + "; ".join(f"{net} {a.label or parts}" for net, (_, parts) in ALIVE.items()) + " (a cell run again in a "
+            + "; ".join(f"{net} {a.label or parts}" for net, (_, parts) in ALIVE.items()
+                        if any(r["net"] == net for r in rows)) + " (a cell run again in a "
             f"later part counts once, its last run). Load average at the report: {load()}.")
     print(save(f"sweep-alive{'-' + a.label if a.label else ''}", pd.DataFrame(rows), note))
 
