@@ -198,6 +198,7 @@ class Path:
         self.progress = progress  # () ↦ the fraction of the path's CPU budget spent (it ends at 1)
         self.share = RecordShare(record_share)
         self.measured = True  # whether the last record measured D (a row that did not holds NaN there)
+        self.spent = False  # whether the last step found the CPU budget spent (its row is then measured, the last)
         self.cpu: deque[float] = deque(maxlen=10)  # CPU seconds of the last ten steps taken
         self.efficiency = math.nan  # |w_T| gained per unit of step norm √ε, averaged over the steps taken
         self.best: tuple[float, int, torch.Tensor] | None = None  # (score, step, w)
@@ -225,9 +226,9 @@ class Path:
         self.measured = measure
         if measure:
             with self.share.timed():
-                if self._ref_out is None:
-                    self._ref_out = mapped_outputs(self.model, self.w_ref, ev.x[: ev.distance_batch], self.cfg.phi)
                 x = ev.x[: ev.distance_batch]
+                if self._ref_out is None:
+                    self._ref_out = mapped_outputs(self.model, self.w_ref, x, self.cfg.phi)
                 dist = functional_distance(self.model, w, None, x, self.cfg.phi, ref=self._ref_out)
                 loss, acc = ev.scores(self.model, w) if evaluate else (nan, nan)
         norms = group_norms(w, self.groups)
@@ -317,7 +318,7 @@ class Path:
             if rec.distance > cfg.max_distance:
                 self.status, self.reason = self._out_of_budget(), "distance budget"
                 break
-            if self.progress is not None and self.progress() >= 1.0:
+            if self.spent or (self.progress is not None and self.progress() >= 1.0):  # the step's view, or now
                 self.status, self.reason = self._out_of_budget(), "CPU budget"
                 break
         else:
@@ -387,7 +388,8 @@ class Path:
         self.length += tried.step_length
         self._measure(before, tried.eps, time.process_time() - cpu0)
         arrived = self.target is not None and self.target_norm() <= self.tol
-        ending = arrived or step == last or (self.progress is not None and self.progress() >= 1.0)
+        self.spent = self.progress is not None and self.progress() >= 1.0  # the budget ends the path after this step
+        ending = arrived or step == last or self.spent
         due = step % cfg.eval_every == 0 or ending
         measure = ending or self.share.allows(1.0 if due else 0.5)  # D between due steps within half the share
         rec = self.record(step, self.phase, tried.step_length, tried.mu, (tried.t_metric, tried.t_solve, 0.0),
