@@ -21,7 +21,7 @@ net is scored on the full test set. Variants change how the run uses its budget:
   norm       the default, but zeroing the groups of smallest layer-normalized norm across the net (as magnitude
              pruning and the baselines after it do) instead of the same fraction of every layer
 and beside them magnitude pruning + fine-tuning on the labels, or + distillation toward the dense net's outputs (no
-labels), for the same CPU budget.
+labels), for the same CPU budget ("distillation best": ending on its best point by the relaxation's score).
 """
 
 from __future__ import annotations
@@ -41,6 +41,10 @@ VARIANTS = {"budget": {}, "600 steps": {"relax_steps": 600}, "fixed ε": {"relax
             "norm": {"strategy": "norm"}}
 FINETUNE = "fine-tuning"  # magnitude pruning (as the sweep's), then Adam on the labels for the same CPU budget
 DISTILL = "distillation"  # magnitude pruning, then Adam on D toward the dense net's outputs, the same CPU budget
+# the same, ending on its best point by the score the relaxation keeps its best point with (sparsify.keep_score: D on
+# fixed unlabeled training images), scored every DESCENT_EVAL steps inside the budget: whether a descent at a constant
+# rate gains from ending on its best point rather than its last
+DISTILL_BEST = "distillation best"
 
 
 def one(net: str, count: int, dataset: str, seed: int, variant: str, seconds: float) -> dict:
@@ -55,7 +59,7 @@ def one(net: str, count: int, dataset: str, seed: int, variant: str, seconds: fl
     w0, groups = flatten(model), zoo.filter_groups(model)
     train, test = data.load(dataset, "train", "full"), data.load(dataset, "test", "full")
     t0, cpu0 = time.perf_counter(), time.process_time()
-    run = tuned if variant in (FINETUNE, DISTILL) else geodesic
+    run = tuned if variant in (FINETUNE, DISTILL, DISTILL_BEST) else geodesic
     w, row = run(model, w0, groups, count, train, test, seed, variant, seconds)
     full = Evaluation(test.x, test.y)
     return {"net": net, "groups": count, "dataset": dataset, "variant": variant, "seed": seed, "seconds": seconds,
@@ -82,12 +86,25 @@ def geodesic(model, w0, groups, count: int, train, test, seed: int, variant: str
 
 def tuned(model, w0, groups, count: int, train, test, seed: int, variant: str, seconds: float):
     """Magnitude pruning of `count` groups, then Adam (lr 1e-3, batch 128) for `seconds` of CPU: on the labels, or
-    for distillation on D toward the dense net's outputs."""
+    for distillation on D toward the dense net's outputs (DISTILL_BEST: back to its best point by the relaxation's
+    score at the end, the scoring inside the budget)."""
     from geodesic.experiments.baselines import finetune, magnitude_prune
+    from geodesic.experiments.sparsify import DESCENT_EVAL, keep_score, recommended
 
     pruned, mask = magnitude_prune(w0, groups, count)
-    teacher = w0 if variant == DISTILL else None
-    w, steps = finetune(model, pruned, mask, train, cpu_seconds=seconds, seed=seed, w_teacher=teacher)
+    teacher = w0 if variant in (DISTILL, DISTILL_BEST) else None
+    on_step, best = None, None
+    if variant == DISTILL_BEST:
+        keep = keep_score(model, w0, train, seed, recommended(count))
+        best = [keep(pruned), pruned]
+
+        def on_step(done: int, p) -> None:
+            if done % DESCENT_EVAL == 0 and (score := keep(p)) < best[0]:
+                best[:] = [score, p]
+    w, steps = finetune(model, pruned, mask, train, cpu_seconds=seconds, seed=seed, w_teacher=teacher,
+                        on_step=on_step)
+    if best is not None and keep(w) > best[0]:
+        w = best[1]
     return w, {"status": "done", "steps": steps}
 
 
@@ -124,11 +141,13 @@ def main() -> None:
             done.append(row)
     cells = pd.DataFrame([r for r in done if r["seconds"] == seconds])
     save(f"{args.name}-runs", cells)
-    cells = cells.reindex(columns=list(dict.fromkeys([*cells.columns, "walk steps", "relax steps", "steps"])))
+    cells = cells.reindex(columns=list(dict.fromkeys([*cells.columns, "walk steps", "relax steps", "restore steps",
+                                                      "steps"])))
     table = (cells.groupby(["dataset", "variant"], sort=False)
              .agg(seeds=("seed", "count"), accuracy=("accuracy", "mean"), spread=("accuracy", "std"),
                   dense=("dense", "first"), status=("status", lambda s: ", ".join(sorted(set(s)))),
-                  walk_steps=("walk steps", "mean"), relax_steps=("relax steps", "mean"), adam_steps=("steps", "mean"), cpu_s=("CPU s", "mean"),
+                  walk_steps=("walk steps", "mean"), relax_steps=("relax steps", "mean"),
+                  restore_steps=("restore steps", "mean"), adam_steps=("steps", "mean"), cpu_s=("CPU s", "mean"),
                   wall_s=("wall s", "mean")).reset_index())
     table["loss (points)"] = 100 * (table["dense"] - table["accuracy"])
     for col in ("accuracy", "spread", "dense"):  # four decimals, as the README and docs quote them
