@@ -139,7 +139,7 @@ def sparsify_phases(model: nn.Module, w0: torch.Tensor, groups: list[Group], cho
     if walk.status is Status.MISSED and relaxes and walk.target_norm() == 0.0:  # projected
         start = torch.where(target, torch.zeros_like(w0), w0)
         start = walk.w if keep(walk.w) <= keep(start) else start
-        yield restore_phase(model, w0, walk, start, target, cfg, train, evaluation, budget, keep)
+        yield restore_phase(model, w0, walk, start, target, cfg, train, evaluation, budget)
         return
     progress = None if budget is None else relax_progress(budget, walk)
     if walk.status is Status.ARRIVED and relaxes and (progress is None or progress() < 1.0):
@@ -211,8 +211,7 @@ RECORD_SHARE = 0.05
 
 
 def restore_phase(model: nn.Module, w0: torch.Tensor, walk: Walk, start: torch.Tensor, target: torch.Tensor,
-                  cfg: SparsifyConfig, train: Split, evaluation: Evaluation, budget: Budget,
-                  keep: Callable[[torch.Tensor], float]) -> Phase:
+                  cfg: SparsifyConfig, train: Split, evaluation: Evaluation, budget: Budget) -> Phase:
     """Adam on D(w, w0) = |φ f(x, w) − φ f(x, w0)|² over fresh unlabeled batches (distillation toward the start's
     function), w_T held at 0, from `start` until the budget is spent, at a constant learning rate (as the distill
     baseline): a restore has little time, and on resnet8 at half its groups 572 steps reached 0.8478 at a constant
@@ -239,19 +238,14 @@ def restore_phase(model: nn.Module, w0: torch.Tensor, walk: Walk, start: torch.T
                     math.nan, 0.0, 0.0, seconds, group_norms=norms.tolist()).row()
 
     def rows() -> Iterator[dict]:
-        step, best = walk.at, (keep(start), walk.at, start)
+        step = walk.at
         while budget.left() > 0:
             t0 = time.perf_counter()
             box["w"], step = next(points), step + 1
-            if (step - walk.at) % DESCENT_EVAL == 0:
-                best = min(best, (keep(box["w"]), step, box["w"]), key=lambda b: b[0])
             if budget.left() > 0:
                 due = (step - walk.at) % every == 0 and share.allows()
                 yield row(step, box["w"], due, time.perf_counter() - t0)
         yield row(step, box["w"], True, 0.0)
-        if best[1] != step and keep(box["w"]) > best[0]:
-            box["w"] = best[2]
-            yield row(step, best[2], True, 0.0)
 
     return Phase("restore", rows(), lambda: Status.DONE, lambda: [(walk.at, start)], lambda: box["w"])
 
