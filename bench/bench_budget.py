@@ -5,13 +5,15 @@ thread each). Finished runs are kept, so the same command resumes, and a variant
     python bench/bench_budget.py --datasets fashion-mnist,mnist --seeds 0,1,2 --variants "budget,600 steps,fine-tuning"
 
 Another zoo net and group count, at a budget long enough for its walk to arrive (resnet8's walk to half its groups
-arrived after 549 and 652 steps within its half of 2,400 CPU s; at 240 it is cut after a few):
+arrived after 549 and 652 steps within its half of 2,400 CPU s under an earlier rule, and today's default's after 540
+in one seed of two, the other cut after 885; at 240 it is cut after a few):
 
     python bench/bench_budget.py --net resnet8 --groups 112 --seconds 2400 --datasets fashion-mnist --seeds 0,1 \
         --variants "budget,fine-tuning" --name budget-resnet8
 
 Each run is the CLI's default (experiments.recommended(50), eval on 2,000 test images along the path); its final
-net is scored on the full test set. Variants change how the run uses its budget:
+net is scored on the full test set, and its run folder (every row) is kept in bench/out/budget/runs. Variants change
+how the run uses its budget:
   budget     the default: no cap, the relaxation ends when the budget does (its ε schedule follows the budget)
   600 steps  at most 600 relaxation steps (the default before), the schedule over them
   fixed ε    the default before the step checked itself: every walk step at ε = 0.1, unchecked (adaptive off, so no
@@ -77,7 +79,14 @@ def geodesic(model, w0, groups, count: int, train, test, seed: int, variant: str
     path = {k: v for k, v in change.items() if k in WALK_KEYS}
     run = {k: v for k, v in change.items() if k not in WALK_KEYS}
     cfg = replace(base, seconds=seconds, path=replace(base.path, seed=seed, **path), **run)
-    out = run_sparsify(model, w0, groups, cfg, train, Evaluation(test.x[:2000], test.y[:2000]))
+    # its run folder (every row, why the walk ended) beside the .jsonl: bench/out/budget/runs/<net>-<dataset>-...
+    from geodesic.store.runs import RunWriter
+
+    net = model.__class__.__name__.lower()
+    name = f"{net}-{test.name}-{count}-{variant.replace(' ', '_')}-{seconds:.0f}s-seed{seed}"
+    writer = RunWriter({"kind": "sparsify", "dataset": test.name}, root=ROOT / "bench" / "out" / "budget" / "runs",
+                       run_id=f"{name}-{time.strftime('%Y%m%d%H%M%S')}")
+    out = run_sparsify(model, w0, groups, cfg, train, Evaluation(test.x[:2000], test.y[:2000]), writer=writer)
     phases = pd.Series([r["phase"] for r in out.rows]).value_counts().to_dict()
     return out.w, {"status": out.status.value, "walk steps": phases.get("walk", 0),
                    "relax steps": phases.get("relax", 0), "restore steps": phases.get("restore", 0),
