@@ -74,14 +74,13 @@ def geodesic(model, w0, groups, count: int, train, test, seed: int, variant: str
     from geodesic.core.path import Evaluation
     from geodesic.experiments.continual import WALK_KEYS
     from geodesic.experiments.sparsify import recommended, run_sparsify
+    from geodesic.store.runs import RunWriter
 
     base, change = recommended(count), VARIANTS[variant]  # a variant's PathConfig keys go to the walk
     path = {k: v for k, v in change.items() if k in WALK_KEYS}
     run = {k: v for k, v in change.items() if k not in WALK_KEYS}
     cfg = replace(base, seconds=seconds, path=replace(base.path, seed=seed, **path), **run)
     # its run folder (every row, why the walk ended) beside the .jsonl: bench/out/budget/runs/<net>-<dataset>-...
-    from geodesic.store.runs import RunWriter
-
     net = model.__class__.__name__.lower()
     name = f"{net}-{test.name}-{count}-{variant.replace(' ', '_')}-{seconds:.0f}s-seed{seed}"
     writer = RunWriter({"kind": "sparsify", "dataset": test.name}, root=ROOT / "bench" / "out" / "budget" / "runs",

@@ -20,11 +20,10 @@ import torch
 from common import ROOT, save
 
 from geodesic.core.metric import functional_distance, mapped_outputs
-from geodesic.core.objectives import CHOICE, PROBE, PULL, BatchSampler
+from geodesic.core.objectives import PROBE, PULL, BatchSampler
 from geodesic.core.params import flatten, group_mask
 from geodesic.core.path import Evaluation
-from geodesic.core.targets import choose_groups
-from geodesic.experiments.sparsify import recommended, target_walk
+from geodesic.experiments.sparsify import recommended, target_groups, target_walk
 from geodesic.infra import threads
 from geodesic.store import checkpoints, data, zoo
 
@@ -38,9 +37,7 @@ def trace(dataset: str, count: int, seed: int, adaptive: bool, every: int) -> li
     train, test = data.load(dataset, "train", "full"), data.load(dataset, "test", "full")
     cfg = recommended(count)
     cfg = replace(cfg, path=replace(cfg.path, seed=seed, adaptive=adaptive))
-    probe = train.batch(cfg.path.probe, torch.Generator().manual_seed(seed + CHOICE))[0]
-    chosen = choose_groups(cfg.strategy, model, w0, groups, count, probe, cfg.path.phi, seed)
-    target = group_mask(chosen, w0.numel())
+    target = group_mask(target_groups(model, w0, groups, cfg, train), w0.numel())
     walk = target_walk(model, w0, groups, target, cfg, BatchSampler.of(train, seed + PULL),
                        BatchSampler.of(train, seed + PROBE), Evaluation(test.x[:2000], test.y[:2000]))
     x = test.x[:DISTANCE_BATCH]

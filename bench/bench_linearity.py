@@ -22,11 +22,9 @@ import torch
 from common import ROOT, save
 
 from geodesic.core.metric import functional_distance
-from geodesic.core.objectives import CHOICE
 from geodesic.core.params import flatten, group_mask
 from geodesic.core.path import Evaluation
-from geodesic.core.targets import choose_groups
-from geodesic.experiments.sparsify import recommended, sparsify_phases
+from geodesic.experiments.sparsify import recommended, sparsify_phases, target_groups
 from geodesic.infra.lifecycle import Status
 from geodesic.store import checkpoints, zoo
 from geodesic.store.data import load
@@ -40,8 +38,7 @@ def walk(model, w0, groups, count: int, train, test, eps: float, adaptive: bool,
     cfg = recommended(count)
     cfg = replace(cfg, relax_steps=0, path=replace(cfg.path, eps=eps, adaptive=adaptive, max_steps=max_steps,
                                                    seed=seed, eval_every=10**6, snapshot_every=10**6))
-    probe0 = train.batch(cfg.path.probe, torch.Generator().manual_seed(seed + CHOICE))[0]
-    chosen = choose_groups(cfg.strategy, model, w0, groups, count, probe0, cfg.path.phi, seed)
+    chosen = target_groups(model, w0, groups, cfg, train)
     t0 = time.perf_counter()
     (phase,) = list(sparsify_phases(model, w0, groups, chosen, cfg, train, Evaluation(test.x[:256], test.y[:256])))
     rows = [r for r in phase.rows if r["phase"] == "walk" and r["step"] > 0]

@@ -30,7 +30,7 @@ from torch import nn
 from ..core.metric import functional_distance, mapped_outputs
 from ..core.params import Group, group_mask
 from ..core.path import Evaluation
-from ..core.targets import choose_groups, smallest_groups
+from ..core.targets import smallest_groups
 from ..infra.lifecycle import Budget, Phase, Status, within
 from ..store.data import Split
 from .baselines import finetune, magnitude_prune
@@ -38,7 +38,7 @@ from .choices import SWEEP_METHODS
 from .fip import fip
 from .recalibrate import images as recal_images
 from .recalibrate import recalibrate
-from .sparsify import DESCENT_BATCH, budgeted, fit_batches, recommended, sparsify_phases
+from .sparsify import DESCENT_BATCH, budgeted, fit_batches, recommended, sparsify_phases, target_groups
 
 METHODS = SWEEP_METHODS
 RECAL = "+recal"  # suffix of a method's variant with BatchNorm recalibration before the mask's scoring
@@ -123,8 +123,7 @@ def geodesic_phases(t: Task, budget: Budget, counter: Counter) -> tuple[list[Gro
     images, first and last snapshot only (a sweep keeps many runs)."""
     cfg = recommended(t.count)
     cfg = replace(cfg, path=replace(cfg.path, seed=t.seed, eval_every=50, snapshot_every=10**6, max_steps=10**4))
-    probe = t.train.batch(cfg.path.probe, torch.Generator().manual_seed(t.seed + 3))[0]
-    chosen = choose_groups(cfg.strategy, t.model, t.w0, t.groups, t.count, probe, cfg.path.phi, t.seed)
+    chosen = target_groups(t.model, t.w0, t.groups, cfg, t.train)
     quick = Evaluation(t.evaluation.x[:1000], t.evaluation.y[:1000])
     cfg = fit_batches(t.model, t.w0, t.groups, chosen, cfg, t.train, quick, budget)
     counter.config = cfg.as_dict()

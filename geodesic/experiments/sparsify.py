@@ -95,6 +95,14 @@ def recommended(filters: int = 50) -> SparsifyConfig:
     return replace(PRESETS["recommended"], filters=filters)
 
 
+def target_groups(model: nn.Module, w0: torch.Tensor, groups: list[Group], cfg: SparsifyConfig,
+                  train: Split) -> list[Group]:
+    """The cfg.filters groups a run with cfg zeroes: cfg.strategy's choice, on a probe batch of its own stream
+    (CHOICE) where the strategy reads the net's outputs."""
+    probe = train.batch(cfg.path.probe, torch.Generator().manual_seed(cfg.path.seed + CHOICE))[0]
+    return choose_groups(cfg.strategy, model, w0, groups, cfg.filters, probe, cfg.path.phi, cfg.path.seed)
+
+
 def target_walk(model: nn.Module, w0: torch.Tensor, groups: list[Group], target: torch.Tensor, cfg: SparsifyConfig,
                 pull: BatchSampler, probe: BatchSampler, evaluation: Evaluation, **kwargs) -> Walk:
     """The walk from w0 toward {w_T = 0}: v = −w_T, pulled on the free weights toward w0's function (cfg.pull on
@@ -374,8 +382,7 @@ def run_sparsify(model: nn.Module, w0: torch.Tensor, groups: list[Group], cfg: S
     if not cfg.filters <= len(groups):
         raise ValueError(f"cannot zero {cfg.filters} groups: the model has {len(groups)}")
     if chosen is None:
-        probe = train.batch(cfg.path.probe, torch.Generator().manual_seed(cfg.path.seed + CHOICE))[0]
-        chosen = choose_groups(cfg.strategy, model, w0, groups, cfg.filters, probe, cfg.path.phi, cfg.path.seed)
+        chosen = target_groups(model, w0, groups, cfg, train)
     t0, budget = time.perf_counter(), Budget(cfg.seconds)
     cfg = fit_batches(model, w0, groups, chosen, cfg, train, evaluation, budget)  # what the run uses is recorded
     if writer is not None:
