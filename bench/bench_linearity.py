@@ -21,6 +21,7 @@ import pandas as pd
 import torch
 from common import ROOT, save
 
+from geodesic.core import trust
 from geodesic.core.metric import functional_distance
 from geodesic.core.params import flatten, group_mask
 from geodesic.core.path import Evaluation
@@ -30,6 +31,12 @@ from geodesic.store import checkpoints, zoo
 from geodesic.store.data import load
 
 NETS = {"lenet60": 50, "resnet8": 0.5}  # groups to zero: a count, or a fraction of the net's groups
+
+
+def rule(target: float) -> None:
+    """The self-checking rule with its band moved to [target/2, target] and its rejection to 4·target (the default
+    is target 16: [8, 16], rejection above 64), for this process."""
+    trust.TARGET, trust.GROW_BELOW, trust.REJECT = target, target / 2, 4 * target
 
 
 def walk(model, w0, groups, count: int, train, test, eps: float, adaptive: bool, max_steps: int,
@@ -49,7 +56,8 @@ def walk(model, w0, groups, count: int, train, test, eps: float, adaptive: bool,
     loss, acc = Evaluation(test.x, test.y).scores(model, w)
     lin = [r["linearity"] for r in rows if math.isfinite(r["linearity"])]
     busy = sum(r["t_jacobian"] + r["t_solve"] + r["t_other"] + r["t_check"] for r in rows)
-    return {"ε": eps, "rule": "self-checked" if adaptive else "fixed ε", "steps": len(rows),
+    return {"ε": eps, "rule": f"self-checked, r band [{trust.GROW_BELOW:g}, {trust.TARGET:g}]" if adaptive
+            else "fixed ε", "seed": seed, "steps": len(rows),
             "rejected": sum(r["rejected"] for r in rows), "arrived": phase.end() is Status.ARRIVED,
             "median real/predicted": statistics.median(lin), "90th percentile": statistics.quantiles(lin, n=10)[-1],
             "median ε": statistics.median(r["eps"] for r in rows),
@@ -65,6 +73,10 @@ def main() -> None:
     ap.add_argument("--fixed", default="0.1,0.01", help="fixed trust regions to compare (empty: none)")
     ap.add_argument("--nets", default=",".join(NETS))
     ap.add_argument("--max-steps", type=int, default=600)
+    ap.add_argument("--seeds", default="0", help="walk seeds (probe and pull batches)")
+    ap.add_argument("--targets", default=str(trust.TARGET),
+                    help="self-checked walks: the rule's TARGET r to compare (band [TARGET/2, TARGET], rejection "
+                         f"above 4·TARGET; the default is {trust.TARGET:g})")
     ap.add_argument("--name", default="linearity-{dataset}", help="the result files' name under bench/results")
     args = ap.parse_args()
     torch.set_num_threads(1)
@@ -76,14 +88,17 @@ def main() -> None:
         model.eval()
         w0, groups = flatten(model).detach(), zoo.filter_groups(model)
         count = amount if isinstance(amount, int) else round(amount * len(groups))
-        runs = [(float(e), True) for e in args.eps.split(",") if e] + [(float(e), False) for e in args.fixed.split(",") if e]
-        for eps, adaptive in runs:
-            row = {"net": name, "groups zeroed": f"{count} of {len(groups)}",
-                   **walk(model, w0, groups, count, train, test, eps, adaptive, args.max_steps)}
-            print(row, flush=True)
-            rows.append(row)
+        runs = [(float(e), True, float(t)) for e in args.eps.split(",") if e for t in args.targets.split(",")] + \
+            [(float(e), False, trust.TARGET) for e in args.fixed.split(",") if e]
+        for seed in (int(s) for s in args.seeds.split(",")):
+            for eps, adaptive, target in runs:
+                rule(target)
+                row = {"net": name, "groups zeroed": f"{count} of {len(groups)}",
+                       **walk(model, w0, groups, count, train, test, eps, adaptive, args.max_steps, seed)}
+                print(row, flush=True)
+                rows.append(row)
     load_avg = ", ".join(f"{x:.1f}" for x in os.getloadavg())
-    note = (f"{args.dataset}, one thread, seed 0; the recommended walk (β, pull ρ, probe of 32 images) without its "
+    note = (f"{args.dataset}, one thread, seeds {args.seeds}; the recommended walk (β, pull ρ, probe of 32 images) without its "
             "relaxation, self-checked from ε (the default: geodesic.core.trust) or at a fixed ε. real/predicted: the "
             "change of the outputs on a step's own probe batch, measured, over |Jθ|², the metric's prediction (1: the "
             "net is linear over the step), for the steps taken. rejected: tried steps the check sent back (ε/4). "
