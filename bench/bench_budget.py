@@ -6,7 +6,7 @@ thread each). Finished runs are kept, so the same command resumes, and a variant
 
 Another zoo net and group count, at a budget long enough for its walk to arrive (resnet8's walk to half its groups
 arrived after 549 and 652 steps within its half of 2,400 CPU s under an earlier rule, and today's default's after 540
-in one seed of two, the other cut after 885; at 240 it is cut after a few):
+and 377 in two runs of three, the third cut after 885; at 240 it is cut after a few):
 
     python bench/bench_budget.py --net resnet8 --groups 112 --seconds 2400 --datasets fashion-mnist --seeds 0,1 \
         --variants "budget,fine-tuning" --name budget-resnet8

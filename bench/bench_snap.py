@@ -1,4 +1,4 @@
-"""What the walk's snap costs, along a kept sparsify run: at its walk's snapshots, |w_T|, the distance
+"""What the walk's snap costs, along a kept sparsify run: at its walk's snapshots, |w_T|, the trust region ε, the distance
 D(w, w0) to the dense function and the accuracy at w and at snap(w) (w_T := 0, what arrival does at the end), on
 the first test images; and at the last snapshot before the snap, the groups whose zeroing alone costs the most.
 
@@ -10,6 +10,7 @@ A walk that keeps the function should arrive where D(snap(w)) ≈ D(w); the tabl
 from __future__ import annotations
 
 import argparse
+import math
 from pathlib import Path
 
 import pandas as pd
@@ -63,7 +64,9 @@ def main() -> None:
         if s % args.every and s != last:
             continue
         snapped = torch.where(target, torch.zeros_like(w), w)
-        rows.append({"step": s, "|w_T|": float(w[target].norm()), "D": dist(w), "D snapped": dist(snapped),
+        eps = run.metrics.loc[(run.metrics.phase == "walk") & (run.metrics.step == s), "eps"]
+        rows.append({"step": s, "|w_T|": float(w[target].norm()), "ε": float(eps.iloc[0]) if len(eps) else math.nan,
+                     "D": dist(w), "D snapped": dist(snapped),
                      "accuracy": ev.scores(model, w)[1], "accuracy snapped": ev.scores(model, snapped)[1]})
     w = keep[-1][1]
     norms = group_norms(w, chosen)
@@ -73,7 +76,13 @@ def main() -> None:
         alone.append(f"{chosen[i].name} (|w_g| {float(norms[i]):.3g}: zeroing it alone takes D to "
                      f"{dist(torch.where(m, torch.zeros_like(w), w)):.4g}; zeroing all others leaves "
                      f"{dist(torch.where(target & ~m, torch.zeros_like(w), w)):.4g})")
-    note = (f"Run {run.id} ({run.meta['config']['filters']} groups, seed {run.meta['config']['path']['seed']}), "
+    steps = run.metrics[(run.metrics.phase == "walk") & (run.metrics.step > 0)]
+    seconds = steps[["t_jacobian", "t_solve", "t_other", "t_check"]].sum(axis=1).sum()
+    walked = (f"The walk: {len(steps)} steps (their rows' own timings add up to {seconds:.0f} s), "
+              f"{int((steps.target_norm < 2).sum())} of them ending with |w_T| below 2; median ε "
+              f"{steps.eps.median():.2g}, median r {steps.linearity.median():.3g}; D on the run's evaluation images "
+              f"at its last measured step {steps.distance.dropna().iloc[-1]:.3g}. ")
+    note = walked + (f"Run {run.id} ({run.meta['config']['filters']} groups, seed {run.meta['config']['path']['seed']}), "
             f"its walk's snapshots every {args.every} steps and its last before the snap; D and accuracy on the "
             f"first {args.images} test images of {dataset}; snapped: w_T := 0. At step {last}, "
             f"D {dist(w):.4g}; the largest target groups: " + "; ".join(alone) + ".")

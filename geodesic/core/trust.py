@@ -24,7 +24,10 @@ thresholds bracket what the benchmarks found safe: walks whose median r was 14�
 ε = 0.1, resnet8 at ε = 0.01), one whose median r was 352 did not (resnet8 at ε = 0.1). Holding r lower does not
 help: with TARGET = 8 resnet8's walk took 668 steps at a median ε of 0.003 and arrived further from the dense
 function (D 0.337, 0.7468 masked) than at a fixed ε = 0.01 (D 0.197, 0.8304): each step also adds the drift of
-its small probe batch, so more, smaller steps are not safer, and they cost the budget the relaxation needs.
+its small probe batch, so more, smaller steps are not safer, and they cost the budget the relaxation needs. Nor does
+holding it higher: with the band at [16, 32] (rejection above 128), resnet8's walk to half its groups arrived nearer
+the dense function than under this rule in one seed of four, further in two, and not within 600 steps in the fourth
+(bench/results/linearity-band*-resnet8-*.md); on lenet60 it took about a sixth fewer steps at a level D.
 
 Why growth starts below TARGET/2 and not lower: r need not fall as ε does. Near the end of lenet60's walk to 58 of
 its 60 filters on MNIST, r stays between 4 and 60 for any ε from 0.1 down to 0.0004 (filters near zero leave their
