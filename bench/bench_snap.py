@@ -55,17 +55,17 @@ def main() -> None:
     def dist(w: torch.Tensor) -> float:
         return functional_distance(model, w, None, x, PHI, ref=ref)
 
-    walk = run.metrics[run.metrics.phase == "walk"].step
+    walk = run.metrics[(run.metrics.phase == "walk") & (run.metrics.step > 0)].set_index("step")  # one row a step
     steps, W = run.snapshots()
-    keep = [(int(s), w) for s, w in zip(steps, W) if int(s) <= walk.max() and float(w[target].norm()) > 0]
+    keep = [(int(s), w) for s, w in zip(steps, W) if int(s) <= walk.index.max() and float(w[target].norm()) > 0]
     last = keep[-1][0]
     rows = []
     for s, w in keep:
         if s % args.every and s != last:
             continue
         snapped = torch.where(target, torch.zeros_like(w), w)
-        eps = run.metrics.loc[(run.metrics.phase == "walk") & (run.metrics.step == s), "eps"]
-        rows.append({"step": s, "|w_T|": float(w[target].norm()), "ε": float(eps.iloc[0]) if len(eps) else math.nan,
+        eps = walk.eps.get(s, math.nan) if s else run.metrics.eps.iloc[0]  # step 0: the start's row
+        rows.append({"step": s, "|w_T|": float(w[target].norm()), "ε": float(eps),
                      "D": dist(w), "D snapped": dist(snapped),
                      "accuracy": ev.scores(model, w)[1], "accuracy snapped": ev.scores(model, snapped)[1]})
     w = keep[-1][1]
@@ -76,16 +76,15 @@ def main() -> None:
         alone.append(f"{chosen[i].name} (|w_g| {float(norms[i]):.3g}: zeroing it alone takes D to "
                      f"{dist(torch.where(m, torch.zeros_like(w), w)):.4g}; zeroing all others leaves "
                      f"{dist(torch.where(target & ~m, torch.zeros_like(w), w)):.4g})")
-    steps = run.metrics[(run.metrics.phase == "walk") & (run.metrics.step > 0)]
-    seconds = steps[["t_jacobian", "t_solve", "t_other", "t_check"]].sum(axis=1).sum()
-    walked = (f"The walk: {len(steps)} steps (their rows' own timings add up to {seconds:.0f} s), "
-              f"{int((steps.target_norm < 2).sum())} of them ending with |w_T| below 2; median ε "
-              f"{steps.eps.median():.2g}, median r {steps.linearity.median():.3g}; D on the run's evaluation images "
-              f"at its last measured step {steps.distance.dropna().iloc[-1]:.3g}. ")
+    seconds = walk[["t_jacobian", "t_solve", "t_other", "t_check"]].sum(axis=1).sum()
+    walked = (f"The walk: {len(walk)} steps (their rows' own timings add up to {seconds:.0f} s), "
+              f"{int((walk.target_norm < 2).sum())} of them ending with |w_T| below 2; median ε "
+              f"{walk.eps.median():.2g}, median r {walk.linearity.median():.3g}; D on the run's evaluation images "
+              f"at its last measured step {walk.distance.dropna().iloc[-1]:.3g}. ")
     note = walked + (f"Run {run.id} ({run.meta['config']['filters']} groups, seed {run.meta['config']['path']['seed']}), "
             f"its walk's snapshots every {args.every} steps and its last before the snap; D and accuracy on the "
             f"first {args.images} test images of {dataset}; snapped: w_T := 0. At step {last}, "
-            f"D {dist(w):.4g}; the largest target groups: " + "; ".join(alone) + ".")
+            f"D {rows[-1]['D']:.4g}; the largest target groups: " + "; ".join(alone) + ".")
     name = args.name or f"snap-{Path(args.run).name}"
     print(save(name, pd.DataFrame(rows), note))
 
